@@ -1,0 +1,173 @@
+// Benchmarks: `swift run -c release Benchmarks [--filter NAME] [--json]`.
+//
+// Each workload runs once per invocation with exactly the parameters of the
+// issues, and prints ns per operation (or, with --json, one object a line:
+// {"name":..., "ops":..., "ns_per_op":..., "extra":...}).
+import GMP
+import Glibc
+
+struct Result {
+    var name: String
+    var ops: Int
+    var nsPerOp: Double
+    var extra: String
+}
+
+func now() -> Int64 { GMP.now }
+
+func rssBytes() -> Int {
+    guard let f = fopen("/proc/self/statm", "r") else { return 0 }
+    defer { fclose(f) }
+    var buf = [CChar](repeating: 0, count: 128)
+    guard fgets(&buf, 128, f) != nil else { return 0 }
+    let s = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    let parts = s.split(separator: " ")
+    guard parts.count > 1, let pages = Int(parts[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+/// spawn: 1,000,000 Gs that each call wg.done(); the spawner then waits.
+func benchSpawn() -> Result {
+    let n = 1_000_000
+    let t = GMP.run { () -> Int64 in
+        let wg = WaitGroup(n)
+        let t0 = now()
+        for _ in 0..<n { go { wg.done() } }
+        wg.wait()
+        return now() - t0
+    }
+    return Result(name: "spawn", ops: n, nsPerOp: Double(t) / Double(n), extra: "procs=\(GMP.procs)")
+}
+
+/// yield: 2×GMPPROCS Gs share 4,000,000 yield() calls.
+func benchYield() -> Result {
+    let total = 4_000_000
+    let gs = 2 * GMP.procs
+    let t = GMP.run { () -> Int64 in
+        let wg = WaitGroup(gs)
+        let start = WaitGroup(1)
+        let t0 = now()
+        for _ in 0..<gs {
+            go {
+                start.wait()
+                for _ in 0..<(total / gs) { GMP.yield() }
+                wg.done()
+            }
+        }
+        start.done()
+        wg.wait()
+        return now() - t0
+    }
+    return Result(name: "yield", ops: total, nsPerOp: Double(t) / Double(total), extra: "gs=\(gs)")
+}
+
+/// spawntree: a binary tree of Gs of depth 20 (2,097,151 Gs), each spawning
+/// its two children and signalling a shared WaitGroup.
+func benchSpawnTree() -> Result {
+    let depth = 20
+    let total = (1 << (depth + 1)) - 1
+    let t = GMP.run { () -> Int64 in
+        let wg = WaitGroup(total)
+        @Sendable func node(_ d: Int) {
+            if d < depth {
+                go { node(d + 1) }
+                go { node(d + 1) }
+            }
+            wg.done()
+        }
+        let t0 = now()
+        go { node(0) }
+        wg.wait()
+        return now() - t0
+    }
+    return Result(name: "spawntree", ops: total, nsPerOp: Double(t) / Double(total), extra: "depth=\(depth)")
+}
+
+/// parked: 100,000 Gs each blocked on a WaitGroup; ns per spawn and RSS per G.
+func benchParked() -> Result {
+    let n = 100_000
+    let (t, perG) = GMP.run { () -> (Int64, Int) in
+        let before = rssBytes()
+        let gate = WaitGroup(1)
+        let started = WaitGroup(n)
+        let finished = WaitGroup(n)
+        let t0 = now()
+        for _ in 0..<n {
+            go {
+                started.done()
+                gate.wait()
+                finished.done()
+            }
+        }
+        started.wait()
+        let t1 = now() - t0
+        let after = rssBytes()
+        gate.done()
+        finished.wait()
+        return (t1, (after - before) / n)
+    }
+    GMP.trimStacks()
+    return Result(name: "parked", ops: n, nsPerOp: Double(t) / Double(n), extra: "rss_bytes_per_g=\(perG)")
+}
+
+/// timers: 100,000 Gs each sleeping 1 ms ten times.
+func benchTimers() -> Result {
+    let n = 100_000
+    let t = GMP.run { () -> Int64 in
+        let wg = WaitGroup(n)
+        let t0 = now()
+        for _ in 0..<n {
+            go {
+                for _ in 0..<10 { GMP.sleep(nanoseconds: 1_000_000) }
+                wg.done()
+            }
+        }
+        wg.wait()
+        return now() - t0
+    }
+    return Result(name: "timers", ops: n * 10, nsPerOp: Double(t) / Double(n * 10), extra: "")
+}
+
+let all: [(String, () -> Result)] = [
+    ("spawn", benchSpawn),
+    ("yield", benchYield),
+    ("spawntree", benchSpawnTree),
+    ("parked", benchParked),
+    ("timers", benchTimers),
+]
+
+var json = false
+var filter: String?
+var args = CommandLine.arguments.dropFirst()
+while let a = args.popFirst() {
+    switch a {
+    case "--json": json = true
+    case "--filter":
+        guard let f = args.popFirst() else { fatalError("--filter needs a name") }
+        filter = f
+    case "--help", "-h":
+        print("usage: Benchmarks [--filter NAME] [--json]\nworkloads: \(all.map(\.0).joined(separator: ", "))")
+        exit(0)
+    default:
+        let msg = "Benchmarks: unknown argument \(a) (try --help)\n"
+        _ = msg.withCString { write(2, $0, strlen($0)) }
+        exit(2)
+    }
+}
+
+let selected = all.filter { filter == nil || $0.0.contains(filter!) }
+if selected.isEmpty {
+    let msg = "Benchmarks: no workload matches \(filter ?? "")\n"
+    _ = msg.withCString { write(2, $0, strlen($0)) }
+    exit(2)
+}
+if !json { print("GMPPROCS=\(GMP.procs), cores=\(sysconf(Int32(_SC_NPROCESSORS_ONLN)))") }
+for (_, f) in selected {
+    let r = f()
+    if json {
+        print("{\"name\":\"\(r.name)\",\"ops\":\(r.ops),\"ns_per_op\":\(r.nsPerOp),\"extra\":\"\(r.extra)\"}")
+    } else {
+        let ns = (r.nsPerOp * 10).rounded() / 10
+        print("\(r.name + String(repeating: " ", count: max(0, 10 - r.name.count))) \(r.ops) ops  \(ns) ns/op  \(r.extra)")
+    }
+}

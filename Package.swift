@@ -1,0 +1,28 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "SwiftGMP",
+    products: [
+        .library(name: "GMP", targets: ["GMP"]),
+        .library(name: "Channels", targets: ["Channels"]),
+        .library(name: "NetPoller", targets: ["NetPoller"]),
+        .library(name: "WebSocket", targets: ["WebSocket"]),
+        .executable(name: "ChatApp", targets: ["ChatApp"]),
+        .executable(name: "Benchmarks", targets: ["Benchmarks"]),
+    ],
+    targets: [
+        .target(name: "CGMP"),
+        .target(name: "GMP", dependencies: ["CGMP"]),
+        .target(name: "Channels", dependencies: ["GMP"]),
+        .target(name: "NetPoller", dependencies: ["GMP", "CGMP"]),
+        .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
+        .executableTarget(name: "ChatApp", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
+        .executableTarget(name: "Benchmarks", dependencies: ["GMP", "Channels"], path: "Benchmarks"),
+        .testTarget(name: "GMPTests", dependencies: ["GMP", "CGMP"]),
+        .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP"]),
+        .testTarget(name: "NetPollerTests", dependencies: ["NetPoller", "GMP"]),
+        .testTarget(name: "WebSocketTests", dependencies: ["WebSocket"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,206 @@
+// Stack switching glue around the assembly in switch_<arch>.S.
+//
+// Each switch is done from one C function compiled without TSan
+// instrumentation: the __tsan_switch_to_fiber call and the assembly switch
+// must not be separated by an instrumented frame, or TSan's shadow stack is
+// pushed on one fiber and popped on the other.
+#include "CGMP.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <errno.h>
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GMP_TSAN 1
+#endif
+#endif
+
+#ifdef GMP_TSAN
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#define GMP_NO_TSAN __attribute__((no_sanitize("thread")))
+#else
+#define GMP_NO_TSAN
+#endif
+
+// Swift runtime (libswiftCore): move the open dynamic-exclusivity accesses
+// of a task between the thread and the task's saved state.
+extern void swift_task_enterThreadLocalContext(char *state);
+extern void swift_task_exitThreadLocalContext(char *state);
+
+// Assembly (switch_x86_64.S / switch_aarch64.S).
+extern void gmp_ctx_switch(void **save_sp, void *new_sp);
+extern void gmp_ctx_trampoline(void);
+
+__thread void *gmp_current_m;
+__thread uint64_t gmp_rand_state;
+// The G running on this thread, for the overflow handler (async-signal-safe read).
+static __thread gmp_gctx *current_gctx;
+
+bool gmp_tsan_enabled(void) {
+#ifdef GMP_TSAN
+    return true;
+#else
+    return false;
+#endif
+}
+
+GMP_NO_TSAN void gmp_gogo(gmp_mctx *m, gmp_gctx *g) {
+    current_gctx = g;
+    swift_task_enterThreadLocalContext(g->excl);
+#ifdef GMP_TSAN
+    __tsan_switch_to_fiber(g->fiber, 0);
+#endif
+    gmp_ctx_switch(&m->g0sp, g->sp);
+    // Back on g0: the G called gmp_mcall (and so is off its stack).
+    swift_task_exitThreadLocalContext(g->excl);
+    current_gctx = NULL;
+}
+
+static _Noreturn void overflow_fatal(gmp_gctx *g) {
+    char buf[256];
+    int n = snprintf(buf, sizeof buf,
+                     "fatal error: goroutine %lld overflowed its stack (stack size %zu KiB; "
+                     "set GMP_STACK_SIZE to raise it)\n",
+                     (long long)g->id, (size_t)((g->stack_hi - g->stack_lo) / 1024));
+    if (n > 0) (void)!write(2, buf, (size_t)n);
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+GMP_NO_TSAN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) {
+    if (*(volatile uint64_t *)g->stack_lo != GMP_STACK_CANARY) overflow_fatal(g);
+#ifdef GMP_TSAN
+    __tsan_switch_to_fiber(m->g0fiber, 0);
+#endif
+    gmp_ctx_switch(&g->sp, m->g0sp);
+}
+
+void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg) {
+    *(uint64_t *)g->stack_lo = GMP_STACK_CANARY;
+    uintptr_t top = g->stack_hi & ~(uintptr_t)15;
+#if defined(__x86_64__)
+    // Frame popped by gmp_ctx_switch: [mxcsr, x87cw, pad][r15 r14 r13 r12 rbx rbp][ret]
+    // After `ret` rsp = top-16 (16-byte aligned, as before a call).
+    uint64_t *sp = (uint64_t *)(top - 88);
+    uint32_t *fp = (uint32_t *)sp;
+    fp[0] = 0x1F80;            // MXCSR default
+    fp[1] = 0x037F;            // x87 control word default (low 16 bits used)
+    sp[1] = 0;
+    sp[2] = 0;                 // r15
+    sp[3] = 0;                 // r14
+    sp[4] = (uint64_t)entry;   // r13
+    sp[5] = (uint64_t)arg;     // r12
+    sp[6] = 0;                 // rbx
+    sp[7] = 0;                 // rbp
+    sp[8] = (uint64_t)gmp_ctx_trampoline; // return address
+    sp[9] = 0;                 // (top-16) end of frame chain
+    sp[10] = 0;
+    g->sp = sp;
+#elif defined(__aarch64__)
+    // Frame popped by gmp_ctx_switch: x19..x30 (12 words), d8..d15 (8), fpcr, pad.
+    uint64_t *sp = (uint64_t *)(top - 176);
+    memset(sp, 0, 176);
+    sp[0] = (uint64_t)arg;     // x19
+    sp[1] = (uint64_t)entry;   // x20
+    sp[11] = (uint64_t)gmp_ctx_trampoline; // x30 (lr)
+    g->sp = sp;
+#else
+#error "unsupported architecture"
+#endif
+#ifdef GMP_TSAN
+    if (g->fiber == NULL) g->fiber = __tsan_create_fiber(0);
+#endif
+}
+
+void gmp_release_ctx(gmp_gctx *g) {
+#ifdef GMP_TSAN
+    if (g->fiber) { __tsan_destroy_fiber(g->fiber); g->fiber = NULL; }
+#else
+    (void)g;
+#endif
+}
+
+// MARK: overflow handler
+
+static struct sigaction old_segv, old_bus;
+
+static void overflow_handler(int sig, siginfo_t *info, void *uctx) {
+    gmp_gctx *g = current_gctx;
+    uintptr_t addr = (uintptr_t)info->si_addr;
+    if (g != NULL) {
+        // Inside the guard page, or just below an unguarded stack's base.
+        bool guard = g->guard_hi != 0 && addr >= g->guard_lo && addr < g->guard_hi;
+        bool below = addr < g->stack_lo && addr + 65536 >= g->stack_lo;
+        if (guard || below) overflow_fatal(g);
+    }
+    // Not ours: restore the previous handler and return; the fault repeats there.
+    sigaction(sig, sig == SIGSEGV ? &old_segv : &old_bus, NULL);
+    (void)uctx;
+}
+
+void gmp_install_overflow_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = overflow_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGBUS, &sa, &old_bus);
+}
+
+void gmp_thread_init(gmp_mctx *m) {
+    size_t size = 64 * 1024;
+    void *alt = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (alt != MAP_FAILED) {
+        stack_t ss = { .ss_sp = alt, .ss_flags = 0, .ss_size = size };
+        sigaltstack(&ss, NULL);
+    }
+    gmp_rand_state = (uint64_t)(uintptr_t)m ^ (uint64_t)gmp_nanotime();
+#ifdef GMP_TSAN
+    m->g0fiber = __tsan_get_current_fiber();
+#else
+    m->g0fiber = NULL;
+#endif
+}
+
+_Noreturn void gmp_fatal(const char *msg) {
+    (void)!write(2, msg, strlen(msg));
+    (void)!write(2, "\n", 1);
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+// MARK: futex
+
+int gmp_futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        tsp = &ts;
+    }
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
+    return r == 0 ? 0 : -1;
+}
+
+int gmp_futex_wake(uint32_t *addr, int n) {
+    return (int)syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+void gmp_usleep(uint32_t us) {
+    struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000 };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+void gmp_os_yield(void) { sched_yield(); }

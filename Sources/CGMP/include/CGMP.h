@@ -1,0 +1,116 @@
+// CGMP: the few things Swift cannot do itself.
+//
+//  - switching stacks (gmp_gogo: g0 -> G, gmp_mcall: G -> g0), in assembly,
+//    with ThreadSanitizer fiber annotations and the Swift runtime's exclusivity
+//    state carried by the G;
+//  - building the first frame of a new stack;
+//  - futex wait/wake (SYS_futex is not in Swift's Glibc module and syscall() is
+//    variadic);
+//  - the monotonic clock, thread-local "current M" and the stack-overflow
+//    SIGSEGV handler that names the G.
+#ifndef CGMP_H
+#define CGMP_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+#include <time.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Canary written at the lowest words of every G stack and checked at every
+/// switch away from the G (unguarded stacks have no guard page).
+#define GMP_STACK_CANARY 0x5AFE57AC4C0FFEE5ULL
+
+/// Per-G switch state. Lives in raw (malloc'd) memory, never in a Swift class
+/// property, so that no Swift dynamic access is open across a switch.
+typedef struct gmp_gctx {
+    void *sp;                 // saved stack pointer while the G is switched out
+    void *fiber;              // ThreadSanitizer fiber (NULL when not under TSan)
+    uintptr_t stack_lo;       // lowest usable address (the canary lives here)
+    uintptr_t stack_hi;       // highest address (exclusive)
+    uintptr_t guard_lo;       // PROT_NONE guard page range, [lo, hi); 0 if none
+    uintptr_t guard_hi;
+    int64_t id;               // goroutine id, for messages
+    _Alignas(16) char excl[32]; // Swift exclusivity state (swift_task_*ThreadLocalContext)
+} gmp_gctx;
+
+/// Per-M switch state: where g0 (the thread's own stack) was left.
+typedef struct gmp_mctx {
+    void *g0sp;
+    void *g0fiber;
+} gmp_mctx;
+
+/// Runs `g` on the current thread (which must be on its g0) until the G
+/// switches back with gmp_mcall. Carries the exclusivity state in and out.
+void gmp_gogo(gmp_mctx *m, gmp_gctx *g);
+
+/// From a running G: switch back to its M's g0. Returns when some M runs the
+/// G again with gmp_gogo. Checks the stack canary first.
+void gmp_mcall(gmp_gctx *g, gmp_mctx *m);
+
+/// Prepares g's stack (stack_lo/stack_hi set) so that the first gmp_gogo calls
+/// entry(arg) on it. entry must never return.
+void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg);
+
+/// Called when the G that owns `g` is finished with it (TSan fiber release).
+void gmp_release_ctx(gmp_gctx *g);
+
+/// Called once at the start of every M thread: alternate signal stack for
+/// the overflow handler, TSan fiber of g0.
+void gmp_thread_init(gmp_mctx *m);
+
+/// Installs the SIGSEGV/SIGBUS handler that reports a G stack overflow.
+void gmp_install_overflow_handler(void);
+
+/// Prints `msg` and aborts: used for overflow found by the canary check.
+_Noreturn void gmp_fatal(const char *msg);
+
+/// Whether this build is instrumented by ThreadSanitizer.
+bool gmp_tsan_enabled(void);
+
+// MARK: futex
+
+/// Waits while *addr == val, at most timeout_ns (< 0: no limit).
+/// Returns 0 when woken (or spuriously), -1 on timeout or value mismatch.
+int gmp_futex_wait(uint32_t *addr, uint32_t val, int64_t timeout_ns);
+/// Wakes up to n waiters on addr.
+int gmp_futex_wake(uint32_t *addr, int n);
+
+// MARK: time, thread-local current M
+
+static inline int64_t gmp_nanotime(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+extern __thread void *gmp_current_m;
+static inline void *gmp_get_m(void) { return gmp_current_m; }
+static inline void gmp_set_m(void *m) { gmp_current_m = m; }
+
+/// Cheap per-thread random numbers (wyrand) for steal order and select.
+extern __thread uint64_t gmp_rand_state;
+static inline uint32_t gmp_fastrand(void) {
+    gmp_rand_state += 0xa0761d6478bd642fULL;
+    __uint128_t r = (__uint128_t)gmp_rand_state * (gmp_rand_state ^ 0xe7037ed1a0b428dbULL);
+    return (uint32_t)((uint64_t)(r >> 64) ^ (uint64_t)r);
+}
+
+static inline void gmp_cpu_relax(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+void gmp_usleep(uint32_t us);
+void gmp_os_yield(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,208 @@
+import CGMP
+import Glibc
+import Synchronization
+
+/// Starts a goroutine running `body`.
+///
+/// The G is queued on the current P's `runnext` (it runs soon, on this
+/// core, as in Go), or on the global queue when called from a plain thread.
+/// It gets its stack when it first runs. Cost: about one small allocation
+/// the first time; pooled Gs are reused.
+public func go(_ body: @escaping @Sendable () -> Void) {
+    Scheduler.shared.newproc(body)
+}
+
+/// The runtime's entry points.
+///
+/// Code inside a G is ordinary synchronous Swift. Blocking operations of
+/// this package (`sleep`, `yield`, `Mutex.lock`, `WaitGroup.wait`, channel
+/// operations, socket I/O) park the G, not the thread. Scheduling is
+/// cooperative: a G that computes for a long time without parking keeps
+/// its P (sysmon counts it in `Stats.longRuns`); call `GMP.yield()` in long
+/// loops.
+public enum GMP {
+    /// The G-aware mutex (also available as the top-level `Mutex`).
+    public typealias Mutex = GMPMutex
+    /// The G-aware wait group (also available as the top-level `WaitGroup`).
+    public typealias WaitGroup = GMPWaitGroup
+
+    /// Runs `body` as a G and blocks the calling thread until it returns,
+    /// handing back its value or rethrowing its error.
+    ///
+    /// Call it from a plain thread (e.g. `main`, a test). Calling it from
+    /// inside a G traps: use `go` with a `WaitGroup` or a channel there.
+    public static func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        if M.current?.curg != nil || M.current != nil {
+            gmp_fatal("fatal error: GMP.run called from inside a goroutine; use go {} and a WaitGroup or channel")
+        }
+        let box = RunBox<T, E>()
+        let result: Result<T, E> = withoutActuallyEscaping(body) { escapable in
+            box.body = escapable
+            go {
+                box.run()
+            }
+            box.done.sleep()
+            box.body = nil
+            return box.result!
+        }
+        box.done.free()
+        return try result.get()
+    }
+
+    /// Number of Ps (Go's `GOMAXPROCS`): how many Gs run in parallel.
+    /// Initially `GMPPROCS` from the environment, or the number of cores.
+    public static var procs: Int {
+        Scheduler.shared.procs.load(ordering: .acquiring)
+    }
+
+    /// Sets the number of Ps and returns the previous number (Go's
+    /// `GOMAXPROCS(n)`). Stops the world: waits until every running G parks
+    /// (scheduling is cooperative), moves the queues and timers of removed Ps,
+    /// then restarts. Callable from a G or a plain thread.
+    /// - Parameter n: 1...1024.
+    @discardableResult
+    public static func setProcs(_ n: Int) -> Int {
+        precondition(n >= 1 && n <= Scheduler.maxProcs, "GMP.setProcs: \(n) is not in 1...\(Scheduler.maxProcs)")
+        let s = Scheduler.shared
+        let old = s.procs.load(ordering: .acquiring)
+        if n == old { return old }
+        if let m = M.current, let g = m.curg {
+            m.action = .resize
+            m.actionWhen = Int64(n)
+            gmp_mcall(g.ctx, m.ctx)
+        } else {
+            s.resize(to: n, m: nil)
+        }
+        return old
+    }
+
+    /// Yields the processor: the current G goes to the back of its P's run
+    /// queue and others run. On a plain thread it yields the OS thread
+    /// (`sched_yield`).
+    public static func yield() {
+        guard let m = M.current, let g = m.curg else {
+            gmp_os_yield()
+            return
+        }
+        m.action = .yield
+        gmp_mcall(g.ctx, m.ctx)
+    }
+
+    /// Sleeps at least `duration`. In a G this parks the G on a timer (the
+    /// timer is armed only after the G is parked); on a plain thread it sleeps
+    /// the thread.
+    public static func sleep(for duration: Duration) {
+        let (s, a) = duration.components
+        let ns = s * 1_000_000_000 + a / 1_000_000_000
+        sleep(nanoseconds: ns)
+    }
+
+    /// Sleeps at least `nanoseconds`.
+    public static func sleep(nanoseconds: Int64) {
+        guard let m = M.current, let g = m.curg else {
+            if nanoseconds > 0 {
+                var req = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+                var rem = timespec()
+                while nanosleep(&req, &rem) != 0 && errno == EINTR { req = rem }
+            }
+            return
+        }
+        if nanoseconds <= 0 {
+            yield()
+            return
+        }
+        if g.sleepTimer == nil { g.sleepTimer = Timer(readying: g) }
+        m.action = .sleep
+        m.actionWhen = gmp_nanotime() &+ nanoseconds
+        gmp_mcall(g.ctx, m.ctx)
+    }
+
+    /// Runs a blocking system call (or any call that may block the thread)
+    /// without holding up other Gs: the P is left to sysmon, which hands it to
+    /// another M if the call takes more than a tick (20 µs and up) and there is
+    /// other work. On a plain thread it just runs `body`.
+    public static func blocking<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        guard let m = M.current, let g = m.curg, m.p != nil else { return try body() }
+        let s = m.sched
+        s.entersyscall(m)
+        let r = Result<T, E> { () throws(E) -> T in try body() }
+        // We may be on the same M (the thread never changed during the call).
+        s.exitsyscall(m, g)
+        return try r.get()
+    }
+
+    /// Monotonic clock in nanoseconds (the time base of `Timer.reset(at:)`).
+    public static var now: Int64 { gmp_nanotime() }
+
+    /// The running G, or nil on a plain thread.
+    public static var currentG: G? { M.current?.curg }
+
+    /// Index of the P running the caller, or nil on a plain thread (or during
+    /// a blocking call). For tests and diagnostics.
+    public static var currentProcessor: Int? { M.current?.p?.id }
+
+    /// Whether the caller runs in a G.
+    public static var inGoroutine: Bool { M.current?.curg != nil }
+
+    /// Parks the current G and then releases `lock`, on the scheduler's stack,
+    /// once the G is off its own stack (so a waker that takes `lock` can never
+    /// ready a G that is still running). The G resumes after `ready(_:)`.
+    /// Must be called from a G, with `lock` held.
+    public static func park(unlocking lock: FutexLock) {
+        guard let m = M.current, let g = m.curg else {
+            gmp_fatal("fatal error: GMP.park called outside a goroutine")
+        }
+        m.action = .parkUnlock
+        m.actionLock = lock
+        gmp_mcall(g.ctx, m.ctx)
+    }
+
+    /// Makes a G parked by `park(unlocking:)` runnable (Go's `goready`). From
+    /// a G it runs next on the caller's P.
+    public static func ready(_ g: G) {
+        Scheduler.shared.ready(g)
+    }
+
+    /// Installs the poller the scheduler blocks in when idle (NetPoller's epoll).
+    public static func install(poller: any Poller) {
+        Scheduler.shared.install(poller)
+    }
+
+    /// Queues Gs made ready outside the scheduler loop (by a poller on a
+    /// thread with no P) and wakes Ms for them.
+    public static func inject(_ list: GList) {
+        Scheduler.shared.injectglist(list)
+    }
+
+    /// Size of a G stack in bytes (`GMP_STACK_SIZE`, default 256 KiB).
+    public static var stackSize: Int { Scheduler.shared.stackPool.stackSize }
+
+    /// Whether this build runs under ThreadSanitizer.
+    public static var isThreadSanitized: Bool { gmp_tsan_enabled() }
+
+    /// A snapshot of the scheduler's counters.
+    public static var stats: Stats { Stats.capture(Scheduler.shared) }
+
+    /// Releases the memory of cached free stacks beyond `keep` (stacks stay
+    /// reserved for reuse). The runtime bounds its caches by itself; this is
+    /// for programs that want memory back right after a burst of Gs.
+    public static func trimStacks(keep: Int = 0) {
+        Scheduler.shared.stackPool.trim(keep: keep)
+    }
+}
+
+/// Carries `GMP.run`'s closure and result between the calling thread and the G.
+private final class RunBox<T, E: Error>: @unchecked Sendable {
+    // @unchecked: the caller writes `body` before `go`, which publishes it to
+    // the G; the G writes `result` before `done.wakeup()` (release) and the
+    // caller reads it after `done.sleep()` (acquire). The caller is blocked
+    // in between, so nothing is accessed concurrently.
+    var body: (() throws(E) -> T)?
+    var result: Result<T, E>?
+    let done = Note()
+
+    func run() {
+        result = Result { () throws(E) -> T in try body!() }
+        done.wakeup()
+    }
+}

@@ -1,0 +1,978 @@
+import CGMP
+import Glibc
+import Synchronization
+
+// Goroutine scheduler
+//
+// The scheduler's job is to distribute ready-to-run goroutines (G) over
+// worker threads (M). An M runs Gs only while it holds a P (logical
+// processor); there are GMPPROCS Ps. This is Go's runtime/proc.go design:
+//
+//  - Each P has a local run queue (RunQueue: 256-slot lock-free ring plus a
+//    `runnext` slot). A G readied by the running G goes to `runnext` and runs
+//    next on the same P, inheriting the time slice, so a ping-ponging pair
+//    stays on one core. New Gs go to `runnext` too (as in Go).
+//  - A global run queue (linked list under `lock`) takes overflow (half a
+//    full ring at once), Gs readied from plain threads and Gs whose M came
+//    back from a blocking call without a P. Every 61st schedule a P looks at
+//    the global queue first, so it cannot starve.
+//  - `findRunnable`: timers, runnext/local queue, global queue (a batch),
+//    the poller without blocking, then stealing: 4 rounds over the other Ps in
+//    random order, half of a victim's queue each time, its runnext and due
+//    timers only in the last round. Nothing found: give the P back, re-check
+//    every queue, then block in the poller (one M at a time, time-out = the
+//    earliest timer) or sleep on the M's futex note.
+//
+// Worker thread parking/unparking (the lost wake-up protocol)
+//
+// We must not leave a runnable G with an idle P and no M looking, and we
+// must not wake Ms needlessly. An M is *spinning* when it holds a P and
+// looks for work without having found any; at most about half of the busy
+// Ps may have one. Rules:
+//  1. Whoever makes a G runnable (ready, go, injected poll results) publishes
+//     it first and then calls `wakeP`, which starts a spinning M only if there
+//     is an idle P and no M is spinning already (CAS nmspinning 0 -> 1).
+//  2. A spinning M that finds work stops spinning (`resetSpinning`) and calls
+//     `wakeP` again, so a burst of work wakes Ms one by one, as needed.
+//  3. A spinning M that finds nothing gives back its P, decrements
+//     nmspinning (sequentially consistent RMW: a full barrier) and only then
+//     re-checks every P's run queue, the global queue and the timers before it
+//     sleeps. Either the submitter of rule 1 sees nmspinning == 0 and wakes
+//     someone, or the M's re-check sees the work.
+//  Submissions to the local queue of the P we are running on need no wake-up
+//  for correctness (this M will run them); `wakeP` there is for parallelism.
+//
+// Blocking system calls: `GMP.blocking` marks the P `.syscall` and leaves it.
+// sysmon (a thread with no P) retakes a P that stayed in `.syscall` over one
+// of its ticks (20 µs and up) when there is other work, and hands it to another
+// M. On return the M takes its P back if it is still `.syscall`, else any idle
+// P, else it queues the G globally and sleeps.
+//
+// Scheduling is cooperative: a G runs until it parks, yields, sleeps, blocks
+// or ends. sysmon counts Gs that ran over 10 ms without parking (`longRuns`).
+
+/// The runtime: one per process.
+final class Scheduler: @unchecked Sendable {
+    // @unchecked: fields are atomics, `let`s, or guarded by `lock` as marked.
+
+    static let shared = Scheduler()
+
+    static let maxProcs = 1024
+
+    /// Guards: the global run queue, idle P and M lists, `mcount`, `allm`,
+    /// `stopWait`, the global free G list.
+    let lock = FutexLock()
+
+    // Global run queue (lock).
+    var runq = GList()
+    let runqSize = Atomic<Int>(0)
+
+    // Idle Ps (lock), count readable without it.
+    unowned(unsafe) var pidle: P?
+    let npidle = Atomic<Int>(0)
+
+    // Ms (lock).
+    unowned(unsafe) var midle: M?
+    var nmidle = 0
+    var allm: [M] = []
+    let mcount = Atomic<Int>(0)
+    let nmspinning = Atomic<Int>(0)
+
+    // Ps: slots published with release, never freed.
+    private let allp: UnsafeMutablePointer<Atomic<UInt>>
+    let procs = Atomic<Int>(0)
+
+    // Stop the world (resize).
+    let stopRequested = Atomic<Bool>(false)
+    var stopWait = 0 // lock
+    let stopNote = Note()
+    let resizeLock = FutexLock() // one resize at a time (held on g0 / plain thread only)
+
+    // Poller.
+    private let pollerRef = Atomic<UInt>(0)
+    let polling = Atomic<Bool>(false)
+    let pollUntil = Atomic<Int64>(0)
+    let lastPoll = Atomic<Int64>(0)
+
+    // Free Gs (lock) and stacks.
+    var gFree: ContiguousArray<G> = []
+    let gFreeLimit = 4096
+    let stackPool: StackPool
+    let goidGen = Atomic<Int64>(0)
+
+    // Counters for Gs made or readied where there is no P.
+    let createdNoP = Atomic<Int>(0)
+    let readiesNoP = Atomic<Int>(0)
+    let longRuns = Atomic<Int>(0)
+    let handoffs = Atomic<Int>(0)
+
+    let startTime = gmp_nanotime()
+    let schedTraceMs: Int
+
+    private init() {
+        allp = .allocate(capacity: Scheduler.maxProcs)
+        for i in 0..<Scheduler.maxProcs { (allp + i).initialize(to: Atomic(0)) }
+        let env = { (name: String) -> String? in getenv(name).map { String(cString: $0) } }
+        var size = 256 * 1024
+        if let s = env("GMP_STACK_SIZE") {
+            guard let v = parseSize(s) else {
+                gmp_fatal("fatal error: GMP_STACK_SIZE=\(s) is not a size (bytes, or with k/m suffix)")
+            }
+            size = v
+        }
+        stackPool = StackPool(stackSize: size)
+        var n = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        if let s = env("GMPPROCS") {
+            guard let v = Int(s), v >= 1, v <= Scheduler.maxProcs else {
+                gmp_fatal("fatal error: GMPPROCS=\(s) must be an integer in 1...\(Scheduler.maxProcs)")
+            }
+            n = v
+        }
+        schedTraceMs = env("GMP_SCHEDTRACE").flatMap { Int($0) } ?? 0
+        pollerRef.store(UInt(bitPattern: Unmanaged.passRetained(FutexPoller() as AnyObject).toOpaque()),
+                        ordering: .releasing)
+        gmp_install_overflow_handler()
+        lock.lock()
+        for i in 0..<n {
+            let p = makeP(i)
+            pidleput(p)
+        }
+        procs.store(n, ordering: .releasing)
+        lock.unlock()
+        Sysmon.start(self)
+    }
+
+    // MARK: Ps
+
+    private func makeP(_ i: Int) -> P {
+        let raw = allp[i].load(ordering: .acquiring)
+        if raw != 0 { return Unmanaged<P>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue() }
+        let p = P(id: i)
+        allp[i].store(UInt(bitPattern: Unmanaged.passRetained(p).toOpaque()), ordering: .releasing)
+        return p
+    }
+
+    /// The P with index `i` (< procs, or any index that was ever created).
+    @inline(__always) func allP(_ i: Int) -> P {
+        let raw = allp[i].load(ordering: .acquiring)
+        return Unmanaged<P>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue()
+    }
+
+    /// The P with index `i` if it was ever created.
+    func allPIfCreated(_ i: Int) -> P? {
+        let raw = allp[i].load(ordering: .acquiring)
+        if raw == 0 { return nil }
+        return Unmanaged<P>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue()
+    }
+
+    /// Lock held. Puts `p` on the idle list.
+    func pidleput(_ p: P) {
+        precondition(p.runq.isEmpty, "pidleput: P has runnable Gs")
+        p.status.store(PStatus.idle.rawValue, ordering: .releasing)
+        p.m = nil
+        p.link = pidle
+        pidle = p
+        npidle.add(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// Lock held. Takes an idle P, or nil.
+    func pidleget() -> P? {
+        guard let p = pidle else { return nil }
+        pidle = p.link
+        p.link = nil
+        npidle.subtract(1, ordering: .sequentiallyConsistent)
+        return p
+    }
+
+    @inline(__always) func acquirep(_ m: M, _ p: P) {
+        m.p = p
+        p.m = m
+        p.status.store(PStatus.running.rawValue, ordering: .releasing)
+    }
+
+    @inline(__always) func releasep(_ m: M) -> P {
+        let p = m.p!
+        p.m = nil
+        m.p = nil
+        return p
+    }
+
+    // MARK: Ms
+
+    /// Lock held.
+    private func mput(_ m: M) {
+        m.link = midle
+        midle = m
+        nmidle += 1
+    }
+
+    /// Lock held.
+    private func mget() -> M? {
+        guard let m = midle else { return nil }
+        midle = m.link
+        m.link = nil
+        nmidle -= 1
+        return m
+    }
+
+    /// Starts an M (an idle one, or a new thread) to run `p` (or an idle P if
+    /// nil). If `spinning`, the caller has already incremented nmspinning for it.
+    func startm(_ p: P?, spinning: Bool) {
+        lock.lock()
+        var pp = p
+        if pp == nil {
+            pp = pidleget()
+            if pp == nil {
+                lock.unlock()
+                if spinning { nmspinning.subtract(1, ordering: .sequentiallyConsistent) }
+                return
+            }
+        }
+        let nm = mget()
+        if nm == nil {
+            let m = M(id: allm.count, sched: self)
+            allm.append(m)
+            mcount.add(1, ordering: .relaxed)
+            lock.unlock()
+            m.spinning = spinning
+            m.nextp = pp
+            newThread(m)
+            return
+        }
+        lock.unlock()
+        nm!.spinning = spinning
+        nm!.nextp = pp
+        nm!.park.wakeup()
+    }
+
+    private func newThread(_ m: M) {
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+        pthread_attr_setstacksize(&attr, 1 << 20)
+        var tid = pthread_t()
+        let arg = Unmanaged.passUnretained(m).toOpaque()
+        let r = pthread_create(&tid, &attr, { arg in
+            let m = Unmanaged<M>.fromOpaque(arg!).takeUnretainedValue()
+            m.sched.mstart(m)
+        }, arg)
+        pthread_attr_destroy(&attr)
+        if r != 0 { gmp_fatal("fatal error: pthread_create failed (\(r)): cannot start an M") }
+    }
+
+    /// Thread entry of every M.
+    private func mstart(_ m: M) -> Never {
+        gmp_thread_init(m.ctx)
+        gmp_set_m(Unmanaged.passUnretained(m).toOpaque())
+        acquirep(m, m.nextp!)
+        m.nextp = nil
+        schedule(m)
+    }
+
+    /// Parks this M until `startm` hands it a P.
+    func stopm(_ m: M) {
+        precondition(m.p == nil, "stopm holding a P")
+        lock.lock()
+        mput(m)
+        lock.unlock()
+        m.park.sleep()
+        m.park.clear()
+        acquirep(m, m.nextp!)
+        m.nextp = nil
+    }
+
+    /// Wakes an M to run Gs if there is an idle P and nobody spins (rule 1).
+    @inline(__always) func wakeP() {
+        if npidle.load(ordering: .sequentiallyConsistent) == 0 { return }
+        if nmspinning.load(ordering: .sequentiallyConsistent) != 0 { return }
+        if !nmspinning.compareExchange(expected: 0, desired: 1, ordering: .sequentiallyConsistent).exchanged { return }
+        startm(nil, spinning: true)
+    }
+
+    @inline(__always) private func resetSpinning(_ m: M) {
+        m.spinning = false
+        nmspinning.subtract(1, ordering: .sequentiallyConsistent)
+        wakeP()
+    }
+
+    /// Hands `p` (which nobody runs) to an M if there is a reason to, else
+    /// makes it idle. Used by sysmon's retake.
+    func handoffp(_ p: P) {
+        if !p.runq.isEmpty || runqSize.load(ordering: .acquiring) != 0 {
+            startm(p, spinning: false)
+            return
+        }
+        if nmspinning.load(ordering: .sequentiallyConsistent) + npidle.load(ordering: .sequentiallyConsistent) == 0,
+           nmspinning.compareExchange(expected: 0, desired: 1, ordering: .sequentiallyConsistent).exchanged {
+            startm(p, spinning: true)
+            return
+        }
+        lock.lock()
+        if stopRequested.load(ordering: .acquiring) {
+            p.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+            stopWait -= 1
+            if stopWait == 0 { stopNote.wakeup() }
+            lock.unlock()
+            return
+        }
+        if runqSize.load(ordering: .acquiring) != 0 {
+            lock.unlock()
+            startm(p, spinning: false)
+            return
+        }
+        pidleput(p)
+        lock.unlock()
+        let w = p.timer0When.load(ordering: .acquiring)
+        if w != 0 { wakeNetPoller(w) }
+    }
+
+    // MARK: run queues
+
+    /// Puts `g` on `p`'s local queue (in `runnext` if `next`), spilling half
+    /// the ring to the global queue when it is full. Caller owns `p`.
+    @inline(__always) func runqput(_ p: P, _ g: G, next: Bool) {
+        var item = g.bits
+        if next {
+            item = p.runq.swapRunNext(item)
+            if item == 0 { return }
+        }
+        while !p.runq.pushTail(item) {
+            let n = p.runq.takeHalf()
+            if n > 0 {
+                var batch = GList()
+                for i in 0..<n { batch.push(G.from(bits: p.runq.scratch[i])) }
+                batch.push(G.from(bits: item))
+                lock.lock()
+                globrunqputbatch(batch)
+                lock.unlock()
+                return
+            }
+        }
+    }
+
+    /// Lock held.
+    @inline(__always) func globrunqput(_ g: G) {
+        runq.push(g)
+        runqSize.add(1, ordering: .releasing)
+    }
+
+    /// Lock held.
+    func globrunqputbatch(_ list: GList) {
+        runqSize.add(list.count, ordering: .releasing)
+        runq.append(list)
+    }
+
+    /// Lock held. Takes a batch from the global queue for `p`: returns the
+    /// first, puts the rest on `p`'s local queue.
+    func globrunqget(_ p: P, max: Int) -> G? {
+        let size = runqSize.load(ordering: .relaxed)
+        if size == 0 { return nil }
+        var n = min(size, size / procs.load(ordering: .relaxed) + 1)
+        if max > 0 && n > max { n = max }
+        n = min(n, Int(RunQueue.capacity) / 2)
+        runqSize.subtract(n, ordering: .relaxed)
+        let g = runq.pop()!
+        for _ in 1..<n {
+            let g2 = runq.pop()!
+            runqput(p, g2, next: false)
+        }
+        return g
+    }
+
+    // MARK: ready
+
+    /// Makes a parked G runnable: onto the current P's `runnext` when called
+    /// on an M that holds a P, else onto the global queue; then `wakeP`.
+    func ready(_ g: G) {
+        g.status = .runnable
+        if let m = M.current, let p = m.p {
+            P.bump(p.readies)
+            runqput(p, g, next: true)
+        } else {
+            readiesNoP.add(1, ordering: .relaxed)
+            lock.lock()
+            globrunqput(g)
+            lock.unlock()
+        }
+        wakeP()
+    }
+
+    /// Queues a batch of Gs made ready by a poller (any thread) and starts Ms
+    /// for idle Ps to run them.
+    func injectglist(_ list: GList) {
+        if list.isEmpty { return }
+        var l = list
+        var c = l.count
+        var cur = l.head
+        while let u = cur { u.takeUnretainedValue().status = .runnable; cur = u.takeUnretainedValue().schedlink }
+        readiesNoP.add(c, ordering: .relaxed)
+        lock.lock()
+        globrunqputbatch(l)
+        lock.unlock()
+        l = GList()
+        while c > 0 && npidle.load(ordering: .sequentiallyConsistent) > 0 {
+            startm(nil, spinning: false)
+            c -= 1
+        }
+    }
+
+    // MARK: poller
+
+    var poller: any Poller {
+        let raw = pollerRef.load(ordering: .acquiring)
+        return Unmanaged<AnyObject>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue() as! any Poller
+    }
+
+    func install(_ p: any Poller) {
+        let old = pollerRef.exchange(UInt(bitPattern: Unmanaged.passRetained(p as AnyObject).toOpaque()),
+                                     ordering: .acquiringAndReleasing)
+        // Wake whoever blocks in the old poller. The old one stays retained
+        // (leaked on purpose): an M may still be inside it.
+        (Unmanaged<AnyObject>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).takeUnretainedValue() as! any Poller).wake()
+    }
+
+    /// A timer at `when` was added: make sure somebody will wake for it.
+    func wakeNetPoller(_ when: Int64) {
+        if polling.load(ordering: .sequentiallyConsistent) {
+            let pu = pollUntil.load(ordering: .acquiring)
+            if pu == 0 || pu > when { poller.wake() }
+        } else {
+            wakeP()
+        }
+    }
+
+    // MARK: the scheduler loop
+
+    func schedule(_ m: M) -> Never {
+        while true {
+            let (g, inherit) = findRunnable(m)
+            if m.spinning { resetSpinning(m) }
+            execute(m, g, inheritTime: inherit)
+        }
+    }
+
+    /// Runs `g` on this M until it switches back, then carries out what it asked for.
+    func execute(_ m: M, _ g0: G, inheritTime: Bool) {
+        let g = g0
+        var inherit = inheritTime
+        while true {
+            let p = m.p!
+            if !inherit { P.bump(p.schedTick) }
+            P.bump(p.switchTick)
+            g.status = .running
+            m.curg = g
+            if g.stack == nil { giveStack(p, g) }
+            gmp_gogo(m.ctx, g.ctx)
+            m.curg = nil
+            // Back on g0. m.p may have changed if the G made a blocking call.
+            let action = m.action
+            m.action = .none
+            switch action {
+            case .none:
+                gmp_fatal("fatal error: G switched to g0 with no action")
+            case .park:
+                g.status = .waiting
+                P.bump(m.p!.parks)
+            case .parkUnlock:
+                g.status = .waiting
+                P.bump(m.p!.parks)
+                let l = m.actionLock!
+                m.actionLock = nil
+                l.unlock()
+            case .sleep:
+                g.status = .waiting
+                P.bump(m.p!.parks)
+                let t = g.sleepTimer!
+                addTimer(t, when: m.actionWhen)
+            case .yield:
+                g.status = .runnable
+                runqput(m.p!, g, next: false)
+            case .exit:
+                gdestroy(m.p!, g)
+            case .exitSyscall:
+                // No P for the G that came back from a blocking call.
+                g.status = .runnable
+                lock.lock()
+                globrunqput(g)
+                lock.unlock()
+                stopm(m)
+            case .resize:
+                resize(to: Int(m.actionWhen), m: m)
+                // The caller goes on at once, on whatever P this M now holds.
+                inherit = true
+                continue
+            }
+            return
+        }
+    }
+
+    /// Finds a runnable G for `m` (which holds a P), blocking if there is none.
+    func findRunnable(_ m: M) -> (G, Bool) {
+        top: while true {
+            if stopRequested.load(ordering: .acquiring) {
+                gcstopm(m)
+                continue top
+            }
+            let p = m.p!
+            let now = gmp_nanotime()
+            runTimers(p, now: now)
+
+            if p.sliceExpired.load(ordering: .relaxed) {
+                p.sliceExpired.store(false, ordering: .relaxed)
+                if let overflow = p.runq.demoteRunNext() {
+                    let g = G.from(bits: overflow)
+                    lock.lock(); globrunqput(g); lock.unlock()
+                }
+            }
+            // Fairness: every 61st tick, look at the global queue first.
+            if p.schedTick.load(ordering: .relaxed) % 61 == 0 && runqSize.load(ordering: .relaxed) > 0 {
+                lock.lock()
+                let g = globrunqget(p, max: 1)
+                lock.unlock()
+                if let g { return (g, false) }
+            }
+            if let (item, inherit) = p.runq.get() { return (G.from(bits: item), inherit) }
+            if runqSize.load(ordering: .acquiring) > 0 {
+                lock.lock()
+                let g = globrunqget(p, max: 0)
+                lock.unlock()
+                if let g { return (g, false) }
+            }
+            // Poll without blocking when someone waits on the network.
+            let pl = poller
+            if pl.hasWaiters && !polling.load(ordering: .relaxed) {
+                var list = pl.poll(delayNanoseconds: 0)
+                lastPoll.store(now, ordering: .relaxed)
+                if let g = list.pop() {
+                    injectglist(list)
+                    g.status = .runnable
+                    return (g, false)
+                }
+            }
+            // Steal.
+            let nprocs = procs.load(ordering: .relaxed)
+            if m.spinning || 2 * nmspinning.load(ordering: .relaxed) < nprocs - npidle.load(ordering: .relaxed) {
+                if !m.spinning {
+                    m.spinning = true
+                    nmspinning.add(1, ordering: .sequentiallyConsistent)
+                }
+                let (g, newWork) = stealWork(m, p, now: now, nprocs: nprocs)
+                if let g { return (g, false) }
+                if newWork { continue top }
+            }
+
+            // Nothing to do: give the P back.
+            lock.lock()
+            if stopRequested.load(ordering: .acquiring) {
+                lock.unlock()
+                continue top
+            }
+            if runqSize.load(ordering: .relaxed) > 0 {
+                let g = globrunqget(p, max: 0)
+                lock.unlock()
+                if let g { return (g, false) }
+                continue top
+            }
+            if !p.runq.isEmpty { // a timer callback may have queued work
+                lock.unlock()
+                continue top
+            }
+            _ = releasep(m)
+            pidleput(p)
+            lock.unlock()
+
+            let wasSpinning = m.spinning
+            if m.spinning {
+                // Rule 3: decrement, barrier (the seq-cst RMW), re-check everything.
+                m.spinning = false
+                nmspinning.subtract(1, ordering: .sequentiallyConsistent)
+                for i in 0..<nprocs where !allP(i).runq.isEmpty {
+                    lock.lock()
+                    let pp = pidleget()
+                    lock.unlock()
+                    if let pp {
+                        acquirep(m, pp)
+                        m.spinning = true
+                        nmspinning.add(1, ordering: .sequentiallyConsistent)
+                        continue top
+                    }
+                    break
+                }
+                if runqSize.load(ordering: .sequentiallyConsistent) > 0 {
+                    lock.lock()
+                    let pp = pidleget()
+                    lock.unlock()
+                    if let pp {
+                        acquirep(m, pp)
+                        m.spinning = true
+                        nmspinning.add(1, ordering: .sequentiallyConsistent)
+                        continue top
+                    }
+                }
+            }
+            // Block in the poller (one M at a time) until the earliest timer.
+            let next = earliestTimer()
+            if (pl.hasWaiters || next != 0),
+               polling.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
+                var delay: Int64 = -1
+                if next != 0 {
+                    delay = max(0, next - gmp_nanotime())
+                    pollUntil.store(next, ordering: .releasing)
+                }
+                if stopRequested.load(ordering: .acquiring) { delay = 0 }
+                var list = delay == 0 && !pl.hasWaiters ? GList() : pl.poll(delayNanoseconds: delay)
+                pollUntil.store(0, ordering: .releasing)
+                lastPoll.store(gmp_nanotime(), ordering: .relaxed)
+                polling.store(false, ordering: .sequentiallyConsistent)
+                lock.lock()
+                let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
+                lock.unlock()
+                if let pp {
+                    acquirep(m, pp)
+                    if let g = list.pop() {
+                        injectglist(list)
+                        g.status = .runnable
+                        return (g, false)
+                    }
+                    if wasSpinning {
+                        m.spinning = true
+                        nmspinning.add(1, ordering: .sequentiallyConsistent)
+                    }
+                    continue top
+                }
+                injectglist(list)
+            } else if next != 0 {
+                // Someone else polls: make sure it wakes in time for our timer.
+                let pu = pollUntil.load(ordering: .acquiring)
+                if polling.load(ordering: .acquiring) && (pu == 0 || pu > next) { pl.wake() }
+            }
+            stopm(m)
+        }
+    }
+
+    /// Tries to steal a G (or runs other Ps' due timers). Returns the G, or
+    /// whether timers made new work appear on our P.
+    private func stealWork(_ m: M, _ p: P, now: Int64, nprocs: Int) -> (G?, Bool) {
+        if nprocs <= 1 { return (nil, false) }
+        for round in 0..<4 {
+            let last = round == 3
+            let start = Int(gmp_fastrand()) % nprocs
+            let step = coprimeStep(nprocs)
+            var idx = start
+            for _ in 0..<nprocs {
+                if stopRequested.load(ordering: .relaxed) { return (nil, true) }
+                let victim = allP(idx)
+                idx = (idx + step) % nprocs
+                if victim === p { continue }
+                if last && victim.timer0When.load(ordering: .relaxed) != 0 {
+                    if runTimers(victim, now: now) > 0, let (item, _) = p.runq.get() {
+                        return (G.from(bits: item), false)
+                    }
+                }
+                if victim.pstatus == .idle { continue }
+                if let item = victim.runq.steal(into: p.runq, stealRunNext: last, ownerRunning: {
+                    victim.pstatus == .running
+                }) {
+                    P.bump(p.steals)
+                    return (G.from(bits: item), false)
+                }
+            }
+        }
+        return (nil, !p.runq.isEmpty)
+    }
+
+    private func coprimeStep(_ n: Int) -> Int {
+        // Small primes not dividing n give a full-cycle enumeration.
+        for s in [7, 5, 3, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47] where n % s != 0 { return s % n == 0 ? 1 : s }
+        return 1
+    }
+
+    // MARK: G lifecycle
+
+    /// Makes a G for `fn` and queues it: on the current P's `runnext` (as Go's
+    /// `newproc`), or globally from a plain thread.
+    func newproc(_ fn: @escaping () -> Void) {
+        if let m = M.current, let p = m.p {
+            let g = gfget(p)
+            g.fn = fn
+            g.id = nextGoid(p)
+            P.bump(p.created)
+            g.status = .runnable
+            runqput(p, g, next: true)
+            wakeP()
+        } else {
+            let g = gfgetGlobal() ?? newG()
+            g.fn = fn
+            g.id = goidGen.add(1, ordering: .relaxed).newValue
+            createdNoP.add(1, ordering: .relaxed)
+            g.status = .runnable
+            lock.lock()
+            globrunqput(g)
+            lock.unlock()
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            wakeP()
+        }
+    }
+
+    private func nextGoid(_ p: P) -> Int64 {
+        if p.goidNext == p.goidEnd {
+            let end = goidGen.add(16, ordering: .relaxed).newValue
+            p.goidNext = end - 16
+            p.goidEnd = end
+        }
+        p.goidNext += 1
+        return p.goidNext
+    }
+
+    private func newG() -> G {
+        let g = G()
+        _ = Unmanaged.passRetained(g) // the runtime's reference, dropped in gfput when not pooled
+        return g
+    }
+
+    private func gfget(_ p: P) -> G {
+        if let g = p.gFree.popLast() { return g }
+        lock.lock()
+        var n = 0
+        while n < 32, let g = gFree.popLast() { p.gFree.append(g); n += 1 }
+        lock.unlock()
+        return p.gFree.popLast() ?? newG()
+    }
+
+    private func gfgetGlobal() -> G? {
+        lock.withLock { gFree.popLast() }
+    }
+
+    /// Gives a finished G's stack to `p`'s cache and the G to `p`'s free list.
+    private func gdestroy(_ p: P, _ g: G) {
+        g.status = .dead
+        P.bump(p.exited)
+        if let s = g.stack {
+            g.stack = nil
+            gmp_release_ctx(g.ctx)
+            if p.stackCache.count >= 32 {
+                stackPool.put(p.stackCache[16...])
+                p.stackCache.removeSubrange(16...)
+            }
+            p.stackCache.append(s)
+        }
+        g.param = nil
+        g.selectDone.store(0, ordering: .relaxed)
+        p.gFree.append(g)
+        if p.gFree.count >= 64 {
+            lock.lock()
+            while p.gFree.count > 32 {
+                let g2 = p.gFree.removeLast()
+                if gFree.count < gFreeLimit {
+                    gFree.append(g2)
+                } else {
+                    Unmanaged.passUnretained(g2).release()
+                }
+            }
+            lock.unlock()
+        }
+    }
+
+    private func giveStack(_ p: P, _ g: G) {
+        if p.stackCache.isEmpty { stackPool.get(16, into: &p.stackCache) }
+        let s = p.stackCache.removeLast()
+        g.stack = s
+        g.ctx.pointee.stack_lo = s.lo
+        g.ctx.pointee.stack_hi = s.hi
+        g.ctx.pointee.guard_lo = s.guardLo
+        g.ctx.pointee.guard_hi = s.guardHi
+        g.ctx.pointee.id = g.id
+        gmp_prepare_stack(g.ctx, gEntry, nil)
+    }
+
+    // MARK: blocking calls
+
+    /// The current G enters a blocking call: its P is left for sysmon to retake.
+    @inline(__always) func entersyscall(_ m: M) {
+        let p = m.p!
+        P.bump(p.syscallTick)
+        m.oldp = p
+        m.p = nil
+        p.m = nil
+        m.curg?.status = .syscall
+        p.status.store(PStatus.syscall.rawValue, ordering: .sequentiallyConsistent)
+    }
+
+    /// The current G's blocking call returned: get a P back or queue the G.
+    @inline(__always) func exitsyscall(_ m: M, _ g: G) {
+        let oldp = m.oldp!
+        m.oldp = nil
+        if oldp.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.running.rawValue,
+                                       ordering: .sequentiallyConsistent).exchanged {
+            m.p = oldp
+            oldp.m = m
+            g.status = .running
+            return
+        }
+        exitsyscallSlow(m, g)
+    }
+
+    private func exitsyscallSlow(_ m: M, _ g: G) {
+        lock.lock()
+        let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
+        lock.unlock()
+        if let pp {
+            acquirep(m, pp)
+            g.status = .running
+            return
+        }
+        m.action = .exitSyscall
+        gmp_mcall(g.ctx, m.ctx)
+        g.status = .running
+    }
+
+    // MARK: stop the world, GMPPROCS
+
+    /// Stops this M's P for a stop-the-world and parks the M.
+    private func gcstopm(_ m: M) {
+        if m.spinning {
+            m.spinning = false
+            nmspinning.subtract(1, ordering: .sequentiallyConsistent)
+        }
+        let p = releasep(m)
+        lock.lock()
+        p.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+        stopWait -= 1
+        if stopWait == 0 { stopNote.wakeup() }
+        lock.unlock()
+        stopm(m)
+    }
+
+    /// Stops every P (waiting for running Gs to park: scheduling is
+    /// cooperative), sets GMPPROCS to `n` and restarts. `m` is the calling M
+    /// (on g0, holding its P) or nil on a plain thread.
+    func resize(to n: Int, m: M?) {
+        resizeLock.lock()
+        defer { resizeLock.unlock() }
+        let old = procs.load(ordering: .acquiring)
+        lock.lock()
+        stopRequested.store(true, ordering: .sequentiallyConsistent)
+        stopNote.clear()
+        var wait = old
+        if let own = m?.p {
+            own.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+            wait -= 1
+        }
+        while let p = pidleget() {
+            p.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+            wait -= 1
+        }
+        stopWait = wait
+        lock.unlock()
+        while true {
+            lock.lock()
+            for i in 0..<old {
+                let p = allP(i)
+                if p.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.stopped.rawValue,
+                                            ordering: .sequentiallyConsistent).exchanged {
+                    stopWait -= 1
+                }
+            }
+            let w = stopWait
+            lock.unlock()
+            if w == 0 { break }
+            _ = stopNote.sleep(timeoutNanoseconds: 100_000)
+            stopNote.clear()
+        }
+        // The world is stopped.
+        var ownP = m?.p
+        let target = n
+        var moved = GList()
+        if target < old {
+            let heir = allP(0)
+            for i in target..<old {
+                let p = allP(i)
+                for item in p.runq.drain() { moved.push(G.from(bits: item)) }
+                p.timerLock.lock()
+                let entries = p.timers.items
+                p.timers.items.removeAll()
+                p.timer0When.store(0, ordering: .releasing)
+                p.timerLock.unlock()
+                if !entries.isEmpty {
+                    heir.timerLock.lock()
+                    for e in entries { heir.timers.push(e) }
+                    heir.timer0When.store(heir.timers.first?.when ?? 0, ordering: .releasing)
+                    heir.timerLock.unlock()
+                }
+                stackPool.put(p.stackCache)
+                p.stackCache.removeAll()
+                lock.lock()
+                gFree.append(contentsOf: p.gFree)
+                lock.unlock()
+                p.gFree.removeAll()
+                p.status.store(PStatus.dead.rawValue, ordering: .releasing)
+            }
+            if let own = ownP, own.id >= target {
+                own.m = nil
+                m!.p = nil
+                ownP = allP(0)
+                acquirep(m!, ownP!)
+            }
+        } else {
+            for i in old..<target { _ = makeP(i) }
+        }
+        procs.store(target, ordering: .sequentiallyConsistent)
+        if let own = ownP { own.status.store(PStatus.running.rawValue, ordering: .releasing) }
+        // Restart the world.
+        lock.lock()
+        globrunqputbatch(moved)
+        var runnable: [P] = []
+        for i in (0..<target).reversed() {
+            let p = allP(i)
+            if p === ownP { continue }
+            if p.runq.isEmpty { pidleput(p) } else { runnable.append(p) }
+        }
+        stopRequested.store(false, ordering: .sequentiallyConsistent)
+        lock.unlock()
+        for p in runnable { startm(p, spinning: false) }
+        wakeP()
+        if m == nil && !moved.isEmpty { wakeP() }
+    }
+}
+
+/// The C entry of every G: runs its function, then ends it.
+private let gEntry: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in
+    do {
+        let m = M.current!
+        let g = m.curg!
+        let fn = g.fn!
+        g.fn = nil
+        fn()
+    }
+    let m = M.current!
+    m.action = .exit
+    gmp_mcall(m.curg!.ctx, m.ctx)
+    gmp_fatal("fatal error: a finished G was resumed")
+}
+
+/// The scheduler's poller hook (Go's netpoll interface). `NetPoller` installs
+/// an epoll-based one; the default only sleeps until the next timer.
+public protocol Poller: AnyObject, Sendable {
+    /// Waits up to `delayNanoseconds` (< 0: until `wake`, 0: do not block) and
+    /// returns the Gs made ready by I/O.
+    func poll(delayNanoseconds: Int64) -> GList
+    /// Interrupts a blocked `poll` (from any thread).
+    func wake()
+    /// Whether any G waits on I/O (if not, the scheduler does not poll without a timer).
+    var hasWaiters: Bool { get }
+}
+
+/// The default poller: a futex sleep with the next timer as time-out.
+final class FutexPoller: Poller, @unchecked Sendable {
+    // @unchecked: the only state is a Note (atomic word).
+    private let note = Note()
+    func poll(delayNanoseconds: Int64) -> GList {
+        if delayNanoseconds != 0 {
+            _ = note.sleep(timeoutNanoseconds: delayNanoseconds)
+        }
+        note.clear()
+        return GList()
+    }
+    func wake() { note.wakeup() }
+    var hasWaiters: Bool { false }
+}

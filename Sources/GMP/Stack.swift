@@ -1,0 +1,147 @@
+import CGMP
+import Glibc
+
+/// A goroutine stack: `[lo, hi)` usable, growing down from `hi`; the stack
+/// canary sits at `lo`. `guardLo..<guardHi` is its PROT_NONE guard page
+/// (empty for stacks made after the guard budget ran out).
+struct Stack {
+    var lo: UInt
+    var hi: UInt
+    var guardLo: UInt
+    var guardHi: UInt
+}
+
+/// Where stacks come from and go back to.
+///
+/// Stacks are carved from slabs of `slabCount` stacks, one `mmap`
+/// (`MAP_NORESERVE`: only touched pages cost memory) per slab. While the guard
+/// budget lasts each stack gets a guard page below it (`mprotect`, which
+/// splits the mapping: two VMAs per stack); after that, stacks are unguarded
+/// and rely on the canary checked at every switch. The budget keeps the
+/// process well under `vm.max_map_count` (65530 by default), so 100,000
+/// parked Gs work on a default kernel.
+///
+/// Freed stacks are kept warm (pages intact) up to `warmLimit`; past that
+/// they are `madvise(MADV_DONTNEED)`-ed (memory back to the kernel, address
+/// range kept for reuse). Slabs are never unmapped: unmapping part of one
+/// would split VMAs again.
+///
+/// Per-P caches in front of this (see `P.stackCache`) make the common case
+/// lock-free; this pool is behind one lock.
+final class StackPool: @unchecked Sendable {
+    // @unchecked: every mutable field is guarded by `lock`.
+    let stackSize: Int
+    let pageSize: Int
+    let slabCount = 16
+    let warmLimit = 512
+    private let guardBudget: Int
+    private let lock = FutexLock()
+    private var warm: [Stack] = []   // guarded by lock
+    private var cold: [Stack] = []   // guarded by lock; pages released
+    private var guarded = 0          // guarded by lock
+    private(set) var mapped = 0      // guarded by lock; stacks ever carved
+
+    init(stackSize requested: Int) {
+        pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+        stackSize = max(16 * 1024, (requested + pageSize - 1) / pageSize * pageSize)
+        var maxMaps = 65530
+        if let f = fopen("/proc/sys/vm/max_map_count", "r") {
+            var buf = [CChar](repeating: 0, count: 32)
+            if fgets(&buf, 32, f) != nil,
+               let v = Int(String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).filter { $0.isNumber }), v > 0 {
+                maxMaps = v
+            }
+            fclose(f)
+        }
+        // Leave three quarters of the map budget to the rest of the process.
+        guardBudget = maxMaps / 8
+    }
+
+    /// Takes up to `count` stacks, appending them to `out`.
+    func get(_ count: Int, into out: inout ContiguousArray<Stack>) {
+        lock.lock()
+        defer { lock.unlock() }
+        var need = count
+        while need > 0, let s = warm.popLast() { out.append(s); need -= 1 }
+        while need > 0, let s = cold.popLast() { out.append(s); need -= 1 }
+        while need > 0 {
+            carveSlab()
+            while need > 0, let s = cold.popLast() { out.append(s); need -= 1 }
+        }
+    }
+
+    /// Gives stacks back.
+    func put<S: Sequence>(_ stacks: S) where S.Element == Stack {
+        lock.lock()
+        defer { lock.unlock() }
+        for s in stacks {
+            if warm.count < warmLimit {
+                warm.append(s)
+            } else {
+                release(s)
+                cold.append(s)
+            }
+        }
+    }
+
+    /// Releases the memory of every warm stack (used after a burst of Gs).
+    func trim(keep: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        while warm.count > keep, let s = warm.popLast() {
+            release(s)
+            cold.append(s)
+        }
+    }
+
+    private func release(_ s: Stack) {
+        // Keep the canary page's first word intact? No: it is rewritten by
+        // gmp_prepare_stack when the stack is next used.
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: s.lo), Int(s.hi - s.lo), MADV_DONTNEED)
+    }
+
+    /// Maps one slab and puts its stacks on `cold` (untouched pages cost nothing).
+    private func carveSlab() {
+        let withGuards = guarded + slabCount <= guardBudget
+        let unit = stackSize + (withGuards ? pageSize : 0)
+        let bytes = unit * slabCount
+        guard let base = mmap(nil, bytes, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              base != MAP_FAILED else {
+            gmp_fatal("fatal error: out of memory allocating goroutine stacks (mmap failed)")
+        }
+        let b = UInt(bitPattern: base)
+        for i in (0..<slabCount).reversed() {
+            let start = b + UInt(i * unit)
+            if withGuards {
+                _ = mprotect(UnsafeMutableRawPointer(bitPattern: start), pageSize, PROT_NONE)
+                cold.append(Stack(lo: start + UInt(pageSize), hi: start + UInt(unit),
+                                  guardLo: start, guardHi: start + UInt(pageSize)))
+            } else {
+                cold.append(Stack(lo: start, hi: start + UInt(unit), guardLo: 0, guardHi: 0))
+            }
+        }
+        if withGuards { guarded += slabCount }
+        mapped += slabCount
+    }
+
+    /// Counts for stats: (warm, cold, carved).
+    func counts() -> (warm: Int, cold: Int, carved: Int) {
+        lock.withLock { (warm.count, cold.count, mapped) }
+    }
+}
+
+/// Parses sizes like `262144`, `256k`, `1m`.
+func parseSize(_ s: String) -> Int? {
+    let t = s.filter { !$0.isWhitespace }.lowercased()
+    guard let last = t.last else { return nil }
+    var mult = 1
+    var digits = Substring(t)
+    switch last {
+    case "k": mult = 1024; digits = t.dropLast()
+    case "m": mult = 1024 * 1024; digits = t.dropLast()
+    default: break
+    }
+    guard let v = Int(digits), v > 0 else { return nil }
+    return v * mult
+}

@@ -1,0 +1,101 @@
+import CGMP
+import Synchronization
+
+/// A snapshot of the scheduler (`GMP.stats`). Counters are read without
+/// stopping anything, so a snapshot taken while Gs run is approximate.
+public struct Stats: Sendable, CustomStringConvertible {
+    /// Milliseconds since the runtime started.
+    public var uptimeMs: Int
+    /// Number of Ps (GMPPROCS).
+    public var procs: Int
+    /// Ps with nothing to run.
+    public var idleProcs: Int
+    /// Worker threads (Ms) ever started.
+    public var threads: Int
+    /// Ms parked with nothing to do.
+    public var idleThreads: Int
+    /// Ms looking for work.
+    public var spinningThreads: Int
+    /// Gs ever created.
+    public var created: Int
+    /// Gs created and not yet finished.
+    public var live: Int
+    /// Gs waiting in run queues (global plus local).
+    public var runnable: Int
+    /// Gs parked (channel, lock, timer, I/O).
+    public var parked: Int
+    /// Length of the global run queue.
+    public var globalQueue: Int
+    /// Length of each P's local queue (including `runnext`).
+    public var localQueues: [Int]
+    /// Gs each P has run (time slices started).
+    public var schedTicks: [Int]
+    /// Successful steals from other Ps.
+    public var steals: Int
+    /// Times sysmon saw a G run over 10 ms without parking.
+    public var longRuns: Int
+    /// Ps retaken from blocking calls and handed to other Ms.
+    public var handoffs: Int
+    /// Timer entries on the heaps (armed, or stopped and not yet dropped).
+    public var timers: Int
+    /// Stacks ever mapped.
+    public var stacksMapped: Int
+
+    static func capture(_ s: Scheduler) -> Stats {
+        let n = s.procs.load(ordering: .acquiring)
+        var created = s.createdNoP.load(ordering: .relaxed)
+        var exited = 0, parks = 0, readies = s.readiesNoP.load(ordering: .relaxed), steals = 0
+        var local: [Int] = [], ticks: [Int] = []
+        for i in 0..<n {
+            let p = s.allP(i)
+            created += p.created.load(ordering: .relaxed)
+            exited += p.exited.load(ordering: .relaxed)
+            parks += p.parks.load(ordering: .relaxed)
+            readies += p.readies.load(ordering: .relaxed)
+            steals += p.steals.load(ordering: .relaxed)
+            local.append(p.runq.count)
+            ticks.append(Int(p.schedTick.load(ordering: .relaxed)))
+        }
+        // Counters of Ps removed by setProcs stay in their P objects.
+        var i = n
+        while i < Scheduler.maxProcs, let p = s.allPIfCreated(i) {
+            created += p.created.load(ordering: .relaxed)
+            exited += p.exited.load(ordering: .relaxed)
+            parks += p.parks.load(ordering: .relaxed)
+            readies += p.readies.load(ordering: .relaxed)
+            steals += p.steals.load(ordering: .relaxed)
+            i += 1
+        }
+        let (idleThreads, threads) = s.lock.withLock { (s.nmidle, s.allm.count) }
+        let global = s.runqSize.load(ordering: .relaxed)
+        return Stats(
+            uptimeMs: Int((gmp_nanotime() - s.startTime) / 1_000_000),
+            procs: n,
+            idleProcs: s.npidle.load(ordering: .relaxed),
+            threads: threads,
+            idleThreads: idleThreads,
+            spinningThreads: s.nmspinning.load(ordering: .relaxed),
+            created: created,
+            live: created - exited,
+            runnable: global + local.reduce(0, +),
+            parked: max(0, parks - readies),
+            globalQueue: global,
+            localQueues: local,
+            schedTicks: ticks,
+            steals: steals,
+            longRuns: s.longRuns.load(ordering: .relaxed),
+            handoffs: s.handoffs.load(ordering: .relaxed),
+            timers: s.timerCount(),
+            stacksMapped: s.stackPool.counts().carved)
+    }
+
+    /// One line in the style of Go's `GODEBUG=schedtrace`.
+    public var traceLine: String {
+        "SCHED \(uptimeMs)ms: gmpprocs=\(procs) idleprocs=\(idleProcs) threads=\(threads) "
+            + "spinningthreads=\(spinningThreads) idlethreads=\(idleThreads) runqueue=\(globalQueue) "
+            + "[\(localQueues.map(String.init).joined(separator: " "))] steals=\(steals) "
+            + "liveg=\(live) parked=\(parked) timers=\(timers) longruns=\(longRuns) handoffs=\(handoffs)"
+    }
+
+    public var description: String { traceLine }
+}

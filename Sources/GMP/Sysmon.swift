@@ -1,0 +1,106 @@
+import CGMP
+import Glibc
+
+/// The system monitor: a thread with no P (Go's `sysmon`).
+///
+/// It sleeps 20 µs, doubling up to 10 ms while it finds nothing to do, and
+/// on each wake-up:
+///  - retakes Ps stuck in a blocking call (`GMP.blocking`) for more than
+///    one tick when there is other work, and hands them to another M;
+///  - counts Gs that have run over 10 ms without parking (`Stats.longRuns`)
+///    and ends a P's time slice (so `runnext` ping-pong cannot starve its
+///    queue), since Swift code cannot be preempted;
+///  - polls the network if nobody has for 10 ms;
+///  - prints the `GMP_SCHEDTRACE` line when due.
+enum Sysmon {
+    static func start(_ s: Scheduler) {
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+        var tid = pthread_t()
+        let arg = Unmanaged.passUnretained(s).toOpaque()
+        let r = pthread_create(&tid, &attr, { arg in
+            let s = Unmanaged<Scheduler>.fromOpaque(arg!).takeUnretainedValue()
+            Sysmon.loop(s)
+        }, arg)
+        pthread_attr_destroy(&attr)
+        if r != 0 { gmp_fatal("fatal error: cannot start sysmon") }
+    }
+
+    static let tick: Int64 = 10_000_000 // 10 ms
+
+    static func loop(_ s: Scheduler) -> Never {
+        var idle = 0
+        var delay: UInt32 = 20
+        var nextTrace = s.schedTraceMs > 0 ? gmp_nanotime() + Int64(s.schedTraceMs) * 1_000_000 : Int64.max
+        while true {
+            if idle == 0 { delay = 20 } else if idle > 50 { delay = min(delay * 2, 10_000) }
+            gmp_usleep(delay)
+            let now = gmp_nanotime()
+            let pl = s.poller
+            if pl.hasWaiters && !s.polling.load(ordering: .acquiring)
+                && s.lastPoll.load(ordering: .relaxed) + tick < now {
+                s.lastPoll.store(now, ordering: .relaxed)
+                s.injectglist(pl.poll(delayNanoseconds: 0))
+            }
+            if retake(s, now: now) > 0 { idle = 0 } else { idle += 1 }
+            if now >= nextTrace {
+                let line = Stats.capture(s).traceLine + "\n"
+                _ = line.withCString { write(1, $0, strlen($0)) }
+                nextTrace = now + Int64(s.schedTraceMs) * 1_000_000
+            }
+        }
+    }
+
+    /// Returns how many Ps were retaken from blocking calls.
+    static func retake(_ s: Scheduler, now: Int64) -> Int {
+        var n = 0
+        let nprocs = s.procs.load(ordering: .acquiring)
+        for i in 0..<nprocs {
+            let p = s.allP(i)
+            switch p.pstatus {
+            case .syscall:
+                let t = p.syscallTick.load(ordering: .relaxed)
+                if t != p.sysmonSyscallTick {
+                    p.sysmonSyscallTick = t
+                    p.sysmonSyscallWhen = now
+                    continue
+                }
+                // Leave it if it has nothing queued, others can take new work,
+                // and the call has not gone on for a whole tick.
+                if p.runq.isEmpty
+                    && s.nmspinning.load(ordering: .relaxed) + s.npidle.load(ordering: .relaxed) > 0
+                    && p.sysmonSyscallWhen + tick > now {
+                    continue
+                }
+                if p.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.idle.rawValue,
+                                            ordering: .sequentiallyConsistent).exchanged {
+                    s.handoffs.add(1, ordering: .relaxed)
+                    s.handoffp(p)
+                    n += 1
+                }
+            case .running:
+                let sw = p.switchTick.load(ordering: .relaxed)
+                if sw != p.sysmonSwitchTick {
+                    p.sysmonSwitchTick = sw
+                    p.sysmonSwitchWhen = now
+                    p.sysmonFlagged = false
+                } else if !p.sysmonFlagged && now - p.sysmonSwitchWhen > tick {
+                    p.sysmonFlagged = true
+                    s.longRuns.add(1, ordering: .relaxed)
+                }
+                let st = p.schedTick.load(ordering: .relaxed)
+                if st != p.sysmonSchedTick {
+                    p.sysmonSchedTick = st
+                    p.sysmonSliceWhen = now
+                } else if now - p.sysmonSliceWhen > tick {
+                    p.sliceExpired.store(true, ordering: .relaxed)
+                    p.sysmonSliceWhen = now
+                }
+            default:
+                continue
+            }
+        }
+        return n
+    }
+}

@@ -1,0 +1,222 @@
+import CGMP
+import Synchronization
+
+/// A one-shot timer on the runtime's per-P timer heaps.
+///
+/// `sleep(for:)`, `select` time-outs and socket deadlines are timers. When a
+/// timer fires, its callback runs on the M that noticed it (on g0 or in the
+/// scheduler, never on a G's stack): it must be short and must not block.
+/// Readying a G from it is the intended use.
+///
+/// Re-arming or stopping never searches a heap: each arm bumps `seq`, and a
+/// heap entry is live only while its `seq` matches and the timer is armed.
+/// Dead entries are dropped when they reach the top or when the heap is
+/// cleaned (amortised, when it doubles).
+public final class Timer: @unchecked Sendable {
+    // @unchecked: `when`, `seq` and `armed` are guarded by `lock`; `g` and
+    // `callback` are set before the timer is first armed and not changed while armed.
+    let lock = FutexLock()
+    var when: Int64 = 0
+    var seq: UInt64 = 0
+    var armed = false
+    /// For sleep timers: the G to ready.
+    unowned(unsafe) var g: G?
+    let callback: (@Sendable () -> Void)?
+
+    /// Creates a stopped timer that calls `callback` when it fires.
+    public init(_ callback: @escaping @Sendable () -> Void) {
+        self.callback = callback
+    }
+
+    init(readying g: G) {
+        self.g = g
+        self.callback = nil
+    }
+
+    /// Arms (or re-arms) the timer to fire at `deadline` (monotonic ns, see
+    /// `GMP.now`). Cost: O(log n) on the current P's heap.
+    public func reset(at deadline: Int64) {
+        Scheduler.shared.addTimer(self, when: deadline)
+    }
+
+    /// Arms (or re-arms) the timer to fire after `nanoseconds`.
+    public func reset(afterNanoseconds nanoseconds: Int64) {
+        reset(at: gmp_nanotime() &+ max(0, nanoseconds))
+    }
+
+    /// Stops the timer. Returns true if it was armed (and so will not fire now).
+    @discardableResult
+    public func stop() -> Bool {
+        lock.lock()
+        let was = armed
+        armed = false
+        seq &+= 1
+        lock.unlock()
+        return was
+    }
+
+    /// Claims the firing of entry `seq`: true if it is still live.
+    func claim(_ s: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if armed && seq == s {
+            armed = false
+            return true
+        }
+        return false
+    }
+
+    func isLive(_ s: UInt64) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return armed && seq == s
+    }
+}
+
+struct TimerEntry {
+    var when: Int64
+    var seq: UInt64
+    var timer: Timer
+}
+
+/// A 4-ary min-heap of timer entries by `when` (Go uses 4-ary heaps too:
+/// shallower than binary, and sift-down touches one cache line of children).
+struct TimerHeap {
+    var items: ContiguousArray<TimerEntry> = []
+    /// Clean dead entries when the heap reaches this size.
+    var cleanAt = 64
+
+    var count: Int { items.count }
+    var first: TimerEntry? { items.first }
+
+    mutating func push(_ e: TimerEntry) {
+        items.append(e)
+        siftUp(items.count - 1)
+    }
+
+    mutating func popFirst() -> TimerEntry? {
+        guard !items.isEmpty else { return nil }
+        let top = items[0]
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            siftDown(0)
+        }
+        return top
+    }
+
+    private mutating func siftUp(_ i0: Int) {
+        var i = i0
+        let e = items[i]
+        while i > 0 {
+            let parent = (i - 1) / 4
+            if items[parent].when <= e.when { break }
+            items[i] = items[parent]
+            i = parent
+        }
+        items[i] = e
+    }
+
+    private mutating func siftDown(_ i0: Int) {
+        var i = i0
+        let n = items.count
+        let e = items[i]
+        while true {
+            let c = 4 * i + 1
+            if c >= n { break }
+            var best = c
+            var j = c + 1
+            while j < min(c + 4, n) {
+                if items[j].when < items[best].when { best = j }
+                j += 1
+            }
+            if items[best].when >= e.when { break }
+            items[i] = items[best]
+            i = best
+        }
+        items[i] = e
+    }
+
+    /// Removes dead entries and rebuilds the heap.
+    mutating func clean() {
+        items.removeAll { !$0.timer.isLive($0.seq) }
+        var i = items.count / 4
+        while i >= 0 {
+            if !items.isEmpty { siftDown(i) }
+            i -= 1
+        }
+        cleanAt = max(64, items.count * 2)
+    }
+}
+
+extension Scheduler {
+    /// Arms `t` for `when` on the current P's heap (or P 0's from a plain
+    /// thread), waking the poller if this is now the earliest timer.
+    func addTimer(_ t: Timer, when: Int64) {
+        t.lock.lock()
+        t.seq &+= 1
+        t.when = when
+        t.armed = true
+        let seq = t.seq
+        t.lock.unlock()
+        let p = M.current?.p ?? allP(0)
+        p.timerLock.lock()
+        p.timers.push(TimerEntry(when: when, seq: seq, timer: t))
+        if p.timers.count >= p.timers.cleanAt { p.timers.clean() }
+        let first = p.timers.first?.when ?? 0
+        p.timer0When.store(first, ordering: .releasing)
+        p.timerLock.unlock()
+        if first == when { wakeNetPoller(when) }
+    }
+
+    /// Runs the timers of `p` that are due at `now`. Any M may run any P's
+    /// timers (stealing does). Returns how many fired.
+    @discardableResult
+    func runTimers(_ p: P, now: Int64) -> Int {
+        let w = p.timer0When.load(ordering: .acquiring)
+        if w == 0 || w > now { return 0 }
+        var ran = 0
+        p.timerLock.lock()
+        while let e = p.timers.first, e.when <= now {
+            _ = p.timers.popFirst()
+            guard e.timer.claim(e.seq) else { continue }
+            p.timer0When.store(p.timers.first?.when ?? 0, ordering: .releasing)
+            p.timerLock.unlock()
+            fire(e.timer)
+            ran += 1
+            p.timerLock.lock()
+        }
+        p.timer0When.store(p.timers.first?.when ?? 0, ordering: .releasing)
+        p.timerLock.unlock()
+        return ran
+    }
+
+    @inline(__always) func fire(_ t: Timer) {
+        if let g = t.g {
+            ready(g)
+        } else {
+            t.callback?()
+        }
+    }
+
+    /// Earliest timer over all Ps, 0 if none.
+    func earliestTimer() -> Int64 {
+        var best: Int64 = 0
+        let n = procs.load(ordering: .acquiring)
+        for i in 0..<n {
+            let w = allP(i).timer0When.load(ordering: .acquiring)
+            if w != 0 && (best == 0 || w < best) { best = w }
+        }
+        return best
+    }
+
+    /// Number of timer entries on all heaps (live and not yet dropped).
+    func timerCount() -> Int {
+        var c = 0
+        for i in 0..<procs.load(ordering: .acquiring) {
+            let p = allP(i)
+            c += p.timerLock.withLock { p.timers.count }
+        }
+        return c
+    }
+}
