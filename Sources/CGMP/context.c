@@ -42,8 +42,18 @@ extern void swift_task_exitThreadLocalContext(char *state);
 extern void gmp_ctx_switch(void **save_sp, void *new_sp);
 extern void gmp_ctx_trampoline(void);
 
-__thread void *gmp_current_m;
-__thread uint64_t gmp_rand_state;
+static __thread void *gmp_current_m;
+static __thread uint64_t gmp_rand_state;
+
+__attribute__((noinline)) void *gmp_get_m(void) { return gmp_current_m; }
+__attribute__((noinline)) void gmp_set_m(void *m) { gmp_current_m = m; }
+
+__attribute__((noinline)) uint32_t gmp_fastrand(void) {
+    if (gmp_rand_state == 0) gmp_rand_state = (uint64_t)gmp_nanotime() | 1;
+    gmp_rand_state += 0xa0761d6478bd642fULL;
+    __uint128_t r = (__uint128_t)gmp_rand_state * (gmp_rand_state ^ 0xe7037ed1a0b428dbULL);
+    return (uint32_t)((uint64_t)(r >> 64) ^ (uint64_t)r);
+}
 // The G running on this thread, for the overflow handler (async-signal-safe read).
 static __thread gmp_gctx *current_gctx;
 
@@ -79,7 +89,7 @@ static _Noreturn void overflow_fatal(gmp_gctx *g) {
 }
 
 GMP_NO_TSAN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) {
-    if (*(volatile uint64_t *)g->stack_lo != GMP_STACK_CANARY) overflow_fatal(g);
+    if (g->guard_hi == 0 && *(volatile uint64_t *)g->stack_lo != GMP_STACK_CANARY) overflow_fatal(g);
 #ifdef GMP_TSAN
     __tsan_switch_to_fiber(m->g0fiber, 0);
 #endif
@@ -87,7 +97,9 @@ GMP_NO_TSAN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) {
 }
 
 void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg) {
-    *(uint64_t *)g->stack_lo = GMP_STACK_CANARY;
+    // Guarded stacks need no canary (and not writing it saves touching their
+    // lowest page); unguarded ones are checked at every switch.
+    if (g->guard_hi == 0) *(uint64_t *)g->stack_lo = GMP_STACK_CANARY;
     uintptr_t top = g->stack_hi & ~(uintptr_t)15;
 #if defined(__x86_64__)
     // Frame popped by gmp_ctx_switch: [mxcsr, x87cw, pad][r15 r14 r13 r12 rbx rbp][ret]

@@ -187,7 +187,7 @@ public enum GMP {
     /// reserved for reuse). The runtime bounds its caches by itself; this is
     /// for programs that want memory back right after a burst of Gs.
     public static func trimStacks(keep: Int = 0) {
-        Scheduler.shared.stackPool.trim(keep: keep)
+        Scheduler.shared.stackPool.scavenge(keep: keep)
     }
 }
 

@@ -21,10 +21,11 @@ struct Stack {
 /// process well under `vm.max_map_count` (65530 by default), so 100,000
 /// parked Gs work on a default kernel.
 ///
-/// Freed stacks are kept warm (pages intact) up to `warmLimit`; past that
-/// they are `madvise(MADV_DONTNEED)`-ed (memory back to the kernel, address
-/// range kept for reuse). Slabs are never unmapped: unmapping part of one
-/// would split VMAs again.
+/// Freed stacks are kept warm (pages intact). sysmon calls `scavenge`
+/// periodically, which `madvise(MADV_DONTNEED)`s the warm stacks beyond
+/// `warmLimit` (memory back to the kernel, address range kept for reuse),
+/// coalescing neighbours into one call, so freeing stays off the hot path.
+/// Slabs are never unmapped: unmapping part of one would split VMAs again.
 ///
 /// Per-P caches in front of this (see `P.stackCache`) make the common case
 /// lock-free; this pool is behind one lock.
@@ -32,7 +33,7 @@ final class StackPool: @unchecked Sendable {
     // @unchecked: every mutable field is guarded by `lock`.
     let stackSize: Int
     let pageSize: Int
-    let slabCount = 16
+    let slabCount = 64
     let warmLimit = 512
     private let guardBudget: Int
     private let lock = FutexLock()
@@ -53,8 +54,8 @@ final class StackPool: @unchecked Sendable {
             }
             fclose(f)
         }
-        // Leave three quarters of the map budget to the rest of the process.
-        guardBudget = maxMaps / 8
+        // Guarded stacks take two VMAs each: leave half of the map budget to the rest of the process.
+        guardBudget = maxMaps / 4
     }
 
     /// Takes up to `count` stacks, appending them to `out`.
@@ -73,31 +74,38 @@ final class StackPool: @unchecked Sendable {
     /// Gives stacks back.
     func put<S: Sequence>(_ stacks: S) where S.Element == Stack {
         lock.lock()
-        defer { lock.unlock() }
-        for s in stacks {
-            if warm.count < warmLimit {
-                warm.append(s)
-            } else {
-                release(s)
-                cold.append(s)
-            }
-        }
+        warm.append(contentsOf: stacks)
+        lock.unlock()
     }
 
-    /// Releases the memory of every warm stack (used after a burst of Gs).
-    func trim(keep: Int) {
+    /// Whether `scavenge` has work.
+    var needsScavenge: Bool { lock.withLock { warm.count > warmLimit } }
+
+    /// Releases the memory of warm stacks beyond `keep` (sysmon calls it with
+    /// `warmLimit`). The madvise calls run outside the lock.
+    func scavenge(keep: Int) {
         lock.lock()
-        defer { lock.unlock() }
-        while warm.count > keep, let s = warm.popLast() {
-            release(s)
-            cold.append(s)
+        guard warm.count > keep else { lock.unlock(); return }
+        var excess = Array(warm[keep...])
+        warm.removeSubrange(keep...)
+        lock.unlock()
+        excess.sort { $0.lo < $1.lo }
+        var i = 0
+        while i < excess.count {
+            let lo = excess[i].lo
+            var hi = excess[i].hi
+            var j = i + 1
+            // Neighbours in one slab: the next stack (or its guard) starts where this one ends.
+            while j < excess.count, excess[j].lo == hi || excess[j].guardLo == hi {
+                hi = excess[j].hi
+                j += 1
+            }
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), Int(hi - lo), MADV_DONTNEED)
+            i = j
         }
-    }
-
-    private func release(_ s: Stack) {
-        // Keep the canary page's first word intact? No: it is rewritten by
-        // gmp_prepare_stack when the stack is next used.
-        _ = madvise(UnsafeMutableRawPointer(bitPattern: s.lo), Int(s.hi - s.lo), MADV_DONTNEED)
+        lock.lock()
+        cold.append(contentsOf: excess)
+        lock.unlock()
     }
 
     /// Maps one slab and puts its stacks on `cold` (untouched pages cost nothing).

@@ -11,6 +11,7 @@ import Glibc
 ///    and ends a P's time slice (so `runnext` ping-pong cannot starve its
 ///    queue), since Swift code cannot be preempted;
 ///  - polls the network if nobody has for 10 ms;
+///  - every 50 ms gives back the memory of free stacks beyond the warm cache;
 ///  - prints the `GMP_SCHEDTRACE` line when due.
 enum Sysmon {
     static func start(_ s: Scheduler) {
@@ -32,6 +33,7 @@ enum Sysmon {
     static func loop(_ s: Scheduler) -> Never {
         var idle = 0
         var delay: UInt32 = 20
+        var nextScavenge: Int64 = 0
         var nextTrace = s.schedTraceMs > 0 ? gmp_nanotime() + Int64(s.schedTraceMs) * 1_000_000 : Int64.max
         while true {
             if idle == 0 { delay = 20 } else if idle > 50 { delay = min(delay * 2, 10_000) }
@@ -44,6 +46,10 @@ enum Sysmon {
                 s.injectglist(pl.poll(delayNanoseconds: 0))
             }
             if retake(s, now: now) > 0 { idle = 0 } else { idle += 1 }
+            if now >= nextScavenge {
+                nextScavenge = now + 50_000_000
+                s.stackPool.scavenge(keep: s.stackPool.warmLimit)
+            }
             if now >= nextTrace {
                 let line = Stats.capture(s).traceLine + "\n"
                 _ = line.withCString { write(1, $0, strlen($0)) }

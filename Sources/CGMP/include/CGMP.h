@@ -87,17 +87,17 @@ static inline int64_t gmp_nanotime(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-extern __thread void *gmp_current_m;
-static inline void *gmp_get_m(void) { return gmp_current_m; }
-static inline void gmp_set_m(void *m) { gmp_current_m = m; }
+// Thread-local state is read through out-of-line functions on purpose: a G
+// may resume on another thread, and the compiler would otherwise reuse a
+// thread-local address computed before a switch (it assumes a function stays
+// on one thread).
+
+/// The M running on this thread (NULL on a plain thread).
+void *gmp_get_m(void);
+void gmp_set_m(void *m);
 
 /// Cheap per-thread random numbers (wyrand) for steal order and select.
-extern __thread uint64_t gmp_rand_state;
-static inline uint32_t gmp_fastrand(void) {
-    gmp_rand_state += 0xa0761d6478bd642fULL;
-    __uint128_t r = (__uint128_t)gmp_rand_state * (gmp_rand_state ^ 0xe7037ed1a0b428dbULL);
-    return (uint32_t)((uint64_t)(r >> 64) ^ (uint64_t)r);
-}
+uint32_t gmp_fastrand(void);
 
 static inline void gmp_cpu_relax(void) {
 #if defined(__x86_64__)
