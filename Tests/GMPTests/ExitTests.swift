@@ -1,0 +1,87 @@
+import Foundation
+import GMP
+import Testing
+
+/// Misuse and fatal conditions end the process with a clear message.
+@Suite struct ExitTests {
+    @Test("Stack overflow names the G and its stack size")
+    func stackOverflow() async throws {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            setenv("GMP_STACK_SIZE", "64k", 1)
+            @inline(never) func recurse(_ n: Int) -> Int {
+                var pad = (n, n, n, n, n, n, n, n)
+                withUnsafeMutableBytes(of: &pad) { $0[0] = UInt8(truncatingIfNeeded: n) }
+                return recurse(n + 1) + pad.0
+            }
+            _ = GMP.run { recurse(0) }
+        }
+        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains("goroutine"), "stderr: \(err)")
+        #expect(err.contains("overflowed its stack"))
+        #expect(err.contains("64 KiB"))
+    }
+
+    @Test("Overflow of an unguarded stack (past the guard budget) is caught too")
+    func unguardedOverflow() async throws {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            setenv("GMP_STACK_SIZE", "64k", 1)
+            @inline(never) func recurse(_ n: Int) -> Int {
+                var pad = (n, n, n, n, n, n, n, n)
+                withUnsafeMutableBytes(of: &pad) { $0[0] = UInt8(truncatingIfNeeded: n) }
+                return recurse(n + 1) + pad.0
+            }
+            // Park 20,000 Gs: more than the guard budget on a default kernel.
+            GMP.run {
+                let gate = WaitGroup(1)
+                let started = WaitGroup(20_000)
+                for _ in 0..<20_000 { go { started.done(); gate.wait() } }
+                started.wait()
+                _ = recurse(0)
+            }
+        }
+        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains("overflowed its stack"), "stderr: \(err)")
+    }
+
+    @Test("GMP.run inside a G traps with a message")
+    func runInsideG() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            GMP.run { GMP.run { 1 } }
+        }
+        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains("GMP.run called from inside a goroutine"))
+    }
+
+    @Test("A negative WaitGroup counter traps")
+    func negativeWaitGroup() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            WaitGroup().done()
+        }
+        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains("negative WaitGroup counter"))
+    }
+
+    @Test("Bad GMPPROCS is a clear error")
+    func badProcs() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            setenv("GMPPROCS", "zero", 1)
+            _ = GMP.procs
+        }
+        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains("GMPPROCS=zero"))
+    }
+
+    @Test("GMP_SCHEDTRACE prints one line per interval")
+    func schedTrace() async {
+        let r = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
+            setenv("GMP_SCHEDTRACE", "20", 1)
+            GMP.run { GMP.sleep(for: .milliseconds(120)) }
+            exit(0)
+        }
+        let out = String(decoding: r?.standardOutputContent ?? [], as: UTF8.self)
+        let lines = out.split(separator: "\n").filter { $0.hasPrefix("SCHED ") }
+        #expect(lines.count >= 3, "stdout: \(out)")
+        #expect(lines.first?.contains("gmpprocs=") == true)
+        #expect(lines.first?.contains("steals=") == true)
+    }
+}

@@ -1,0 +1,435 @@
+import Foundation
+@testable import GMP
+import Synchronization
+import Testing
+
+/// All runtime tests share one scheduler and change GMPPROCS, so they run one
+/// at a time.
+@Suite(.serialized)
+struct SchedulerTests {
+    @Test("GMP.run hands back the value and rethrows the error")
+    func runValueAndError() throws {
+        struct Boom: Error, Equatable { let code: Int }
+        #expect(GMP.run { 6 * 7 } == 42)
+        #expect(throws: Boom(code: 7)) {
+            try GMP.run { () throws(Boom) -> Int in throw Boom(code: 7) }
+        }
+        #expect(GMP.run { GMP.inGoroutine })
+        #expect(!GMP.inGoroutine)
+    }
+
+    @Test("1,000,000 Gs each run exactly once; with 2 Ps work is stolen and both Ps run Gs")
+    func millionGs() {
+        GMP.setProcs(2)
+        let n = 1_000_000
+        let runs = Counters(n)
+        let perP = Counters(Scheduler.maxProcs)
+        let before = GMP.stats
+        let ok = runG {
+            let wg = WaitGroup(n)
+            for i in 0..<n {
+                go {
+                    runs.add(i)
+                    perP.add(GMP.currentProcessor!)
+                    wg.done()
+                }
+            }
+            wg.wait()
+            return true
+        }
+        #expect(ok == true)
+        var wrong = 0
+        for i in 0..<n where runs[i] != 1 { wrong += 1 }
+        #expect(wrong == 0, "Gs that did not run exactly once")
+        let after = GMP.stats
+        #expect(after.steals > before.steals, "no steal with 2 Ps")
+        #expect(perP[0] > 0 && perP[1] > 0, "P0 ran \(perP[0]), P1 ran \(perP[1])")
+        #expect(perP[0] + perP[1] == n)
+    }
+
+    @Test("runnext: a G readied by the running G runs next, on the same P")
+    func runNext() {
+        GMP.setProcs(1)
+        let log = Log<String>()
+        let procs = Log<Int>()
+        let ok = runG {
+            let lock = FutexLock()
+            let parked = Atomic<Bool>(false)
+            let gBox = Slot<G>()
+            let done = WaitGroup(4)
+            go {
+                gBox.value = GMP.currentG
+                lock.lock()
+                parked.store(true, ordering: .releasing)
+                GMP.park(unlocking: lock)
+                log.append("B")
+                procs.append(GMP.currentProcessor!)
+                done.done()
+            }
+            while !parked.load(ordering: .acquiring) { GMP.yield() }
+            lock.lock() // B is fully parked once its unlock ran on g0
+            lock.unlock()
+            for i in 1...3 {
+                go {
+                    log.append("F\(i)")
+                    done.done()
+                }
+            }
+            procs.append(GMP.currentProcessor!)
+            GMP.ready(gBox.value!)
+            done.wait()
+            return true
+        }
+        #expect(ok == true)
+        // F1..F3 were queued first, but B was readied by the running G: it goes first.
+        #expect(log.snapshot == ["B", "F1", "F2", "F3"])
+        #expect(Set(procs.snapshot).count == 1)
+    }
+
+    @Test("A full local queue spills half to the global queue and loses nothing")
+    func localQueueOverflow() {
+        GMP.setProcs(1)
+        let n = 1000
+        let runs = Counters(n)
+        let sawGlobal = runG { () -> Int in
+            let wg = WaitGroup(n)
+            for i in 0..<n {
+                go {
+                    runs.add(i)
+                    wg.done()
+                }
+            }
+            // Nothing ran yet (one P, this G never parked): the ring holds at most 256.
+            let global = GMP.stats.globalQueue
+            wg.wait()
+            return global
+        }
+        #expect((sawGlobal ?? 0) >= n - 257, "global queue had \(sawGlobal ?? -1)")
+        var wrong = 0
+        for i in 0..<n where runs[i] != 1 { wrong += 1 }
+        #expect(wrong == 0)
+    }
+
+    @Test("100,000 parked Gs, all released; stack memory is given back")
+    func hundredThousandParked() {
+        GMP.setProcs(2)
+        let n = 100_000
+        GMP.trimStacks()
+        let base = rssBytes()
+        let r = runG { () -> (Int, Int) in
+            let gate = WaitGroup(1)
+            let started = WaitGroup(n)
+            let finished = WaitGroup(n)
+            for _ in 0..<n {
+                go {
+                    started.done()
+                    gate.wait()
+                    finished.done()
+                }
+            }
+            started.wait()
+            let parked = GMP.stats.parked
+            let peak = rssBytes()
+            gate.done()
+            finished.wait()
+            return (parked, peak)
+        }
+        guard let (parked, peak) = r else {
+            Issue.record("timed out")
+            return
+        }
+        #expect(parked >= n)
+        // Wait (bounded) for sysmon's scavenger to return the free stacks.
+        var now = rssBytes()
+        let deadline = Date().addingTimeInterval(10)
+        while now - base > (peak - base) / 4 && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+            now = rssBytes()
+        }
+        #expect(peak - base > n * 4096, "each parked G holds at least a page of stack")
+        #expect(now - base < (peak - base) / 4, "rss base \(base) peak \(peak) after \(now)")
+        #expect(GMP.stats.live < 100)
+    }
+
+    @Test("Timers fire in order and never early")
+    func timersInOrder() {
+        GMP.setProcs(1)
+        let log = Log<Int64>()
+        let early = Atomic<Int>(0)
+        let ok = runG {
+            let n = 500
+            let wg = WaitGroup(n)
+            let base = GMP.now + 5_000_000
+            var deadlines: [Int64] = []
+            for i in 0..<n { deadlines.append(base + Int64((i * 7919) % n) * 50_000) }
+            for d in deadlines {
+                let t = Timer {
+                    if GMP.now < d { early.add(1, ordering: .relaxed) }
+                    log.items.append(d) // timer callbacks of one P run one at a time
+                    wg.done()
+                }
+                t.reset(at: d)
+            }
+            wg.wait()
+            return true
+        }
+        #expect(ok == true)
+        #expect(early.load(ordering: .relaxed) == 0)
+        let fired = log.items
+        #expect(fired.count == 500)
+        #expect(fired == fired.sorted())
+    }
+
+    @Test("10,000 concurrent sleeps complete, none early, on 2 Ps")
+    func manySleeps() {
+        GMP.setProcs(2)
+        let n = 10_000
+        let early = Atomic<Int>(0)
+        let ok = runG {
+            let wg = WaitGroup(n)
+            for i in 0..<n {
+                go {
+                    let d = Int64(1 + i % 20) * 1_000_000
+                    let t0 = GMP.now
+                    GMP.sleep(nanoseconds: d)
+                    if GMP.now - t0 < d { early.add(1, ordering: .relaxed) }
+                    wg.done()
+                }
+            }
+            wg.wait()
+            return true
+        }
+        #expect(ok == true)
+        #expect(early.load(ordering: .relaxed) == 0)
+    }
+
+    @Test("A stopped timer does not fire; a reset timer fires once, at the new time")
+    func timerStopReset() {
+        GMP.setProcs(2)
+        let fired = Atomic<Int>(0)
+        let when = Atomic<Int64>(0)
+        let ok = runG {
+            let t1 = Timer { fired.add(1, ordering: .relaxed) }
+            t1.reset(afterNanoseconds: 2_000_000)
+            #expect(t1.stop())
+            let wg = WaitGroup(1)
+            let t2 = Timer {
+                when.store(GMP.now, ordering: .relaxed)
+                wg.done()
+            }
+            t2.reset(afterNanoseconds: 1_000_000)
+            let target = GMP.now + 20_000_000
+            t2.reset(at: target)
+            wg.wait()
+            GMP.sleep(nanoseconds: 5_000_000)
+            return when.load(ordering: .relaxed) >= target
+        }
+        #expect(ok == true)
+        #expect(fired.load(ordering: .relaxed) == 0)
+    }
+
+    @Test("Exclusivity state follows the G: a modify access that parks and resumes on another M")
+    func exclusivityAcrossMigration() {
+        GMP.setProcs(2)
+        final class Holder: @unchecked Sendable { var values: [Int] = [] }
+        let migrated = Atomic<Int>(0)
+        let ok = runG {
+            let n = 64
+            let wg = WaitGroup(n)
+            for _ in 0..<n {
+                go {
+                    let h = Holder()
+                    for _ in 0..<50 {
+                        // `h.values.mutateParking` is a dynamic modify access on a class
+                        // property, open while the G sleeps and moves between Ms.
+                        h.values.mutateParking(migrated)
+                    }
+                    #expect(h.values.count == 100)
+                    wg.done()
+                }
+            }
+            wg.wait()
+            return true
+        }
+        #expect(ok == true)
+        #expect(migrated.load(ordering: .relaxed) > 0, "no G changed thread while inside the access")
+    }
+
+    @Test("A blocking call hands its P over: with 1 P other Gs run while one sits in read()")
+    func blockingHandoff() {
+        GMP.setProcs(1)
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        let (rfd, wfd) = (fds[0], fds[1])
+        defer { close(rfd); close(wfd) }
+        let result = runG { () -> (Int, Int) in
+            let wg = WaitGroup(2)
+            let otherRan = Atomic<Int>(0)
+            let readBytes = Atomic<Int>(0)
+            go {
+                var buf = [UInt8](repeating: 0, count: 8)
+                let n = GMP.blocking { read(rfd, &buf, 8) }
+                readBytes.store(n, ordering: .relaxed)
+                wg.done()
+            }
+            go {
+                // Runs only if the P was handed over while the reader blocks.
+                for _ in 0..<1000 { otherRan.add(1, ordering: .relaxed); GMP.yield() }
+                var b: UInt8 = 1
+                _ = write(wfd, &b, 1)
+                wg.done()
+            }
+            wg.wait()
+            return (otherRan.load(ordering: .relaxed), readBytes.load(ordering: .relaxed))
+        }
+        #expect(result?.0 == 1000)
+        #expect(result?.1 == 1)
+        #expect(GMP.stats.handoffs > 0)
+    }
+
+    @Test("A G in a blocking usleep does not hold up the others (1 P)")
+    func blockingSleepHandoff() {
+        GMP.setProcs(1)
+        let r = runG { () -> Bool in
+            let wg = WaitGroup(2)
+            let sleeperDone = Atomic<Bool>(false)
+            let otherFinishedFirst = Atomic<Bool>(false)
+            go {
+                GMP.blocking { _ = usleep(300_000) }
+                sleeperDone.store(true, ordering: .releasing)
+                wg.done()
+            }
+            go {
+                for _ in 0..<100 { GMP.yield() }
+                otherFinishedFirst.store(!sleeperDone.load(ordering: .acquiring), ordering: .relaxed)
+                wg.done()
+            }
+            wg.wait()
+            return otherFinishedFirst.load(ordering: .relaxed)
+        }
+        #expect(r == true)
+    }
+
+    @Test("Mutex under contention from many Gs on 2 Ps and a plain thread")
+    func mutexContention() {
+        GMP.setProcs(2)
+        final class Counter: @unchecked Sendable { var n = 0 }
+        let c = Counter()
+        let mu = Mutex()
+        let threadDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            for _ in 0..<20_000 { mu.lock(); c.n += 1; mu.unlock() }
+            threadDone.signal()
+        }
+        let ok = runG {
+            let wg = WaitGroup(100)
+            for _ in 0..<100 {
+                go {
+                    for i in 0..<2_000 {
+                        mu.lock()
+                        c.n += 1
+                        if i % 100 == 0 { GMP.yield() } // park while holding it
+                        mu.unlock()
+                    }
+                    wg.done()
+                }
+            }
+            wg.wait()
+            return true
+        }
+        #expect(ok == true)
+        #expect(threadDone.wait(timeout: .now() + 60) == .success)
+        #expect(mu.withLock { c.n } == 100 * 2_000 + 20_000)
+    }
+
+    @Test("WaitGroup: many waiters, many adders, reuse")
+    func waitGroupContention() {
+        GMP.setProcs(2)
+        let woke = Atomic<Int>(0)
+        let ok = runG {
+            for round in 0..<20 {
+                let wg = WaitGroup()
+                let all = WaitGroup(50)
+                wg.add(200)
+                for _ in 0..<50 {
+                    go {
+                        wg.wait()
+                        woke.add(1, ordering: .relaxed)
+                        all.done()
+                    }
+                }
+                for _ in 0..<200 { go { wg.done() } }
+                all.wait()
+                #expect(wg.count == 0, "round \(round)")
+            }
+            return true
+        }
+        #expect(ok == true)
+        #expect(woke.load(ordering: .relaxed) == 20 * 50)
+    }
+
+    @Test("GMPPROCS changes at run time while Gs run")
+    func resizeProcs() {
+        GMP.setProcs(2)
+        let n = 20_000
+        let runs = Counters(n)
+        let ok = runG { () -> [Int] in
+            var seen: [Int] = []
+            let wg = WaitGroup(n)
+            for i in 0..<n {
+                go {
+                    GMP.yield()
+                    runs.add(i)
+                    wg.done()
+                }
+                if i == 5_000 { GMP.setProcs(1); seen.append(GMP.procs) }
+                if i == 10_000 { GMP.setProcs(3); seen.append(GMP.procs) }
+                if i == 15_000 { GMP.setProcs(2); seen.append(GMP.procs) }
+            }
+            wg.wait()
+            return seen
+        }
+        #expect(ok == [1, 3, 2])
+        var wrong = 0
+        for i in 0..<n where runs[i] != 1 { wrong += 1 }
+        #expect(wrong == 0)
+        // From a plain thread too.
+        #expect(GMP.setProcs(1) == 2)
+        #expect(GMP.procs == 1)
+        #expect(GMP.run { 1 + 1 } == 2)
+        GMP.setProcs(2)
+    }
+
+    @Test("yield and sleep on a plain thread are ordinary thread operations")
+    func plainThread() {
+        GMP.yield()
+        let t0 = GMP.now
+        GMP.sleep(for: .milliseconds(2))
+        #expect(GMP.now - t0 >= 2_000_000)
+        #expect(GMP.currentG == nil)
+        #expect(GMP.currentProcessor == nil)
+    }
+
+    @Test("Stats describe the scheduler")
+    func stats() {
+        let s = GMP.stats
+        #expect(s.procs == GMP.procs)
+        #expect(s.localQueues.count == s.procs)
+        #expect(s.threads >= 1)
+        #expect(s.created >= s.live)
+        #expect(s.traceLine.hasPrefix("SCHED "))
+    }
+}
+
+extension Array where Element == Int {
+    /// A mutating method that parks in the middle (so the caller's modify
+    /// access on a class property stays open across the park).
+    mutating func mutateParking(_ migrated: borrowing Atomic<Int>) {
+        append(1)
+        let before = pthread_self()
+        GMP.sleep(nanoseconds: 100_000)
+        GMP.yield()
+        if pthread_self() != before { migrated.add(1, ordering: .relaxed) }
+        append(2)
+    }
+}
