@@ -1,0 +1,3 @@
+module gmppeers
+
+go 1.19
