@@ -42,8 +42,9 @@ extern void swift_task_exitThreadLocalContext(char *state);
 extern void gmp_ctx_switch(void **save_sp, void *new_sp);
 extern void gmp_ctx_trampoline(void);
 
-static __thread void *gmp_current_m;
-static __thread uint64_t gmp_rand_state;
+#define GMP_TLS __thread __attribute__((tls_model("initial-exec")))
+static GMP_TLS void *gmp_current_m;
+static GMP_TLS uint64_t gmp_rand_state;
 
 __attribute__((noinline)) void *gmp_get_m(void) { return gmp_current_m; }
 __attribute__((noinline)) void gmp_set_m(void *m) { gmp_current_m = m; }
@@ -55,7 +56,7 @@ __attribute__((noinline)) uint32_t gmp_fastrand(void) {
     return (uint32_t)((uint64_t)(r >> 64) ^ (uint64_t)r);
 }
 // The G running on this thread, for the overflow handler (async-signal-safe read).
-static __thread gmp_gctx *current_gctx;
+static GMP_TLS gmp_gctx *current_gctx;
 
 bool gmp_tsan_enabled(void) {
 #ifdef GMP_TSAN

@@ -49,8 +49,8 @@ public final class G: @unchecked Sendable {
 
     @inline(__always) var bits: UInt { UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()) }
 
-    @inline(__always) static func from(bits: UInt) -> G {
-        Unmanaged<G>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
+    @inline(__always) static func from(bits: UInt) -> Unmanaged<G> {
+        Unmanaged<G>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)
     }
 }
 
@@ -66,7 +66,11 @@ public struct GList {
     public var isEmpty: Bool { head == nil }
 
     public mutating func push(_ g: G) {
-        let u = Unmanaged.passUnretained(g)
+        push(Unmanaged.passUnretained(g))
+    }
+
+    @inline(__always) mutating func push(_ u: Unmanaged<G>) {
+        unowned(unsafe) let g = u.takeUnretainedValue()
         g.schedlink = nil
         if let t = tail { t.takeUnretainedValue().schedlink = u } else { head = u }
         tail = u
@@ -74,13 +78,17 @@ public struct GList {
     }
 
     public mutating func pop() -> G? {
+        popRef()?.takeUnretainedValue()
+    }
+
+    @inline(__always) mutating func popRef() -> Unmanaged<G>? {
         guard let h = head else { return nil }
-        let g = h.takeUnretainedValue()
+        unowned(unsafe) let g = h.takeUnretainedValue()
         head = g.schedlink
         if head == nil { tail = nil }
         g.schedlink = nil
         count -= 1
-        return g
+        return h
     }
 
     mutating func append(_ other: GList) {

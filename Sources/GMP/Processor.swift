@@ -49,7 +49,7 @@ final class P: @unchecked Sendable {
     let timer0When = Atomic<Int64>(0)
 
     // Free lists (owner only).
-    var gFree: ContiguousArray<G> = []
+    var gFree: ContiguousArray<Unmanaged<G>> = []
     var stackCache: ContiguousArray<Stack> = []
     var goidNext: Int64 = 0
     var goidEnd: Int64 = 0

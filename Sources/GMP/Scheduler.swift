@@ -95,7 +95,7 @@ final class Scheduler: @unchecked Sendable {
     let lastPoll = Atomic<Int64>(0)
 
     // Free Gs (lock) and stacks.
-    var gFree: ContiguousArray<G> = []
+    var gFree: ContiguousArray<Unmanaged<G>> = []
     let gFreeLimit = 4096
     let stackPool: StackPool
     let goidGen = Atomic<Int64>(0)
@@ -129,7 +129,7 @@ final class Scheduler: @unchecked Sendable {
             n = v
         }
         schedTraceMs = env("GMP_SCHEDTRACE").flatMap { Int($0) } ?? 0
-        pollerRef.store(UInt(bitPattern: Unmanaged.passRetained(FutexPoller() as AnyObject).toOpaque()),
+        pollerRef.store(UInt(bitPattern: Unmanaged.passRetained(PollerBox(FutexPoller())).toOpaque()),
                         ordering: .releasing)
         gmp_install_overflow_handler()
         lock.lock()
@@ -331,7 +331,11 @@ final class Scheduler: @unchecked Sendable {
     /// Puts `g` on `p`'s local queue (in `runnext` if `next`), spilling half
     /// the ring to the global queue when it is full. Caller owns `p`.
     @inline(__always) func runqput(_ p: P, _ g: G, next: Bool) {
-        var item = g.bits
+        runqput(p, Unmanaged.passUnretained(g), next: next)
+    }
+
+    @inline(__always) func runqput(_ p: P, _ g: Unmanaged<G>, next: Bool) {
+        var item = UInt(bitPattern: g.toOpaque())
         if next {
             item = p.runq.swapRunNext(item)
             if item == 0 { return }
@@ -364,16 +368,16 @@ final class Scheduler: @unchecked Sendable {
 
     /// Lock held. Takes a batch from the global queue for `p`: returns the
     /// first, puts the rest on `p`'s local queue.
-    func globrunqget(_ p: P, max: Int) -> G? {
+    func globrunqget(_ p: P, max: Int) -> Unmanaged<G>? {
         let size = runqSize.load(ordering: .relaxed)
         if size == 0 { return nil }
         var n = min(size, size / procs.load(ordering: .relaxed) + 1)
         if max > 0 && n > max { n = max }
         n = min(n, Int(RunQueue.capacity) / 2)
         runqSize.subtract(n, ordering: .relaxed)
-        let g = runq.pop()!
+        let g = runq.popRef()!
         for _ in 1..<n {
-            let g2 = runq.pop()!
+            let g2 = runq.popRef()!
             runqput(p, g2, next: false)
         }
         return g
@@ -420,15 +424,15 @@ final class Scheduler: @unchecked Sendable {
 
     var poller: any Poller {
         let raw = pollerRef.load(ordering: .acquiring)
-        return Unmanaged<AnyObject>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue() as! any Poller
+        return Unmanaged<PollerBox>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue().poller
     }
 
     func install(_ p: any Poller) {
-        let old = pollerRef.exchange(UInt(bitPattern: Unmanaged.passRetained(p as AnyObject).toOpaque()),
+        let old = pollerRef.exchange(UInt(bitPattern: Unmanaged.passRetained(PollerBox(p)).toOpaque()),
                                      ordering: .acquiringAndReleasing)
         // Wake whoever blocks in the old poller. The old one stays retained
         // (leaked on purpose): an M may still be inside it.
-        (Unmanaged<AnyObject>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).takeUnretainedValue() as! any Poller).wake()
+        Unmanaged<PollerBox>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).takeUnretainedValue().poller.wake()
     }
 
     /// A timer at `when` was added: make sure somebody will wake for it.
@@ -452,8 +456,8 @@ final class Scheduler: @unchecked Sendable {
     }
 
     /// Runs `g` on this M until it switches back, then carries out what it asked for.
-    func execute(_ m: M, _ g0: G, inheritTime: Bool) {
-        let g = g0
+    func execute(_ m: M, _ gref: Unmanaged<G>, inheritTime: Bool) {
+        unowned(unsafe) let g = gref.takeUnretainedValue()
         var inherit = inheritTime
         while true {
             let p = m.p!
@@ -507,21 +511,21 @@ final class Scheduler: @unchecked Sendable {
     }
 
     /// Finds a runnable G for `m` (which holds a P), blocking if there is none.
-    func findRunnable(_ m: M) -> (G, Bool) {
+    func findRunnable(_ m: M) -> (Unmanaged<G>, Bool) {
         top: while true {
             if stopRequested.load(ordering: .acquiring) {
                 gcstopm(m)
                 continue top
             }
             let p = m.p!
-            let now = gmp_nanotime()
-            runTimers(p, now: now)
+            runTimers(p)
 
             if p.sliceExpired.load(ordering: .relaxed) {
                 p.sliceExpired.store(false, ordering: .relaxed)
                 if let overflow = p.runq.demoteRunNext() {
-                    let g = G.from(bits: overflow)
-                    lock.lock(); globrunqput(g); lock.unlock()
+                    var one = GList()
+                    one.push(G.from(bits: overflow))
+                    lock.lock(); globrunqputbatch(one); lock.unlock()
                 }
             }
             // Fairness: every 61st tick, look at the global queue first.
@@ -542,10 +546,10 @@ final class Scheduler: @unchecked Sendable {
             let pl = poller
             if pl.hasWaiters && !polling.load(ordering: .relaxed) {
                 var list = pl.poll(delayNanoseconds: 0)
-                lastPoll.store(now, ordering: .relaxed)
-                if let g = list.pop() {
+                lastPoll.store(gmp_nanotime(), ordering: .relaxed)
+                if let g = list.popRef() {
                     injectglist(list)
-                    g.status = .runnable
+                    g.takeUnretainedValue().status = .runnable
                     return (g, false)
                 }
             }
@@ -556,7 +560,7 @@ final class Scheduler: @unchecked Sendable {
                     m.spinning = true
                     nmspinning.add(1, ordering: .sequentiallyConsistent)
                 }
-                let (g, newWork) = stealWork(m, p, now: now, nprocs: nprocs)
+                let (g, newWork) = stealWork(m, p, now: gmp_nanotime(), nprocs: nprocs)
                 if let g { return (g, false) }
                 if newWork { continue top }
             }
@@ -629,9 +633,9 @@ final class Scheduler: @unchecked Sendable {
                 lock.unlock()
                 if let pp {
                     acquirep(m, pp)
-                    if let g = list.pop() {
+                    if let g = list.popRef() {
                         injectglist(list)
-                        g.status = .runnable
+                        g.takeUnretainedValue().status = .runnable
                         return (g, false)
                     }
                     if wasSpinning {
@@ -652,7 +656,7 @@ final class Scheduler: @unchecked Sendable {
 
     /// Tries to steal a G (or runs other Ps' due timers). Returns the G, or
     /// whether timers made new work appear on our P.
-    private func stealWork(_ m: M, _ p: P, now: Int64, nprocs: Int) -> (G?, Bool) {
+    private func stealWork(_ m: M, _ p: P, now: Int64, nprocs: Int) -> (Unmanaged<G>?, Bool) {
         if nprocs <= 1 { return (nil, false) }
         for round in 0..<4 {
             let last = round == 3
@@ -693,15 +697,16 @@ final class Scheduler: @unchecked Sendable {
     /// `newproc`), or globally from a plain thread.
     func newproc(_ fn: @escaping () -> Void) {
         if let m = M.current, let p = m.p {
-            let g = gfget(p)
+            let gref = gfget(p)
+            unowned(unsafe) let g = gref.takeUnretainedValue()
             g.fn = fn
             g.id = nextGoid(p)
             P.bump(p.created)
             g.status = .runnable
-            runqput(p, g, next: true)
+            runqput(p, gref, next: true)
             wakeP()
         } else {
-            let g = gfgetGlobal() ?? newG()
+            unowned(unsafe) let g = (gfgetGlobal() ?? newG()).takeUnretainedValue()
             g.fn = fn
             g.id = goidGen.add(1, ordering: .relaxed).newValue
             createdNoP.add(1, ordering: .relaxed)
@@ -724,13 +729,13 @@ final class Scheduler: @unchecked Sendable {
         return p.goidNext
     }
 
-    private func newG() -> G {
-        let g = G()
-        _ = Unmanaged.passRetained(g) // the runtime's reference, dropped in gfput when not pooled
-        return g
+    /// A new G, with the runtime's one reference (dropped in `gdestroy` when
+    /// the free lists are full).
+    private func newG() -> Unmanaged<G> {
+        Unmanaged.passRetained(G())
     }
 
-    private func gfget(_ p: P) -> G {
+    private func gfget(_ p: P) -> Unmanaged<G> {
         if let g = p.gFree.popLast() { return g }
         lock.lock()
         var n = 0
@@ -739,7 +744,7 @@ final class Scheduler: @unchecked Sendable {
         return p.gFree.popLast() ?? newG()
     }
 
-    private func gfgetGlobal() -> G? {
+    private func gfgetGlobal() -> Unmanaged<G>? {
         lock.withLock { gFree.popLast() }
     }
 
@@ -758,7 +763,7 @@ final class Scheduler: @unchecked Sendable {
         }
         g.param = nil
         g.selectDone.store(0, ordering: .relaxed)
-        p.gFree.append(g)
+        p.gFree.append(Unmanaged.passUnretained(g))
         if p.gFree.count >= 64 {
             lock.lock()
             while p.gFree.count > 32 {
@@ -766,7 +771,7 @@ final class Scheduler: @unchecked Sendable {
                 if gFree.count < gFreeLimit {
                     gFree.append(g2)
                 } else {
-                    Unmanaged.passUnretained(g2).release()
+                    g2.release()
                 }
             }
             lock.unlock()
@@ -889,13 +894,12 @@ final class Scheduler: @unchecked Sendable {
                 let p = allP(i)
                 for item in p.runq.drain() { moved.push(G.from(bits: item)) }
                 p.timerLock.lock()
-                let entries = p.timers.items
-                p.timers.items.removeAll()
+                let entries = p.timers.takeAll()
                 p.timer0When.store(0, ordering: .releasing)
                 p.timerLock.unlock()
                 if !entries.isEmpty {
                     heir.timerLock.lock()
-                    for e in entries { heir.timers.push(e) }
+                    for e in entries { heir.timers.pushOwned(e) }
                     heir.timer0When.store(heir.timers.first?.when ?? 0, ordering: .releasing)
                     heir.timerLock.unlock()
                 }
@@ -939,9 +943,8 @@ final class Scheduler: @unchecked Sendable {
 private let gEntry: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in
     do {
         let m = M.current!
-        let g = m.curg!
-        let fn = g.fn!
-        g.fn = nil
+        unowned(unsafe) let g = m.curg!
+        let fn = g.fn.take()!
         fn()
     }
     let m = M.current!
@@ -960,6 +963,12 @@ public protocol Poller: AnyObject, Sendable {
     func wake()
     /// Whether any G waits on I/O (if not, the scheduler does not poll without a timer).
     var hasWaiters: Bool { get }
+}
+
+/// Holds the installed poller (published through an atomic word).
+final class PollerBox: Sendable {
+    let poller: any Poller
+    init(_ p: any Poller) { poller = p }
 }
 
 /// The default poller: a futex sleep with the next timer as time-out.

@@ -22,9 +22,11 @@ struct Stack {
 /// parked Gs work on a default kernel.
 ///
 /// Freed stacks are kept warm (pages intact). sysmon calls `scavenge`
-/// periodically, which `madvise(MADV_DONTNEED)`s the warm stacks beyond
-/// `warmLimit` (memory back to the kernel, address range kept for reuse),
-/// coalescing neighbours into one call, so freeing stays off the hot path.
+/// periodically, which `madvise(MADV_DONTNEED)`s warm stacks beyond
+/// `warmLimit` that stayed unused for a whole period (memory back to the
+/// kernel, address range kept for reuse), coalescing neighbours into one
+/// call. So freeing stays off the hot path, and a burst of Gs that ends and
+/// restarts reuses its stacks instead of faulting them in again.
 /// Slabs are never unmapped: unmapping part of one would split VMAs again.
 ///
 /// Per-P caches in front of this (see `P.stackCache`) make the common case
@@ -40,6 +42,7 @@ final class StackPool: @unchecked Sendable {
     private var warm: [Stack] = []   // guarded by lock
     private var cold: [Stack] = []   // guarded by lock; pages released
     private var guarded = 0          // guarded by lock
+    private var warmLowWater = 0     // guarded by lock; least `warm.count` since the last scavenge
     private(set) var mapped = 0      // guarded by lock; stacks ever carved
 
     init(stackSize requested: Int) {
@@ -64,6 +67,7 @@ final class StackPool: @unchecked Sendable {
         defer { lock.unlock() }
         var need = count
         while need > 0, let s = warm.popLast() { out.append(s); need -= 1 }
+        warmLowWater = min(warmLowWater, warm.count)
         while need > 0, let s = cold.popLast() { out.append(s); need -= 1 }
         while need > 0 {
             carveSlab()
@@ -81,13 +85,18 @@ final class StackPool: @unchecked Sendable {
     /// Whether `scavenge` has work.
     var needsScavenge: Bool { lock.withLock { warm.count > warmLimit } }
 
-    /// Releases the memory of warm stacks beyond `keep` (sysmon calls it with
-    /// `warmLimit`). The madvise calls run outside the lock.
-    func scavenge(keep: Int) {
+    /// Releases the memory of warm stacks beyond `keep`. With `idleOnly`
+    /// (sysmon's periodic call) only as many as stayed unused since the last
+    /// call. The oldest (bottom of the LIFO) go first; madvise runs outside
+    /// the lock.
+    func scavenge(keep: Int, idleOnly: Bool = false) {
         lock.lock()
-        guard warm.count > keep else { lock.unlock(); return }
-        var excess = Array(warm[keep...])
-        warm.removeSubrange(keep...)
+        let idle = idleOnly ? min(warmLowWater, warm.count) : warm.count
+        warmLowWater = warm.count
+        guard idle > keep else { lock.unlock(); return }
+        var excess = Array(warm[0..<(idle - keep)])
+        warm.removeSubrange(0..<(idle - keep))
+        warmLowWater = warm.count
         lock.unlock()
         excess.sort { $0.lo < $1.lo }
         var i = 0

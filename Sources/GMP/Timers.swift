@@ -73,10 +73,23 @@ public final class Timer: @unchecked Sendable {
     }
 }
 
+/// A heap entry. It owns one reference to its timer, taken by
+/// `TimerHeap.push` and dropped by whoever removes the entry (`popFirst`'s
+/// caller via `release()`, or `clean`), so moving entries in the heap does
+/// no reference counting.
 struct TimerEntry {
     var when: Int64
     var seq: UInt64
-    var timer: Timer
+    var ref: Unmanaged<Timer>
+
+    init(when: Int64, seq: UInt64, timer: Timer) {
+        self.when = when
+        self.seq = seq
+        self.ref = Unmanaged.passUnretained(timer)
+    }
+
+    @inline(__always) var timer: Timer { ref.takeUnretainedValue() }
+    func release() { ref.release() }
 }
 
 /// A 4-ary min-heap of timer entries by `when` (Go uses 4-ary heaps too:
@@ -90,6 +103,7 @@ struct TimerHeap {
     var first: TimerEntry? { items.first }
 
     mutating func push(_ e: TimerEntry) {
+        _ = e.ref.retain()
         items.append(e)
         siftUp(items.count - 1)
     }
@@ -137,9 +151,26 @@ struct TimerHeap {
         items[i] = e
     }
 
+    /// Moves every entry out (the references go with them).
+    mutating func takeAll() -> ContiguousArray<TimerEntry> {
+        let all = items
+        items.removeAll()
+        return all
+    }
+
+    /// Adds an entry whose reference the caller already owns.
+    mutating func pushOwned(_ e: TimerEntry) {
+        items.append(e)
+        siftUp(items.count - 1)
+    }
+
     /// Removes dead entries and rebuilds the heap.
     mutating func clean() {
-        items.removeAll { !$0.timer.isLive($0.seq) }
+        items.removeAll {
+            if $0.timer.isLive($0.seq) { return false }
+            $0.release()
+            return true
+        }
         var i = items.count / 4
         while i >= 0 {
             if !items.isEmpty { siftDown(i) }
@@ -172,17 +203,23 @@ extension Scheduler {
     /// Runs the timers of `p` that are due at `now`. Any M may run any P's
     /// timers (stealing does). Returns how many fired.
     @discardableResult
-    func runTimers(_ p: P, now: Int64) -> Int {
+    func runTimers(_ p: P, now: Int64? = nil) -> Int {
         let w = p.timer0When.load(ordering: .acquiring)
-        if w == 0 || w > now { return 0 }
+        if w == 0 { return 0 }
+        let now = now ?? gmp_nanotime()
+        if w > now { return 0 }
         var ran = 0
         p.timerLock.lock()
         while let e = p.timers.first, e.when <= now {
             _ = p.timers.popFirst()
-            guard e.timer.claim(e.seq) else { continue }
+            guard e.timer.claim(e.seq) else {
+                e.release()
+                continue
+            }
             p.timer0When.store(p.timers.first?.when ?? 0, ordering: .releasing)
             p.timerLock.unlock()
             fire(e.timer)
+            e.release()
             ran += 1
             p.timerLock.lock()
         }
