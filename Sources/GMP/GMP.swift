@@ -8,7 +8,7 @@ import Synchronization
 /// core, as in Go), or on the global queue when called from a plain thread.
 /// It gets its stack when it first runs. Cost: about one small allocation
 /// the first time; pooled Gs are reused.
-public func go(_ body: @escaping @Sendable () -> Void) {
+public func go(_ body: __owned @escaping @Sendable () -> Void) {
     Scheduler.shared.newproc(body)
 }
 
@@ -32,7 +32,7 @@ public enum GMP {
     /// Call it from a plain thread (e.g. `main`, a test). Calling it from
     /// inside a G traps: use `go` with a `WaitGroup` or a channel there.
     public static func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        if M.current?.curg != nil || M.current != nil {
+        if M.current != nil {
             gmp_fatal("fatal error: GMP.run called from inside a goroutine; use go {} and a WaitGroup or channel")
         }
         let box = RunBox<T, E>()
@@ -80,10 +80,12 @@ public enum GMP {
     /// queue and others run. On a plain thread it yields the OS thread
     /// (`sched_yield`).
     public static func yield() {
-        guard let m = M.current, let g = m.curg else {
+        guard let mr = M.ref, mr.m.curg != nil else {
             gmp_os_yield()
             return
         }
+        unowned(unsafe) let m = mr.m
+        unowned(unsafe) let g = m.curg!
         m.action = .yield
         gmp_mcall(g.ctx, m.ctx)
     }
@@ -99,7 +101,7 @@ public enum GMP {
 
     /// Sleeps at least `nanoseconds`.
     public static func sleep(nanoseconds: Int64) {
-        guard let m = M.current, let g = m.curg else {
+        guard let mr = M.ref, mr.m.curg != nil else {
             if nanoseconds > 0 {
                 var req = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
                 var rem = timespec()
@@ -111,6 +113,8 @@ public enum GMP {
             yield()
             return
         }
+        unowned(unsafe) let m = mr.m
+        unowned(unsafe) let g = m.curg!
         if g.sleepTimer == nil { g.sleepTimer = Timer(readying: g) }
         m.action = .sleep
         m.actionWhen = gmp_nanotime() &+ nanoseconds
@@ -149,9 +153,11 @@ public enum GMP {
     /// ready a G that is still running). The G resumes after `ready(_:)`.
     /// Must be called from a G, with `lock` held.
     public static func park(unlocking lock: FutexLock) {
-        guard let m = M.current, let g = m.curg else {
+        guard let mr = M.ref, mr.m.curg != nil else {
             gmp_fatal("fatal error: GMP.park called outside a goroutine")
         }
+        unowned(unsafe) let m = mr.m
+        unowned(unsafe) let g = m.curg!
         m.action = .parkUnlock
         m.actionLock = lock
         gmp_mcall(g.ctx, m.ctx)

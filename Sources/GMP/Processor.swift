@@ -125,4 +125,16 @@ final class M: @unchecked Sendable {
         guard let raw = gmp_get_m() else { return nil }
         return Unmanaged<M>.fromOpaque(raw).takeUnretainedValue()
     }
+
+    /// The M running on this thread, without reference counting (Ms are
+    /// never freed). Hot paths bind it with `unowned(unsafe) let`.
+    @inline(__always) static var ref: MRef? {
+        guard let raw = gmp_get_m() else { return nil }
+        return MRef(m: Unmanaged<M>.fromOpaque(raw).takeUnretainedValue())
+    }
+}
+
+/// An M reference that costs no retain/release.
+struct MRef {
+    unowned(unsafe) let m: M
 }

@@ -389,7 +389,8 @@ final class Scheduler: @unchecked Sendable {
     /// on an M that holds a P, else onto the global queue; then `wakeP`.
     func ready(_ g: G) {
         g.status = .runnable
-        if let m = M.current, let p = m.p {
+        if let mr = M.ref, mr.m.p != nil {
+            unowned(unsafe) let p = mr.m.p!
             P.bump(p.readies)
             runqput(p, g, next: true)
         } else {
@@ -460,7 +461,7 @@ final class Scheduler: @unchecked Sendable {
         unowned(unsafe) let g = gref.takeUnretainedValue()
         var inherit = inheritTime
         while true {
-            let p = m.p!
+            unowned(unsafe) let p = m.p!
             if !inherit { P.bump(p.schedTick) }
             P.bump(p.switchTick)
             g.status = .running
@@ -517,7 +518,7 @@ final class Scheduler: @unchecked Sendable {
                 gcstopm(m)
                 continue top
             }
-            let p = m.p!
+            unowned(unsafe) let p = m.p!
             runTimers(p)
 
             if p.sliceExpired.load(ordering: .relaxed) {
@@ -695,8 +696,9 @@ final class Scheduler: @unchecked Sendable {
 
     /// Makes a G for `fn` and queues it: on the current P's `runnext` (as Go's
     /// `newproc`), or globally from a plain thread.
-    func newproc(_ fn: @escaping () -> Void) {
-        if let m = M.current, let p = m.p {
+    func newproc(_ fn: __owned @escaping () -> Void) {
+        if let mr = M.ref, mr.m.p != nil {
+            unowned(unsafe) let p = mr.m.p!
             let gref = gfget(p)
             unowned(unsafe) let g = gref.takeUnretainedValue()
             g.fn = fn
@@ -942,12 +944,12 @@ final class Scheduler: @unchecked Sendable {
 /// The C entry of every G: runs its function, then ends it.
 private let gEntry: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in
     do {
-        let m = M.current!
+        unowned(unsafe) let m = M.ref!.m
         unowned(unsafe) let g = m.curg!
         let fn = g.fn.take()!
         fn()
     }
-    let m = M.current!
+    unowned(unsafe) let m = M.ref!.m
     m.action = .exit
     gmp_mcall(m.curg!.ctx, m.ctx)
     gmp_fatal("fatal error: a finished G was resumed")

@@ -190,7 +190,7 @@ extension Scheduler {
         t.armed = true
         let seq = t.seq
         t.lock.unlock()
-        let p = M.current?.p ?? allP(0)
+        unowned(unsafe) let p = M.ref?.m.p ?? allP(0)
         p.timerLock.lock()
         p.timers.push(TimerEntry(when: when, seq: seq, timer: t))
         if p.timers.count >= p.timers.cleanAt { p.timers.clean() }
