@@ -8,57 +8,80 @@ enum GStatus: UInt8 {
     case idle, runnable, running, waiting, syscall, dead
 }
 
-/// A goroutine: a stackful task with its own small stack.
-///
-/// G objects are pooled (per P and globally) and reused; a G's stack is taken
-/// when it first runs and given back when it ends. The runtime holds one
-/// strong reference to every live or pooled G (taken at creation,
-/// `Unmanaged.passRetained`); queues and back-pointers hold it unretained.
-public final class G: @unchecked Sendable {
-    // @unchecked: a G is handed between Ms only through the scheduler's
-    // queues and the park/ready protocol, which order every access to its
-    // fields; fields other Ms may read concurrently are atomic.
-
-    /// Switch state in raw memory (never an `inout` on a class property across a switch).
+/// A goroutine's state, in memory the runtime owns (allocated once, pooled,
+/// never moved). Only the scheduler, and the G itself while it runs, touch it.
+struct GState {
+    /// Switch state (raw memory: never an `inout` on a class property across a switch).
     let ctx: UnsafeMutablePointer<gmp_gctx>
-    /// Goroutine id, unique for the process lifetime (ids of pooled Gs are renewed).
-    public internal(set) var id: Int64 = 0
+    var id: Int64 = 0
     var fn: (() -> Void)?
     var status: GStatus = .idle
-    var stack: Stack?
-    /// Link in the global run queue and free lists.
-    var schedlink: Unmanaged<G>?
+    var hasStack = false
+    var stack = Stack(lo: 0, hi: 0, guardLo: 0, guardHi: 0)
+    /// Link in the global run queue and in `GList`s.
+    var schedlink: G?
     /// The timer used by `sleep`, made on first use and kept with the G.
     var sleepTimer: Timer?
+    var param: UnsafeMutableRawPointer?
+}
+
+/// A goroutine: a stackful task with its own small stack.
+///
+/// `G` is a handle (a pointer to runtime-owned state): copying it costs
+/// nothing and involves no reference counting, which keeps the scheduler's
+/// hot paths free of atomic reference-count traffic. G states are pooled
+/// (per P and globally) and reused; a G's stack is taken when it first runs
+/// and given back when it ends. A handle is valid while its G is alive
+/// (parked, runnable or running): do not keep one past the G's end.
+public struct G: Hashable, @unchecked Sendable {
+    // @unchecked: a G is handed between Ms only through the scheduler's
+    // queues and the park/ready protocol, which order every access to its state.
+    let s: UnsafeMutablePointer<GState>
+
+    @inline(__always) init(_ s: UnsafeMutablePointer<GState>) { self.s = s }
+
+    /// Allocates a new G state.
+    static func make() -> G {
+        let ctx = UnsafeMutablePointer<gmp_gctx>.allocate(capacity: 1)
+        ctx.initialize(to: gmp_gctx())
+        let s = UnsafeMutablePointer<GState>.allocate(capacity: 1)
+        s.initialize(to: GState(ctx: ctx))
+        return G(s)
+    }
+
+    /// Frees a G state that is on no list and runs nowhere.
+    func free() {
+        gmp_release_ctx(s.pointee.ctx)
+        s.pointee.ctx.deallocate()
+        s.deinitialize(count: 1)
+        s.deallocate()
+    }
+
+    /// Goroutine id, unique for the process lifetime (pooled Gs get new ids).
+    public var id: Int64 { s.pointee.id }
+
     /// Scratch word for park/ready protocols built on the runtime (Go's
     /// `g.param`): the waker stores here before `ready`, the G reads it after
     /// it resumes.
-    public var param: UnsafeMutableRawPointer?
-    /// For `select`-like protocols: set once by whichever waker wins.
-    public let selectDone = Atomic<UInt32>(0)
-
-    init() {
-        ctx = .allocate(capacity: 1)
-        ctx.initialize(to: gmp_gctx())
+    public var param: UnsafeMutableRawPointer? {
+        get { s.pointee.param }
+        nonmutating set { s.pointee.param = newValue }
     }
 
-    deinit {
-        gmp_release_ctx(ctx)
-        ctx.deallocate()
-    }
+    @inline(__always) var ctx: UnsafeMutablePointer<gmp_gctx> { s.pointee.ctx }
 
-    @inline(__always) var bits: UInt { UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()) }
+    @inline(__always) var bits: UInt { UInt(bitPattern: s) }
 
-    @inline(__always) static func from(bits: UInt) -> Unmanaged<G> {
-        Unmanaged<G>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)
+    @inline(__always) static func from(bits: UInt) -> G {
+        G(UnsafeMutablePointer<GState>(bitPattern: bits)!)
     }
 }
 
 /// An intrusive singly linked list of Gs (through `schedlink`), for the
-/// global run queue, free lists and batches of Gs made ready by a poller.
+/// global run queue and for batches of Gs made ready by a poller.
 public struct GList {
-    var head: Unmanaged<G>?
-    var tail: Unmanaged<G>?
+    var head: G?
+    var tail: G?
     public private(set) var count = 0
 
     public init() {}
@@ -66,34 +89,24 @@ public struct GList {
     public var isEmpty: Bool { head == nil }
 
     public mutating func push(_ g: G) {
-        push(Unmanaged.passUnretained(g))
-    }
-
-    @inline(__always) mutating func push(_ u: Unmanaged<G>) {
-        unowned(unsafe) let g = u.takeUnretainedValue()
-        g.schedlink = nil
-        if let t = tail { t.takeUnretainedValue().schedlink = u } else { head = u }
-        tail = u
+        g.s.pointee.schedlink = nil
+        if let t = tail { t.s.pointee.schedlink = g } else { head = g }
+        tail = g
         count += 1
     }
 
     public mutating func pop() -> G? {
-        popRef()?.takeUnretainedValue()
-    }
-
-    @inline(__always) mutating func popRef() -> Unmanaged<G>? {
-        guard let h = head else { return nil }
-        unowned(unsafe) let g = h.takeUnretainedValue()
-        head = g.schedlink
+        guard let g = head else { return nil }
+        head = g.s.pointee.schedlink
         if head == nil { tail = nil }
-        g.schedlink = nil
+        g.s.pointee.schedlink = nil
         count -= 1
-        return h
+        return g
     }
 
     mutating func append(_ other: GList) {
         guard let oh = other.head else { return }
-        if let t = tail { t.takeUnretainedValue().schedlink = oh } else { head = oh }
+        if let t = tail { t.s.pointee.schedlink = oh } else { head = oh }
         tail = other.tail
         count += other.count
     }

@@ -32,7 +32,7 @@ public enum GMP {
     /// Call it from a plain thread (e.g. `main`, a test). Calling it from
     /// inside a G traps: use `go` with a `WaitGroup` or a channel there.
     public static func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        if M.current != nil {
+        if currentM() != nil {
             gmp_fatal("fatal error: GMP.run called from inside a goroutine; use go {} and a WaitGroup or channel")
         }
         let box = RunBox<T, E>()
@@ -66,10 +66,10 @@ public enum GMP {
         let s = Scheduler.shared
         let old = s.procs.load(ordering: .acquiring)
         if n == old { return old }
-        if let m = M.current, let g = m.curg {
-            m.action = .resize
-            m.actionWhen = Int64(n)
-            gmp_mcall(g.ctx, m.ctx)
+        if let m = currentM(), let g = m.pointee.curg {
+            m.pointee.action = .resize
+            m.pointee.actionWhen = Int64(n)
+            gmp_mcall(g.ctx, m.pointee.ctx)
         } else {
             s.resize(to: n, m: nil)
         }
@@ -80,14 +80,12 @@ public enum GMP {
     /// queue and others run. On a plain thread it yields the OS thread
     /// (`sched_yield`).
     public static func yield() {
-        guard let mr = M.ref, mr.m.curg != nil else {
+        guard let m = currentM(), let g = m.pointee.curg else {
             gmp_os_yield()
             return
         }
-        unowned(unsafe) let m = mr.m
-        unowned(unsafe) let g = m.curg!
-        m.action = .yield
-        gmp_mcall(g.ctx, m.ctx)
+        m.pointee.action = .yield
+        gmp_mcall(g.ctx, m.pointee.ctx)
     }
 
     /// Sleeps at least `duration`. In a G this parks the G on a timer (the
@@ -101,7 +99,7 @@ public enum GMP {
 
     /// Sleeps at least `nanoseconds`.
     public static func sleep(nanoseconds: Int64) {
-        guard let mr = M.ref, mr.m.curg != nil else {
+        guard let m = currentM(), let g = m.pointee.curg else {
             if nanoseconds > 0 {
                 var req = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
                 var rem = timespec()
@@ -113,12 +111,10 @@ public enum GMP {
             yield()
             return
         }
-        unowned(unsafe) let m = mr.m
-        unowned(unsafe) let g = m.curg!
-        if g.sleepTimer == nil { g.sleepTimer = Timer(readying: g) }
-        m.action = .sleep
-        m.actionWhen = gmp_nanotime() &+ nanoseconds
-        gmp_mcall(g.ctx, m.ctx)
+        if g.s.pointee.sleepTimer == nil { g.s.pointee.sleepTimer = Timer(readying: g) }
+        m.pointee.action = .sleep
+        m.pointee.actionWhen = gmp_nanotime() &+ nanoseconds
+        gmp_mcall(g.ctx, m.pointee.ctx)
     }
 
     /// Runs a blocking system call (or any call that may block the thread)
@@ -126,8 +122,8 @@ public enum GMP {
     /// another M if the call takes more than a tick (20 µs and up) and there is
     /// other work. On a plain thread it just runs `body`.
     public static func blocking<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        guard let m = M.current, let g = m.curg, m.p != nil else { return try body() }
-        let s = m.sched
+        guard let m = currentM(), let g = m.pointee.curg, m.pointee.p != nil else { return try body() }
+        let s = Scheduler.shared
         s.entersyscall(m)
         let r = Result<T, E> { () throws(E) -> T in try body() }
         // We may be on the same M (the thread never changed during the call).
@@ -139,28 +135,26 @@ public enum GMP {
     public static var now: Int64 { gmp_nanotime() }
 
     /// The running G, or nil on a plain thread.
-    public static var currentG: G? { M.current?.curg }
+    public static var currentG: G? { currentM()?.pointee.curg }
 
     /// Index of the P running the caller, or nil on a plain thread (or during
     /// a blocking call). For tests and diagnostics.
-    public static var currentProcessor: Int? { M.current?.p?.id }
+    public static var currentProcessor: Int? { currentM()?.pointee.p?.pointee.id }
 
     /// Whether the caller runs in a G.
-    public static var inGoroutine: Bool { M.current?.curg != nil }
+    public static var inGoroutine: Bool { currentM()?.pointee.curg != nil }
 
     /// Parks the current G and then releases `lock`, on the scheduler's stack,
     /// once the G is off its own stack (so a waker that takes `lock` can never
     /// ready a G that is still running). The G resumes after `ready(_:)`.
     /// Must be called from a G, with `lock` held.
     public static func park(unlocking lock: FutexLock) {
-        guard let mr = M.ref, mr.m.curg != nil else {
+        guard let m = currentM(), let g = m.pointee.curg else {
             gmp_fatal("fatal error: GMP.park called outside a goroutine")
         }
-        unowned(unsafe) let m = mr.m
-        unowned(unsafe) let g = m.curg!
-        m.action = .parkUnlock
-        m.actionLock = lock
-        gmp_mcall(g.ctx, m.ctx)
+        m.pointee.action = .parkUnlock
+        m.pointee.actionLock = lock
+        gmp_mcall(g.ctx, m.pointee.ctx)
     }
 
     /// Makes a G parked by `park(unlocking:)` runnable (Go's `goready`). From

@@ -8,19 +8,21 @@ enum PStatus: UInt32 {
 
 /// A logical processor. An M must hold a P to run Gs.
 ///
+/// Ps are allocated once and never freed (a P removed by `setProcs` is kept,
+/// dead, for a later resize), so `P` is a plain pointer: no reference counting.
+///
 /// Owner-only fields (the M holding the P, or anyone while the world is
-/// stopped): `gFree`, `stackCache`, `goid*`, `heapCleanAt`. `m` and `link`
-/// are guarded by the scheduler lock when the P is idle. Timer heap fields are
-/// guarded by `timerLock`. The counters are written by the owner only
-/// (relaxed load + store, no RMW) and read by anyone for stats.
-final class P: @unchecked Sendable {
-    // @unchecked: see the ownership rules above.
+/// stopped): `gFree`, `stackCache`, `goid*`. `m` and `link` are guarded by
+/// the scheduler lock when the P is idle. Timer heap fields are guarded by
+/// `timerLock`. The counters are written by the owner only (relaxed load +
+/// store, no RMW) and read by anyone for stats. `sysmon*` fields belong to sysmon.
+struct PState: ~Copyable {
     let id: Int
     let runq = RunQueue()
     let status = Atomic<UInt32>(PStatus.stopped.rawValue)
-    unowned(unsafe) var m: M?
+    var m: M?
     /// Link in the scheduler's idle-P list (guarded by the scheduler lock).
-    unowned(unsafe) var link: P?
+    var link: P?
 
     /// Incremented each time a G starts a new time slice here (not for `runnext`
     /// hand-offs that inherit the slice).
@@ -33,7 +35,6 @@ final class P: @unchecked Sendable {
     /// demotes `runnext` so a ping-ponging pair cannot starve the queue.
     let sliceExpired = Atomic<Bool>(false)
 
-    // sysmon's private observations.
     var sysmonSchedTick: UInt32 = 0
     var sysmonSwitchTick: UInt32 = 0
     var sysmonSyscallTick: UInt32 = 0
@@ -42,19 +43,16 @@ final class P: @unchecked Sendable {
     var sysmonSyscallWhen: Int64 = 0
     var sysmonFlagged = false
 
-    // Timers (guarded by timerLock, except timer0When which is published atomically).
     let timerLock = FutexLock()
     var timers = TimerHeap()
-    /// Earliest `when` in the heap, 0 if empty (may be stale-early, never stale-late).
+    /// Earliest `when` in the heap, 0 if empty.
     let timer0When = Atomic<Int64>(0)
 
-    // Free lists (owner only).
-    var gFree: ContiguousArray<Unmanaged<G>> = []
+    var gFree: ContiguousArray<G> = []
     var stackCache: ContiguousArray<Stack> = []
     var goidNext: Int64 = 0
     var goidEnd: Int64 = 0
 
-    // Counters (owner writes).
     let created = Atomic<Int>(0)
     let exited = Atomic<Int>(0)
     let parks = Atomic<Int>(0)
@@ -68,14 +66,16 @@ final class P: @unchecked Sendable {
     }
 
     @inline(__always) var pstatus: PStatus { PStatus(rawValue: status.load(ordering: .acquiring))! }
+}
 
-    /// Owner-only counter increment: relaxed load + store (no RMW needed).
-    @inline(__always) static func bump(_ c: borrowing Atomic<Int>, _ by: Int = 1) {
-        c.store(c.load(ordering: .relaxed) &+ by, ordering: .relaxed)
-    }
-    @inline(__always) static func bump(_ c: borrowing Atomic<UInt32>) {
-        c.store(c.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
-    }
+typealias P = UnsafeMutablePointer<PState>
+
+/// Owner-only counter increment: relaxed load + store (no RMW needed).
+@inline(__always) func bump(_ c: borrowing Atomic<Int>, _ by: Int = 1) {
+    c.store(c.load(ordering: .relaxed) &+ by, ordering: .relaxed)
+}
+@inline(__always) func bump(_ c: borrowing Atomic<UInt32>) {
+    c.store(c.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
 }
 
 /// What a G asked its M to do when it switched to g0 (Go's `mcall(fn)`).
@@ -91,50 +91,37 @@ enum MAction: UInt8 {
 }
 
 /// A worker thread. Its own pthread stack is its g0, where the scheduler
-/// loop runs. Ms are never destroyed; idle ones sleep on `park`.
+/// loop runs. Ms are never destroyed (idle ones sleep on `park`), so `M` is a
+/// plain pointer.
 ///
 /// Fields are touched by the M's own thread, except `nextp` and `spinning`,
 /// which `startm` writes before waking the M (the `Note` orders them), and
 /// `link`, guarded by the scheduler lock.
-final class M: @unchecked Sendable {
-    // @unchecked: see above.
+struct MState {
     let id: Int
     let ctx: UnsafeMutablePointer<gmp_mctx>
-    unowned(unsafe) let sched: Scheduler
-    unowned(unsafe) var p: P?
-    unowned(unsafe) var nextp: P?
-    unowned(unsafe) var oldp: P?
-    unowned(unsafe) var curg: G?
+    var p: P?
+    var nextp: P?
+    var oldp: P?
+    var curg: G?
     var spinning = false
     let park = Note()
-    unowned(unsafe) var link: M?
+    var link: M?
 
     var action: MAction = .none
     var actionLock: FutexLock?
     var actionWhen: Int64 = 0
 
-    init(id: Int, sched: Scheduler) {
+    init(id: Int) {
         self.id = id
-        self.sched = sched
         ctx = .allocate(capacity: 1)
         ctx.initialize(to: gmp_mctx())
     }
-
-    /// The M running on this thread, or nil on a plain thread.
-    @inline(__always) static var current: M? {
-        guard let raw = gmp_get_m() else { return nil }
-        return Unmanaged<M>.fromOpaque(raw).takeUnretainedValue()
-    }
-
-    /// The M running on this thread, without reference counting (Ms are
-    /// never freed). Hot paths bind it with `unowned(unsafe) let`.
-    @inline(__always) static var ref: MRef? {
-        guard let raw = gmp_get_m() else { return nil }
-        return MRef(m: Unmanaged<M>.fromOpaque(raw).takeUnretainedValue())
-    }
 }
 
-/// An M reference that costs no retain/release.
-struct MRef {
-    unowned(unsafe) let m: M
+typealias M = UnsafeMutablePointer<MState>
+
+/// The M running on this thread, or nil on a plain thread.
+@inline(__always) func currentM() -> M? {
+    gmp_get_m()?.assumingMemoryBound(to: MState.self)
 }

@@ -24,7 +24,10 @@ import Synchronization
 ///   only read values it throws away. Slots are relaxed atomics so that such a
 ///   discarded read is not a data race.
 /// - An item is in at most one of: `runnext`, the ring.
-public final class RunQueue: @unchecked Sendable {
+///
+/// A non-copyable struct (atomics inline): it lives inside a P, or behind a
+/// pointer when shared (tests).
+public struct RunQueue: ~Copyable, @unchecked Sendable {
     // @unchecked: all shared state is atomic; `scratch` is touched only by the owner.
     public static let capacity: UInt32 = 256
 
@@ -142,7 +145,7 @@ public final class RunQueue: @unchecked Sendable {
     /// `runnext` is taken only when `stealRunNext` and the ring is empty; if
     /// `ownerRunning` says the owner is running, wait ~3 µs first (it is about
     /// to run it itself).
-    public func steal(into dst: RunQueue, stealRunNext: Bool, ownerRunning: () -> Bool) -> UInt? {
+    public func steal(into dst: borrowing RunQueue, stealRunNext: Bool, ownerRunning: () -> Bool) -> UInt? {
         let t = dst.tail.load(ordering: .relaxed)
         var n = grab(into: dst, at: t, stealRunNext: stealRunNext, ownerRunning: ownerRunning)
         if n == 0 { return nil }
@@ -155,7 +158,7 @@ public final class RunQueue: @unchecked Sendable {
         return item
     }
 
-    private func grab(into dst: RunQueue, at dstTail: UInt32, stealRunNext: Bool,
+    private func grab(into dst: borrowing RunQueue, at dstTail: UInt32, stealRunNext: Bool,
                       ownerRunning: () -> Bool) -> UInt32 {
         while true {
             let h = head.load(ordering: .acquiring)

@@ -59,8 +59,8 @@ final class Scheduler: @unchecked Sendable {
 
     static let maxProcs = 1024
 
-    /// Guards: the global run queue, idle P and M lists, `mcount`, `allm`,
-    /// `stopWait`, the global free G list.
+    /// Guards: the global run queue, idle P and M lists, `allm`, `stopWait`,
+    /// the global free G list.
     let lock = FutexLock()
 
     // Global run queue (lock).
@@ -68,14 +68,13 @@ final class Scheduler: @unchecked Sendable {
     let runqSize = Atomic<Int>(0)
 
     // Idle Ps (lock), count readable without it.
-    unowned(unsafe) var pidle: P?
+    var pidle: P?
     let npidle = Atomic<Int>(0)
 
     // Ms (lock).
-    unowned(unsafe) var midle: M?
+    var midle: M?
     var nmidle = 0
     var allm: [M] = []
-    let mcount = Atomic<Int>(0)
     let nmspinning = Atomic<Int>(0)
 
     // Ps: slots published with release, never freed.
@@ -95,7 +94,7 @@ final class Scheduler: @unchecked Sendable {
     let lastPoll = Atomic<Int64>(0)
 
     // Free Gs (lock) and stacks.
-    var gFree: ContiguousArray<Unmanaged<G>> = []
+    var gFree: ContiguousArray<G> = []
     let gFreeLimit = 4096
     let stackPool: StackPool
     let goidGen = Atomic<Int64>(0)
@@ -145,32 +144,29 @@ final class Scheduler: @unchecked Sendable {
     // MARK: Ps
 
     private func makeP(_ i: Int) -> P {
-        let raw = allp[i].load(ordering: .acquiring)
-        if raw != 0 { return Unmanaged<P>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue() }
-        let p = P(id: i)
-        allp[i].store(UInt(bitPattern: Unmanaged.passRetained(p).toOpaque()), ordering: .releasing)
+        if let p = allPIfCreated(i) { return p }
+        let p = P.allocate(capacity: 1)
+        p.initialize(to: PState(id: i))
+        allp[i].store(UInt(bitPattern: p), ordering: .releasing)
         return p
     }
 
     /// The P with index `i` (< procs, or any index that was ever created).
     @inline(__always) func allP(_ i: Int) -> P {
-        let raw = allp[i].load(ordering: .acquiring)
-        return Unmanaged<P>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue()
+        P(bitPattern: allp[i].load(ordering: .acquiring))!
     }
 
     /// The P with index `i` if it was ever created.
     func allPIfCreated(_ i: Int) -> P? {
-        let raw = allp[i].load(ordering: .acquiring)
-        if raw == 0 { return nil }
-        return Unmanaged<P>.fromOpaque(UnsafeRawPointer(bitPattern: raw)!).takeUnretainedValue()
+        P(bitPattern: allp[i].load(ordering: .acquiring))
     }
 
     /// Lock held. Puts `p` on the idle list.
     func pidleput(_ p: P) {
-        precondition(p.runq.isEmpty, "pidleput: P has runnable Gs")
-        p.status.store(PStatus.idle.rawValue, ordering: .releasing)
-        p.m = nil
-        p.link = pidle
+        precondition(p.pointee.runq.isEmpty, "pidleput: P has runnable Gs")
+        p.pointee.status.store(PStatus.idle.rawValue, ordering: .releasing)
+        p.pointee.m = nil
+        p.pointee.link = pidle
         pidle = p
         npidle.add(1, ordering: .sequentiallyConsistent)
     }
@@ -178,22 +174,22 @@ final class Scheduler: @unchecked Sendable {
     /// Lock held. Takes an idle P, or nil.
     func pidleget() -> P? {
         guard let p = pidle else { return nil }
-        pidle = p.link
-        p.link = nil
+        pidle = p.pointee.link
+        p.pointee.link = nil
         npidle.subtract(1, ordering: .sequentiallyConsistent)
         return p
     }
 
     @inline(__always) func acquirep(_ m: M, _ p: P) {
-        m.p = p
-        p.m = m
-        p.status.store(PStatus.running.rawValue, ordering: .releasing)
+        m.pointee.p = p
+        p.pointee.m = m
+        p.pointee.status.store(PStatus.running.rawValue, ordering: .releasing)
     }
 
     @inline(__always) func releasep(_ m: M) -> P {
-        let p = m.p!
-        p.m = nil
-        m.p = nil
+        let p = m.pointee.p!
+        p.pointee.m = nil
+        m.pointee.p = nil
         return p
     }
 
@@ -201,7 +197,7 @@ final class Scheduler: @unchecked Sendable {
 
     /// Lock held.
     private func mput(_ m: M) {
-        m.link = midle
+        m.pointee.link = midle
         midle = m
         nmidle += 1
     }
@@ -209,8 +205,8 @@ final class Scheduler: @unchecked Sendable {
     /// Lock held.
     private func mget() -> M? {
         guard let m = midle else { return nil }
-        midle = m.link
-        m.link = nil
+        midle = m.pointee.link
+        m.pointee.link = nil
         nmidle -= 1
         return m
     }
@@ -228,21 +224,20 @@ final class Scheduler: @unchecked Sendable {
                 return
             }
         }
-        let nm = mget()
-        if nm == nil {
-            let m = M(id: allm.count, sched: self)
-            allm.append(m)
-            mcount.add(1, ordering: .relaxed)
+        if let nm = mget() {
             lock.unlock()
-            m.spinning = spinning
-            m.nextp = pp
-            newThread(m)
+            nm.pointee.spinning = spinning
+            nm.pointee.nextp = pp
+            nm.pointee.park.wakeup()
             return
         }
+        let m = M.allocate(capacity: 1)
+        m.initialize(to: MState(id: allm.count))
+        allm.append(m)
         lock.unlock()
-        nm!.spinning = spinning
-        nm!.nextp = pp
-        nm!.park.wakeup()
+        m.pointee.spinning = spinning
+        m.pointee.nextp = pp
+        newThread(m)
     }
 
     private func newThread(_ m: M) {
@@ -251,34 +246,32 @@ final class Scheduler: @unchecked Sendable {
         pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
         pthread_attr_setstacksize(&attr, 1 << 20)
         var tid = pthread_t()
-        let arg = Unmanaged.passUnretained(m).toOpaque()
         let r = pthread_create(&tid, &attr, { arg in
-            let m = Unmanaged<M>.fromOpaque(arg!).takeUnretainedValue()
-            m.sched.mstart(m)
-        }, arg)
+            Scheduler.shared.mstart(arg!.assumingMemoryBound(to: MState.self))
+        }, UnsafeMutableRawPointer(m))
         pthread_attr_destroy(&attr)
         if r != 0 { gmp_fatal("fatal error: pthread_create failed (\(r)): cannot start an M") }
     }
 
     /// Thread entry of every M.
     private func mstart(_ m: M) -> Never {
-        gmp_thread_init(m.ctx)
-        gmp_set_m(Unmanaged.passUnretained(m).toOpaque())
-        acquirep(m, m.nextp!)
-        m.nextp = nil
+        gmp_thread_init(m.pointee.ctx)
+        gmp_set_m(UnsafeMutableRawPointer(m))
+        acquirep(m, m.pointee.nextp!)
+        m.pointee.nextp = nil
         schedule(m)
     }
 
     /// Parks this M until `startm` hands it a P.
     func stopm(_ m: M) {
-        precondition(m.p == nil, "stopm holding a P")
+        precondition(m.pointee.p == nil, "stopm holding a P")
         lock.lock()
         mput(m)
         lock.unlock()
-        m.park.sleep()
-        m.park.clear()
-        acquirep(m, m.nextp!)
-        m.nextp = nil
+        m.pointee.park.sleep()
+        m.pointee.park.clear()
+        acquirep(m, m.pointee.nextp!)
+        m.pointee.nextp = nil
     }
 
     /// Wakes an M to run Gs if there is an idle P and nobody spins (rule 1).
@@ -290,7 +283,7 @@ final class Scheduler: @unchecked Sendable {
     }
 
     @inline(__always) private func resetSpinning(_ m: M) {
-        m.spinning = false
+        m.pointee.spinning = false
         nmspinning.subtract(1, ordering: .sequentiallyConsistent)
         wakeP()
     }
@@ -298,7 +291,7 @@ final class Scheduler: @unchecked Sendable {
     /// Hands `p` (which nobody runs) to an M if there is a reason to, else
     /// makes it idle. Used by sysmon's retake.
     func handoffp(_ p: P) {
-        if !p.runq.isEmpty || runqSize.load(ordering: .acquiring) != 0 {
+        if !p.pointee.runq.isEmpty || runqSize.load(ordering: .acquiring) != 0 {
             startm(p, spinning: false)
             return
         }
@@ -309,7 +302,7 @@ final class Scheduler: @unchecked Sendable {
         }
         lock.lock()
         if stopRequested.load(ordering: .acquiring) {
-            p.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+            p.pointee.status.store(PStatus.stopped.rawValue, ordering: .releasing)
             stopWait -= 1
             if stopWait == 0 { stopNote.wakeup() }
             lock.unlock()
@@ -322,7 +315,7 @@ final class Scheduler: @unchecked Sendable {
         }
         pidleput(p)
         lock.unlock()
-        let w = p.timer0When.load(ordering: .acquiring)
+        let w = p.pointee.timer0When.load(ordering: .acquiring)
         if w != 0 { wakeNetPoller(w) }
     }
 
@@ -331,20 +324,16 @@ final class Scheduler: @unchecked Sendable {
     /// Puts `g` on `p`'s local queue (in `runnext` if `next`), spilling half
     /// the ring to the global queue when it is full. Caller owns `p`.
     @inline(__always) func runqput(_ p: P, _ g: G, next: Bool) {
-        runqput(p, Unmanaged.passUnretained(g), next: next)
-    }
-
-    @inline(__always) func runqput(_ p: P, _ g: Unmanaged<G>, next: Bool) {
-        var item = UInt(bitPattern: g.toOpaque())
+        var item = g.bits
         if next {
-            item = p.runq.swapRunNext(item)
+            item = p.pointee.runq.swapRunNext(item)
             if item == 0 { return }
         }
-        while !p.runq.pushTail(item) {
-            let n = p.runq.takeHalf()
+        while !p.pointee.runq.pushTail(item) {
+            let n = p.pointee.runq.takeHalf()
             if n > 0 {
                 var batch = GList()
-                for i in 0..<n { batch.push(G.from(bits: p.runq.scratch[i])) }
+                for i in 0..<n { batch.push(G.from(bits: p.pointee.runq.scratch[i])) }
                 batch.push(G.from(bits: item))
                 lock.lock()
                 globrunqputbatch(batch)
@@ -368,17 +357,16 @@ final class Scheduler: @unchecked Sendable {
 
     /// Lock held. Takes a batch from the global queue for `p`: returns the
     /// first, puts the rest on `p`'s local queue.
-    func globrunqget(_ p: P, max: Int) -> Unmanaged<G>? {
+    func globrunqget(_ p: P, max: Int) -> G? {
         let size = runqSize.load(ordering: .relaxed)
         if size == 0 { return nil }
         var n = min(size, size / procs.load(ordering: .relaxed) + 1)
         if max > 0 && n > max { n = max }
         n = min(n, Int(RunQueue.capacity) / 2)
         runqSize.subtract(n, ordering: .relaxed)
-        let g = runq.popRef()!
+        let g = runq.pop()!
         for _ in 1..<n {
-            let g2 = runq.popRef()!
-            runqput(p, g2, next: false)
+            runqput(p, runq.pop()!, next: false)
         }
         return g
     }
@@ -388,10 +376,9 @@ final class Scheduler: @unchecked Sendable {
     /// Makes a parked G runnable: onto the current P's `runnext` when called
     /// on an M that holds a P, else onto the global queue; then `wakeP`.
     func ready(_ g: G) {
-        g.status = .runnable
-        if let mr = M.ref, mr.m.p != nil {
-            unowned(unsafe) let p = mr.m.p!
-            P.bump(p.readies)
+        g.s.pointee.status = .runnable
+        if let m = currentM(), let p = m.pointee.p {
+            bump(p.pointee.readies)
             runqput(p, g, next: true)
         } else {
             readiesNoP.add(1, ordering: .relaxed)
@@ -406,15 +393,16 @@ final class Scheduler: @unchecked Sendable {
     /// for idle Ps to run them.
     func injectglist(_ list: GList) {
         if list.isEmpty { return }
-        var l = list
-        var c = l.count
-        var cur = l.head
-        while let u = cur { u.takeUnretainedValue().status = .runnable; cur = u.takeUnretainedValue().schedlink }
+        var c = list.count
+        var cur = list.head
+        while let g = cur {
+            g.s.pointee.status = .runnable
+            cur = g.s.pointee.schedlink
+        }
         readiesNoP.add(c, ordering: .relaxed)
         lock.lock()
-        globrunqputbatch(l)
+        globrunqputbatch(list)
         lock.unlock()
-        l = GList()
         while c > 0 && npidle.load(ordering: .sequentiallyConsistent) > 0 {
             startm(nil, spinning: false)
             c -= 1
@@ -451,58 +439,56 @@ final class Scheduler: @unchecked Sendable {
     func schedule(_ m: M) -> Never {
         while true {
             let (g, inherit) = findRunnable(m)
-            if m.spinning { resetSpinning(m) }
+            if m.pointee.spinning { resetSpinning(m) }
             execute(m, g, inheritTime: inherit)
         }
     }
 
     /// Runs `g` on this M until it switches back, then carries out what it asked for.
-    func execute(_ m: M, _ gref: Unmanaged<G>, inheritTime: Bool) {
-        unowned(unsafe) let g = gref.takeUnretainedValue()
+    func execute(_ m: M, _ g: G, inheritTime: Bool) {
         var inherit = inheritTime
         while true {
-            unowned(unsafe) let p = m.p!
-            if !inherit { P.bump(p.schedTick) }
-            P.bump(p.switchTick)
-            g.status = .running
-            m.curg = g
-            if g.stack == nil { giveStack(p, g) }
-            gmp_gogo(m.ctx, g.ctx)
-            m.curg = nil
+            let p = m.pointee.p!
+            if !inherit { bump(p.pointee.schedTick) }
+            bump(p.pointee.switchTick)
+            g.s.pointee.status = .running
+            m.pointee.curg = g
+            if !g.s.pointee.hasStack { giveStack(p, g) }
+            gmp_gogo(m.pointee.ctx, g.ctx)
+            m.pointee.curg = nil
             // Back on g0. m.p may have changed if the G made a blocking call.
-            let action = m.action
-            m.action = .none
+            let action = m.pointee.action
+            m.pointee.action = .none
             switch action {
             case .none:
                 gmp_fatal("fatal error: G switched to g0 with no action")
             case .park:
-                g.status = .waiting
-                P.bump(m.p!.parks)
+                g.s.pointee.status = .waiting
+                bump(m.pointee.p!.pointee.parks)
             case .parkUnlock:
-                g.status = .waiting
-                P.bump(m.p!.parks)
-                let l = m.actionLock!
-                m.actionLock = nil
+                g.s.pointee.status = .waiting
+                bump(m.pointee.p!.pointee.parks)
+                let l = m.pointee.actionLock!
+                m.pointee.actionLock = nil
                 l.unlock()
             case .sleep:
-                g.status = .waiting
-                P.bump(m.p!.parks)
-                let t = g.sleepTimer!
-                addTimer(t, when: m.actionWhen)
+                g.s.pointee.status = .waiting
+                bump(m.pointee.p!.pointee.parks)
+                addTimer(g.s.pointee.sleepTimer!, when: m.pointee.actionWhen)
             case .yield:
-                g.status = .runnable
-                runqput(m.p!, g, next: false)
+                g.s.pointee.status = .runnable
+                runqput(m.pointee.p!, g, next: false)
             case .exit:
-                gdestroy(m.p!, g)
+                gdestroy(m.pointee.p!, g)
             case .exitSyscall:
                 // No P for the G that came back from a blocking call.
-                g.status = .runnable
+                g.s.pointee.status = .runnable
                 lock.lock()
                 globrunqput(g)
                 lock.unlock()
                 stopm(m)
             case .resize:
-                resize(to: Int(m.actionWhen), m: m)
+                resize(to: Int(m.pointee.actionWhen), m: m)
                 // The caller goes on at once, on whatever P this M now holds.
                 inherit = true
                 continue
@@ -512,31 +498,29 @@ final class Scheduler: @unchecked Sendable {
     }
 
     /// Finds a runnable G for `m` (which holds a P), blocking if there is none.
-    func findRunnable(_ m: M) -> (Unmanaged<G>, Bool) {
+    func findRunnable(_ m: M) -> (G, Bool) {
         top: while true {
             if stopRequested.load(ordering: .acquiring) {
                 gcstopm(m)
                 continue top
             }
-            unowned(unsafe) let p = m.p!
+            let p = m.pointee.p!
             runTimers(p)
 
-            if p.sliceExpired.load(ordering: .relaxed) {
-                p.sliceExpired.store(false, ordering: .relaxed)
-                if let overflow = p.runq.demoteRunNext() {
-                    var one = GList()
-                    one.push(G.from(bits: overflow))
-                    lock.lock(); globrunqputbatch(one); lock.unlock()
+            if p.pointee.sliceExpired.load(ordering: .relaxed) {
+                p.pointee.sliceExpired.store(false, ordering: .relaxed)
+                if let overflow = p.pointee.runq.demoteRunNext() {
+                    lock.lock(); globrunqput(G.from(bits: overflow)); lock.unlock()
                 }
             }
             // Fairness: every 61st tick, look at the global queue first.
-            if p.schedTick.load(ordering: .relaxed) % 61 == 0 && runqSize.load(ordering: .relaxed) > 0 {
+            if p.pointee.schedTick.load(ordering: .relaxed) % 61 == 0 && runqSize.load(ordering: .relaxed) > 0 {
                 lock.lock()
                 let g = globrunqget(p, max: 1)
                 lock.unlock()
                 if let g { return (g, false) }
             }
-            if let (item, inherit) = p.runq.get() { return (G.from(bits: item), inherit) }
+            if let (item, inherit) = p.pointee.runq.get() { return (G.from(bits: item), inherit) }
             if runqSize.load(ordering: .acquiring) > 0 {
                 lock.lock()
                 let g = globrunqget(p, max: 0)
@@ -548,20 +532,21 @@ final class Scheduler: @unchecked Sendable {
             if pl.hasWaiters && !polling.load(ordering: .relaxed) {
                 var list = pl.poll(delayNanoseconds: 0)
                 lastPoll.store(gmp_nanotime(), ordering: .relaxed)
-                if let g = list.popRef() {
+                if let g = list.pop() {
                     injectglist(list)
-                    g.takeUnretainedValue().status = .runnable
+                    g.s.pointee.status = .runnable
                     return (g, false)
                 }
             }
             // Steal.
             let nprocs = procs.load(ordering: .relaxed)
-            if m.spinning || 2 * nmspinning.load(ordering: .relaxed) < nprocs - npidle.load(ordering: .relaxed) {
-                if !m.spinning {
-                    m.spinning = true
+            if m.pointee.spinning
+                || 2 * nmspinning.load(ordering: .relaxed) < nprocs - npidle.load(ordering: .relaxed) {
+                if !m.pointee.spinning {
+                    m.pointee.spinning = true
                     nmspinning.add(1, ordering: .sequentiallyConsistent)
                 }
-                let (g, newWork) = stealWork(m, p, now: gmp_nanotime(), nprocs: nprocs)
+                let (g, newWork) = stealWork(p, now: gmp_nanotime(), nprocs: nprocs)
                 if let g { return (g, false) }
                 if newWork { continue top }
             }
@@ -578,7 +563,7 @@ final class Scheduler: @unchecked Sendable {
                 if let g { return (g, false) }
                 continue top
             }
-            if !p.runq.isEmpty { // a timer callback may have queued work
+            if !p.pointee.runq.isEmpty { // a timer callback may have queued work
                 lock.unlock()
                 continue top
             }
@@ -586,30 +571,20 @@ final class Scheduler: @unchecked Sendable {
             pidleput(p)
             lock.unlock()
 
-            let wasSpinning = m.spinning
-            if m.spinning {
+            let wasSpinning = m.pointee.spinning
+            if m.pointee.spinning {
                 // Rule 3: decrement, barrier (the seq-cst RMW), re-check everything.
-                m.spinning = false
+                m.pointee.spinning = false
                 nmspinning.subtract(1, ordering: .sequentiallyConsistent)
-                for i in 0..<nprocs where !allP(i).runq.isEmpty {
+                var retry = runqSize.load(ordering: .sequentiallyConsistent) > 0
+                for i in 0..<nprocs where !retry && !allP(i).pointee.runq.isEmpty { retry = true }
+                if retry {
                     lock.lock()
                     let pp = pidleget()
                     lock.unlock()
                     if let pp {
                         acquirep(m, pp)
-                        m.spinning = true
-                        nmspinning.add(1, ordering: .sequentiallyConsistent)
-                        continue top
-                    }
-                    break
-                }
-                if runqSize.load(ordering: .sequentiallyConsistent) > 0 {
-                    lock.lock()
-                    let pp = pidleget()
-                    lock.unlock()
-                    if let pp {
-                        acquirep(m, pp)
-                        m.spinning = true
+                        m.pointee.spinning = true
                         nmspinning.add(1, ordering: .sequentiallyConsistent)
                         continue top
                     }
@@ -617,7 +592,7 @@ final class Scheduler: @unchecked Sendable {
             }
             // Block in the poller (one M at a time) until the earliest timer.
             let next = earliestTimer()
-            if (pl.hasWaiters || next != 0),
+            if pl.hasWaiters || next != 0,
                polling.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged {
                 var delay: Int64 = -1
                 if next != 0 {
@@ -634,13 +609,13 @@ final class Scheduler: @unchecked Sendable {
                 lock.unlock()
                 if let pp {
                     acquirep(m, pp)
-                    if let g = list.popRef() {
+                    if let g = list.pop() {
                         injectglist(list)
-                        g.takeUnretainedValue().status = .runnable
+                        g.s.pointee.status = .runnable
                         return (g, false)
                     }
                     if wasSpinning {
-                        m.spinning = true
+                        m.pointee.spinning = true
                         nmspinning.add(1, ordering: .sequentiallyConsistent)
                     }
                     continue top
@@ -657,33 +632,32 @@ final class Scheduler: @unchecked Sendable {
 
     /// Tries to steal a G (or runs other Ps' due timers). Returns the G, or
     /// whether timers made new work appear on our P.
-    private func stealWork(_ m: M, _ p: P, now: Int64, nprocs: Int) -> (Unmanaged<G>?, Bool) {
+    private func stealWork(_ p: P, now: Int64, nprocs: Int) -> (G?, Bool) {
         if nprocs <= 1 { return (nil, false) }
+        let step = coprimeStep(nprocs)
         for round in 0..<4 {
             let last = round == 3
-            let start = Int(gmp_fastrand()) % nprocs
-            let step = coprimeStep(nprocs)
-            var idx = start
+            var idx = Int(gmp_fastrand()) % nprocs
             for _ in 0..<nprocs {
                 if stopRequested.load(ordering: .relaxed) { return (nil, true) }
                 let victim = allP(idx)
                 idx = (idx + step) % nprocs
-                if victim === p { continue }
-                if last && victim.timer0When.load(ordering: .relaxed) != 0 {
-                    if runTimers(victim, now: now) > 0, let (item, _) = p.runq.get() {
+                if victim == p { continue }
+                if last && victim.pointee.timer0When.load(ordering: .relaxed) != 0 {
+                    if runTimers(victim, now: now) > 0, let (item, _) = p.pointee.runq.get() {
                         return (G.from(bits: item), false)
                     }
                 }
-                if victim.pstatus == .idle { continue }
-                if let item = victim.runq.steal(into: p.runq, stealRunNext: last, ownerRunning: {
-                    victim.pstatus == .running
+                if victim.pointee.pstatus == .idle { continue }
+                if let item = victim.pointee.runq.steal(into: p.pointee.runq, stealRunNext: last, ownerRunning: {
+                    victim.pointee.pstatus == .running
                 }) {
-                    P.bump(p.steals)
+                    bump(p.pointee.steals)
                     return (G.from(bits: item), false)
                 }
             }
         }
-        return (nil, !p.runq.isEmpty)
+        return (nil, !p.pointee.runq.isEmpty)
     }
 
     private func coprimeStep(_ n: Int) -> Int {
@@ -697,22 +671,20 @@ final class Scheduler: @unchecked Sendable {
     /// Makes a G for `fn` and queues it: on the current P's `runnext` (as Go's
     /// `newproc`), or globally from a plain thread.
     func newproc(_ fn: __owned @escaping () -> Void) {
-        if let mr = M.ref, mr.m.p != nil {
-            unowned(unsafe) let p = mr.m.p!
-            let gref = gfget(p)
-            unowned(unsafe) let g = gref.takeUnretainedValue()
-            g.fn = fn
-            g.id = nextGoid(p)
-            P.bump(p.created)
-            g.status = .runnable
-            runqput(p, gref, next: true)
+        if let m = currentM(), let p = m.pointee.p {
+            let g = gfget(p)
+            g.s.pointee.fn = fn
+            g.s.pointee.id = nextGoid(p)
+            g.s.pointee.status = .runnable
+            bump(p.pointee.created)
+            runqput(p, g, next: true)
             wakeP()
         } else {
-            unowned(unsafe) let g = (gfgetGlobal() ?? newG()).takeUnretainedValue()
-            g.fn = fn
-            g.id = goidGen.add(1, ordering: .relaxed).newValue
+            let g = lock.withLock { gFree.popLast() } ?? G.make()
+            g.s.pointee.fn = fn
+            g.s.pointee.id = goidGen.add(1, ordering: .relaxed).newValue
+            g.s.pointee.status = .runnable
             createdNoP.add(1, ordering: .relaxed)
-            g.status = .runnable
             lock.lock()
             globrunqput(g)
             lock.unlock()
@@ -722,58 +694,54 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func nextGoid(_ p: P) -> Int64 {
-        if p.goidNext == p.goidEnd {
+        if p.pointee.goidNext == p.pointee.goidEnd {
             let end = goidGen.add(16, ordering: .relaxed).newValue
-            p.goidNext = end - 16
-            p.goidEnd = end
+            p.pointee.goidNext = end - 16
+            p.pointee.goidEnd = end
         }
-        p.goidNext += 1
-        return p.goidNext
+        p.pointee.goidNext += 1
+        return p.pointee.goidNext
     }
 
-    /// A new G, with the runtime's one reference (dropped in `gdestroy` when
-    /// the free lists are full).
-    private func newG() -> Unmanaged<G> {
-        Unmanaged.passRetained(G())
+    @inline(__always) private func gfget(_ p: P) -> G {
+        if let g = p.pointee.gFree.popLast() { return g }
+        return gfgetSlow(p)
     }
 
-    private func gfget(_ p: P) -> Unmanaged<G> {
-        if let g = p.gFree.popLast() { return g }
+    private func gfgetSlow(_ p: P) -> G {
         lock.lock()
         var n = 0
-        while n < 32, let g = gFree.popLast() { p.gFree.append(g); n += 1 }
+        while n < 32, let g = gFree.popLast() {
+            p.pointee.gFree.append(g)
+            n += 1
+        }
         lock.unlock()
-        return p.gFree.popLast() ?? newG()
-    }
-
-    private func gfgetGlobal() -> Unmanaged<G>? {
-        lock.withLock { gFree.popLast() }
+        return p.pointee.gFree.popLast() ?? G.make()
     }
 
     /// Gives a finished G's stack to `p`'s cache and the G to `p`'s free list.
     private func gdestroy(_ p: P, _ g: G) {
-        g.status = .dead
-        P.bump(p.exited)
-        if let s = g.stack {
-            g.stack = nil
+        g.s.pointee.status = .dead
+        bump(p.pointee.exited)
+        if g.s.pointee.hasStack {
+            g.s.pointee.hasStack = false
             gmp_release_ctx(g.ctx)
-            if p.stackCache.count >= 32 {
-                stackPool.put(p.stackCache[16...])
-                p.stackCache.removeSubrange(16...)
+            if p.pointee.stackCache.count >= 32 {
+                stackPool.put(p.pointee.stackCache[16...])
+                p.pointee.stackCache.removeSubrange(16...)
             }
-            p.stackCache.append(s)
+            p.pointee.stackCache.append(g.s.pointee.stack)
         }
-        g.param = nil
-        g.selectDone.store(0, ordering: .relaxed)
-        p.gFree.append(Unmanaged.passUnretained(g))
-        if p.gFree.count >= 64 {
+        g.s.pointee.param = nil
+        p.pointee.gFree.append(g)
+        if p.pointee.gFree.count >= 64 {
             lock.lock()
-            while p.gFree.count > 32 {
-                let g2 = p.gFree.removeLast()
+            while p.pointee.gFree.count > 32 {
+                let g2 = p.pointee.gFree.removeLast()
                 if gFree.count < gFreeLimit {
                     gFree.append(g2)
                 } else {
-                    g2.release()
+                    g2.free()
                 }
             }
             lock.unlock()
@@ -781,39 +749,41 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func giveStack(_ p: P, _ g: G) {
-        if p.stackCache.isEmpty { stackPool.get(16, into: &p.stackCache) }
-        let s = p.stackCache.removeLast()
-        g.stack = s
-        g.ctx.pointee.stack_lo = s.lo
-        g.ctx.pointee.stack_hi = s.hi
-        g.ctx.pointee.guard_lo = s.guardLo
-        g.ctx.pointee.guard_hi = s.guardHi
-        g.ctx.pointee.id = g.id
-        gmp_prepare_stack(g.ctx, gEntry, nil)
+        if p.pointee.stackCache.isEmpty { stackPool.get(16, into: &p.pointee.stackCache) }
+        let s = p.pointee.stackCache.removeLast()
+        g.s.pointee.stack = s
+        g.s.pointee.hasStack = true
+        let c = g.ctx
+        c.pointee.stack_lo = s.lo
+        c.pointee.stack_hi = s.hi
+        c.pointee.guard_lo = s.guardLo
+        c.pointee.guard_hi = s.guardHi
+        c.pointee.id = g.s.pointee.id
+        gmp_prepare_stack(c, gEntry, nil)
     }
 
     // MARK: blocking calls
 
     /// The current G enters a blocking call: its P is left for sysmon to retake.
     @inline(__always) func entersyscall(_ m: M) {
-        let p = m.p!
-        P.bump(p.syscallTick)
-        m.oldp = p
-        m.p = nil
-        p.m = nil
-        m.curg?.status = .syscall
-        p.status.store(PStatus.syscall.rawValue, ordering: .sequentiallyConsistent)
+        let p = m.pointee.p!
+        bump(p.pointee.syscallTick)
+        m.pointee.oldp = p
+        m.pointee.p = nil
+        p.pointee.m = nil
+        m.pointee.curg?.s.pointee.status = .syscall
+        p.pointee.status.store(PStatus.syscall.rawValue, ordering: .sequentiallyConsistent)
     }
 
     /// The current G's blocking call returned: get a P back or queue the G.
     @inline(__always) func exitsyscall(_ m: M, _ g: G) {
-        let oldp = m.oldp!
-        m.oldp = nil
-        if oldp.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.running.rawValue,
-                                       ordering: .sequentiallyConsistent).exchanged {
-            m.p = oldp
-            oldp.m = m
-            g.status = .running
+        let oldp = m.pointee.oldp!
+        m.pointee.oldp = nil
+        if oldp.pointee.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.running.rawValue,
+                                               ordering: .sequentiallyConsistent).exchanged {
+            m.pointee.p = oldp
+            oldp.pointee.m = m
+            g.s.pointee.status = .running
             return
         }
         exitsyscallSlow(m, g)
@@ -825,25 +795,25 @@ final class Scheduler: @unchecked Sendable {
         lock.unlock()
         if let pp {
             acquirep(m, pp)
-            g.status = .running
+            g.s.pointee.status = .running
             return
         }
-        m.action = .exitSyscall
-        gmp_mcall(g.ctx, m.ctx)
-        g.status = .running
+        m.pointee.action = .exitSyscall
+        gmp_mcall(g.ctx, m.pointee.ctx)
+        g.s.pointee.status = .running
     }
 
     // MARK: stop the world, GMPPROCS
 
     /// Stops this M's P for a stop-the-world and parks the M.
     private func gcstopm(_ m: M) {
-        if m.spinning {
-            m.spinning = false
+        if m.pointee.spinning {
+            m.pointee.spinning = false
             nmspinning.subtract(1, ordering: .sequentiallyConsistent)
         }
         let p = releasep(m)
         lock.lock()
-        p.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+        p.pointee.status.store(PStatus.stopped.rawValue, ordering: .releasing)
         stopWait -= 1
         if stopWait == 0 { stopNote.wakeup() }
         lock.unlock()
@@ -861,12 +831,12 @@ final class Scheduler: @unchecked Sendable {
         stopRequested.store(true, ordering: .sequentiallyConsistent)
         stopNote.clear()
         var wait = old
-        if let own = m?.p {
-            own.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+        if let own = m?.pointee.p {
+            own.pointee.status.store(PStatus.stopped.rawValue, ordering: .releasing)
             wait -= 1
         }
         while let p = pidleget() {
-            p.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+            p.pointee.status.store(PStatus.stopped.rawValue, ordering: .releasing)
             wait -= 1
         }
         stopWait = wait
@@ -874,9 +844,9 @@ final class Scheduler: @unchecked Sendable {
         while true {
             lock.lock()
             for i in 0..<old {
-                let p = allP(i)
-                if p.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.stopped.rawValue,
-                                            ordering: .sequentiallyConsistent).exchanged {
+                if allP(i).pointee.status.compareExchange(
+                    expected: PStatus.syscall.rawValue, desired: PStatus.stopped.rawValue,
+                    ordering: .sequentiallyConsistent).exchanged {
                     stopWait -= 1
                 }
             }
@@ -887,71 +857,69 @@ final class Scheduler: @unchecked Sendable {
             stopNote.clear()
         }
         // The world is stopped.
-        var ownP = m?.p
-        let target = n
+        var ownP = m?.pointee.p
         var moved = GList()
-        if target < old {
+        if n < old {
             let heir = allP(0)
-            for i in target..<old {
+            for i in n..<old {
                 let p = allP(i)
-                for item in p.runq.drain() { moved.push(G.from(bits: item)) }
-                p.timerLock.lock()
-                let entries = p.timers.takeAll()
-                p.timer0When.store(0, ordering: .releasing)
-                p.timerLock.unlock()
+                for item in p.pointee.runq.drain() { moved.push(G.from(bits: item)) }
+                p.pointee.timerLock.lock()
+                let entries = p.pointee.timers.takeAll()
+                p.pointee.timer0When.store(0, ordering: .releasing)
+                p.pointee.timerLock.unlock()
                 if !entries.isEmpty {
-                    heir.timerLock.lock()
-                    for e in entries { heir.timers.pushOwned(e) }
-                    heir.timer0When.store(heir.timers.first?.when ?? 0, ordering: .releasing)
-                    heir.timerLock.unlock()
+                    heir.pointee.timerLock.lock()
+                    for e in entries { heir.pointee.timers.pushOwned(e) }
+                    heir.pointee.timer0When.store(heir.pointee.timers.first?.when ?? 0, ordering: .releasing)
+                    heir.pointee.timerLock.unlock()
                 }
-                stackPool.put(p.stackCache)
-                p.stackCache.removeAll()
+                stackPool.put(p.pointee.stackCache)
+                p.pointee.stackCache.removeAll()
                 lock.lock()
-                gFree.append(contentsOf: p.gFree)
+                gFree.append(contentsOf: p.pointee.gFree)
                 lock.unlock()
-                p.gFree.removeAll()
-                p.status.store(PStatus.dead.rawValue, ordering: .releasing)
+                p.pointee.gFree.removeAll()
+                p.pointee.status.store(PStatus.dead.rawValue, ordering: .releasing)
             }
-            if let own = ownP, own.id >= target {
-                own.m = nil
-                m!.p = nil
+            if let own = ownP, own.pointee.id >= n {
+                own.pointee.m = nil
+                m!.pointee.p = nil
                 ownP = allP(0)
                 acquirep(m!, ownP!)
             }
         } else {
-            for i in old..<target { _ = makeP(i) }
+            for i in old..<n { _ = makeP(i) }
         }
-        procs.store(target, ordering: .sequentiallyConsistent)
-        if let own = ownP { own.status.store(PStatus.running.rawValue, ordering: .releasing) }
+        procs.store(n, ordering: .sequentiallyConsistent)
+        if let own = ownP { own.pointee.status.store(PStatus.running.rawValue, ordering: .releasing) }
         // Restart the world.
         lock.lock()
         globrunqputbatch(moved)
         var runnable: [P] = []
-        for i in (0..<target).reversed() {
+        for i in (0..<n).reversed() {
             let p = allP(i)
-            if p === ownP { continue }
-            if p.runq.isEmpty { pidleput(p) } else { runnable.append(p) }
+            if p == ownP { continue }
+            if p.pointee.runq.isEmpty { pidleput(p) } else { runnable.append(p) }
         }
         stopRequested.store(false, ordering: .sequentiallyConsistent)
         lock.unlock()
         for p in runnable { startm(p, spinning: false) }
         wakeP()
-        if m == nil && !moved.isEmpty { wakeP() }
     }
 }
 
 /// The C entry of every G: runs its function, then ends it.
 private let gEntry: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in
     do {
-        unowned(unsafe) let m = M.ref!.m
-        unowned(unsafe) let g = m.curg!
-        let fn = g.fn.take()!
+        let g = currentM()!.pointee.curg!
+        let fn = g.s.pointee.fn.take()!
         fn()
     }
-    unowned(unsafe) let m = M.ref!.m
-    m.action = .exit
-    gmp_mcall(m.curg!.ctx, m.ctx)
+    // The G may have moved to another M while it ran: read the M again.
+    let m = currentM()!
+    m.pointee.action = .exit
+    gmp_mcall(m.pointee.curg!.ctx, m.pointee.ctx)
     gmp_fatal("fatal error: a finished G was resumed")
 }
 

@@ -48,22 +48,22 @@ public struct Stats: Sendable, CustomStringConvertible {
         var local: [Int] = [], ticks: [Int] = []
         for i in 0..<n {
             let p = s.allP(i)
-            created += p.created.load(ordering: .relaxed)
-            exited += p.exited.load(ordering: .relaxed)
-            parks += p.parks.load(ordering: .relaxed)
-            readies += p.readies.load(ordering: .relaxed)
-            steals += p.steals.load(ordering: .relaxed)
-            local.append(p.runq.count)
-            ticks.append(Int(p.schedTick.load(ordering: .relaxed)))
+            created += p.pointee.created.load(ordering: .relaxed)
+            exited += p.pointee.exited.load(ordering: .relaxed)
+            parks += p.pointee.parks.load(ordering: .relaxed)
+            readies += p.pointee.readies.load(ordering: .relaxed)
+            steals += p.pointee.steals.load(ordering: .relaxed)
+            local.append(p.pointee.runq.count)
+            ticks.append(Int(p.pointee.schedTick.load(ordering: .relaxed)))
         }
         // Counters of Ps removed by setProcs stay in their P objects.
         var i = n
         while i < Scheduler.maxProcs, let p = s.allPIfCreated(i) {
-            created += p.created.load(ordering: .relaxed)
-            exited += p.exited.load(ordering: .relaxed)
-            parks += p.parks.load(ordering: .relaxed)
-            readies += p.readies.load(ordering: .relaxed)
-            steals += p.steals.load(ordering: .relaxed)
+            created += p.pointee.created.load(ordering: .relaxed)
+            exited += p.pointee.exited.load(ordering: .relaxed)
+            parks += p.pointee.parks.load(ordering: .relaxed)
+            readies += p.pointee.readies.load(ordering: .relaxed)
+            steals += p.pointee.steals.load(ordering: .relaxed)
             i += 1
         }
         let (idleThreads, threads) = s.lock.withLock { (s.nmidle, s.allm.count) }

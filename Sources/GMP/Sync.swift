@@ -13,7 +13,7 @@ public struct Waiter: @unchecked Sendable {
 
     /// A waiter for the caller: its G, or its thread.
     public static func current() -> Waiter {
-        if let g = M.current?.curg { return Waiter(g: g, thread: nil) }
+        if let g = currentM()?.pointee.curg { return Waiter(g: g, thread: nil) }
         return Waiter(g: nil, thread: ThreadParker())
     }
 

@@ -20,11 +20,9 @@ enum Sysmon {
         pthread_attr_init(&attr)
         pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
         var tid = pthread_t()
-        let arg = Unmanaged.passUnretained(s).toOpaque()
-        let r = pthread_create(&tid, &attr, { arg in
-            let s = Unmanaged<Scheduler>.fromOpaque(arg!).takeUnretainedValue()
-            Sysmon.loop(s)
-        }, arg)
+        let r = pthread_create(&tid, &attr, { _ in
+            Sysmon.loop(Scheduler.shared)
+        }, nil)
         pthread_attr_destroy(&attr)
         if r != 0 { gmp_fatal("fatal error: cannot start sysmon") }
     }
@@ -65,44 +63,44 @@ enum Sysmon {
         let nprocs = s.procs.load(ordering: .acquiring)
         for i in 0..<nprocs {
             let p = s.allP(i)
-            switch p.pstatus {
+            switch p.pointee.pstatus {
             case .syscall:
-                let t = p.syscallTick.load(ordering: .relaxed)
-                if t != p.sysmonSyscallTick {
-                    p.sysmonSyscallTick = t
-                    p.sysmonSyscallWhen = now
+                let t = p.pointee.syscallTick.load(ordering: .relaxed)
+                if t != p.pointee.sysmonSyscallTick {
+                    p.pointee.sysmonSyscallTick = t
+                    p.pointee.sysmonSyscallWhen = now
                     continue
                 }
                 // Leave it if it has nothing queued, others can take new work,
                 // and the call has not gone on for a whole tick.
-                if p.runq.isEmpty
+                if p.pointee.runq.isEmpty
                     && s.nmspinning.load(ordering: .relaxed) + s.npidle.load(ordering: .relaxed) > 0
-                    && p.sysmonSyscallWhen + tick > now {
+                    && p.pointee.sysmonSyscallWhen + tick > now {
                     continue
                 }
-                if p.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.idle.rawValue,
+                if p.pointee.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.idle.rawValue,
                                             ordering: .sequentiallyConsistent).exchanged {
                     s.handoffs.add(1, ordering: .relaxed)
                     s.handoffp(p)
                     n += 1
                 }
             case .running:
-                let sw = p.switchTick.load(ordering: .relaxed)
-                if sw != p.sysmonSwitchTick {
-                    p.sysmonSwitchTick = sw
-                    p.sysmonSwitchWhen = now
-                    p.sysmonFlagged = false
-                } else if !p.sysmonFlagged && now - p.sysmonSwitchWhen > tick {
-                    p.sysmonFlagged = true
+                let sw = p.pointee.switchTick.load(ordering: .relaxed)
+                if sw != p.pointee.sysmonSwitchTick {
+                    p.pointee.sysmonSwitchTick = sw
+                    p.pointee.sysmonSwitchWhen = now
+                    p.pointee.sysmonFlagged = false
+                } else if !p.pointee.sysmonFlagged && now - p.pointee.sysmonSwitchWhen > tick {
+                    p.pointee.sysmonFlagged = true
                     s.longRuns.add(1, ordering: .relaxed)
                 }
-                let st = p.schedTick.load(ordering: .relaxed)
-                if st != p.sysmonSchedTick {
-                    p.sysmonSchedTick = st
-                    p.sysmonSliceWhen = now
-                } else if now - p.sysmonSliceWhen > tick {
-                    p.sliceExpired.store(true, ordering: .relaxed)
-                    p.sysmonSliceWhen = now
+                let st = p.pointee.schedTick.load(ordering: .relaxed)
+                if st != p.pointee.sysmonSchedTick {
+                    p.pointee.sysmonSchedTick = st
+                    p.pointee.sysmonSliceWhen = now
+                } else if now - p.pointee.sysmonSliceWhen > tick {
+                    p.pointee.sliceExpired.store(true, ordering: .relaxed)
+                    p.pointee.sysmonSliceWhen = now
                 }
             default:
                 continue

@@ -20,11 +20,12 @@ public final class Timer: @unchecked Sendable {
     var seq: UInt64 = 0
     var armed = false
     /// For sleep timers: the G to ready.
-    unowned(unsafe) var g: G?
+    let g: G?
     let callback: (@Sendable () -> Void)?
 
     /// Creates a stopped timer that calls `callback` when it fires.
     public init(_ callback: @escaping @Sendable () -> Void) {
+        self.g = nil
         self.callback = callback
     }
 
@@ -190,13 +191,13 @@ extension Scheduler {
         t.armed = true
         let seq = t.seq
         t.lock.unlock()
-        unowned(unsafe) let p = M.ref?.m.p ?? allP(0)
-        p.timerLock.lock()
-        p.timers.push(TimerEntry(when: when, seq: seq, timer: t))
-        if p.timers.count >= p.timers.cleanAt { p.timers.clean() }
-        let first = p.timers.first?.when ?? 0
-        p.timer0When.store(first, ordering: .releasing)
-        p.timerLock.unlock()
+        let p = currentM()?.pointee.p ?? allP(0)
+        p.pointee.timerLock.lock()
+        p.pointee.timers.push(TimerEntry(when: when, seq: seq, timer: t))
+        if p.pointee.timers.count >= p.pointee.timers.cleanAt { p.pointee.timers.clean() }
+        let first = p.pointee.timers.first?.when ?? 0
+        p.pointee.timer0When.store(first, ordering: .releasing)
+        p.pointee.timerLock.unlock()
         if first == when { wakeNetPoller(when) }
     }
 
@@ -204,27 +205,27 @@ extension Scheduler {
     /// timers (stealing does). Returns how many fired.
     @discardableResult
     func runTimers(_ p: P, now: Int64? = nil) -> Int {
-        let w = p.timer0When.load(ordering: .acquiring)
+        let w = p.pointee.timer0When.load(ordering: .acquiring)
         if w == 0 { return 0 }
         let now = now ?? gmp_nanotime()
         if w > now { return 0 }
         var ran = 0
-        p.timerLock.lock()
-        while let e = p.timers.first, e.when <= now {
-            _ = p.timers.popFirst()
+        p.pointee.timerLock.lock()
+        while let e = p.pointee.timers.first, e.when <= now {
+            _ = p.pointee.timers.popFirst()
             guard e.timer.claim(e.seq) else {
                 e.release()
                 continue
             }
-            p.timer0When.store(p.timers.first?.when ?? 0, ordering: .releasing)
-            p.timerLock.unlock()
+            p.pointee.timer0When.store(p.pointee.timers.first?.when ?? 0, ordering: .releasing)
+            p.pointee.timerLock.unlock()
             fire(e.timer)
             e.release()
             ran += 1
-            p.timerLock.lock()
+            p.pointee.timerLock.lock()
         }
-        p.timer0When.store(p.timers.first?.when ?? 0, ordering: .releasing)
-        p.timerLock.unlock()
+        p.pointee.timer0When.store(p.pointee.timers.first?.when ?? 0, ordering: .releasing)
+        p.pointee.timerLock.unlock()
         return ran
     }
 
@@ -241,7 +242,7 @@ extension Scheduler {
         var best: Int64 = 0
         let n = procs.load(ordering: .acquiring)
         for i in 0..<n {
-            let w = allP(i).timer0When.load(ordering: .acquiring)
+            let w = allP(i).pointee.timer0When.load(ordering: .acquiring)
             if w != 0 && (best == 0 || w < best) { best = w }
         }
         return best
@@ -252,7 +253,9 @@ extension Scheduler {
         var c = 0
         for i in 0..<procs.load(ordering: .acquiring) {
             let p = allP(i)
-            c += p.timerLock.withLock { p.timers.count }
+            p.pointee.timerLock.lock()
+            c += p.pointee.timers.count
+            p.pointee.timerLock.unlock()
         }
         return c
     }

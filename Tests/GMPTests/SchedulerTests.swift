@@ -430,10 +430,10 @@ extension Array where Element == Int {
     /// access on a class property stays open across the park).
     mutating func mutateParking(_ migrated: borrowing Atomic<Int>) {
         append(1)
-        let before = M.current!.id
+        let before = currentM()!.pointee.id
         GMP.sleep(nanoseconds: 100_000)
         GMP.yield()
-        if M.current!.id != before { migrated.add(1, ordering: .relaxed) }
+        if currentM()!.pointee.id != before { migrated.add(1, ordering: .relaxed) }
         append(2)
     }
 }
