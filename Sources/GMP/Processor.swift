@@ -11,18 +11,20 @@ enum PStatus: UInt32 {
 /// Ps are allocated once and never freed (a P removed by `setProcs` is kept,
 /// dead, for a later resize), so `P` is a plain pointer: no reference counting.
 ///
-/// Owner-only fields (the M holding the P, or anyone while the world is
-/// stopped): `gFree`, `stackCache`, `goid*`. `m` and `link` are guarded by
-/// the scheduler lock when the P is idle. Timer heap fields are guarded by
-/// `timerLock`. The counters are written by the owner only (relaxed load +
-/// store, no RMW) and read by anyone for stats. `sysmon*` fields belong to sysmon.
+/// Every field of `PState` itself is a `let` (atomics, or pointers to the
+/// mutable parts), so other threads may read it while the owner works; each
+/// mutable part lives in its own block, with its own rule:
+/// - `own`: the M holding the P only (or anyone while the world is stopped);
+/// - `timers`: guarded by `timerLock` (any M may run any P's timers);
+/// - `sysmon`: the sysmon thread only;
+/// - `link` (in `sched`): the idle-P list, guarded by the scheduler lock.
+/// Counters are written by the owner only (relaxed load + store, no RMW) and
+/// read by anyone for stats. (Keeping the blocks apart also keeps
+/// ThreadSanitizer's Swift access checks exact: they see one access per block.)
 struct PState: ~Copyable {
     let id: Int
     let runq = RunQueue()
     let status = Atomic<UInt32>(PStatus.stopped.rawValue)
-    var m: M?
-    /// Link in the scheduler's idle-P list (guarded by the scheduler lock).
-    var link: P?
 
     /// Incremented each time a G starts a new time slice here (not for `runnext`
     /// hand-offs that inherit the slice).
@@ -35,23 +37,14 @@ struct PState: ~Copyable {
     /// demotes `runnext` so a ping-ponging pair cannot starve the queue.
     let sliceExpired = Atomic<Bool>(false)
 
-    var sysmonSchedTick: UInt32 = 0
-    var sysmonSwitchTick: UInt32 = 0
-    var sysmonSyscallTick: UInt32 = 0
-    var sysmonSwitchWhen: Int64 = 0
-    var sysmonSliceWhen: Int64 = 0
-    var sysmonSyscallWhen: Int64 = 0
-    var sysmonFlagged = false
-
     let timerLock = FutexLock()
-    var timers = TimerHeap()
+    let timers: UnsafeMutablePointer<TimerHeap>
     /// Earliest `when` in the heap, 0 if empty.
     let timer0When = Atomic<Int64>(0)
 
-    var gFree: ContiguousArray<G> = []
-    var stackCache: ContiguousArray<Stack> = []
-    var goidNext: Int64 = 0
-    var goidEnd: Int64 = 0
+    let own: UnsafeMutablePointer<POwned>
+    let sysmon: UnsafeMutablePointer<PSysmon>
+    let sched: UnsafeMutablePointer<PSched>
 
     let created = Atomic<Int>(0)
     let exited = Atomic<Int>(0)
@@ -61,14 +54,59 @@ struct PState: ~Copyable {
 
     init(id: Int) {
         self.id = id
-        gFree.reserveCapacity(64)
-        stackCache.reserveCapacity(32)
+        timers = .allocate(capacity: 1)
+        timers.initialize(to: TimerHeap())
+        own = .allocate(capacity: 1)
+        own.initialize(to: POwned())
+        sysmon = .allocate(capacity: 1)
+        sysmon.initialize(to: PSysmon())
+        sched = .allocate(capacity: 1)
+        sched.initialize(to: PSched())
     }
 
     @inline(__always) var pstatus: PStatus { PStatus(rawValue: status.load(ordering: .acquiring))! }
 }
 
+/// The owner's part of a P: free lists and the goroutine id cache.
+struct POwned {
+    var gFree: ContiguousArray<G> = []
+    var stackCache: ContiguousArray<Stack> = []
+    var goidNext: Int64 = 0
+    var goidEnd: Int64 = 0
+
+    init() {
+        gFree.reserveCapacity(64)
+        stackCache.reserveCapacity(32)
+    }
+}
+
+/// sysmon's observations of a P.
+struct PSysmon {
+    var schedTick: UInt32 = 0
+    var switchTick: UInt32 = 0
+    var syscallTick: UInt32 = 0
+    var switchWhen: Int64 = 0
+    var sliceWhen: Int64 = 0
+    var syscallWhen: Int64 = 0
+    var flagged = false
+}
+
+/// The scheduler's part of a P (guarded by the scheduler lock).
+struct PSched {
+    /// Link in the idle-P list.
+    var link: P?
+}
+
 typealias P = UnsafeMutablePointer<PState>
+
+extension UnsafeMutablePointer where Pointee == PState {
+    // The mutable parts of a P, reached through a read of the P (so that a
+    // write to one part is never seen as a write to the whole P).
+    @inline(__always) var own: UnsafeMutablePointer<POwned> { pointee.own }
+    @inline(__always) var timers: UnsafeMutablePointer<TimerHeap> { pointee.timers }
+    @inline(__always) var sysmon: UnsafeMutablePointer<PSysmon> { pointee.sysmon }
+    @inline(__always) var sched: UnsafeMutablePointer<PSched> { pointee.sched }
+}
 
 /// Owner-only counter increment: relaxed load + store (no RMW needed).
 @inline(__always) func bump(_ c: borrowing Atomic<Int>, _ by: Int = 1) {

@@ -165,8 +165,7 @@ final class Scheduler: @unchecked Sendable {
     func pidleput(_ p: P) {
         precondition(p.pointee.runq.isEmpty, "pidleput: P has runnable Gs")
         p.pointee.status.store(PStatus.idle.rawValue, ordering: .releasing)
-        p.pointee.m = nil
-        p.pointee.link = pidle
+        p.sched.pointee.link = pidle
         pidle = p
         npidle.add(1, ordering: .sequentiallyConsistent)
     }
@@ -174,21 +173,19 @@ final class Scheduler: @unchecked Sendable {
     /// Lock held. Takes an idle P, or nil.
     func pidleget() -> P? {
         guard let p = pidle else { return nil }
-        pidle = p.pointee.link
-        p.pointee.link = nil
+        pidle = p.sched.pointee.link
+        p.sched.pointee.link = nil
         npidle.subtract(1, ordering: .sequentiallyConsistent)
         return p
     }
 
     @inline(__always) func acquirep(_ m: M, _ p: P) {
         m.pointee.p = p
-        p.pointee.m = m
         p.pointee.status.store(PStatus.running.rawValue, ordering: .releasing)
     }
 
     @inline(__always) func releasep(_ m: M) -> P {
         let p = m.pointee.p!
-        p.pointee.m = nil
         m.pointee.p = nil
         return p
     }
@@ -694,17 +691,17 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func nextGoid(_ p: P) -> Int64 {
-        if p.pointee.goidNext == p.pointee.goidEnd {
+        if p.own.pointee.goidNext == p.own.pointee.goidEnd {
             let end = goidGen.add(16, ordering: .relaxed).newValue
-            p.pointee.goidNext = end - 16
-            p.pointee.goidEnd = end
+            p.own.pointee.goidNext = end - 16
+            p.own.pointee.goidEnd = end
         }
-        p.pointee.goidNext += 1
-        return p.pointee.goidNext
+        p.own.pointee.goidNext += 1
+        return p.own.pointee.goidNext
     }
 
     @inline(__always) private func gfget(_ p: P) -> G {
-        if let g = p.pointee.gFree.popLast() { return g }
+        if let g = p.own.pointee.gFree.popLast() { return g }
         return gfgetSlow(p)
     }
 
@@ -712,11 +709,11 @@ final class Scheduler: @unchecked Sendable {
         lock.lock()
         var n = 0
         while n < 32, let g = gFree.popLast() {
-            p.pointee.gFree.append(g)
+            p.own.pointee.gFree.append(g)
             n += 1
         }
         lock.unlock()
-        return p.pointee.gFree.popLast() ?? G.make()
+        return p.own.pointee.gFree.popLast() ?? G.make()
     }
 
     /// Gives a finished G's stack to `p`'s cache and the G to `p`'s free list.
@@ -726,18 +723,18 @@ final class Scheduler: @unchecked Sendable {
         if g.s.pointee.hasStack {
             g.s.pointee.hasStack = false
             gmp_release_ctx(g.ctx)
-            if p.pointee.stackCache.count >= 32 {
-                stackPool.put(p.pointee.stackCache[16...])
-                p.pointee.stackCache.removeSubrange(16...)
+            if p.own.pointee.stackCache.count >= 32 {
+                stackPool.put(p.own.pointee.stackCache[16...])
+                p.own.pointee.stackCache.removeSubrange(16...)
             }
-            p.pointee.stackCache.append(g.s.pointee.stack)
+            p.own.pointee.stackCache.append(g.s.pointee.stack)
         }
         g.s.pointee.param = nil
-        p.pointee.gFree.append(g)
-        if p.pointee.gFree.count >= 64 {
+        p.own.pointee.gFree.append(g)
+        if p.own.pointee.gFree.count >= 64 {
             lock.lock()
-            while p.pointee.gFree.count > 32 {
-                let g2 = p.pointee.gFree.removeLast()
+            while p.own.pointee.gFree.count > 32 {
+                let g2 = p.own.pointee.gFree.removeLast()
                 if gFree.count < gFreeLimit {
                     gFree.append(g2)
                 } else {
@@ -749,8 +746,8 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func giveStack(_ p: P, _ g: G) {
-        if p.pointee.stackCache.isEmpty { stackPool.get(16, into: &p.pointee.stackCache) }
-        let s = p.pointee.stackCache.removeLast()
+        if p.own.pointee.stackCache.isEmpty { stackPool.get(16, into: &p.own.pointee.stackCache) }
+        let s = p.own.pointee.stackCache.removeLast()
         g.s.pointee.stack = s
         g.s.pointee.hasStack = true
         let c = g.ctx
@@ -770,7 +767,6 @@ final class Scheduler: @unchecked Sendable {
         bump(p.pointee.syscallTick)
         m.pointee.oldp = p
         m.pointee.p = nil
-        p.pointee.m = nil
         m.pointee.curg?.s.pointee.status = .syscall
         p.pointee.status.store(PStatus.syscall.rawValue, ordering: .sequentiallyConsistent)
     }
@@ -782,7 +778,6 @@ final class Scheduler: @unchecked Sendable {
         if oldp.pointee.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.running.rawValue,
                                                ordering: .sequentiallyConsistent).exchanged {
             m.pointee.p = oldp
-            oldp.pointee.m = m
             g.s.pointee.status = .running
             return
         }
@@ -865,25 +860,24 @@ final class Scheduler: @unchecked Sendable {
                 let p = allP(i)
                 for item in p.pointee.runq.drain() { moved.push(G.from(bits: item)) }
                 p.pointee.timerLock.lock()
-                let entries = p.pointee.timers.takeAll()
+                let entries = p.timers.pointee.takeAll()
                 p.pointee.timer0When.store(0, ordering: .releasing)
                 p.pointee.timerLock.unlock()
                 if !entries.isEmpty {
                     heir.pointee.timerLock.lock()
-                    for e in entries { heir.pointee.timers.pushOwned(e) }
-                    heir.pointee.timer0When.store(heir.pointee.timers.first?.when ?? 0, ordering: .releasing)
+                    for e in entries { heir.timers.pointee.pushOwned(e) }
+                    heir.pointee.timer0When.store(heir.timers.pointee.first?.when ?? 0, ordering: .releasing)
                     heir.pointee.timerLock.unlock()
                 }
-                stackPool.put(p.pointee.stackCache)
-                p.pointee.stackCache.removeAll()
+                stackPool.put(p.own.pointee.stackCache)
+                p.own.pointee.stackCache.removeAll()
                 lock.lock()
-                gFree.append(contentsOf: p.pointee.gFree)
+                gFree.append(contentsOf: p.own.pointee.gFree)
                 lock.unlock()
-                p.pointee.gFree.removeAll()
+                p.own.pointee.gFree.removeAll()
                 p.pointee.status.store(PStatus.dead.rawValue, ordering: .releasing)
             }
             if let own = ownP, own.pointee.id >= n {
-                own.pointee.m = nil
                 m!.pointee.p = nil
                 ownP = allP(0)
                 acquirep(m!, ownP!)

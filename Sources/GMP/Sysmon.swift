@@ -66,16 +66,16 @@ enum Sysmon {
             switch p.pointee.pstatus {
             case .syscall:
                 let t = p.pointee.syscallTick.load(ordering: .relaxed)
-                if t != p.pointee.sysmonSyscallTick {
-                    p.pointee.sysmonSyscallTick = t
-                    p.pointee.sysmonSyscallWhen = now
+                if t != p.sysmon.pointee.syscallTick {
+                    p.sysmon.pointee.syscallTick = t
+                    p.sysmon.pointee.syscallWhen = now
                     continue
                 }
                 // Leave it if it has nothing queued, others can take new work,
                 // and the call has not gone on for a whole tick.
                 if p.pointee.runq.isEmpty
                     && s.nmspinning.load(ordering: .relaxed) + s.npidle.load(ordering: .relaxed) > 0
-                    && p.pointee.sysmonSyscallWhen + tick > now {
+                    && p.sysmon.pointee.syscallWhen + tick > now {
                     continue
                 }
                 if p.pointee.status.compareExchange(expected: PStatus.syscall.rawValue, desired: PStatus.idle.rawValue,
@@ -86,21 +86,21 @@ enum Sysmon {
                 }
             case .running:
                 let sw = p.pointee.switchTick.load(ordering: .relaxed)
-                if sw != p.pointee.sysmonSwitchTick {
-                    p.pointee.sysmonSwitchTick = sw
-                    p.pointee.sysmonSwitchWhen = now
-                    p.pointee.sysmonFlagged = false
-                } else if !p.pointee.sysmonFlagged && now - p.pointee.sysmonSwitchWhen > tick {
-                    p.pointee.sysmonFlagged = true
+                if sw != p.sysmon.pointee.switchTick {
+                    p.sysmon.pointee.switchTick = sw
+                    p.sysmon.pointee.switchWhen = now
+                    p.sysmon.pointee.flagged = false
+                } else if !p.sysmon.pointee.flagged && now - p.sysmon.pointee.switchWhen > tick {
+                    p.sysmon.pointee.flagged = true
                     s.longRuns.add(1, ordering: .relaxed)
                 }
                 let st = p.pointee.schedTick.load(ordering: .relaxed)
-                if st != p.pointee.sysmonSchedTick {
-                    p.pointee.sysmonSchedTick = st
-                    p.pointee.sysmonSliceWhen = now
-                } else if now - p.pointee.sysmonSliceWhen > tick {
+                if st != p.sysmon.pointee.schedTick {
+                    p.sysmon.pointee.schedTick = st
+                    p.sysmon.pointee.sliceWhen = now
+                } else if now - p.sysmon.pointee.sliceWhen > tick {
                     p.pointee.sliceExpired.store(true, ordering: .relaxed)
-                    p.pointee.sysmonSliceWhen = now
+                    p.sysmon.pointee.sliceWhen = now
                 }
             default:
                 continue

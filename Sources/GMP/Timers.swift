@@ -193,9 +193,9 @@ extension Scheduler {
         t.lock.unlock()
         let p = currentM()?.pointee.p ?? allP(0)
         p.pointee.timerLock.lock()
-        p.pointee.timers.push(TimerEntry(when: when, seq: seq, timer: t))
-        if p.pointee.timers.count >= p.pointee.timers.cleanAt { p.pointee.timers.clean() }
-        let first = p.pointee.timers.first?.when ?? 0
+        p.timers.pointee.push(TimerEntry(when: when, seq: seq, timer: t))
+        if p.timers.pointee.count >= p.timers.pointee.cleanAt { p.timers.pointee.clean() }
+        let first = p.timers.pointee.first?.when ?? 0
         p.pointee.timer0When.store(first, ordering: .releasing)
         p.pointee.timerLock.unlock()
         if first == when { wakeNetPoller(when) }
@@ -211,20 +211,20 @@ extension Scheduler {
         if w > now { return 0 }
         var ran = 0
         p.pointee.timerLock.lock()
-        while let e = p.pointee.timers.first, e.when <= now {
-            _ = p.pointee.timers.popFirst()
+        while let e = p.timers.pointee.first, e.when <= now {
+            _ = p.timers.pointee.popFirst()
             guard e.timer.claim(e.seq) else {
                 e.release()
                 continue
             }
-            p.pointee.timer0When.store(p.pointee.timers.first?.when ?? 0, ordering: .releasing)
+            p.pointee.timer0When.store(p.timers.pointee.first?.when ?? 0, ordering: .releasing)
             p.pointee.timerLock.unlock()
             fire(e.timer)
             e.release()
             ran += 1
             p.pointee.timerLock.lock()
         }
-        p.pointee.timer0When.store(p.pointee.timers.first?.when ?? 0, ordering: .releasing)
+        p.pointee.timer0When.store(p.timers.pointee.first?.when ?? 0, ordering: .releasing)
         p.pointee.timerLock.unlock()
         return ran
     }
@@ -254,7 +254,7 @@ extension Scheduler {
         for i in 0..<procs.load(ordering: .acquiring) {
             let p = allP(i)
             p.pointee.timerLock.lock()
-            c += p.pointee.timers.count
+            c += p.timers.pointee.count
             p.pointee.timerLock.unlock()
         }
         return c
