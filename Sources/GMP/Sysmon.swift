@@ -11,7 +11,7 @@ import Glibc
 ///    and ends a P's time slice (so `runnext` ping-pong cannot starve its
 ///    queue), since Swift code cannot be preempted;
 ///  - polls the network if nobody has for 10 ms;
-///  - every 50 ms gives back the memory of free stacks that stayed unused
+///  - every 250 ms gives back the memory of free stacks that stayed unused
 ///    for the whole period, beyond the warm cache;
 ///  - prints the `GMP_SCHEDTRACE` line when due.
 enum Sysmon {
@@ -46,7 +46,7 @@ enum Sysmon {
             }
             if retake(s, now: now) > 0 { idle = 0 } else { idle += 1 }
             if now >= nextScavenge {
-                nextScavenge = now + 50_000_000
+                nextScavenge = now + 250_000_000
                 s.stackPool.scavenge(keep: s.stackPool.warmLimit, idleOnly: true)
             }
             if now >= nextTrace {

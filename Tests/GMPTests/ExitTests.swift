@@ -72,6 +72,16 @@ import Testing
         #expect(err.contains("GMPPROCS=zero"))
     }
 
+    @Test("Bad GMP_STACK_SIZE is a clear error")
+    func badStackSize() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            setenv("GMP_STACK_SIZE", "lots", 1)
+            _ = GMP.procs
+        }
+        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains("GMP_STACK_SIZE=lots"))
+    }
+
     @Test("GMP_SCHEDTRACE prints one line per interval")
     func schedTrace() async {
         let r = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {

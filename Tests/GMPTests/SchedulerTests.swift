@@ -414,6 +414,20 @@ struct SchedulerTests {
         #expect(GMP.currentProcessor == nil)
     }
 
+    @Test("sysmon counts a G that runs over 10 ms without parking")
+    func longRunCounted() {
+        GMP.setProcs(2)
+        let before = GMP.stats.longRuns
+        let ok = runG { () -> Bool in
+            let t0 = GMP.now
+            var x = 0
+            while GMP.now - t0 < 60_000_000 { x &+= 1 } // 60 ms of work, no parking
+            return x > 0
+        }
+        #expect(ok == true)
+        #expect(GMP.stats.longRuns > before)
+    }
+
     @Test("Stats describe the scheduler")
     func stats() {
         let s = GMP.stats
