@@ -2,20 +2,27 @@ import Foundation
 import GMP
 import Testing
 
+/// Recursion without end, with a frame big enough to get through a stack quickly.
+@inline(never) func recurseForever(_ n: Int) -> Int {
+    var pad = (n, n, n, n, n, n, n, n)
+    withUnsafeMutableBytes(of: &pad) { $0[0] = UInt8(truncatingIfNeeded: n) }
+    return recurseForever(n + 1) + pad.0
+}
+
+/// The text a child process wrote to standard error.
+func stderrText(_ r: ExitTest.Result?) -> String {
+    String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+}
+
 /// Misuse and fatal conditions end the process with a clear message.
 @Suite struct ExitTests {
     @Test("Stack overflow names the G and its stack size")
     func stackOverflow() async throws {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             setenv("GMP_STACK_SIZE", "64k", 1)
-            @inline(never) func recurse(_ n: Int) -> Int {
-                var pad = (n, n, n, n, n, n, n, n)
-                withUnsafeMutableBytes(of: &pad) { $0[0] = UInt8(truncatingIfNeeded: n) }
-                return recurse(n + 1) + pad.0
-            }
-            _ = GMP.run { recurse(0) }
+            _ = GMP.run { recurseForever(0) }
         }
-        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        let err = stderrText(r)
         #expect(err.contains("goroutine"), "stderr: \(err)")
         #expect(err.contains("overflowed its stack"))
         #expect(err.contains("64 KiB"))
@@ -26,21 +33,16 @@ import Testing
     func unguardedOverflow() async throws {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             setenv("GMP_STACK_SIZE", "64k", 1)
-            @inline(never) func recurse(_ n: Int) -> Int {
-                var pad = (n, n, n, n, n, n, n, n)
-                withUnsafeMutableBytes(of: &pad) { $0[0] = UInt8(truncatingIfNeeded: n) }
-                return recurse(n + 1) + pad.0
-            }
             // Park 20,000 Gs: more than the guard budget on a default kernel.
             GMP.run {
                 let gate = WaitGroup(1)
                 let started = WaitGroup(20_000)
                 for _ in 0..<20_000 { go { started.done(); gate.wait() } }
                 started.wait()
-                _ = recurse(0)
+                _ = recurseForever(0)
             }
         }
-        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        let err = stderrText(r)
         #expect(err.contains("overflowed its stack"), "stderr: \(err)")
     }
 
@@ -49,7 +51,7 @@ import Testing
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             _ = GMP.run { GMP.run { 1 } }
         }
-        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        let err = stderrText(r)
         #expect(err.contains("GMP.run called from inside a goroutine"))
     }
 
@@ -58,7 +60,7 @@ import Testing
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
             WaitGroup().done()
         }
-        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        let err = stderrText(r)
         #expect(err.contains("negative WaitGroup counter"))
     }
 
@@ -68,7 +70,7 @@ import Testing
             setenv("GMPPROCS", "zero", 1)
             _ = GMP.procs
         }
-        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        let err = stderrText(r)
         #expect(err.contains("GMPPROCS=zero"))
     }
 
@@ -78,7 +80,7 @@ import Testing
             setenv("GMP_STACK_SIZE", "lots", 1)
             _ = GMP.procs
         }
-        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        let err = stderrText(r)
         #expect(err.contains("GMP_STACK_SIZE=lots"))
     }
 
