@@ -24,7 +24,7 @@ let package = Package(
         .target(name: "NetPoller", dependencies: ["GMP", "CGMP"]),
         .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
         .executableTarget(name: "ChatApp", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
-        .executableTarget(name: "Benchmarks", dependencies: ["GMP", "Channels"], path: "Benchmarks"),
+        .executableTarget(name: "Benchmarks", dependencies: ["GMP", "Channels"], path: "Benchmarks", exclude: ["peers"]),
         .testTarget(name: "GMPTests", dependencies: ["GMP", "CGMP"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP"]),
         .testTarget(name: "NetPollerTests", dependencies: ["NetPoller", "GMP"]),
