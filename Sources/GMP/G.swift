@@ -77,17 +77,23 @@ public struct G: Hashable, @unchecked Sendable {
     }
 }
 
-/// An intrusive singly linked list of Gs (through `schedlink`), for the
-/// global run queue and for batches of Gs made ready by a poller.
+/// An intrusive singly linked list of Gs (through each G's `schedlink`),
+/// for the global run queue and for batches of Gs made ready by a poller
+/// (`Poller.poll` returns one). A G may be on at most one list at a time;
+/// push and pop are O(1) and allocate nothing.
 public struct GList {
     var head: G?
     var tail: G?
+    /// Number of Gs on the list.
     public private(set) var count = 0
 
+    /// An empty list.
     public init() {}
 
+    /// Whether the list is empty.
     public var isEmpty: Bool { head == nil }
 
+    /// Appends `g` at the tail.
     public mutating func push(_ g: G) {
         g.s.pointee.schedlink = nil
         if let t = tail { t.s.pointee.schedlink = g } else { head = g }
@@ -95,6 +101,7 @@ public struct GList {
         count += 1
     }
 
+    /// Removes and returns the head, or nil when empty.
     public mutating func pop() -> G? {
         guard let g = head else { return nil }
         head = g.s.pointee.schedlink

@@ -27,9 +27,9 @@ import Synchronization
 ///
 /// A non-copyable struct (atomics inline): it lives inside a P, or behind a
 /// pointer when shared (tests).
-public struct RunQueue: ~Copyable, @unchecked Sendable {
+struct RunQueue: ~Copyable, @unchecked Sendable {
     // @unchecked: all shared state is atomic; `scratch` is touched only by the owner.
-    public static let capacity: UInt32 = 256
+    static let capacity: UInt32 = 256
 
     private let head = Atomic<UInt32>(0)
     private let tail = Atomic<UInt32>(0)
@@ -38,7 +38,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
     /// Owner-only buffer for `takeHalf`: 128 items plus the overflowing one.
     let scratch: UnsafeMutablePointer<UInt>
 
-    public init() {
+    init() {
         slots = .allocate(capacity: Int(Self.capacity))
         for i in 0..<Int(Self.capacity) { (slots + i).initialize(to: Atomic(0)) }
         scratch = .allocate(capacity: Int(Self.capacity / 2 + 1))
@@ -56,7 +56,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
 
     /// Owner: pushes `item` at the tail. Returns false when the ring is full.
     @inline(__always)
-    public func pushTail(_ item: UInt) -> Bool {
+    func pushTail(_ item: UInt) -> Bool {
         let h = head.load(ordering: .acquiring)
         let t = tail.load(ordering: .relaxed)
         if t &- h < Self.capacity {
@@ -69,14 +69,14 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
 
     /// Owner: puts `item` in `runnext` and returns what was there (0 if none).
     @inline(__always)
-    public func swapRunNext(_ item: UInt) -> UInt {
+    func swapRunNext(_ item: UInt) -> UInt {
         next.exchange(item, ordering: .acquiringAndReleasing)
     }
 
     /// Owner, on a full ring: claims the oldest half of the ring, copies it to
     /// `scratch` and returns how many were taken (0 if a thief raced; retry
     /// `pushTail` then).
-    public func takeHalf() -> Int {
+    func takeHalf() -> Int {
         let h = head.load(ordering: .acquiring)
         let t = tail.load(ordering: .relaxed)
         let n = (t &- h) / 2
@@ -90,7 +90,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
 
     /// Owner: takes `runnext` if set (inheriting the time slice), else the head.
     @inline(__always)
-    public func get() -> (item: UInt, inheritTime: Bool)? {
+    func get() -> (item: UInt, inheritTime: Bool)? {
         var n = next.load(ordering: .relaxed)
         while n != 0 {
             let r = next.compareExchange(expected: n, desired: 0, ordering: .acquiring)
@@ -101,7 +101,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
     }
 
     /// Owner: takes the head of the ring, ignoring `runnext`.
-    public func getHead() -> UInt? {
+    func getHead() -> UInt? {
         var h = head.load(ordering: .acquiring)
         while true {
             let t = tail.load(ordering: .relaxed)
@@ -115,7 +115,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
 
     /// Owner: moves `runnext` (if any) to the tail, so the next `get` takes the
     /// oldest G instead (used when a time slice has expired).
-    public func demoteRunNext() -> UInt? {
+    func demoteRunNext() -> UInt? {
         let n = next.exchange(0, ordering: .acquiring)
         if n == 0 { return nil }
         return pushTail(n) ? nil : n
@@ -123,7 +123,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
 
     /// Anyone: whether both the ring and `runnext` look empty. Exact only for
     /// the owner and only in the absence of thieves.
-    public var isEmpty: Bool {
+    var isEmpty: Bool {
         while true {
             let h = head.load(ordering: .acquiring)
             let t = tail.load(ordering: .acquiring)
@@ -133,7 +133,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
     }
 
     /// Anyone: approximate length including `runnext`.
-    public var count: Int {
+    var count: Int {
         let h = head.load(ordering: .acquiring)
         let t = tail.load(ordering: .acquiring)
         let d = Int(Int32(bitPattern: t &- h))
@@ -145,7 +145,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
     /// `runnext` is taken only when `stealRunNext` and the ring is empty; if
     /// `ownerRunning` says the owner is running, wait ~3 µs first (it is about
     /// to run it itself).
-    public func steal(into dst: borrowing RunQueue, stealRunNext: Bool, ownerRunning: () -> Bool) -> UInt? {
+    func steal(into dst: borrowing RunQueue, stealRunNext: Bool, ownerRunning: () -> Bool) -> UInt? {
         let t = dst.tail.load(ordering: .relaxed)
         var n = grab(into: dst, at: t, stealRunNext: stealRunNext, ownerRunning: ownerRunning)
         if n == 0 { return nil }
@@ -191,7 +191,7 @@ public struct RunQueue: ~Copyable, @unchecked Sendable {
     }
 
     /// Owner or stopped world: removes everything, `runnext` first.
-    public func drain() -> [UInt] {
+    func drain() -> [UInt] {
         var out: [UInt] = []
         let n = next.exchange(0, ordering: .acquiring)
         if n != 0 { out.append(n) }
