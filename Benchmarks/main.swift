@@ -155,7 +155,9 @@ while let a = args.popFirst() {
     }
 }
 
-let selected = all.filter { filter == nil || $0.0.contains(filter!) }
+// An exact name selects that workload; otherwise every name containing the filter.
+let exact = all.filter { $0.0 == filter }
+let selected = !exact.isEmpty ? exact : all.filter { filter == nil || $0.0.contains(filter!) }
 if selected.isEmpty {
     let msg = "Benchmarks: no workload matches \(filter ?? "")\n"
     _ = msg.withCString { write(2, $0, strlen($0)) }

@@ -8,8 +8,8 @@ import Synchronization
 /// core, as in Go), or on the global queue when called from a plain thread.
 /// It gets its stack when it first runs. Cost: about one small allocation
 /// the first time; pooled Gs are reused.
-public func go(_ body: __owned @escaping @Sendable () -> Void) {
-    Scheduler.shared.newproc(body)
+public func go(_ body: consuming @escaping @Sendable () -> Void) {
+    Scheduler.shared.newproc(consume body)
 }
 
 /// The runtime's entry points.

@@ -59,9 +59,11 @@ final class Scheduler: @unchecked Sendable {
 
     static let maxProcs = 1024
 
-    /// Guards: the global run queue, idle P and M lists, `allm`, `stopWait`,
-    /// the global free G list.
+    /// Guards: the global run queue, idle P and M lists, `allm`, `stopWait`.
     let lock = FutexLock()
+    /// Guards the global free G list (apart from `lock`, as Go's
+    /// `sched.gFree.lock`: refilling free Gs must not wait behind the run queue).
+    let gFreeLock = FutexLock()
 
     // Global run queue (lock).
     var runq = GList()
@@ -93,7 +95,7 @@ final class Scheduler: @unchecked Sendable {
     let pollUntil = Atomic<Int64>(0)
     let lastPoll = Atomic<Int64>(0)
 
-    // Free Gs (lock) and stacks.
+    // Free Gs (gFreeLock) and stacks.
     var gFree: ContiguousArray<G> = []
     let gFreeLimit = 4096
     let stackPool: StackPool
@@ -667,17 +669,17 @@ final class Scheduler: @unchecked Sendable {
 
     /// Makes a G for `fn` and queues it: on the current P's `runnext` (as Go's
     /// `newproc`), or globally from a plain thread.
-    func newproc(_ fn: __owned @escaping () -> Void) {
+    func newproc(_ fn: consuming @escaping () -> Void) {
         if let m = currentM(), let p = m.pointee.p {
             let g = gfget(p)
-            g.s.pointee.fn = fn
+            g.s.pointee.fn = consume fn
             g.s.pointee.id = nextGoid(p)
             g.s.pointee.status = .runnable
             bump(p.pointee.created)
             runqput(p, g, next: true)
             wakeP()
         } else {
-            let g = lock.withLock { gFree.popLast() } ?? G.make()
+            let g = gFreeLock.withLock { gFree.popLast() } ?? G.make()
             g.s.pointee.fn = fn
             g.s.pointee.id = goidGen.add(1, ordering: .relaxed).newValue
             g.s.pointee.status = .runnable
@@ -706,13 +708,13 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func gfgetSlow(_ p: P) -> G {
-        lock.lock()
+        gFreeLock.lock()
         var n = 0
         while n < 32, let g = gFree.popLast() {
             p.own.pointee.gFree.append(g)
             n += 1
         }
-        lock.unlock()
+        gFreeLock.unlock()
         return p.own.pointee.gFree.popLast() ?? G.make()
     }
 
@@ -732,7 +734,7 @@ final class Scheduler: @unchecked Sendable {
         g.s.pointee.param = nil
         p.own.pointee.gFree.append(g)
         if p.own.pointee.gFree.count >= 64 {
-            lock.lock()
+            gFreeLock.lock()
             while p.own.pointee.gFree.count > 32 {
                 let g2 = p.own.pointee.gFree.removeLast()
                 if gFree.count < gFreeLimit {
@@ -741,7 +743,7 @@ final class Scheduler: @unchecked Sendable {
                     g2.free()
                 }
             }
-            lock.unlock()
+            gFreeLock.unlock()
         }
     }
 
@@ -871,9 +873,9 @@ final class Scheduler: @unchecked Sendable {
                 }
                 stackPool.put(p.own.pointee.stackCache)
                 p.own.pointee.stackCache.removeAll()
-                lock.lock()
+                gFreeLock.lock()
                 gFree.append(contentsOf: p.own.pointee.gFree)
-                lock.unlock()
+                gFreeLock.unlock()
                 p.own.pointee.gFree.removeAll()
                 p.pointee.status.store(PStatus.dead.rawValue, ordering: .releasing)
             }
