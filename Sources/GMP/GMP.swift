@@ -157,6 +157,34 @@ public enum GMP {
         gmp_mcall(g.ctx, m.pointee.ctx)
     }
 
+    /// Parks the current G and then releases every lock in `locks` (see
+    /// `park(unlocking:)`). For operations that hold several locks, as `select`.
+    public static func park(unlocking locks: [FutexLock]) {
+        guard let m = currentM(), let g = m.pointee.curg else {
+            gmp_fatal("fatal error: GMP.park called outside a goroutine")
+        }
+        m.pointee.action = .parkUnlockAll
+        m.pointee.actionLocks = locks
+        gmp_mcall(g.ctx, m.pointee.ctx)
+    }
+
+    /// Parks the current G forever (Go's `select {}` or a receive from a nil
+    /// channel). On a plain thread, sleeps forever.
+    public static func parkForever() -> Never {
+        let lock = FutexLock()
+        lock.lock()
+        if inGoroutine {
+            park(unlocking: lock)
+        } else {
+            let n = Note()
+            n.sleep()
+        }
+        gmp_fatal("fatal error: a G parked forever was woken")
+    }
+
+    /// A cheap per-thread random number (for `select`'s case order).
+    public static func fastrand() -> UInt32 { gmp_fastrand() }
+
     /// Makes a G parked by `park(unlocking:)` runnable (Go's `goready`). From
     /// a G it runs next on the caller's P.
     public static func ready(_ g: G) {

@@ -71,6 +71,7 @@ struct PState: ~Copyable {
 struct POwned {
     var gFree: ContiguousArray<G> = []
     var stackCache: ContiguousArray<Stack> = []
+    var sudogCache: ContiguousArray<Sudog> = []
     var goidNext: Int64 = 0
     var goidEnd: Int64 = 0
 
@@ -121,6 +122,7 @@ enum MAction: UInt8 {
     case none
     case park          // status waiting, nothing else
     case parkUnlock    // status waiting, then unlock `actionLock`
+    case parkUnlockAll // status waiting, then unlock every lock in `actionLocks`
     case yield         // back to the local run queue tail
     case exit          // the G is finished
     case sleep         // status waiting, then arm the G's timer for `actionWhen`
@@ -148,6 +150,7 @@ struct MState {
 
     var action: MAction = .none
     var actionLock: FutexLock?
+    var actionLocks: [FutexLock] = []
     var actionWhen: Int64 = 0
 
     init(id: Int) {

@@ -101,6 +101,10 @@ final class Scheduler: @unchecked Sendable {
     let stackPool: StackPool
     let goidGen = Atomic<Int64>(0)
 
+    // Free sudogs beyond the per-P caches (sudogLock).
+    let sudogLock = FutexLock()
+    var sudogFree: ContiguousArray<Sudog> = []
+
     // Counters for Gs made or readied where there is no P.
     let createdNoP = Atomic<Int>(0)
     let readiesNoP = Atomic<Int>(0)
@@ -470,6 +474,12 @@ final class Scheduler: @unchecked Sendable {
                 let l = m.pointee.actionLock!
                 m.pointee.actionLock = nil
                 l.unlock()
+            case .parkUnlockAll:
+                g.s.pointee.status = .waiting
+                bump(m.pointee.p!.pointee.parks)
+                let ls = m.pointee.actionLocks
+                m.pointee.actionLocks = []
+                for l in ls { l.unlock() }
             case .sleep:
                 g.s.pointee.status = .waiting
                 bump(m.pointee.p!.pointee.parks)

@@ -1,0 +1,307 @@
+import GMP
+
+// Channels (Go's runtime/chan.go)
+//
+// A channel is a lock, a ring buffer of `capacity` values, and two wait
+// queues of sudogs: receivers waiting for a value (`recvq`) and senders
+// waiting for room or a receiver (`sendq`).
+//
+// Invariants (under `lock`):
+//  - At least one of `sendq` and `recvq` is empty (select aside: a select
+//    may sit on both queues of one channel, see Select.swift).
+//  - `count > 0` implies `recvq` is empty (a receiver would have taken it).
+//  - `count < capacity` implies `sendq` is empty (a sender would have filled it).
+//  - A closed channel has an empty `sendq` (close wakes every sender).
+//
+// Operations:
+//  - send: a waiting receiver gets the value directly (copied into its slot)
+//    and is readied on the sender's P (`runnext`); else the value goes into
+//    the buffer; else the sender parks on `sendq`.
+//  - receive: a waiting sender (the buffer is then full, or unbuffered) is
+//    served FIFO: the receiver takes the buffer's head and the sender's value
+//    goes into the tail (unbuffered: straight from the sender); else the
+//    buffer's head; else closed; else park on `recvq`.
+//  - close: wakes every receiver ("closed") and every sender (which then
+//    traps: send on a closed channel is a programming error, as in Go).
+//  Gs are readied only after the channel's lock is released.
+
+/// The untyped part of a channel: lock, queues, counters. `Chan<T>` adds
+/// the typed buffer. `select` works on this level.
+public class AnyChan: @unchecked Sendable {
+    // @unchecked: every mutable field is guarded by `lock`.
+    let lock = FutexLock()
+    /// Buffer size; 0 for an unbuffered (rendezvous) channel.
+    public let capacity: Int
+    var qcount = 0
+    var closed = false
+    var recvq = WaitQueue()
+    var sendq = WaitQueue()
+
+    init(bufferSize: Int) {
+        precondition(bufferSize >= 0, "makechan: size out of range")
+        self.capacity = bufferSize
+    }
+
+    /// Number of values in the buffer.
+    public var count: Int { lock.withLock { qcount } }
+
+    var identity: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+
+    // Typed buffer operations, implemented by Chan<T>. Lock held.
+    func bufPush(from elem: UnsafeMutableRawPointer) { fatalError("abstract") }
+    func bufPop(into elem: UnsafeMutableRawPointer) { fatalError("abstract") }
+    func moveValue(from src: UnsafeMutableRawPointer, to dst: UnsafeMutableRawPointer) { fatalError("abstract") }
+    /// Storage for one value (for select cases).
+    func allocSlot() -> UnsafeMutableRawPointer { fatalError("abstract") }
+    func freeSlot(_ p: UnsafeMutableRawPointer, initialized: Bool) { fatalError("abstract") }
+
+    /// Lock held: tries to send the value at `elem` without blocking. On
+    /// success the value has been moved out of `elem`, and the sudog to
+    /// ready (if any) is returned for the caller to ready after unlocking.
+    @inline(__always)
+    func sendLocked(_ elem: UnsafeMutableRawPointer) -> (sent: Bool, wake: Sudog?) {
+        if closed {
+            lock.unlock()
+            fatalError("send on closed channel")
+        }
+        if let sg = recvq.dequeue() {
+            moveValue(from: elem, to: sg.s.pointee.elem!)
+            sg.s.pointee.success = true
+            return (true, sg)
+        }
+        if qcount < capacity {
+            bufPush(from: elem)
+            return (true, nil)
+        }
+        return (false, nil)
+    }
+
+    /// Lock held: tries to receive into `elem` (uninitialized) without
+    /// blocking. Returns whether the operation completed and whether a value
+    /// was received (false: closed and drained), plus a sudog to ready.
+    @inline(__always)
+    func receiveLocked(_ elem: UnsafeMutableRawPointer) -> (done: Bool, received: Bool, wake: Sudog?) {
+        if let sg = sendq.dequeue() {
+            if capacity == 0 {
+                moveValue(from: sg.s.pointee.elem!, to: elem)
+            } else {
+                // Full buffer: take the head, the sender's value goes to the tail.
+                bufPop(into: elem)
+                bufPush(from: sg.s.pointee.elem!)
+            }
+            sg.s.pointee.success = true
+            return (true, true, sg)
+        }
+        if qcount > 0 {
+            bufPop(into: elem)
+            return (true, true, nil)
+        }
+        if closed { return (true, false, nil) }
+        return (false, false, nil)
+    }
+
+    /// Closes the channel: receivers drain the buffer and then get "closed";
+    /// every waiting receiver and sender wakes. Closing twice traps.
+    public func close() {
+        lock.lock()
+        if closed {
+            lock.unlock()
+            fatalError("close of closed channel")
+        }
+        closed = true
+        var wake: [Sudog] = []
+        while let sg = recvq.dequeue() {
+            sg.s.pointee.success = false
+            wake.append(sg)
+        }
+        while let sg = sendq.dequeue() {
+            sg.s.pointee.success = false
+            wake.append(sg)
+        }
+        lock.unlock()
+        for sg in wake { sg.ready() }
+    }
+}
+
+/// The result of a receive: a value, or the channel was closed (and drained).
+/// (A separate enum keeps `Chan<Int?>` unambiguous: `.value(nil)` is a nil
+/// that was sent, `.closed` is the end.)
+public enum Received<T> {
+    case value(T)
+    case closed
+
+    /// The value, or nil when closed (ambiguous for optional `T`; match the
+    /// enum there).
+    public var value: T? {
+        if case .value(let v) = self { return v }
+        return nil
+    }
+}
+
+extension Received: Sendable where T: Sendable {}
+extension Received: Equatable where T: Equatable {}
+
+/// The result of a non-blocking receive.
+public enum TryReceived<T> {
+    case value(T)
+    case closed
+    /// Nothing to receive now (the receive would block).
+    case empty
+}
+
+extension TryReceived: Sendable where T: Sendable {}
+extension TryReceived: Equatable where T: Equatable {}
+
+/// A Go channel carrying values of type `T`.
+///
+/// `Chan(capacity: 0)` is unbuffered: a send waits for a receiver (a
+/// rendezvous). With `capacity: n` up to n values are buffered. Blocking
+/// operations park the G (or block a plain thread on a futex); they never
+/// block the M. Channels may be used from Gs and plain threads alike.
+///
+/// Send on a closed channel, and closing a closed channel, trap with Go's
+/// messages. `for v in channel` receives until the channel is closed and
+/// drained.
+public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
+    // @unchecked: the buffer and indices are guarded by `lock`.
+    private let buf: UnsafeMutablePointer<T>
+    private var sendx = 0
+    private var recvx = 0
+
+    /// Makes a channel. `capacity` 0 (the default) is unbuffered.
+    public init(capacity: Int = 0) {
+        buf = .allocate(capacity: Swift.max(capacity, 1))
+        super.init(bufferSize: capacity)
+    }
+
+    deinit {
+        var i = recvx
+        for _ in 0..<qcount {
+            (buf + i).deinitialize(count: 1)
+            i = i + 1 == capacity ? 0 : i + 1
+        }
+        buf.deallocate()
+    }
+
+    override func bufPush(from elem: UnsafeMutableRawPointer) {
+        (buf + sendx).moveInitialize(from: elem.assumingMemoryBound(to: T.self), count: 1)
+        sendx = sendx + 1 == capacity ? 0 : sendx + 1
+        qcount += 1
+    }
+
+    override func bufPop(into elem: UnsafeMutableRawPointer) {
+        elem.assumingMemoryBound(to: T.self).moveInitialize(from: buf + recvx, count: 1)
+        recvx = recvx + 1 == capacity ? 0 : recvx + 1
+        qcount -= 1
+    }
+
+    override func moveValue(from src: UnsafeMutableRawPointer, to dst: UnsafeMutableRawPointer) {
+        dst.assumingMemoryBound(to: T.self).moveInitialize(from: src.assumingMemoryBound(to: T.self), count: 1)
+    }
+
+    /// Sends `value`, parking until a receiver takes it or there is room.
+    public func send(_ value: T) {
+        withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
+            let p = slot.baseAddress!
+            p.initialize(to: value)
+            let raw = UnsafeMutableRawPointer(p)
+            lock.lock()
+            let (sent, wake) = sendLocked(raw)
+            if sent {
+                lock.unlock()
+                wake?.ready()
+                return
+            }
+            let sg = Sudog.acquire()
+            sg.s.pointee.elem = raw
+            sg.s.pointee.chan = identity
+            sendq.enqueue(sg)
+            sg.park(unlocking: lock)
+            let ok = sg.s.pointee.success
+            sg.release()
+            if !ok { fatalError("send on closed channel") }
+        }
+    }
+
+    /// Sends `value` if that can be done without waiting. Returns false if
+    /// it would block. Traps if the channel is closed.
+    public func trySend(_ value: T) -> Bool {
+        withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
+            let p = slot.baseAddress!
+            p.initialize(to: value)
+            lock.lock()
+            let (sent, wake) = sendLocked(UnsafeMutableRawPointer(p))
+            lock.unlock()
+            if sent {
+                wake?.ready()
+            } else {
+                p.deinitialize(count: 1)
+            }
+            return sent
+        }
+    }
+
+    /// Receives a value, parking until one is available, or `.closed` once
+    /// the channel is closed and drained.
+    public func receive() -> Received<T> {
+        withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
+            let p = slot.baseAddress!
+            let raw = UnsafeMutableRawPointer(p)
+            lock.lock()
+            let (done, received, wake) = receiveLocked(raw)
+            if done {
+                lock.unlock()
+                wake?.ready()
+                return received ? .value(p.move()) : .closed
+            }
+            let sg = Sudog.acquire()
+            sg.s.pointee.elem = raw
+            sg.s.pointee.chan = identity
+            recvq.enqueue(sg)
+            sg.park(unlocking: lock)
+            let ok = sg.s.pointee.success
+            sg.release()
+            return ok ? .value(p.move()) : .closed
+        }
+    }
+
+    /// Receives without waiting: a value, `.closed`, or `.empty`.
+    public func tryReceive() -> TryReceived<T> {
+        withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
+            let p = slot.baseAddress!
+            lock.lock()
+            let (done, received, wake) = receiveLocked(UnsafeMutableRawPointer(p))
+            lock.unlock()
+            wake?.ready()
+            if !done { return .empty }
+            return received ? .value(p.move()) : .closed
+        }
+    }
+
+    override func allocSlot() -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(UnsafeMutablePointer<T>.allocate(capacity: 1))
+    }
+
+    override func freeSlot(_ p: UnsafeMutableRawPointer, initialized: Bool) {
+        let t = p.assumingMemoryBound(to: T.self)
+        if initialized { t.deinitialize(count: 1) }
+        t.deallocate()
+    }
+
+    /// Iterates over received values until the channel is closed and drained.
+    public struct Iterator: IteratorProtocol {
+        let chan: Chan<T>
+        public mutating func next() -> T? {
+            if case .value(let v) = chan.receive() { return v }
+            return nil
+        }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(chan: self) }
+}
+
+/// Closes `channel`; closing a nil channel traps, as in Go.
+public func close<T>(_ channel: Chan<T>?) {
+    guard let channel else { fatalError("close of nil channel") }
+    channel.close()
+}

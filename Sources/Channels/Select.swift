@@ -1,0 +1,289 @@
+import GMP
+import Synchronization
+
+// select (Go's runtime/select.go)
+//
+// `select { s in ... }` runs its body twice. The first pass registers the
+// cases (each `s.receive(c)`, `s.send(c, v)`, `s.timeout(...)`,
+// `s.otherwise()` call records one case and returns nil/false; channel and
+// value expressions are autoclosures evaluated exactly once, here). Then the
+// select runs:
+//  1. lock every distinct channel, in address order (no deadlock between
+//     selects that share channels);
+//  2. poll the cases in a random order (fairness); the first that can go,
+//     goes;
+//  3. none: the `otherwise` case if there is one; else enqueue a sudog on
+//     every case's channel, arm the time-out, and park, releasing all locks
+//     once parked. The first operation to claim the select (a CAS on its
+//     shared `done` word, see WaitQueue.dequeue) wins; the others skip its
+//     sudogs. After waking, lock again and dequeue the losing sudogs.
+// The second pass delivers: the winning case's call returns its value/true,
+// the others nil/false, so the body's `if` for that case runs.
+//
+// A case on a nil channel is never ready. A select with no cases and no
+// `otherwise` blocks forever, as in Go. Send on a closed channel traps.
+
+/// Runs a Go `select` over the cases that `body` registers.
+///
+/// ```swift
+/// select { s in
+///     if let r = s.receive(requests) { handle(r) }      // Received<T>: .value or .closed
+///     if s.send(replies, answer) { sent() }
+///     if s.timeout(after: .milliseconds(50)) { timedOut() }
+///     if s.otherwise() { nothingReady() }               // Go's `default`
+/// }
+/// ```
+/// The body must register the same cases in the same order on both of its
+/// passes, up to the case that fires (plain `if`s as above do, even when a
+/// handler changes what later `if`s would register). Cost: one lock per distinct channel,
+/// plus a sudog per case and a timer when it has to wait.
+public func select(_ body: (inout Select) -> Void) {
+    var s = Select()
+    body(&s)
+    let fired = s.run()
+    s.phase = .deliver(fired)
+    s.position = 0
+    body(&s)
+    if s.position <= fired {
+        fatalError("select: the body registered different cases on its second pass")
+    }
+    s.cleanup()
+}
+
+/// The cases of one `select` (see `select(_:)`).
+public struct Select {
+    enum Kind { case receive, send, timeout, otherwise }
+
+    struct Case {
+        var kind: Kind
+        var chan: AnyChan?
+        var slot: UnsafeMutableRawPointer?
+        /// Send: the slot still holds the value. Receive: it holds a received value.
+        var slotFull = false
+        var received = false
+        var deadline: Int64 = 0
+    }
+
+    enum Phase { case register, deliver(Int) }
+
+    var phase = Phase.register
+    var cases: [Case] = []
+    var position = 0
+
+    init() { cases.reserveCapacity(4) }
+
+    /// Second pass: the position of this call and whether it is the winner.
+    /// Calls after the winner (whose handler may have changed what the body
+    /// registers) are not counted and never win.
+    private mutating func next() -> (Int, Bool) {
+        guard case .deliver(let f) = phase, position <= f else { return (-1, false) }
+        let i = position
+        position += 1
+        return (i, f == i)
+    }
+
+    private var registering: Bool {
+        if case .register = phase { return true }
+        return false
+    }
+
+    /// A receive case: returns the result when this case fires, else nil.
+    /// `.closed` means the channel was closed and drained.
+    public mutating func receive<T>(_ channel: @autoclosure () -> Chan<T>?) -> Received<T>? {
+        if registering {
+            let c = channel()
+            cases.append(Case(kind: .receive, chan: c, slot: c?.allocSlot()))
+            position += 1
+            return nil
+        }
+        let (i, won) = next()
+        guard won else { return nil }
+        guard cases[i].received else { return .closed }
+        cases[i].slotFull = false
+        return .value(cases[i].slot!.assumingMemoryBound(to: T.self).move())
+    }
+
+    /// A send case: returns true when this case fired (the value was sent).
+    public mutating func send<T>(_ channel: @autoclosure () -> Chan<T>?, _ value: @autoclosure () -> T) -> Bool {
+        if registering {
+            let c = channel()
+            let v = value() // evaluated even for a nil channel, as in Go
+            var rec = Case(kind: .send, chan: c)
+            if let c {
+                rec.slot = c.allocSlot()
+                rec.slot!.assumingMemoryBound(to: T.self).initialize(to: v)
+                rec.slotFull = true
+            }
+            cases.append(rec)
+            position += 1
+            return false
+        }
+        let (_, won) = next()
+        return won
+    }
+
+    /// A time-out case: fires when nothing else did within `nanoseconds`.
+    public mutating func timeout(afterNanoseconds nanoseconds: Int64) -> Bool {
+        deadline(at: GMP.now &+ Swift.max(0, nanoseconds))
+    }
+
+    /// A time-out case: fires when nothing else did within `duration`.
+    public mutating func timeout(after duration: Duration) -> Bool {
+        let (s, a) = duration.components
+        return timeout(afterNanoseconds: s * 1_000_000_000 + a / 1_000_000_000)
+    }
+
+    /// A deadline case: fires when nothing else did by `deadline` (`GMP.now` time base).
+    public mutating func deadline(at deadline: Int64) -> Bool {
+        if registering {
+            cases.append(Case(kind: .timeout, deadline: deadline))
+            position += 1
+            return false
+        }
+        return next().1
+    }
+
+    /// Go's `default`: fires at once if no other case is ready.
+    public mutating func otherwise() -> Bool {
+        if registering {
+            cases.append(Case(kind: .otherwise))
+            position += 1
+            return false
+        }
+        return next().1
+    }
+
+    mutating func cleanup() {
+        for c in cases {
+            if let slot = c.slot, let ch = c.chan { ch.freeSlot(slot, initialized: c.slotFull) }
+        }
+    }
+
+    /// Performs the select; returns the index of the case that fired.
+    mutating func run() -> Int {
+        var defaultIndex = -1
+        var deadline: Int64 = 0
+        var deadlineIndex = -1
+        var poll: [Int] = []
+        poll.reserveCapacity(cases.count)
+        for (i, c) in cases.enumerated() {
+            switch c.kind {
+            case .otherwise:
+                if defaultIndex >= 0 { fatalError("select: more than one otherwise case") }
+                defaultIndex = i
+            case .timeout:
+                if deadlineIndex < 0 || c.deadline < deadline { deadline = c.deadline; deadlineIndex = i }
+            case .receive, .send:
+                if c.chan != nil { poll.append(i) }
+            }
+        }
+        // Random poll order (Fisher–Yates).
+        if poll.count > 1 {
+            for i in stride(from: poll.count - 1, to: 0, by: -1) {
+                let j = Int(GMP.fastrand() % UInt32(i + 1))
+                poll.swapAt(i, j)
+            }
+        }
+        // Distinct channels in address order.
+        var locks: [AnyChan] = []
+        for i in poll where !locks.contains(where: { $0 === cases[i].chan! }) { locks.append(cases[i].chan!) }
+        locks.sort { $0.identity < $1.identity }
+
+        if poll.isEmpty && defaultIndex < 0 && deadlineIndex < 0 {
+            GMP.parkForever() // select {} or only nil channels: block forever, as in Go
+        }
+
+        for c in locks { c.lock.lock() }
+        // Pass 1: anything ready now?
+        for i in poll {
+            let c = cases[i].chan!
+            let slot = cases[i].slot!
+            if cases[i].kind == .send {
+                let (sent, wake) = c.sendLocked(slot) // traps if closed (after unlocking its lock)
+                if sent {
+                    cases[i].slotFull = false
+                    unlockAll(locks)
+                    wake?.ready()
+                    return i
+                }
+            } else {
+                let (done, received, wake) = c.receiveLocked(slot)
+                if done {
+                    cases[i].received = received
+                    cases[i].slotFull = received
+                    unlockAll(locks)
+                    wake?.ready()
+                    return i
+                }
+            }
+        }
+        if defaultIndex >= 0 {
+            unlockAll(locks)
+            return defaultIndex
+        }
+        if deadlineIndex >= 0 && deadline <= GMP.now {
+            unlockAll(locks)
+            return deadlineIndex
+        }
+
+        // Pass 2: wait on every case.
+        let parker = Sudog.acquire()
+        let state = SelectState(parker: parker, timeoutIndex: deadlineIndex)
+        let raw = Unmanaged.passUnretained(state).toOpaque()
+        var sudogs: [(Int, Sudog)] = []
+        sudogs.reserveCapacity(poll.count)
+        for i in poll {
+            let sg = sudogs.isEmpty ? parker : Sudog.acquire()
+            if !sudogs.isEmpty { parker.shareParker(with: sg) }
+            sg.s.pointee.elem = cases[i].slot
+            sg.s.pointee.select = raw
+            sg.s.pointee.caseIndex = i
+            sg.s.pointee.chan = cases[i].chan!.identity
+            if cases[i].kind == .send {
+                cases[i].chan!.sendq.enqueue(sg)
+            } else {
+                cases[i].chan!.recvq.enqueue(sg)
+            }
+            sudogs.append((i, sg))
+        }
+        var timer: Timer?
+        state.armLock.lock()
+        if deadlineIndex >= 0 {
+            let t = Timer { state.timeout() }
+            t.reset(at: deadline)
+            timer = t
+        }
+        parker.park(unlocking: locks.map { $0.lock } + [state.armLock])
+
+        // Woken: one case (or the time-out) claimed us.
+        timer?.stop()
+        let winner = state.winner
+        for c in locks { c.lock.lock() }
+        for (i, sg) in sudogs where i != winner {
+            if cases[i].kind == .send {
+                cases[i].chan!.sendq.remove(sg)
+            } else {
+                cases[i].chan!.recvq.remove(sg)
+            }
+        }
+        unlockAll(locks)
+        var ok = true
+        for (i, sg) in sudogs where i == winner { ok = sg.s.pointee.success }
+        for (_, sg) in sudogs { sg.release() }
+        if sudogs.isEmpty { parker.release() }
+        withExtendedLifetime(state) {}
+        if winner == deadlineIndex { return winner }
+        if cases[winner].kind == .send {
+            if !ok { fatalError("send on closed channel") }
+            cases[winner].slotFull = false
+        } else {
+            cases[winner].received = ok
+            cases[winner].slotFull = ok
+        }
+        return winner
+    }
+
+    private func unlockAll(_ locks: [AnyChan]) {
+        for c in locks { c.lock.unlock() }
+    }
+}

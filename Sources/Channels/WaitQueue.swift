@@ -1,0 +1,84 @@
+import GMP
+import Synchronization
+
+/// The state one waiting `select` shares among its sudogs and its time-out
+/// timer: who won.
+///
+/// `done` goes 0 -> 1 exactly once: by the channel operation (or time-out)
+/// that claims the select. The claimer then writes `winner` and readies the
+/// waiting party, which reads `winner` after it wakes (ordered by park/ready).
+/// `armLock` is held by the select until it is parked; the timer takes it
+/// before claiming, so a time-out can never ready a G that is not yet parked
+/// (channel wakers are held off by the channel locks in the same way).
+/// Sudogs point to it unretained; the select and the timer hold it.
+final class SelectState: @unchecked Sendable {
+    // @unchecked: `winner` is written once, by the claimer of `done`, before
+    // the wake-up that orders it for the reader.
+    let done = Atomic<UInt32>(0)
+    var winner = -1
+    let armLock = FutexLock()
+    let parker: Sudog
+    let timeoutIndex: Int
+
+    init(parker: Sudog, timeoutIndex: Int) {
+        self.parker = parker
+        self.timeoutIndex = timeoutIndex
+    }
+
+    /// The time-out fired.
+    func timeout() {
+        armLock.lock()
+        let won = done.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged
+        if won { winner = timeoutIndex }
+        armLock.unlock()
+        if won { parker.ready() }
+    }
+}
+
+/// A FIFO of sudogs waiting on one channel (Go's `waitq`). Guarded by the
+/// channel's lock.
+struct WaitQueue {
+    private var first: Sudog?
+    private var last: Sudog?
+
+    var isEmpty: Bool { first == nil }
+
+    mutating func enqueue(_ sg: Sudog) {
+        sg.s.pointee.next = nil
+        sg.s.pointee.prev = last
+        if let l = last { l.s.pointee.next = sg } else { first = sg }
+        last = sg
+    }
+
+    /// Removes and returns the first sudog whose party can still be woken:
+    /// a sudog of a `select` that something else already claimed is dropped.
+    mutating func dequeue() -> Sudog? {
+        while let sg = first {
+            unlink(sg)
+            if let sel = sg.s.pointee.select {
+                let st = Unmanaged<SelectState>.fromOpaque(sel).takeUnretainedValue()
+                if !st.done.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged {
+                    continue
+                }
+                st.winner = sg.s.pointee.caseIndex
+            }
+            return sg
+        }
+        return nil
+    }
+
+    /// Removes `sg` if it is still queued here (a losing `select` case).
+    mutating func remove(_ sg: Sudog) {
+        if sg.s.pointee.prev == nil && first != sg { return } // not queued (already dequeued)
+        unlink(sg)
+    }
+
+    private mutating func unlink(_ sg: Sudog) {
+        let p = sg.s.pointee.prev
+        let n = sg.s.pointee.next
+        if let p { p.s.pointee.next = n } else { first = n }
+        if let n { n.s.pointee.prev = p } else { last = p }
+        sg.s.pointee.next = nil
+        sg.s.pointee.prev = nil
+    }
+}

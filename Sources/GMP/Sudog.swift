@@ -1,0 +1,134 @@
+import CGMP
+import Synchronization
+
+/// A record of one waiting party in a wait queue (Go's `sudog`): the G (or
+/// plain thread) that waits, a pointer to its value slot, and which `select`
+/// it belongs to. The building block for channels; cached per P.
+///
+/// Fields are owned by whoever holds the lock of the queue the sudog is on,
+/// and by the waiting party itself before it enqueues and after it wakes.
+public struct SudogState {
+    /// The waiting G, or nil for a plain thread (which sleeps on `note`).
+    public var g: G?
+    /// Value slot of the waiting party: a sender's value to move out, or a
+    /// receiver's uninitialized slot to move a value into.
+    public var elem: UnsafeMutableRawPointer?
+    /// Set by the waker: true if a value was exchanged, false if woken by close.
+    public var success = false
+    /// For `select`: the select's shared state (nil for plain operations).
+    public var select: UnsafeMutableRawPointer?
+    /// For `select`: which case this sudog stands for.
+    public var caseIndex = 0
+    /// The channel (identity) this sudog waits on.
+    public var chan: UnsafeMutableRawPointer?
+    /// Links in a wait queue.
+    public var next: Sudog?
+    public var prev: Sudog?
+    /// Thread parker, for plain threads only.
+    var note: Note?
+    /// For a plain thread waiting on several sudogs at once (`select`): the
+    /// parker of the one it sleeps on.
+    var sharedNote: Note?
+}
+
+/// Handle to a pooled `SudogState`.
+public struct Sudog: Equatable, @unchecked Sendable {
+    // @unchecked: a sudog is handed between parties under queue locks and the
+    // park/ready protocol, which order every access.
+    public let s: UnsafeMutablePointer<SudogState>
+
+    /// Takes a sudog for the caller (its G, or its thread), from the current
+    /// P's cache when there is one. Cost: a few loads; an allocation only when
+    /// the caches are empty.
+    public static func acquire() -> Sudog {
+        let sg: Sudog
+        if let m = currentM(), let p = m.pointee.p, let cached = p.own.pointee.sudogCache.popLast() {
+            sg = cached
+        } else {
+            sg = Scheduler.shared.sudogGet()
+        }
+        let g = GMP.currentG
+        sg.s.pointee.g = g
+        if g == nil && sg.s.pointee.note == nil { sg.s.pointee.note = Note() }
+        sg.s.pointee.note?.clear()
+        return sg
+    }
+
+    /// Gives the sudog back (it must be on no queue).
+    public func release() {
+        s.pointee.elem = nil
+        s.pointee.select = nil
+        s.pointee.chan = nil
+        s.pointee.next = nil
+        s.pointee.prev = nil
+        s.pointee.success = false
+        s.pointee.g = nil
+        s.pointee.sharedNote = nil
+        if let m = currentM(), let p = m.pointee.p, p.own.pointee.sudogCache.count < 128 {
+            p.own.pointee.sudogCache.append(self)
+        } else {
+            Scheduler.shared.sudogPut(self)
+        }
+    }
+
+    /// Parks the waiting party, releasing `lock` once it is safely parked
+    /// (for a G: on the scheduler's stack). Returns when `ready()` is called.
+    public func park(unlocking lock: FutexLock) {
+        if s.pointee.g != nil {
+            GMP.park(unlocking: lock)
+        } else {
+            let note = s.pointee.note!
+            lock.unlock()
+            note.sleep()
+        }
+    }
+
+    /// Makes `other` (taken by the same thread for the same wait) wake this
+    /// sudog's parker, so a plain thread can wait on several sudogs at once.
+    public func shareParker(with other: Sudog) {
+        if s.pointee.g == nil { other.s.pointee.sharedNote = s.pointee.note }
+    }
+
+    /// Parks the waiting party, releasing every lock in `locks` once it is
+    /// safely parked. For `select`, which holds the locks of all its channels.
+    public func park(unlocking locks: [FutexLock]) {
+        if s.pointee.g != nil {
+            GMP.park(unlocking: locks)
+        } else {
+            let note = s.pointee.note!
+            for l in locks { l.unlock() }
+            note.sleep()
+        }
+    }
+
+    /// Wakes the waiting party. Call it after releasing the queue's lock.
+    public func ready() {
+        if let g = s.pointee.g {
+            Scheduler.shared.ready(g)
+        } else {
+            (s.pointee.sharedNote ?? s.pointee.note!).wakeup()
+        }
+    }
+}
+
+extension Scheduler {
+    func sudogGet() -> Sudog {
+        if let sg = sudogLock.withLock({ sudogFree.popLast() }) { return sg }
+        let s = UnsafeMutablePointer<SudogState>.allocate(capacity: 1)
+        s.initialize(to: SudogState())
+        return Sudog(s: s)
+    }
+
+    func sudogPut(_ sg: Sudog) {
+        sudogLock.lock()
+        if sudogFree.count < 4096 {
+            sudogFree.append(sg)
+            sudogLock.unlock()
+            return
+        }
+        sudogLock.unlock()
+        sg.s.pointee.note?.free()
+        sg.s.deinitialize(count: 1)
+        sg.s.deallocate()
+    }
+}

@@ -1,0 +1,68 @@
+import Channels
+import Foundation
+import GMP
+import Testing
+
+/// The text a child process wrote to standard error.
+func stderrText(_ r: ExitTest.Result?) -> String {
+    String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+}
+
+/// The channel traps of Go, with Go's messages.
+@Suite struct ChanExitTests {
+    @Test("send on a closed channel traps")
+    func sendOnClosed() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>(capacity: 1)
+            c.close()
+            c.send(1)
+        }
+        #expect(stderrText(r).contains("send on closed channel"))
+    }
+
+    @Test("a sender blocked when the channel is closed traps")
+    func blockedSenderOnClose() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>()
+            GMP.run {
+                go { c.send(1) }
+                while GMP.stats.parked < 1 { GMP.yield() }
+                c.close()
+                GMP.sleep(for: .seconds(5))
+            }
+        }
+        #expect(stderrText(r).contains("send on closed channel"))
+    }
+
+    @Test("close of a closed channel traps")
+    func closeTwice() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>()
+            c.close()
+            c.close()
+        }
+        #expect(stderrText(r).contains("close of closed channel"))
+    }
+
+    @Test("close of a nil channel traps")
+    func closeNil() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c: Chan<Int>? = nil
+            close(c)
+        }
+        #expect(stderrText(r).contains("close of nil channel"))
+    }
+
+    @Test("a select send case on a closed channel traps")
+    func selectSendOnClosed() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>()
+            c.close()
+            select { s in
+                if s.send(c, 1) {}
+                if s.otherwise() {}
+            }
+        }
+        #expect(stderrText(r).contains("send on closed channel"))
+    }
+}
