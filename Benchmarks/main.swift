@@ -3,6 +3,7 @@
 // Each workload runs once per invocation with exactly the parameters of the
 // issues, and prints ns per operation (or, with --json, one object a line:
 // {"name":..., "ops":..., "ns_per_op":..., "extra":...}).
+import Channels
 import GMP
 import Glibc
 
@@ -128,12 +129,96 @@ func benchTimers() -> Result {
     return Result(name: "timers", ops: n * 10, nsPerOp: Double(t) / Double(n * 10), extra: "")
 }
 
+/// pingpong: two Gs, two unbuffered channels, 1,000,000 round trips.
+func benchPingPong() -> Result {
+    let n = 1_000_000
+    let t = GMP.run { () -> Int64 in
+        let ping = Chan<Int>(), pong = Chan<Int>()
+        let done = WaitGroup(1)
+        go {
+            for v in ping { pong.send(v) }
+            done.done()
+        }
+        let t0 = now()
+        for i in 0..<n {
+            ping.send(i)
+            _ = pong.receive()
+        }
+        let t1 = now() - t0
+        ping.close()
+        done.wait()
+        return t1
+    }
+    return Result(name: "pingpong", ops: n, nsPerOp: Double(t) / Double(n), extra: "ns per round trip")
+}
+
+/// buffered: one producer, one consumer, capacity 1024, 10,000,000 values.
+func benchBuffered() -> Result {
+    let n = 10_000_000
+    let t = GMP.run { () -> Int64 in
+        let c = Chan<Int>(capacity: 1024)
+        let t0 = now()
+        go {
+            for i in 0..<n { c.send(i) }
+            c.close()
+        }
+        var sum = 0
+        for v in c { sum &+= v }
+        precondition(sum == n * (n - 1) / 2)
+        return now() - t0
+    }
+    return Result(name: "buffered", ops: n, nsPerOp: Double(t) / Double(n), extra: "")
+}
+
+/// fanin: 8 producers, 1 consumer, capacity 128, 8,000,000 values in all.
+func benchFanIn() -> Result {
+    let n = 8_000_000, producers = 8
+    let t = GMP.run { () -> Int64 in
+        let c = Chan<Int>(capacity: 128)
+        let t0 = now()
+        for _ in 0..<producers {
+            go { for i in 0..<(n / producers) { c.send(i) } }
+        }
+        for _ in 0..<n { _ = c.receive() }
+        return now() - t0
+    }
+    return Result(name: "fanin", ops: n, nsPerOp: Double(t) / Double(n), extra: "producers=\(producers)")
+}
+
+/// select: one receiver selecting over 4 channels of capacity 16, each fed
+/// by its own producer, 4,000,000 values in all.
+func benchSelect() -> Result {
+    let n = 4_000_000
+    let t = GMP.run { () -> Int64 in
+        let cs = (0..<4).map { _ in Chan<Int>(capacity: 16) }
+        let t0 = now()
+        for c in cs {
+            go { for i in 0..<(n / 4) { c.send(i) } }
+        }
+        var got = 0
+        while got < n {
+            select { s in
+                if s.receive(cs[0]) != nil { got += 1 }
+                if s.receive(cs[1]) != nil { got += 1 }
+                if s.receive(cs[2]) != nil { got += 1 }
+                if s.receive(cs[3]) != nil { got += 1 }
+            }
+        }
+        return now() - t0
+    }
+    return Result(name: "select", ops: n, nsPerOp: Double(t) / Double(n), extra: "")
+}
+
 let all: [(String, () -> Result)] = [
     ("spawn", benchSpawn),
     ("yield", benchYield),
     ("spawntree", benchSpawnTree),
     ("parked", benchParked),
     ("timers", benchTimers),
+    ("pingpong", benchPingPong),
+    ("buffered", benchBuffered),
+    ("fanin", benchFanIn),
+    ("select", benchSelect),
 ]
 
 var json = false

@@ -124,6 +124,95 @@ func benchTimers() result {
 	return result{"timers", n * 10, float64(time.Since(t0).Nanoseconds()) / float64(n*10), ""}
 }
 
+func benchPingPong() result {
+	n := 1_000_000
+	ping, pong := make(chan int), make(chan int)
+	done := make(chan bool)
+	go func() {
+		for v := range ping {
+			pong <- v
+		}
+		done <- true
+	}()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		ping <- i
+		<-pong
+	}
+	t1 := time.Since(t0)
+	close(ping)
+	<-done
+	return result{"pingpong", n, float64(t1.Nanoseconds()) / float64(n), "ns per round trip"}
+}
+
+func benchBuffered() result {
+	n := 10_000_000
+	c := make(chan int, 1024)
+	t0 := time.Now()
+	go func() {
+		for i := 0; i < n; i++ {
+			c <- i
+		}
+		close(c)
+	}()
+	sum := 0
+	for v := range c {
+		sum += v
+	}
+	if sum != n*(n-1)/2 {
+		panic("sum")
+	}
+	return result{"buffered", n, float64(time.Since(t0).Nanoseconds()) / float64(n), ""}
+}
+
+func benchFanIn() result {
+	n, producers := 8_000_000, 8
+	c := make(chan int, 128)
+	t0 := time.Now()
+	for p := 0; p < producers; p++ {
+		go func() {
+			for i := 0; i < n/producers; i++ {
+				c <- i
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		<-c
+	}
+	return result{"fanin", n, float64(time.Since(t0).Nanoseconds()) / float64(n), fmt.Sprintf("producers=%d", producers)}
+}
+
+func benchSelect() result {
+	n := 4_000_000
+	cs := make([]chan int, 4)
+	for i := range cs {
+		cs[i] = make(chan int, 16)
+	}
+	t0 := time.Now()
+	for _, c := range cs {
+		c := c
+		go func() {
+			for i := 0; i < n/4; i++ {
+				c <- i
+			}
+		}()
+	}
+	got := 0
+	for got < n {
+		select {
+		case <-cs[0]:
+			got++
+		case <-cs[1]:
+			got++
+		case <-cs[2]:
+			got++
+		case <-cs[3]:
+			got++
+		}
+	}
+	return result{"select", n, float64(time.Since(t0).Nanoseconds()) / float64(n), ""}
+}
+
 func main() {
 	filter := flag.String("filter", "", "run only workloads whose name contains this")
 	flag.Parse()
@@ -133,9 +222,10 @@ func main() {
 	}{
 		{"spawn", benchSpawn}, {"yield", benchYield}, {"spawntree", benchSpawnTree},
 		{"parked", benchParked}, {"timers", benchTimers},
+		{"pingpong", benchPingPong}, {"buffered", benchBuffered}, {"fanin", benchFanIn}, {"select", benchSelect},
 	}
 	for _, w := range all {
-		if *filter != "" && !strings.Contains(w.name, *filter) {
+		if *filter != "" && w.name != *filter && !strings.Contains(w.name, *filter) {
 			continue
 		}
 		r := w.f()
