@@ -25,21 +25,57 @@ import GMP
 //    traps: send on a closed channel is a programming error, as in Go).
 //  Gs are readied only after the channel's lock is released.
 
-/// The untyped part of a channel: lock, queues, counters. `Chan<T>` adds
-/// the typed buffer. `select` works on this level.
-public class AnyChan: @unchecked Sendable {
-    // @unchecked: every mutable field is guarded by `lock`.
-    let lock = FutexLock()
-    /// Buffer size; 0 for an unbuffered (rendezvous) channel.
-    public let capacity: Int
+/// A channel's mutable state (Go's `hchan` minus the buffer), guarded by the
+/// lock word that sits just before it on the same cache line.
+struct ChanState {
     var qcount = 0
+    var sendx = 0
+    var recvx = 0
     var closed = false
     var recvq = WaitQueue()
     var sendq = WaitQueue()
+}
+
+/// The untyped part of a channel: lock, queues, counters. `Chan<T>` adds
+/// the typed buffer. `select` works on this level.
+public class AnyChan: @unchecked Sendable {
+    // @unchecked: every mutable field (in `st`) is guarded by `lock`.
+    let lock: FutexLock
+    /// Lock word at offset 0, `ChanState` at offset 16, 64-byte aligned:
+    /// an operation touches one or two cache lines, not one per field.
+    let st: UnsafeMutablePointer<ChanState>
+    /// Buffer size; 0 for an unbuffered (rendezvous) channel.
+    public let capacity: Int
 
     init(bufferSize: Int) {
         precondition(bufferSize >= 0, "makechan: size out of range")
         self.capacity = bufferSize
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 16 + MemoryLayout<ChanState>.stride, alignment: 64)
+        lock = FutexLock(word: raw)
+        st = (raw + 16).bindMemory(to: ChanState.self, capacity: 1)
+        st.initialize(to: ChanState())
+    }
+
+    deinit {
+        st.deinitialize(count: 1)
+        (UnsafeMutableRawPointer(st) - 16).deallocate()
+    }
+
+    var qcount: Int {
+        get { st.pointee.qcount }
+        set { st.pointee.qcount = newValue }
+    }
+    var closed: Bool {
+        get { st.pointee.closed }
+        set { st.pointee.closed = newValue }
+    }
+    var recvq: WaitQueue {
+        _read { yield st.pointee.recvq }
+        _modify { yield &st.pointee.recvq }
+    }
+    var sendq: WaitQueue {
+        _read { yield st.pointee.sendq }
+        _modify { yield &st.pointee.sendq }
     }
 
     /// Number of values in the buffer.
@@ -165,8 +201,6 @@ extension TryReceived: Equatable where T: Equatable {}
 public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
     // @unchecked: the buffer and indices are guarded by `lock`.
     private let buf: UnsafeMutablePointer<T>
-    private var sendx = 0
-    private var recvx = 0
 
     /// Makes a channel. `capacity` 0 (the default) is unbuffered.
     public init(capacity: Int = 0) {
@@ -175,7 +209,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
     }
 
     deinit {
-        var i = recvx
+        var i = st.pointee.recvx
         for _ in 0..<qcount {
             (buf + i).deinitialize(count: 1)
             i = i + 1 == capacity ? 0 : i + 1
@@ -184,15 +218,17 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
     }
 
     override func bufPush(from elem: UnsafeMutableRawPointer) {
-        (buf + sendx).moveInitialize(from: elem.assumingMemoryBound(to: T.self), count: 1)
-        sendx = sendx + 1 == capacity ? 0 : sendx + 1
-        qcount += 1
+        let x = st.pointee.sendx
+        (buf + x).moveInitialize(from: elem.assumingMemoryBound(to: T.self), count: 1)
+        st.pointee.sendx = x + 1 == capacity ? 0 : x + 1
+        st.pointee.qcount += 1
     }
 
     override func bufPop(into elem: UnsafeMutableRawPointer) {
-        elem.assumingMemoryBound(to: T.self).moveInitialize(from: buf + recvx, count: 1)
-        recvx = recvx + 1 == capacity ? 0 : recvx + 1
-        qcount -= 1
+        let x = st.pointee.recvx
+        elem.assumingMemoryBound(to: T.self).moveInitialize(from: buf + x, count: 1)
+        st.pointee.recvx = x + 1 == capacity ? 0 : x + 1
+        st.pointee.qcount -= 1
     }
 
     override func moveValue(from src: UnsafeMutableRawPointer, to dst: UnsafeMutableRawPointer) {

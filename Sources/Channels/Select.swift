@@ -56,7 +56,9 @@ public struct Select {
 
     struct Case {
         var kind: Kind
-        var chan: AnyChan?
+        /// Retained once at registration, released by `cleanup` (and used
+        /// unretained in between: no reference counting on shared channels).
+        var chan: Unmanaged<AnyChan>?
         var slot: UnsafeMutableRawPointer?
         /// Send: the slot still holds the value. Receive: it holds a received value.
         var slotFull = false
@@ -67,7 +69,7 @@ public struct Select {
     enum Phase { case register, deliver(Int) }
 
     var phase = Phase.register
-    var cases: [Case] = []
+    var cases: ContiguousArray<Case> = []
     var position = 0
 
     init() { cases.reserveCapacity(4) }
@@ -92,7 +94,7 @@ public struct Select {
     public mutating func receive<T>(_ channel: @autoclosure () -> Chan<T>?) -> Received<T>? {
         if registering {
             let c = channel()
-            cases.append(Case(kind: .receive, chan: c, slot: c?.allocSlot()))
+            cases.append(Case(kind: .receive, chan: c.map { Unmanaged<AnyChan>.passRetained($0) }, slot: c?.allocSlot()))
             position += 1
             return nil
         }
@@ -108,7 +110,7 @@ public struct Select {
         if registering {
             let c = channel()
             let v = value() // evaluated even for a nil channel, as in Go
-            var rec = Case(kind: .send, chan: c)
+            var rec = Case(kind: .send, chan: c.map { Unmanaged<AnyChan>.passRetained($0) })
             if let c {
                 rec.slot = c.allocSlot()
                 rec.slot!.assumingMemoryBound(to: T.self).initialize(to: v)
@@ -155,7 +157,10 @@ public struct Select {
 
     mutating func cleanup() {
         for c in cases {
-            if let slot = c.slot, let ch = c.chan { ch.freeSlot(slot, initialized: c.slotFull) }
+            if let ch = c.chan {
+                if let slot = c.slot { ch._withUnsafeGuaranteedRef { $0.freeSlot(slot, initialized: c.slotFull) } }
+                ch.release()
+            }
         }
     }
 
@@ -185,21 +190,26 @@ public struct Select {
             }
         }
         // Distinct channels in address order.
-        var locks: [AnyChan] = []
-        for i in poll where !locks.contains(where: { $0 === cases[i].chan! }) { locks.append(cases[i].chan!) }
-        locks.sort { $0.identity < $1.identity }
+        var locks: [Unmanaged<AnyChan>] = []
+        locks.reserveCapacity(poll.count)
+        for i in poll {
+            let c = cases[i].chan!
+            if !locks.contains(where: { $0.toOpaque() == c.toOpaque() }) { locks.append(c) }
+        }
+        locks.sort { $0.toOpaque() < $1.toOpaque() }
 
         if poll.isEmpty && defaultIndex < 0 && deadlineIndex < 0 {
             GMP.parkForever() // select {} or only nil channels: block forever, as in Go
         }
 
-        for c in locks { c.lock.lock() }
+        lockAll(locks)
         // Pass 1: anything ready now?
         for i in poll {
             let c = cases[i].chan!
             let slot = cases[i].slot!
             if cases[i].kind == .send {
-                let (sent, wake) = c.sendLocked(slot) // traps if closed (after unlocking its lock)
+                // sendLocked traps if closed (after unlocking that channel's lock).
+                let (sent, wake) = c._withUnsafeGuaranteedRef { $0.sendLocked(slot) }
                 if sent {
                     cases[i].slotFull = false
                     unlockAll(locks)
@@ -207,7 +217,7 @@ public struct Select {
                     return i
                 }
             } else {
-                let (done, received, wake) = c.receiveLocked(slot)
+                let (done, received, wake) = c._withUnsafeGuaranteedRef { $0.receiveLocked(slot) }
                 if done {
                     cases[i].received = received
                     cases[i].slotFull = received
@@ -238,11 +248,10 @@ public struct Select {
             sg.s.pointee.elem = cases[i].slot
             sg.s.pointee.select = raw
             sg.s.pointee.caseIndex = i
-            sg.s.pointee.chan = cases[i].chan!.identity
-            if cases[i].kind == .send {
-                cases[i].chan!.sendq.enqueue(sg)
-            } else {
-                cases[i].chan!.recvq.enqueue(sg)
+            let isSend = cases[i].kind == .send
+            cases[i].chan!._withUnsafeGuaranteedRef { c in
+                sg.s.pointee.chan = c.identity
+                if isSend { c.sendq.enqueue(sg) } else { c.recvq.enqueue(sg) }
             }
             sudogs.append((i, sg))
         }
@@ -253,17 +262,18 @@ public struct Select {
             t.reset(at: deadline)
             timer = t
         }
-        parker.park(unlocking: locks.map { $0.lock } + [state.armLock])
+        var held = locks.map { $0._withUnsafeGuaranteedRef { $0.lock } }
+        held.append(state.armLock)
+        parker.park(unlocking: held)
 
         // Woken: one case (or the time-out) claimed us.
         timer?.stop()
         let winner = state.winner
-        for c in locks { c.lock.lock() }
+        lockAll(locks)
         for (i, sg) in sudogs where i != winner {
-            if cases[i].kind == .send {
-                cases[i].chan!.sendq.remove(sg)
-            } else {
-                cases[i].chan!.recvq.remove(sg)
+            let isSend = cases[i].kind == .send
+            cases[i].chan!._withUnsafeGuaranteedRef { c in
+                if isSend { c.sendq.remove(sg) } else { c.recvq.remove(sg) }
             }
         }
         unlockAll(locks)
@@ -283,7 +293,11 @@ public struct Select {
         return winner
     }
 
-    private func unlockAll(_ locks: [AnyChan]) {
-        for c in locks { c.lock.unlock() }
+    private func lockAll(_ locks: [Unmanaged<AnyChan>]) {
+        for c in locks { c._withUnsafeGuaranteedRef { $0.lock.lock() } }
+    }
+
+    private func unlockAll(_ locks: [Unmanaged<AnyChan>]) {
+        for c in locks { c._withUnsafeGuaranteedRef { $0.lock.unlock() } }
     }
 }

@@ -16,12 +16,22 @@ public struct FutexLock: @unchecked Sendable {
     // goes through atomic operations.
     @usableFromInline let word: UnsafeMutablePointer<Atomic<UInt32>>
 
-    /// Creates an unlocked lock. The word is never freed: runtime locks live
-    /// as long as the structures they guard, which live as long as the process
+    /// Creates an unlocked lock. The word gets a cache line of its own (no
+    /// false sharing between locks). It is never freed: runtime locks live as
+    /// long as the structures they guard, which live as long as the process
     /// or are pooled.
     public init() {
-        word = .allocate(capacity: 1)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        word = raw.bindMemory(to: Atomic<UInt32>.self, capacity: 1)
         word.initialize(to: Atomic(0))
+    }
+
+    /// A lock whose word lives in memory the caller owns (e.g. next to the
+    /// fields it guards, on one cache line). `word` must hold 0 and stay
+    /// valid as long as the lock is used.
+    public init(word: UnsafeMutableRawPointer) {
+        self.word = word.bindMemory(to: Atomic<UInt32>.self, capacity: 1)
+        self.word.initialize(to: Atomic(0))
     }
 
     @usableFromInline var address: UnsafeMutablePointer<UInt32> {
