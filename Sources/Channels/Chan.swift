@@ -90,6 +90,11 @@ public class AnyChan: @unchecked Sendable {
     /// Storage for one value (for select cases).
     func allocSlot() -> UnsafeMutableRawPointer { fatalError("abstract") }
     func freeSlot(_ p: UnsafeMutableRawPointer, initialized: Bool) { fatalError("abstract") }
+    /// Destroys the value at `p` (for select slots in its arena).
+    func deinitSlot(_ p: UnsafeMutableRawPointer) { fatalError("abstract") }
+    /// Size and alignment of the element type (set by Chan<T>).
+    var elemStride = 0
+    var elemAlignment = 1
 
     /// Lock held: tries to send the value at `elem` without blocking. On
     /// success the value has been moved out of `elem`, and the sudog to
@@ -206,6 +211,8 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
     public init(capacity: Int = 0) {
         buf = .allocate(capacity: Swift.max(capacity, 1))
         super.init(bufferSize: capacity)
+        elemStride = MemoryLayout<T>.stride
+        elemAlignment = MemoryLayout<T>.alignment
     }
 
     deinit {
@@ -316,6 +323,10 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
 
     override func allocSlot() -> UnsafeMutableRawPointer {
         UnsafeMutableRawPointer(UnsafeMutablePointer<T>.allocate(capacity: 1))
+    }
+
+    override func deinitSlot(_ p: UnsafeMutableRawPointer) {
+        p.assumingMemoryBound(to: T.self).deinitialize(count: 1)
     }
 
     override func freeSlot(_ p: UnsafeMutableRawPointer, initialized: Bool) {

@@ -38,16 +38,19 @@ import Synchronization
 /// handler changes what later `if`s would register). Cost: one lock per distinct channel,
 /// plus a sudog per case and a timer when it has to wait.
 public func select(_ body: (inout Select) -> Void) {
-    var s = Select()
-    body(&s)
-    let fired = s.run()
-    s.phase = .deliver(fired)
-    s.position = 0
-    body(&s)
-    if s.position <= fired {
-        fatalError("select: the body registered different cases on its second pass")
+    // Value slots of the cases come from a small arena on this stack.
+    withUnsafeTemporaryAllocation(byteCount: Select.arenaSize, alignment: 16) { arena in
+        var s = Select(arena: arena.baseAddress!)
+        body(&s)
+        let fired = s.run()
+        s.phase = .deliver(fired)
+        s.position = 0
+        body(&s)
+        if s.position <= fired {
+            fatalError("select: the body registered different cases on its second pass")
+        }
+        s.cleanup()
     }
-    s.cleanup()
 }
 
 /// The cases of one `select` (see `select(_:)`).
@@ -60,6 +63,8 @@ public struct Select {
         /// unretained in between: no reference counting on shared channels).
         var chan: Unmanaged<AnyChan>?
         var slot: UnsafeMutableRawPointer?
+        /// The slot was allocated on the heap (the arena was full).
+        var slotOnHeap = false
         /// Send: the slot still holds the value. Receive: it holds a received value.
         var slotFull = false
         var received = false
@@ -68,11 +73,30 @@ public struct Select {
 
     enum Phase { case register, deliver(Int) }
 
+    static let arenaSize = 512
+
     var phase = Phase.register
     var cases: ContiguousArray<Case> = []
     var position = 0
+    let arena: UnsafeMutableRawPointer
+    var arenaUsed = 0
 
-    init() { cases.reserveCapacity(4) }
+    init(arena: UnsafeMutableRawPointer) {
+        self.arena = arena
+        cases.reserveCapacity(4)
+    }
+
+    /// A value slot for a case on `c`: from the arena, or the heap when full.
+    private mutating func slot(for c: AnyChan) -> (UnsafeMutableRawPointer, Bool) {
+        let align = c.elemAlignment
+        let start = (arenaUsed + align - 1) / align * align
+        let size = Swift.max(c.elemStride, 1)
+        if align <= 16 && start + size <= Select.arenaSize {
+            arenaUsed = start + size
+            return (arena + start, false)
+        }
+        return (c.allocSlot(), true)
+    }
 
     /// Second pass: the position of this call and whether it is the winner.
     /// Calls after the winner (whose handler may have changed what the body
@@ -93,8 +117,12 @@ public struct Select {
     /// `.closed` means the channel was closed and drained.
     public mutating func receive<T>(_ channel: @autoclosure () -> Chan<T>?) -> Received<T>? {
         if registering {
-            let c = channel()
-            cases.append(Case(kind: .receive, chan: c.map { Unmanaged<AnyChan>.passRetained($0) }, slot: c?.allocSlot()))
+            var rec = Case(kind: .receive)
+            if let c = channel() {
+                rec.chan = Unmanaged<AnyChan>.passRetained(c)
+                (rec.slot, rec.slotOnHeap) = slot(for: c)
+            }
+            cases.append(rec)
             position += 1
             return nil
         }
@@ -110,9 +138,10 @@ public struct Select {
         if registering {
             let c = channel()
             let v = value() // evaluated even for a nil channel, as in Go
-            var rec = Case(kind: .send, chan: c.map { Unmanaged<AnyChan>.passRetained($0) })
+            var rec = Case(kind: .send)
             if let c {
-                rec.slot = c.allocSlot()
+                rec.chan = Unmanaged<AnyChan>.passRetained(c)
+                (rec.slot, rec.slotOnHeap) = slot(for: c)
                 rec.slot!.assumingMemoryBound(to: T.self).initialize(to: v)
                 rec.slotFull = true
             }
@@ -158,7 +187,15 @@ public struct Select {
     mutating func cleanup() {
         for c in cases {
             if let ch = c.chan {
-                if let slot = c.slot { ch._withUnsafeGuaranteedRef { $0.freeSlot(slot, initialized: c.slotFull) } }
+                if let slot = c.slot {
+                    ch._withUnsafeGuaranteedRef {
+                        if c.slotOnHeap {
+                            $0.freeSlot(slot, initialized: c.slotFull)
+                        } else if c.slotFull {
+                            $0.deinitSlot(slot)
+                        }
+                    }
+                }
                 ch.release()
             }
         }

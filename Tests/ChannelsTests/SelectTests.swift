@@ -375,6 +375,55 @@ struct SelectTests {
         #expect(ok == true)
     }
 
+    @Test("Large values and class references go through select intact (arena overflow to the heap)")
+    func largeValues() {
+        struct Big: Sendable, Equatable {
+            var a: [Int]
+            var b: [String]
+        }
+        final class Ref: Sendable { let n: Int; init(_ n: Int) { self.n = n } }
+        let ok = runG { () -> Bool in
+            let big = Chan<[Big]>(capacity: 1)
+            let wide = Chan<(Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
+                             Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
+                             Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
+                             Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
+                             Int, Int, Int, Int, Int)>(capacity: 1) // 552 bytes: more than the arena
+            let refs = Chan<Ref>()
+            var w: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
+                    Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
+                    Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
+                    Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
+                    Int, Int, Int, Int, Int)
+            w = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26,
+                 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
+                 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69)
+            let value = [Big(a: [1, 2, 3], b: ["x", "y"])]
+            select { s in
+                if s.send(big, value) {}
+                if s.send(wide, w) {}
+            }
+            select { s in
+                if s.send(big, value) {}
+                if s.send(wide, w) {}
+            }
+            var gotBig = false, gotWide = false
+            for _ in 0..<2 {
+                select { s in
+                    if let r = s.receive(big) { gotBig = r.value == value }
+                    if let r = s.receive(wide) { gotWide = r.value.map { $0.68 == 69 && $0.0 == 1 } ?? false }
+                }
+            }
+            go { refs.send(Ref(77)) }
+            var n = 0
+            select { s in
+                if let r = s.receive(refs) { n = r.value?.n ?? 0 }
+            }
+            return gotBig && gotWide && n == 77
+        }
+        #expect(ok == true)
+    }
+
     @Test("Time-out and deadline cases fire, never early")
     func timeouts() {
         let ok = runG { () -> Bool in
