@@ -1,0 +1,126 @@
+import Channels
+import Foundation
+import GMP
+import Synchronization
+import Testing
+
+/// The rest of Go's test/chan programs.
+@Suite(.serialized)
+struct MoreChanTests {
+    @Test("test/chan/doubleselect.go: two cases of different selects never both take one value", arguments: procCounts)
+    func doubleSelect(procs: Int) {
+        let ok = runG(procs: procs) { () -> Bool in
+            let n = 20_000
+            let c1 = Chan<Int>(), c2 = Chan<Int>(), c3 = Chan<Int>(), c4 = Chan<Int>()
+            let cmux = Chan<Int>(capacity: 100)
+            // The sender offers each value on four channels at once; exactly one takes it.
+            go {
+                for i in 1...n {
+                    select { s in
+                        if s.send(c1, i) {}
+                        if s.send(c2, i) {}
+                        if s.send(c3, i) {}
+                        if s.send(c4, i) {}
+                    }
+                }
+                c1.close(); c2.close(); c3.close(); c4.close()
+            }
+            // Muxers: a plain receive on c1, selects over pairs of the others.
+            let wg = WaitGroup(3)
+            go { for v in c1 { cmux.send(v) }; wg.done() }
+            for (a, b) in [(c2, c3), (c4, c4)] {
+                go {
+                    var open = true
+                    while open {
+                        select { s in
+                            if let r = s.receive(a) { if case .value(let v) = r { cmux.send(v) } else { open = false } }
+                            if let r = s.receive(b) { if case .value(let v) = r { cmux.send(v) } else { open = false } }
+                        }
+                    }
+                    wg.done()
+                }
+            }
+            go { wg.wait(); cmux.close() }
+            var seen = [Bool](repeating: false, count: n + 1)
+            var count = 0
+            for v in cmux {
+                if seen[v] { return false } // received twice
+                seen[v] = true
+                count += 1
+            }
+            // c2/c3 muxer may stop at the first close while the other channel still has a
+            // blocked sender... the sender closes only after all values went out, so none is lost.
+            return count == n
+        }
+        #expect(ok == true)
+    }
+
+    @Test("test/chan/select2.go: blocking selects do not leak memory or Gs")
+    func select2() {
+        let r = runG(procs: 2) { () -> (Int, Int, Int) in
+            let c = Chan<Int>(), d = Chan<Int>()
+            let beforeLive = GMP.stats.live
+            let before = rss()
+            for round in 0..<3 {
+                let done = Chan<Bool>()
+                go {
+                    for i in 0..<50_000 { c.send(i) }
+                    done.send(true)
+                }
+                for _ in 0..<50_000 {
+                    select { s in
+                        if s.receive(c) != nil {}
+                        if s.receive(d) != nil {}
+                    }
+                }
+                _ = done.receive()
+                _ = round
+            }
+            // The senders have sent `done` but may not have finished exiting: wait (bounded).
+            let deadline = GMP.now + 2_000_000_000
+            while GMP.stats.live > beforeLive && GMP.now < deadline { GMP.sleep(nanoseconds: 100_000) }
+            return (GMP.stats.live - beforeLive, rss() - before, 0)
+        }
+        #expect(r?.0 == 0, "Gs leaked")
+        #expect((r?.1 ?? Int.max) < 16 << 20, "RSS grew by \(r?.1 ?? -1) bytes over 150,000 blocking selects")
+    }
+
+    @Test("test/chan/select4.go: a select proceeds when a value is ready")
+    func select4() {
+        let v = runG { () -> Int in
+            let c = Chan<Int>(capacity: 1), c1 = Chan<Int>()
+            c.send(42)
+            var got = -1
+            select { s in
+                if s.receive(c1) != nil { got = -2 }
+                if let r = s.receive(c) { got = r.value ?? -3 }
+            }
+            return got
+        }
+        #expect(v == 42)
+    }
+
+    @Test("sendstmt / Go spec: select evaluates each channel and send value exactly once, in order")
+    func evaluationOrder() {
+        let order = runG { () -> [String] in
+            var log: [String] = []
+            let a = Chan<Int>(capacity: 1), b = Chan<Int>(capacity: 1)
+            func ch(_ name: String, _ c: Chan<Int>) -> Chan<Int> { log.append("chan " + name); return c }
+            func val(_ v: Int) -> Int { log.append("value \(v)"); return v }
+            select { s in
+                if s.receive(ch("a", a)) != nil { log.append("received") }
+                if s.send(ch("b", b), val(7)) { log.append("sent") }
+            }
+            // A send statement: the channel and the value are evaluated before the send.
+            ch("a", a).send(val(8))
+            return log
+        }
+        #expect(order == ["chan a", "chan b", "value 7", "sent", "chan a", "value 8"])
+    }
+}
+
+private func rss() -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let parts = s.split(separator: " ")
+    return (Int(parts[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
