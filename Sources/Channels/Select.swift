@@ -59,8 +59,8 @@ public struct Select {
 
     struct Case {
         var kind: Kind
-        /// Retained once at registration, released by `cleanup` (and used
-        /// unretained in between: no reference counting on shared channels).
+        /// Used unretained (no reference counting on shared channels);
+        /// `Select.owners` keeps it alive until the select is over.
         var chan: Unmanaged<AnyChan>?
         var slot: UnsafeMutableRawPointer?
         /// The slot was allocated on the heap (the arena was full).
@@ -77,6 +77,8 @@ public struct Select {
 
     var phase = Phase.register
     var cases: ContiguousArray<Case> = []
+    /// Keeps the channels alive while the select uses them unretained.
+    var owners: ContiguousArray<AnyChan> = []
     var position = 0
     let arena: UnsafeMutableRawPointer
     var arenaUsed = 0
@@ -84,6 +86,7 @@ public struct Select {
     init(arena: UnsafeMutableRawPointer) {
         self.arena = arena
         cases.reserveCapacity(4)
+        owners.reserveCapacity(4)
     }
 
     /// A value slot for a case on `c`: from the arena, or the heap when full.
@@ -119,8 +122,9 @@ public struct Select {
         if registering {
             var rec = Case(kind: .receive)
             if let c = channel() {
-                rec.chan = Unmanaged<AnyChan>.passRetained(c)
+                rec.chan = Unmanaged<AnyChan>.passUnretained(c)
                 (rec.slot, rec.slotOnHeap) = slot(for: c)
+                owners.append(c)
             }
             cases.append(rec)
             position += 1
@@ -140,10 +144,11 @@ public struct Select {
             let v = value() // evaluated even for a nil channel, as in Go
             var rec = Case(kind: .send)
             if let c {
-                rec.chan = Unmanaged<AnyChan>.passRetained(c)
+                rec.chan = Unmanaged<AnyChan>.passUnretained(c)
                 (rec.slot, rec.slotOnHeap) = slot(for: c)
                 rec.slot!.assumingMemoryBound(to: T.self).initialize(to: v)
                 rec.slotFull = true
+                owners.append(c)
             }
             cases.append(rec)
             position += 1
@@ -196,18 +201,34 @@ public struct Select {
                         }
                     }
                 }
-                ch.release()
             }
         }
     }
 
     /// Performs the select; returns the index of the case that fired.
+    /// `count` words of scratch from the arena (or the heap: `heap` is set).
+    private mutating func scratch(_ count: Int, heap: inout Bool) -> UnsafeMutablePointer<UInt> {
+        let start = (arenaUsed + 7) / 8 * 8
+        if start + count * 8 <= Select.arenaSize {
+            arenaUsed = start + count * 8
+            return (arena + start).bindMemory(to: UInt.self, capacity: count)
+        }
+        heap = true
+        return .allocate(capacity: count)
+    }
+
     mutating func run() -> Int {
+        var heap = false
+        let words = scratch(2 * Swift.max(cases.count, 1), heap: &heap)
+        defer { if heap { words.deallocate() } }
+        return run(pollBuf: words, lockBuf: words + Swift.max(cases.count, 1))
+    }
+
+    private mutating func run(pollBuf: UnsafeMutablePointer<UInt>, lockBuf: UnsafeMutablePointer<UInt>) -> Int {
         var defaultIndex = -1
         var deadline: Int64 = 0
         var deadlineIndex = -1
-        var poll: [Int] = []
-        poll.reserveCapacity(cases.count)
+        var npoll = 0
         for (i, c) in cases.enumerated() {
             switch c.kind {
             case .otherwise:
@@ -216,32 +237,46 @@ public struct Select {
             case .timeout:
                 if deadlineIndex < 0 || c.deadline < deadline { deadline = c.deadline; deadlineIndex = i }
             case .receive, .send:
-                if c.chan != nil { poll.append(i) }
+                if c.chan != nil {
+                    pollBuf[npoll] = UInt(i)
+                    npoll += 1
+                }
             }
         }
+        let poll = UnsafeMutableBufferPointer(start: pollBuf, count: npoll)
         // Random poll order (Fisher–Yates).
-        if poll.count > 1 {
-            for i in stride(from: poll.count - 1, to: 0, by: -1) {
+        if npoll > 1 {
+            for i in stride(from: npoll - 1, to: 0, by: -1) {
                 let j = Int(GMP.fastrand() % UInt32(i + 1))
                 poll.swapAt(i, j)
             }
         }
-        // Distinct channels in address order.
-        var locks: [Unmanaged<AnyChan>] = []
-        locks.reserveCapacity(poll.count)
-        for i in poll {
-            let c = cases[i].chan!
-            if !locks.contains(where: { $0.toOpaque() == c.toOpaque() }) { locks.append(c) }
+        // Distinct channels in address order (insertion sort: a handful of cases).
+        var nlocks = 0
+        for pi in poll {
+            let c = UInt(bitPattern: cases[Int(pi)].chan!.toOpaque())
+            var j = nlocks
+            var dup = false
+            while j > 0 && lockBuf[j - 1] >= c {
+                if lockBuf[j - 1] == c { dup = true; break }
+                j -= 1
+            }
+            if dup { continue }
+            var k = nlocks
+            while k > j { lockBuf[k] = lockBuf[k - 1]; k -= 1 }
+            lockBuf[j] = c
+            nlocks += 1
         }
-        locks.sort { $0.toOpaque() < $1.toOpaque() }
+        let locks = UnsafeMutableBufferPointer(start: lockBuf, count: nlocks)
 
-        if poll.isEmpty && defaultIndex < 0 && deadlineIndex < 0 {
+        if npoll == 0 && defaultIndex < 0 && deadlineIndex < 0 {
             GMP.parkForever() // select {} or only nil channels: block forever, as in Go
         }
 
         lockAll(locks)
         // Pass 1: anything ready now?
-        for i in poll {
+        for pi in poll {
+            let i = Int(pi)
             let c = cases[i].chan!
             let slot = cases[i].slot!
             if cases[i].kind == .send {
@@ -278,8 +313,9 @@ public struct Select {
         let state = SelectState(parker: parker, timeoutIndex: deadlineIndex)
         let raw = Unmanaged.passUnretained(state).toOpaque()
         var sudogs: [(Int, Sudog)] = []
-        sudogs.reserveCapacity(poll.count)
-        for i in poll {
+        sudogs.reserveCapacity(npoll)
+        for pi in poll {
+            let i = Int(pi)
             let sg = sudogs.isEmpty ? parker : Sudog.acquire()
             if !sudogs.isEmpty { parker.shareParker(with: sg) }
             sg.s.pointee.elem = cases[i].slot
@@ -299,7 +335,7 @@ public struct Select {
             t.reset(at: deadline)
             timer = t
         }
-        var held = locks.map { $0._withUnsafeGuaranteedRef { $0.lock } }
+        var held = locks.map { Self.chan($0)._withUnsafeGuaranteedRef { $0.lock } }
         held.append(state.armLock)
         parker.park(unlocking: held)
 
@@ -330,11 +366,15 @@ public struct Select {
         return winner
     }
 
-    private func lockAll(_ locks: [Unmanaged<AnyChan>]) {
-        for c in locks { c._withUnsafeGuaranteedRef { $0.lock.lock() } }
+    @inline(__always) private static func chan(_ bits: UInt) -> Unmanaged<AnyChan> {
+        Unmanaged<AnyChan>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!)
     }
 
-    private func unlockAll(_ locks: [Unmanaged<AnyChan>]) {
-        for c in locks { c._withUnsafeGuaranteedRef { $0.lock.unlock() } }
+    private func lockAll(_ locks: UnsafeMutableBufferPointer<UInt>) {
+        for c in locks { Self.chan(c)._withUnsafeGuaranteedRef { $0.lock.lock() } }
+    }
+
+    private func unlockAll(_ locks: UnsafeMutableBufferPointer<UInt>) {
+        for c in locks { Self.chan(c)._withUnsafeGuaranteedRef { $0.lock.unlock() } }
     }
 }
