@@ -195,13 +195,14 @@ func benchSelect() -> Result {
         for c in cs {
             go { for i in 0..<(n / 4) { c.send(i) } }
         }
+        let (c0, c1, c2, c3) = (cs[0], cs[1], cs[2], cs[3])
         var got = 0
         while got < n {
             select { s in
-                if s.receive(cs[0]) != nil { got += 1 }
-                if s.receive(cs[1]) != nil { got += 1 }
-                if s.receive(cs[2]) != nil { got += 1 }
-                if s.receive(cs[3]) != nil { got += 1 }
+                if s.receive(c0) != nil { got += 1 }
+                if s.receive(c1) != nil { got += 1 }
+                if s.receive(c2) != nil { got += 1 }
+                if s.receive(c3) != nil { got += 1 }
             }
         }
         return now() - t0

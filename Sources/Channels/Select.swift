@@ -38,18 +38,21 @@ import Synchronization
 /// handler changes what later `if`s would register). Cost: one lock per distinct channel,
 /// plus a sudog per case and a timer when it has to wait.
 public func select(_ body: (inout Select) -> Void) {
-    // Value slots of the cases come from a small arena on this stack.
-    withUnsafeTemporaryAllocation(byteCount: Select.arenaSize, alignment: 16) { arena in
-        var s = Select(arena: arena.baseAddress!)
-        body(&s)
-        let fired = s.run()
-        s.phase = .deliver(fired)
-        s.position = 0
-        body(&s)
-        if s.position <= fired {
-            fatalError("select: the body registered different cases on its second pass")
+    // The cases and their value slots live on this stack (heap only past 8
+    // cases or a 512-byte arena).
+    withUnsafeTemporaryAllocation(of: Select.Case.self, capacity: 8) { caseBuf in
+        withUnsafeTemporaryAllocation(byteCount: Select.arenaSize, alignment: 16) { arena in
+            var s = Select(arena: arena.baseAddress!, cases: caseBuf.baseAddress!)
+            body(&s)
+            let fired = s.run()
+            s.phase = .deliver(fired)
+            s.position = 0
+            body(&s)
+            if s.position <= fired {
+                fatalError("select: the body registered different cases on its second pass")
+            }
+            s.cleanup()
         }
-        s.cleanup()
     }
 }
 
@@ -76,17 +79,55 @@ public struct Select {
     static let arenaSize = 512
 
     var phase = Phase.register
-    var cases: ContiguousArray<Case> = []
+    var cases: CaseList
     /// Keeps the channels alive while the select uses them unretained.
     var owners: ContiguousArray<AnyChan> = []
     var position = 0
     let arena: UnsafeMutableRawPointer
     var arenaUsed = 0
 
-    init(arena: UnsafeMutableRawPointer) {
+    init(arena: UnsafeMutableRawPointer, cases: UnsafeMutablePointer<Case>) {
         self.arena = arena
-        cases.reserveCapacity(4)
+        self.cases = CaseList(base: cases, capacity: 8)
         owners.reserveCapacity(4)
+    }
+
+    /// The registered cases: a fixed buffer on the caller's stack, moved to
+    /// the heap if a select has more than it holds. `Case` is trivial (no
+    /// reference counting when read or copied).
+    struct CaseList {
+        var base: UnsafeMutablePointer<Case>
+        var capacity: Int
+        var count = 0
+        var onHeap = false
+
+        init(base: UnsafeMutablePointer<Case>, capacity: Int) {
+            self.base = base
+            self.capacity = capacity
+        }
+
+        mutating func append(_ c: Case) {
+            if count == capacity {
+                let bigger = UnsafeMutablePointer<Case>.allocate(capacity: capacity * 2)
+                bigger.moveInitialize(from: base, count: count)
+                if onHeap { base.deallocate() }
+                base = bigger
+                capacity *= 2
+                onHeap = true
+            }
+            (base + count).initialize(to: c)
+            count += 1
+        }
+
+        subscript(i: Int) -> Case {
+            get { base[i] }
+            nonmutating set { base[i] = newValue }
+        }
+
+        func free() {
+            base.deinitialize(count: count)
+            if onHeap { base.deallocate() }
+        }
     }
 
     /// A value slot for a case on `c`: from the arena, or the heap when full.
@@ -190,7 +231,9 @@ public struct Select {
     }
 
     mutating func cleanup() {
-        for c in cases {
+        defer { cases.free() }
+        for i in 0..<cases.count {
+            let c = cases[i]
             if let ch = c.chan {
                 if let slot = c.slot {
                     ch._withUnsafeGuaranteedRef {
@@ -229,7 +272,8 @@ public struct Select {
         var deadline: Int64 = 0
         var deadlineIndex = -1
         var npoll = 0
-        for (i, c) in cases.enumerated() {
+        for i in 0..<cases.count {
+            let c = cases[i]
             switch c.kind {
             case .otherwise:
                 if defaultIndex >= 0 { fatalError("select: more than one otherwise case") }
