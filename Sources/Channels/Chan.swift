@@ -141,6 +141,20 @@ public class AnyChan: @unchecked Sendable {
         return (false, false, nil)
     }
 
+    /// Lock held: waits on `sendq` or `recvq` with the value slot `elem`,
+    /// releasing the lock once parked. Returns the waker's verdict: true if
+    /// a value was exchanged, false if woken by `close`.
+    func parkLocked(elem: UnsafeMutableRawPointer, sending: Bool) -> Bool {
+        let sg = Sudog.acquire()
+        sg.s.pointee.elem = elem
+        sg.s.pointee.chan = identity
+        if sending { sendq.enqueue(sg) } else { recvq.enqueue(sg) }
+        sg.park(unlocking: lock)
+        let ok = sg.s.pointee.success
+        sg.release()
+        return ok
+    }
+
     /// Closes the channel: receivers drain the buffer and then get "closed";
     /// every waiting receiver and sender wakes. Closing twice traps.
     public func close() {
@@ -255,14 +269,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
                 wake?.ready()
                 return
             }
-            let sg = Sudog.acquire()
-            sg.s.pointee.elem = raw
-            sg.s.pointee.chan = identity
-            sendq.enqueue(sg)
-            sg.park(unlocking: lock)
-            let ok = sg.s.pointee.success
-            sg.release()
-            if !ok { fatalError("send on closed channel") }
+            if !parkLocked(elem: raw, sending: true) { fatalError("send on closed channel") }
         }
     }
 
@@ -297,14 +304,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
                 wake?.ready()
                 return received ? .value(p.move()) : .closed
             }
-            let sg = Sudog.acquire()
-            sg.s.pointee.elem = raw
-            sg.s.pointee.chan = identity
-            recvq.enqueue(sg)
-            sg.park(unlocking: lock)
-            let ok = sg.s.pointee.success
-            sg.release()
-            return ok ? .value(p.move()) : .closed
+            return parkLocked(elem: raw, sending: false) ? .value(p.move()) : .closed
         }
     }
 

@@ -60,7 +60,7 @@ struct MoreChanTests {
         let r = runG(procs: 2) { () -> (Int, Int, Int) in
             let c = Chan<Int>(), d = Chan<Int>()
             let beforeLive = GMP.stats.live
-            let before = rss()
+            let before = rssBytes()
             for round in 0..<3 {
                 let done = Chan<Bool>()
                 go {
@@ -79,7 +79,7 @@ struct MoreChanTests {
             // The senders have sent `done` but may not have finished exiting: wait (bounded).
             let deadline = GMP.now + 2_000_000_000
             while GMP.stats.live > beforeLive && GMP.now < deadline { GMP.sleep(nanoseconds: 100_000) }
-            return (GMP.stats.live - beforeLive, rss() - before, 0)
+            return (GMP.stats.live - beforeLive, rssBytes() - before, 0)
         }
         #expect(r?.0 == 0, "Gs leaked")
         // (Under ThreadSanitizer RSS also counts its shadow memory: the G count above still holds.)
@@ -120,10 +120,4 @@ struct MoreChanTests {
         }
         #expect(order == ["chan a", "chan b", "value 7", "sent", "chan a", "value 8"])
     }
-}
-
-private func rss() -> Int {
-    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-    let parts = s.split(separator: " ")
-    return (Int(parts[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
