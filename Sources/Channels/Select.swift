@@ -5,9 +5,9 @@ import Synchronization
 //
 // `select { s in ... }` runs its body twice. The first pass registers the
 // cases (each `s.receive(c)`, `s.send(c, v)`, `s.timeout(...)`,
-// `s.otherwise()` call records one case and returns nil/false; channel and
-// value expressions are autoclosures evaluated exactly once, here). Then the
-// select runs:
+// `s.otherwise()` call records one case and returns nil/false; send values
+// are autoclosures evaluated exactly once, here; the channel of each case is
+// the one given on this pass). Then the select runs:
 //  1. lock every distinct channel, in address order (no deadlock between
 //     selects that share channels);
 //  2. poll the cases in a random order (fairness); the first that can go,
@@ -35,7 +35,10 @@ import Synchronization
 /// ```
 /// The body must register the same cases in the same order on both of its
 /// passes, up to the case that fires (plain `if`s as above do, even when a
-/// handler changes what later `if`s would register). Cost: one lock per distinct channel,
+/// handler changes what later `if`s would register). Send values are
+/// evaluated exactly once, as Go's are; channel arguments are evaluated on
+/// both passes (only the first pass's channel is used), so keep them free of
+/// side effects (variables and properties are). Cost: one lock per distinct channel,
 /// plus a sudog per case and a timer when it has to wait.
 public func select(_ body: (inout Select) -> Void) {
     // The cases and their value slots live on this stack (heap only past 8
@@ -62,8 +65,8 @@ public struct Select {
 
     struct Case {
         var kind: Kind
-        /// Used unretained (no reference counting on shared channels);
-        /// `Select.owners` keeps it alive until the select is over.
+        /// Retained once at registration and released by `cleanup`; used
+        /// unretained in between (no reference counting on shared channels).
         var chan: Unmanaged<AnyChan>?
         var slot: UnsafeMutableRawPointer?
         /// The slot was allocated on the heap (the arena was full).
@@ -80,8 +83,6 @@ public struct Select {
 
     var phase = Phase.register
     var cases: CaseList
-    /// Keeps the channels alive while the select uses them unretained.
-    var owners: ContiguousArray<AnyChan> = []
     var position = 0
     let arena: UnsafeMutableRawPointer
     var arenaUsed = 0
@@ -89,7 +90,6 @@ public struct Select {
     init(arena: UnsafeMutableRawPointer, cases: UnsafeMutablePointer<Case>) {
         self.arena = arena
         self.cases = CaseList(base: cases, capacity: 8)
-        owners.reserveCapacity(4)
     }
 
     /// The registered cases: a fixed buffer on the caller's stack, moved to
@@ -158,14 +158,14 @@ public struct Select {
     }
 
     /// A receive case: returns the result when this case fires, else nil.
-    /// `.closed` means the channel was closed and drained.
-    public mutating func receive<T>(_ channel: @autoclosure () -> Chan<T>?) -> Received<T>? {
+    /// `.closed` means the channel was closed and drained. A nil channel is
+    /// never ready.
+    public mutating func receive<T>(_ channel: Chan<T>?) -> Received<T>? {
         if registering {
             var rec = Case(kind: .receive)
-            if let c = channel() {
-                rec.chan = Unmanaged<AnyChan>.passUnretained(c)
+            if let c = channel {
+                rec.chan = Unmanaged<AnyChan>.passRetained(c)
                 (rec.slot, rec.slotOnHeap) = slot(for: c)
-                owners.append(c)
             }
             cases.append(rec)
             position += 1
@@ -179,17 +179,17 @@ public struct Select {
     }
 
     /// A send case: returns true when this case fired (the value was sent).
-    public mutating func send<T>(_ channel: @autoclosure () -> Chan<T>?, _ value: @autoclosure () -> T) -> Bool {
+    /// `value` is evaluated once, on the first pass, even for a nil channel.
+    public mutating func send<T>(_ channel: Chan<T>?, _ value: @autoclosure () -> T) -> Bool {
         if registering {
-            let c = channel()
+            let c = channel
             let v = value() // evaluated even for a nil channel, as in Go
             var rec = Case(kind: .send)
             if let c {
-                rec.chan = Unmanaged<AnyChan>.passUnretained(c)
+                rec.chan = Unmanaged<AnyChan>.passRetained(c)
                 (rec.slot, rec.slotOnHeap) = slot(for: c)
                 rec.slot!.assumingMemoryBound(to: T.self).initialize(to: v)
                 rec.slotFull = true
-                owners.append(c)
             }
             cases.append(rec)
             position += 1
@@ -244,6 +244,7 @@ public struct Select {
                         }
                     }
                 }
+                ch.release()
             }
         }
     }
