@@ -8,10 +8,12 @@ import Synchronization
 // `s.otherwise()` call records one case and returns nil/false; send values
 // are autoclosures evaluated exactly once, here; the channel of each case is
 // the one given on this pass). Then the select runs:
-//  1. lock every distinct channel, in address order (no deadlock between
-//     selects that share channels);
+//  1. order the distinct channels by address: whenever all of them are
+//     locked, it is in that order (no deadlock between selects that share
+//     channels);
 //  2. poll the cases in a random order (fairness); the first that can go,
-//     goes;
+//     goes (first one channel lock at a time; if none was ready, again
+//     under all the locks, so that "none ready" is a consistent view);
 //  3. none: the `otherwise` case if there is one; else enqueue a sudog on
 //     every case's channel, arm the time-out, and park, releasing all locks
 //     once parked. The first operation to claim the select (a CAS on its
@@ -296,6 +298,40 @@ public struct Select {
                 poll.swapAt(i, j)
             }
         }
+        // Fast pass: try the cases one channel lock at a time, in the random
+        // order. Finding one ready is a valid outcome whatever the others did
+        // meanwhile (it was ready when taken, and the choice among ready cases
+        // is ours). Finding none proves nothing (another case may have become
+        // ready behind us), so that goes on to the pass under all the locks.
+        if npoll > 1 {
+            for pi in poll {
+                let i = Int(pi)
+                let slot = cases[i].slot!
+                let isSend = cases[i].kind == .send
+                let (outcome, wake) = cases[i].chan!._withUnsafeGuaranteedRef { ch -> (Int, Sudog?) in
+                    ch.lock.lock()
+                    if isSend {
+                        let (sent, wake) = ch.sendLocked(slot) // traps if closed (after unlocking)
+                        ch.lock.unlock()
+                        return (sent ? 0 : -1, wake)
+                    }
+                    let (done, received, wake) = ch.receiveLocked(slot)
+                    ch.lock.unlock()
+                    return (done ? (received ? 1 : 2) : -1, wake)
+                }
+                if outcome >= 0 {
+                    if isSend {
+                        cases[i].slotFull = false
+                    } else {
+                        cases[i].received = outcome == 1
+                        cases[i].slotFull = outcome == 1
+                    }
+                    wake?.ready()
+                    return i
+                }
+            }
+        }
+
         // Distinct channels in address order (insertion sort: a handful of cases).
         var nlocks = 0
         for pi in poll {
