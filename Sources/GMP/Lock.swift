@@ -47,13 +47,22 @@ public struct FutexLock: @unchecked Sendable {
 
     @usableFromInline
     func lockSlow() {
-        for _ in 0..<64 {
+        // Spin a little (as Go's lock2): look at the word only every 30
+        // pauses, so a waiter does not keep pulling the cache line away from
+        // the holder, which is about to release it; then yield the thread
+        // once; then sleep in the kernel.
+        for _ in 0..<4 {
             if word.pointee.load(ordering: .relaxed) == 0,
                word.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
                 return
             }
-            gmp_cpu_relax()
+            for _ in 0..<30 { gmp_cpu_relax() }
         }
+        if word.pointee.load(ordering: .relaxed) == 0,
+           word.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged {
+            return
+        }
+        gmp_os_yield()
         while word.pointee.exchange(2, ordering: .acquiring) != 0 {
             _ = gmp_futex_wait(address, 2, -1)
         }
