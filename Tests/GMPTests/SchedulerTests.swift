@@ -26,15 +26,22 @@ struct SchedulerTests {
         let perP = Counters(Scheduler.maxProcs)
         let before = GMP.stats
         let ok = runG {
-            let wg = WaitGroup(n)
-            for i in 0..<n {
-                go {
-                    runs.add(i)
-                    perP.add(GMP.currentProcessor!)
-                    wg.done()
+            // In rounds of 200, so the Gs stay in the spawner's local queue
+            // (no overflow to the global queue): the other P gets work only by
+            // stealing it.
+            let round = 200
+            for r in 0..<(n / round) {
+                let wg = WaitGroup(round)
+                for k in 0..<round {
+                    let i = r * round + k
+                    go {
+                        runs.add(i)
+                        perP.add(GMP.currentProcessor!)
+                        wg.done()
+                    }
                 }
+                wg.wait()
             }
-            wg.wait()
             return true
         }
         #expect(ok == true)
