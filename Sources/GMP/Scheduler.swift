@@ -490,9 +490,18 @@ final class Scheduler: @unchecked Sendable {
             case .exit:
                 gdestroy(m.pointee.p!, g)
             case .exitSyscall:
-                // No P for the G that came back from a blocking call.
-                g.s.pointee.status = .runnable
+                // No P for the G that came back from a blocking call. Look for
+                // an idle P again under the same lock as the global-queue put
+                // (as Go's exitsyscall0): a P that went idle after the G's
+                // first look would otherwise leave the G stranded there.
                 lock.lock()
+                if !stopRequested.load(ordering: .acquiring), let pp = pidleget() {
+                    lock.unlock()
+                    acquirep(m, pp)
+                    inherit = false
+                    continue
+                }
+                g.s.pointee.status = .runnable
                 globrunqput(g)
                 lock.unlock()
                 stopm(m)

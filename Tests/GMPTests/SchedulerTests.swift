@@ -321,6 +321,33 @@ struct SchedulerTests {
         #expect(r == true)
     }
 
+    @Test("A storm of short blocking calls on 1 and 2 Ps: every G comes back (no G stranded without a P)",
+          arguments: [1, 2])
+    func blockingStorm(procs: Int) {
+        GMP.setProcs(procs)
+        let done = Atomic<Int>(0)
+        let ok = runG(timeout: 120) { () -> Bool in
+            let wg = WaitGroup(100)
+            for i in 0..<100 {
+                go {
+                    for k in 0..<40 {
+                        if (i + k) % 3 == 0 {
+                            GMP.blocking { _ = usleep(UInt32(20 + (i * 7 + k) % 60)) }
+                        } else {
+                            GMP.yield()
+                        }
+                    }
+                    done.add(1, ordering: .relaxed)
+                    wg.done()
+                }
+            }
+            wg.wait()
+            return true
+        }
+        #expect(ok == true)
+        #expect(done.load(ordering: .relaxed) == 100)
+    }
+
     @Test("Mutex under contention from many Gs on 2 Ps and a plain thread")
     func mutexContention() {
         GMP.setProcs(2)
