@@ -1,56 +1,17 @@
 import CGMP
 import Synchronization
 
-/// A party that waits: a G (parks, costs no thread) or a plain thread
-/// (sleeps on a futex). The building block of the runtime's blocking
-/// primitives (Go's `sudog`, minus the value slot).
-public struct Waiter: @unchecked Sendable {
-    // @unchecked: `g` is handed over under the waiter queue's lock; the
-    // thread parker is a futex word accessed atomically.
-    /// The waiting G, or nil for a plain thread.
-    public let g: G?
-    let thread: ThreadParker?
-
-    /// A waiter for the caller: its G, or its thread.
-    public static func current() -> Waiter {
-        if let g = currentM()?.pointee.curg { return Waiter(g: g, thread: nil) }
-        return Waiter(g: nil, thread: ThreadParker())
-    }
-
-    /// Releases `lock` and waits until `ready()`. For a G the lock is released
-    /// only once the G is off its stack. `lock` must be held.
-    public func park(unlocking lock: FutexLock) {
-        if g != nil {
-            GMP.park(unlocking: lock)
-        } else {
-            lock.unlock()
-            thread!.note.sleep()
-        }
-    }
-
-    /// Wakes the waiter. Call it after releasing the queue lock.
-    public func ready() {
-        if let g { Scheduler.shared.ready(g) } else { thread!.note.wakeup() }
-    }
-}
-
-final class ThreadParker: @unchecked Sendable {
-    // @unchecked: a futex word accessed only atomically.
-    let note = Note()
-    deinit { note.free() }
-}
-
-/// A FIFO of waiters (guarded by the owner's lock).
+/// A FIFO of waiting sudogs (guarded by the owner's lock).
 struct WaitQueue {
-    private var items: ContiguousArray<Waiter> = []
+    private var items: ContiguousArray<Sudog> = []
     private var head = 0
 
     var isEmpty: Bool { head == items.count }
     var count: Int { items.count - head }
 
-    mutating func push(_ w: Waiter) { items.append(w) }
+    mutating func push(_ w: Sudog) { items.append(w) }
 
-    mutating func pop() -> Waiter? {
+    mutating func pop() -> Sudog? {
         if head == items.count { return nil }
         let w = items[head]
         head += 1
@@ -64,7 +25,7 @@ struct WaitQueue {
         return w
     }
 
-    mutating func removeAll() -> ContiguousArray<Waiter> {
+    mutating func removeAll() -> ContiguousArray<Sudog> {
         let out = ContiguousArray(items[head...])
         items.removeAll(keepingCapacity: true)
         head = 0
@@ -110,13 +71,17 @@ public final class GMPMutex: @unchecked Sendable {
             if tryLock() { return }
             gmp_cpu_relax()
         }
-        let w = Waiter.current()
+        let w = Sudog.acquire()
         qlock.lock()
         var s = state.load(ordering: .relaxed)
         while true {
             if s & 1 == 0 {
                 let r = state.compareExchange(expected: s, desired: s | 1, ordering: .acquiring)
-                if r.exchanged { qlock.unlock(); return }
+                if r.exchanged {
+                    qlock.unlock()
+                    w.release()
+                    return
+                }
                 s = r.original
                 continue
             }
@@ -128,6 +93,7 @@ public final class GMPMutex: @unchecked Sendable {
         waiters.push(w)
         w.park(unlocking: qlock)
         // Woken by unlock: the mutex was handed to us (still locked).
+        w.release()
         _ = state.load(ordering: .acquiring)
     }
 
@@ -211,9 +177,10 @@ public final class GMPWaitGroup: @unchecked Sendable {
             qlock.lock()
             let r = state.compareExchange(expected: s, desired: s + 1, ordering: .acquiringAndReleasing)
             if r.exchanged {
-                let w = Waiter.current()
+                let w = Sudog.acquire()
                 waiters.push(w)
                 w.park(unlocking: qlock)
+                w.release()
                 return
             }
             qlock.unlock()
