@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "GMPTestSupport", dependencies: ["GMP"], path: "Tests/TestSupport"),
         .testTarget(name: "GMPTests", dependencies: ["GMP", "CGMP", "GMPTestSupport"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP", "GMPTestSupport"]),
-        .testTarget(name: "NetPollerTests", dependencies: ["NetPoller", "GMP"]),
+        .testTarget(name: "NetPollerTests", dependencies: ["NetPoller", "GMP", "Channels", "GMPTestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket"]),
     ],
     swiftLanguageModes: [.v6]

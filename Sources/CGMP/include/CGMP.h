@@ -107,6 +107,47 @@ static inline void gmp_cpu_relax(void) {
 #endif
 }
 
+// MARK: epoll, eventfd, sockets (not in Swift's Glibc module)
+
+/// An epoll event, unpacked (the kernel's struct is packed on x86_64).
+typedef struct gmp_poll_event {
+    uint32_t events;
+    uint64_t data;
+} gmp_poll_event;
+
+enum {
+    GMP_EPOLLIN = 0x001,
+    GMP_EPOLLOUT = 0x004,
+    GMP_EPOLLERR = 0x008,
+    GMP_EPOLLHUP = 0x010,
+    GMP_EPOLLRDHUP = 0x2000,
+    GMP_EPOLLET = (int)(1u << 31),
+};
+
+int gmp_epoll_create(void);
+/// op: 1 add, 2 del, 3 mod. Returns 0 or -errno.
+int gmp_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/// Waits up to timeout_ms (-1: forever) for up to n events. Returns the
+/// count, or -errno (EINTR included).
+int gmp_epoll_wait(int epfd, gmp_poll_event *events, int n, int timeout_ms);
+/// A non-blocking, close-on-exec eventfd, or -errno.
+int gmp_eventfd(void);
+/// A non-blocking, close-on-exec stream socket of `family`, or -errno.
+int gmp_socket(int family);
+/// accept4 with SOCK_NONBLOCK|SOCK_CLOEXEC. Returns the fd or -errno.
+int gmp_accept(int fd);
+/// connect(); returns 0 or -errno (EINPROGRESS for a pending connect).
+int gmp_connect(int fd, const void *addr, uint32_t len);
+/// Pending error of a socket (SO_ERROR), as errno.
+int gmp_socket_error(int fd);
+int gmp_set_int_option(int fd, int level, int name, int value);
+/// Binds and listens; returns 0 or -errno.
+int gmp_bind_listen(int fd, const void *addr, uint32_t len, int backlog);
+/// The local port of a bound socket (host order), or -errno.
+int gmp_local_port(int fd);
+/// Fills a sockaddr for an IPv4 or IPv6 literal; returns its length, or 0.
+uint32_t gmp_make_addr(const char *ip, uint16_t port, void *out, int *family);
+
 void gmp_usleep(uint32_t us);
 void gmp_os_yield(void);
 

@@ -1,0 +1,238 @@
+import CGMP
+import GMP
+import Glibc
+import Synchronization
+
+/// Parses "127.0.0.1", "::1", "localhost" into a socket address.
+private func makeAddress(_ host: String, _ port: Int) throws(NetError) -> (storage: [UInt8], len: UInt32, family: Int32) {
+    guard (0...65535).contains(port) else { throw .badAddress("\(host):\(port)") }
+    let ip = host == "localhost" ? "127.0.0.1" : host
+    var storage = [UInt8](repeating: 0, count: 128)
+    var family: Int32 = 0
+    let len = storage.withUnsafeMutableBytes { gmp_make_addr(ip, UInt16(port), $0.baseAddress, &family) }
+    if len == 0 { throw .badAddress(host) }
+    return (storage, len, family)
+}
+
+/// A TCP connection whose reads and writes park the calling G (or block a
+/// plain thread), never the M.
+///
+/// Reads and writes may run concurrently with each other (one reader, one
+/// writer at a time). `close()` wakes a G blocked in either with `.closed`.
+/// Deadlines are absolute (`GMP.now` base) and may be changed while a G is
+/// blocked.
+public final class TCPConn: @unchecked Sendable {
+    // @unchecked: the fd is immutable; per-direction state lives in the
+    // PollDesc under its lock; `closed` is atomic and set once. (A read or
+    // write racing with close on another G may still reach the fd number
+    // after it was reused; Go closes that window with a reference count on
+    // the fd, which this does not have yet.)
+    public let fd: Int32
+    let pd: PollDesc
+    private let closed = Atomic<Bool>(false)
+
+    init(fd: Int32) throws(NetError) {
+        self.fd = fd
+        do {
+            pd = try PollDesc.open(fd)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Connects to `host:port` (an IP literal or "localhost"), waiting at
+    /// most `timeout` nanoseconds if given.
+    public static func dial(_ host: String, _ port: Int, timeoutNanoseconds: Int64? = nil) throws(NetError) -> TCPConn {
+        let (addr, len, family) = try makeAddress(host, port)
+        let fd = gmp_socket(family)
+        if fd < 0 { throw NetError(errno: Int32(-fd), op: "socket") }
+        let conn = try TCPConn(fd: fd)
+        let r = addr.withUnsafeBytes { gmp_connect(fd, $0.baseAddress, len) }
+        if r == 0 { return conn }
+        if -r != EINPROGRESS {
+            conn.close()
+            throw NetError(errno: Int32(-r), op: "connect")
+        }
+        if let t = timeoutNanoseconds { conn.pd.setDeadline(.write, GMP.now &+ t) }
+        do {
+            try conn.pd.wait(.write)
+        } catch {
+            conn.close()
+            throw error
+        }
+        let err = gmp_socket_error(fd)
+        if err != 0 {
+            conn.close()
+            throw NetError(errno: err, op: "connect")
+        }
+        conn.pd.setDeadline(.write, 0)
+        return conn
+    }
+
+    /// Reads up to `buffer.count` bytes; returns how many (at least 1).
+    /// Throws `.endOfStream` when the peer has closed its side.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(NetError) -> Int {
+        while true {
+            if closed.load(ordering: .acquiring) { throw .closed }
+            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if n > 0 { return n }
+            if n == 0 { throw buffer.isEmpty ? .system(op: "read", errno: EINVAL) : .endOfStream }
+            let e = errno
+            if e == EAGAIN || e == EWOULDBLOCK {
+                try pd.wait(.read)
+            } else if e == EINTR {
+                continue
+            } else if e == EBADF && pd.closing {
+                throw .closed
+            } else {
+                throw NetError(errno: e, op: "read")
+            }
+        }
+    }
+
+    /// Reads up to `max` bytes into a new array.
+    public func read(max: Int = 4096) throws(NetError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: max)
+        let r: Result<Int, NetError> = out.withUnsafeMutableBytes { b in Result { () throws(NetError) in try read(into: b) } }
+        let n = try r.get()
+        out.removeSubrange(n...)
+        return out
+    }
+
+    /// Writes all of `data`, parking as often as the socket buffer needs.
+    public func write(_ data: UnsafeRawBufferPointer) throws(NetError) {
+        var off = 0
+        while off < data.count {
+            if closed.load(ordering: .acquiring) { throw .closed }
+            let n = send(fd, data.baseAddress! + off, data.count - off, Int32(MSG_NOSIGNAL))
+            if n >= 0 {
+                off += n
+                continue
+            }
+            let e = errno
+            if e == EAGAIN || e == EWOULDBLOCK {
+                try pd.wait(.write)
+            } else if e == EINTR {
+                continue
+            } else if e == EBADF && pd.closing {
+                throw .closed
+            } else {
+                throw NetError(errno: e, op: "write")
+            }
+        }
+    }
+
+    /// Writes all of `bytes`.
+    public func write(_ bytes: [UInt8]) throws(NetError) {
+        let r: Result<Void, NetError> = bytes.withUnsafeBytes { b in Result { () throws(NetError) in try write(b) } }
+        try r.get()
+    }
+
+    /// Writes the UTF-8 bytes of `string`.
+    public func write(_ string: String) throws(NetError) {
+        try write(Array(string.utf8))
+    }
+
+    /// Sets the read deadline (absolute, `GMP.now` base); nil clears it.
+    public func setReadDeadline(_ at: Int64?) { pd.setDeadline(.read, at ?? 0) }
+
+    /// Sets the write deadline (absolute, `GMP.now` base); nil clears it.
+    public func setWriteDeadline(_ at: Int64?) { pd.setDeadline(.write, at ?? 0) }
+
+    /// Shuts down the write side (the peer reads end of stream).
+    public func closeWrite() throws(NetError) {
+        if shutdown(fd, Int32(SHUT_WR)) < 0 { throw NetError(errno: errno, op: "shutdown") }
+    }
+
+    /// Shuts down the read side.
+    public func closeRead() throws(NetError) {
+        if shutdown(fd, Int32(SHUT_RD)) < 0 { throw NetError(errno: errno, op: "shutdown") }
+    }
+
+    /// TCP_NODELAY on or off.
+    public func setNoDelay(_ on: Bool) {
+        _ = gmp_set_int_option(fd, Int32(IPPROTO_TCP), TCP_NODELAY, on ? 1 : 0)
+    }
+
+    /// SO_KEEPALIVE on or off.
+    public func setKeepAlive(_ on: Bool) {
+        _ = gmp_set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0)
+    }
+
+    /// Closes the connection. A G blocked in `read` or `write` wakes with
+    /// `.closed`. Closing twice is harmless.
+    public func close() {
+        if closed.exchange(true, ordering: .acquiringAndReleasing) { return }
+        pd.close()
+        Glibc.close(fd)
+    }
+}
+
+/// A listening TCP socket.
+public final class TCPListener: @unchecked Sendable {
+    // @unchecked: as TCPConn.
+    public let fd: Int32
+    /// The port it listens on (useful with port 0).
+    public let port: Int
+    let pd: PollDesc
+    private let closed = Atomic<Bool>(false)
+
+    /// Listens on `host:port` (IPv4 or IPv6 literal, or "localhost"; port 0
+    /// picks a free one), with SO_REUSEADDR and the given backlog.
+    public init(host: String = "127.0.0.1", port: Int, backlog: Int32 = 511) throws(NetError) {
+        let (addr, len, family) = try makeAddress(host, port)
+        let fd = gmp_socket(family)
+        if fd < 0 { throw NetError(errno: Int32(-fd), op: "socket") }
+        let r = addr.withUnsafeBytes { gmp_bind_listen(fd, $0.baseAddress, len, backlog) }
+        if r < 0 {
+            Glibc.close(fd)
+            throw NetError(errno: Int32(-r), op: "listen")
+        }
+        self.fd = fd
+        self.port = Int(gmp_local_port(fd))
+        do {
+            pd = try PollDesc.open(fd)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Accepts a connection, parking until one arrives. When the process is
+    /// out of file descriptors it backs off (5 ms doubling to 1 s) and tries
+    /// again rather than failing or spinning. Throws `.closed` once closed.
+    public func accept() throws(NetError) -> TCPConn {
+        var backoff: Int64 = 5_000_000
+        while true {
+            if closed.load(ordering: .acquiring) { throw .closed }
+            let c = gmp_accept(fd)
+            if c >= 0 { return try TCPConn(fd: c) }
+            let e = Int32(-c)
+            if e == EAGAIN || e == EWOULDBLOCK {
+                try pd.wait(.read)
+            } else if e == EINTR || e == ECONNABORTED {
+                continue
+            } else if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                GMP.sleep(nanoseconds: backoff)
+                backoff = Swift.min(backoff * 2, 1_000_000_000)
+                if pd.closing { throw .closed }
+            } else if pd.closing {
+                throw .closed
+            } else {
+                throw NetError(errno: e, op: "accept")
+            }
+        }
+    }
+
+    /// Stops listening; a G blocked in `accept` wakes with `.closed`.
+    public func close() {
+        if closed.exchange(true, ordering: .acquiringAndReleasing) { return }
+        pd.close()
+        Glibc.close(fd)
+    }
+}
