@@ -30,7 +30,8 @@ let package = Package(
         .target(name: "NetPoller", dependencies: ["GMP", "CGMP"]),
         .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
         .executableTarget(name: "ChatApp", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
-        .executableTarget(name: "Benchmarks", dependencies: ["GMP", "Channels"], path: "Benchmarks", exclude: ["peers"]),
+        .executableTarget(
+            name: "Benchmarks", dependencies: ["GMP", "Channels", "NetPoller"], path: "Benchmarks", exclude: ["peers"]),
         .target(name: "GMPTestSupport", dependencies: ["GMP"], path: "Tests/TestSupport"),
         .testTarget(name: "GMPTests", dependencies: ["GMP", "CGMP", "GMPTestSupport"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP", "GMPTestSupport"]),

@@ -7,7 +7,10 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -213,9 +216,129 @@ func benchSelect() result {
 	return result{"select", n, float64(time.Since(t0).Nanoseconds()) / float64(n), ""}
 }
 
+func benchEcho() result {
+	clients, rounds := 100, 10_000
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Add(clients)
+	t0 := time.Now()
+	for i := 0; i < clients; i++ {
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				panic(err)
+			}
+			defer c.Close()
+			msg := make([]byte, 64)
+			for r := 0; r < rounds; r++ {
+				if _, err := c.Write(msg); err != nil {
+					panic(err)
+				}
+				if _, err := io.ReadFull(c, msg); err != nil {
+					panic(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(t0)
+	l.Close()
+	return result{"echo", clients * rounds, float64(el.Nanoseconds()) / float64(clients*rounds), fmt.Sprintf("clients=%d", clients)}
+}
+
+func benchIdleConns() result {
+	n := 10_000
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	var accepted, closed sync.WaitGroup
+	accepted.Add(n)
+	closed.Add(n)
+	before := rssBytes()
+	go func() {
+		for i := 0; i < n; i++ {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				accepted.Done()
+				b := make([]byte, 16)
+				c.Read(b)
+				c.Close()
+				closed.Done()
+			}()
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	child := exec.Command("/proc/self/exe", "-idleconns-client", fmt.Sprintf("%d:%d", port, n))
+	stdin, _ := child.StdinPipe()
+	t0 := time.Now()
+	if err := child.Start(); err != nil {
+		panic(err)
+	}
+	accepted.Wait()
+	el := time.Since(t0)
+	after := rssBytes()
+	stdin.Close()
+	closed.Wait()
+	child.Wait()
+	l.Close()
+	return result{"idleconns", n, float64(el.Nanoseconds()) / float64(n), fmt.Sprintf("rss_bytes_per_conn=%d (server side)", (after-before)/n)}
+}
+
+func idleConnsClient(spec string) {
+	parts := strings.Split(spec, ":")
+	port, _ := strconv.Atoi(parts[0])
+	n, _ := strconv.Atoi(parts[1])
+	conns := make([]net.Conn, 0, n)
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			panic(err)
+		}
+		conns = append(conns, c)
+	}
+	io.ReadAll(os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+	os.Exit(0)
+}
+
 func main() {
 	filter := flag.String("filter", "", "run only workloads whose name contains this")
+	client := flag.String("idleconns-client", "", "internal: PORT:N, dial N idle connections")
 	flag.Parse()
+	if *client != "" {
+		idleConnsClient(*client)
+	}
 	all := []struct {
 		name string
 		f    func() result
@@ -223,6 +346,7 @@ func main() {
 		{"spawn", benchSpawn}, {"yield", benchYield}, {"spawntree", benchSpawnTree},
 		{"parked", benchParked}, {"timers", benchTimers},
 		{"pingpong", benchPingPong}, {"buffered", benchBuffered}, {"fanin", benchFanIn}, {"select", benchSelect},
+		{"echo", benchEcho}, {"idleconns", benchIdleConns},
 	}
 	for _, w := range all {
 		if *filter != "" && w.name != *filter && !strings.Contains(w.name, *filter) {
