@@ -6,9 +6,21 @@ import NetPoller
 import Synchronization
 import Testing
 
-/// Open file descriptors of this process.
+/// What each open fd is (for failure messages).
+func fdList() -> String {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return names.sorted().map { n in
+        "\(n)->" + ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + n)) ?? "?")
+    }.joined(separator: " ")
+}
+
+/// Open sockets of this process (the test harness's own pipes and files do
+/// not count: they come and go with exit tests).
 func openFDs() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return names.filter {
+        ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) ?? "").hasPrefix("socket:")
+    }.count
 }
 
 /// A server that echoes every connection in its own G until the peer closes.
@@ -302,4 +314,132 @@ struct NetTests {
 func startEchoServerFromPlainThread() throws -> TCPListener {
     GMP.setProcs(2)
     return try startEchoServer()
+}
+
+@Suite(.serialized)
+struct NetScaleTests {
+    @Test("IPv6 loopback: listen on ::1, dial, echo")
+    func ipv6() {
+        let ok = runG { () -> Bool in
+            guard let l = try? TCPListener(host: "::1", port: 0) else { return false }
+            defer { l.close() }
+            go {
+                guard let s = try? l.accept() else { return }
+                if let b = try? s.read(max: 10) { try? s.write(b) }
+                s.close()
+            }
+            guard let c = try? TCPConn.dial("::1", l.port) else { return false }
+            defer { c.close() }
+            guard (try? c.write("v6")) != nil, let b = try? c.read(max: 10) else { return false }
+            return String(decoding: b, as: UTF8.self) == "v6"
+        }
+        #expect(ok == true)
+    }
+
+    @Test("10,000 concurrent connections (clients in a child process), each answered")
+    func tenThousandConnections() async throws {
+        GMP.setProcs(2)
+        let n = 10_000
+        try TCPListener(port: 0).close() // poller fds first
+        let fdsBefore = openFDs()
+        let l = try startEchoServer()
+        setenv("GMP_NET_TEST_PORT", String(l.port), 1)
+        setenv("GMP_NET_TEST_CONNS", String(n), 1)
+        await #expect(processExitsWith: .success) {
+            let port = Int(String(cString: getenv("GMP_NET_TEST_PORT")))!
+            let n = Int(String(cString: getenv("GMP_NET_TEST_CONNS")))!
+            let ok = GMP.run { () -> Bool in
+                var conns: [TCPConn] = []
+                for _ in 0..<n {
+                    guard let c = try? TCPConn.dial("127.0.0.1", port) else { return false }
+                    conns.append(c)
+                }
+                // All open at once; now every one gets an answer.
+                let bad = Atomic<Int>(0)
+                let wg = WaitGroup(n)
+                for (i, c) in conns.enumerated() {
+                    go {
+                        defer { wg.done() }
+                        let msg = "c\(i)"
+                        guard (try? c.write(msg)) != nil else { bad.add(1, ordering: .relaxed); return }
+                        var got: [UInt8] = []
+                        while got.count < msg.utf8.count, let part = try? c.read(max: 16) { got += part }
+                        if String(decoding: got, as: UTF8.self) != msg { bad.add(1, ordering: .relaxed) }
+                    }
+                }
+                wg.wait()
+                for c in conns { c.close() }
+                return bad.load(ordering: .relaxed) == 0
+            }
+            exit(ok ? 0 : 1)
+        }
+        l.close()
+        // The server closed its side of every connection (no fd leak).
+        var fdsAfter = openFDs()
+        let deadline = Date().addingTimeInterval(10)
+        while fdsAfter > fdsBefore && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            fdsAfter = openFDs()
+        }
+        #expect(fdsAfter <= fdsBefore, "fds before \(fdsBefore), after \(fdsAfter): \(fdList())")
+    }
+
+    @Test("Out of fds, accept backs off without spinning and without failing, then goes on")
+    func acceptOutOfFDs() async {
+        await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
+            let ok = GMP.run { () -> Bool in
+                guard let l = try? TCPListener(port: 0) else { return false }
+                // Client sockets made while fds remain; connected after the table is full.
+                var clients: [Int32] = []
+                for _ in 0..<3 { clients.append(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)) }
+                let accepted = Atomic<Int>(0)
+                let done = Chan<Bool>(capacity: 1)
+                go {
+                    var conns: [TCPConn] = []
+                    while accepted.load(ordering: .relaxed) < 3 {
+                        guard let c = try? l.accept() else { done.send(false); return }
+                        conns.append(c)
+                        accepted.add(1, ordering: .relaxed)
+                    }
+                    done.send(true)
+                }
+                // Fill the fd table.
+                var lim = rlimit()
+                getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim)
+                lim.rlim_cur = 256
+                setrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim)
+                var fillers: [Int32] = []
+                while true {
+                    let d = dup(0)
+                    if d < 0 { break }
+                    fillers.append(d)
+                }
+                var addr = sockaddr_in()
+                addr.sin_family = sa_family_t(AF_INET)
+                addr.sin_port = in_port_t(UInt16(l.port).bigEndian)
+                addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+                for c in clients {
+                    _ = withUnsafePointer(to: &addr) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            connect(c, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                        }
+                    }
+                }
+                // 300 ms with no fd to accept into: the acceptor must back off.
+                var ru0 = rusage(), ru1 = rusage()
+                getrusage(RUSAGE_SELF.rawValue, &ru0)
+                GMP.sleep(nanoseconds: 300_000_000)
+                getrusage(RUSAGE_SELF.rawValue, &ru1)
+                let cpuMs = (ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) * 1000 + (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) / 1000
+                    + (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) * 1000 + (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec) / 1000
+                let stillWaiting = accepted.load(ordering: .relaxed) == 0
+                // Free fds: the listener goes on and accepts all three.
+                for d in fillers { close(d) }
+                let finished = done.receive() == .value(true)
+                print("cpu_ms=\(cpuMs) waiting=\(stillWaiting) finished=\(finished)")
+                return stillWaiting && finished && cpuMs < 150
+            }
+            exit(ok ? 0 : 1)
+        }
+    }
 }
