@@ -217,7 +217,7 @@ func benchSelect() -> Result {
 func benchEcho() -> Result {
     let clients = 100, rounds = 10_000
     let t = GMP.run { () -> Int64 in
-        guard let l = try? TCPListener(port: 0, backlog: 1024) else { fatalError("echo: cannot listen") }
+        guard let l = try? Listener(port: 0, backlog: 1024) else { fatalError("echo: cannot listen") }
         go {
             while let c = try? l.accept() {
                 c.setNoDelay(true)
@@ -242,7 +242,7 @@ func benchEcho() -> Result {
         for _ in 0..<clients {
             go {
                 defer { wg.done() }
-                guard let c = try? TCPConn.dial("127.0.0.1", l.port) else { fatalError("echo: dial failed") }
+                guard let c = try? Conn.dial("127.0.0.1", l.port) else { fatalError("echo: dial failed") }
                 defer { c.close() }
                 c.setNoDelay(true)
                 var msg = [UInt8](repeating: 7, count: 64)
@@ -277,7 +277,7 @@ func benchEcho() -> Result {
 func benchIdleConns() -> Result {
     let n = 10_000
     let (t, perConn) = GMP.run { () -> (Int64, Int) in
-        guard let l = try? TCPListener(port: 0, backlog: 4096) else { fatalError("idleconns: cannot listen") }
+        guard let l = try? Listener(port: 0, backlog: 4096) else { fatalError("idleconns: cannot listen") }
         let accepted = WaitGroup(n)
         let closed = WaitGroup(n)
         let before = rssBytes()
@@ -317,9 +317,9 @@ func benchIdleConns() -> Result {
 /// stdin closes.
 func idleConnsClient(port: Int, n: Int) -> Never {
     GMP.run {
-        var conns: [TCPConn] = []
+        var conns: [Conn] = []
         for _ in 0..<n {
-            guard let c = try? TCPConn.dial("127.0.0.1", port) else { fatalError("idleconns client: dial failed") }
+            guard let c = try? Conn.dial("127.0.0.1", port) else { fatalError("idleconns client: dial failed") }
             conns.append(c)
         }
         var b: UInt8 = 0

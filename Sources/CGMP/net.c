@@ -12,6 +12,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <stddef.h>
 
 int gmp_epoll_create(void) {
     int fd = epoll_create1(EPOLL_CLOEXEC);
@@ -102,4 +104,14 @@ uint32_t gmp_make_addr(const char *ip, uint16_t port, void *out, int *family) {
         return sizeof *a6;
     }
     return 0;
+}
+
+uint32_t gmp_make_unix_addr(const char *path, void *out) {
+    struct sockaddr_un *a = out;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof a->sun_path) return 0;
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    memcpy(a->sun_path, path, n);
+    return (uint32_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
 }

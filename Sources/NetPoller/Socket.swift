@@ -3,6 +3,14 @@ import GMP
 import Glibc
 import Synchronization
 
+/// A Unix domain socket address for `path`.
+private func makeUnixAddress(_ path: String) throws(NetError) -> (storage: [UInt8], len: UInt32, family: Int32) {
+    var storage = [UInt8](repeating: 0, count: 128)
+    let len = storage.withUnsafeMutableBytes { gmp_make_unix_addr(path, $0.baseAddress) }
+    if len == 0 { throw .badAddress(path) }
+    return (storage, len, Int32(AF_UNIX))
+}
+
 /// Parses "127.0.0.1", "::1", "localhost" into a socket address.
 private func makeAddress(_ host: String, _ port: Int) throws(NetError) -> (storage: [UInt8], len: UInt32, family: Int32) {
     guard (0...65535).contains(port) else { throw .badAddress("\(host):\(port)") }
@@ -14,14 +22,14 @@ private func makeAddress(_ host: String, _ port: Int) throws(NetError) -> (stora
     return (storage, len, family)
 }
 
-/// A TCP connection whose reads and writes park the calling G (or block a
-/// plain thread), never the M.
+/// A stream connection (TCP, or a Unix domain socket) whose reads and
+/// writes park the calling G (or block a plain thread), never the M.
 ///
 /// Reads and writes may run concurrently with each other (one reader, one
 /// writer at a time). `close()` wakes a G blocked in either with `.closed`.
 /// Deadlines are absolute (`GMP.now` base) and may be changed while a G is
 /// blocked.
-public final class TCPConn: @unchecked Sendable {
+public final class Conn: @unchecked Sendable {
     // @unchecked: the fd is immutable; per-direction state lives in the
     // PollDesc under its lock; `closed` is atomic and set once. (A read or
     // write racing with close on another G may still reach the fd number
@@ -45,11 +53,22 @@ public final class TCPConn: @unchecked Sendable {
 
     /// Connects to `host:port` (an IP literal or "localhost"), waiting at
     /// most `timeout` nanoseconds if given.
-    public static func dial(_ host: String, _ port: Int, timeoutNanoseconds: Int64? = nil) throws(NetError) -> TCPConn {
+    public static func dial(_ host: String, _ port: Int, timeoutNanoseconds: Int64? = nil) throws(NetError) -> Conn {
         let (addr, len, family) = try makeAddress(host, port)
+        return try dial(addr, len, family, timeoutNanoseconds)
+    }
+
+    /// Connects to the Unix domain socket at `path`.
+    public static func dial(unixPath path: String, timeoutNanoseconds: Int64? = nil) throws(NetError) -> Conn {
+        let (addr, len, family) = try makeUnixAddress(path)
+        return try dial(addr, len, family, timeoutNanoseconds)
+    }
+
+    private static func dial(_ addr: [UInt8], _ len: UInt32, _ family: Int32,
+                             _ timeoutNanoseconds: Int64?) throws(NetError) -> Conn {
         let fd = gmp_socket(family)
         if fd < 0 { throw NetError(errno: Int32(-fd), op: "socket") }
-        let conn = try TCPConn(fd: fd)
+        let conn = try Conn(fd: fd)
         let r = addr.withUnsafeBytes { gmp_connect(fd, $0.baseAddress, len) }
         if r == 0 { return conn }
         if -r != EINPROGRESS {
@@ -171,19 +190,30 @@ public final class TCPConn: @unchecked Sendable {
     }
 }
 
-/// A listening TCP socket.
-public final class TCPListener: @unchecked Sendable {
-    // @unchecked: as TCPConn.
+/// A listening socket (TCP, or a Unix domain socket).
+public final class Listener: @unchecked Sendable {
+    // @unchecked: as Conn.
     public let fd: Int32
-    /// The port it listens on (useful with port 0).
+    /// The port it listens on (useful with port 0); 0 for a Unix socket.
     public let port: Int
     let pd: PollDesc
     private let closed = Atomic<Bool>(false)
 
     /// Listens on `host:port` (IPv4 or IPv6 literal, or "localhost"; port 0
     /// picks a free one), with SO_REUSEADDR and the given backlog.
-    public init(host: String = "127.0.0.1", port: Int, backlog: Int32 = 511) throws(NetError) {
+    public convenience init(host: String = "127.0.0.1", port: Int, backlog: Int32 = 511) throws(NetError) {
         let (addr, len, family) = try makeAddress(host, port)
+        try self.init(addr, len, family, backlog)
+    }
+
+    /// Listens on a Unix domain socket at `path` (which must not exist yet;
+    /// `close()` does not remove it).
+    public convenience init(unixPath path: String, backlog: Int32 = 511) throws(NetError) {
+        let (addr, len, family) = try makeUnixAddress(path)
+        try self.init(addr, len, family, backlog)
+    }
+
+    private init(_ addr: [UInt8], _ len: UInt32, _ family: Int32, _ backlog: Int32) throws(NetError) {
         let fd = gmp_socket(family)
         if fd < 0 { throw NetError(errno: Int32(-fd), op: "socket") }
         let r = addr.withUnsafeBytes { gmp_bind_listen(fd, $0.baseAddress, len, backlog) }
@@ -192,7 +222,7 @@ public final class TCPListener: @unchecked Sendable {
             throw NetError(errno: Int32(-r), op: "listen")
         }
         self.fd = fd
-        self.port = Int(gmp_local_port(fd))
+        self.port = family == Int32(AF_UNIX) ? 0 : Int(gmp_local_port(fd))
         do {
             pd = try PollDesc.open(fd)
         } catch {
@@ -206,12 +236,12 @@ public final class TCPListener: @unchecked Sendable {
     /// Accepts a connection, parking until one arrives. When the process is
     /// out of file descriptors it backs off (5 ms doubling to 1 s) and tries
     /// again rather than failing or spinning. Throws `.closed` once closed.
-    public func accept() throws(NetError) -> TCPConn {
+    public func accept() throws(NetError) -> Conn {
         var backoff: Int64 = 5_000_000
         while true {
             if closed.load(ordering: .acquiring) { throw .closed }
             let c = gmp_accept(fd)
-            if c >= 0 { return try TCPConn(fd: c) }
+            if c >= 0 { return try Conn(fd: c) }
             let e = Int32(-c)
             if e == EAGAIN || e == EWOULDBLOCK {
                 try pd.wait(.read)

@@ -24,8 +24,8 @@ func openFDs() -> Int {
 }
 
 /// A server that echoes every connection in its own G until the peer closes.
-func startEchoServer() throws -> TCPListener {
-    let l = try TCPListener(port: 0)
+func startEchoServer() throws -> Listener {
+    let l = try Listener(port: 0)
     go {
         while let c = try? l.accept() {
             go {
@@ -47,7 +47,7 @@ struct NetTests {
     @Test("Echo over loopback: 50 client Gs × 200 round trips of 64 bytes", arguments: [1, 2])
     func echo(procs: Int) throws {
         // The poller's own epoll fd and eventfd are made on first use: make them first.
-        try TCPListener(port: 0).close()
+        try Listener(port: 0).close()
         let fdsBefore = openFDs()
         let ok = runG(procs: procs) { () -> Bool in
             guard let l = try? startEchoServer() else { return false }
@@ -56,7 +56,7 @@ struct NetTests {
             for k in 0..<50 {
                 go {
                     defer { wg.done() }
-                    guard let c = try? TCPConn.dial("127.0.0.1", l.port) else { bad.add(1, ordering: .relaxed); return }
+                    guard let c = try? Conn.dial("127.0.0.1", l.port) else { bad.add(1, ordering: .relaxed); return }
                     defer { c.close() }
                     c.setNoDelay(true)
                     for i in 0..<200 {
@@ -91,11 +91,11 @@ struct NetTests {
     @Test("Read deadlines fire, not early, and can be moved while a G is blocked")
     func deadlines() {
         let r = runG { () -> (Bool, Bool, Bool) in
-            guard let l = try? TCPListener(port: 0) else { return (false, false, false) }
+            guard let l = try? Listener(port: 0) else { return (false, false, false) }
             defer { l.close() }
-            let accepted = Chan<TCPConn>(capacity: 1)
+            let accepted = Chan<Conn>(capacity: 1)
             go { if let c = try? l.accept() { accepted.send(c) } }
-            guard let c = try? TCPConn.dial("127.0.0.1", l.port) else { return (false, false, false) }
+            guard let c = try? Conn.dial("127.0.0.1", l.port) else { return (false, false, false) }
             defer { c.close() }
             let server = accepted.receive().value
             defer { server?.close() }
@@ -123,10 +123,10 @@ struct NetTests {
     @Test("Closing a connection wakes a G blocked reading it with .closed")
     func closeWakesReader() {
         let ok = runG { () -> Bool in
-            guard let l = try? TCPListener(port: 0) else { return false }
+            guard let l = try? Listener(port: 0) else { return false }
             defer { l.close() }
             go { _ = try? l.accept() } // accepted and dropped (closed by deinit)
-            guard let c = try? TCPConn.dial("127.0.0.1", l.port) else { return false }
+            guard let c = try? Conn.dial("127.0.0.1", l.port) else { return false }
             let result = Chan<NetError?>(capacity: 1)
             go {
                 do {
@@ -149,7 +149,7 @@ struct NetTests {
     @Test("Accept wakes with .closed when the listener closes")
     func closeWakesAccept() {
         let ok = runG { () -> Bool in
-            guard let l = try? TCPListener(port: 0) else { return false }
+            guard let l = try? Listener(port: 0) else { return false }
             let result = Chan<Bool>(capacity: 1)
             go {
                 do {
@@ -169,7 +169,7 @@ struct NetTests {
     @Test("Half-close: the server reads end of stream, then still answers")
     func halfClose() {
         let ok = runG { () -> Bool in
-            guard let l = try? TCPListener(port: 0) else { return false }
+            guard let l = try? Listener(port: 0) else { return false }
             defer { l.close() }
             go {
                 guard let s = try? l.accept() else { return }
@@ -178,7 +178,7 @@ struct NetTests {
                 while let part = try? s.read(max: 100) { got += part }
                 try? s.write("got \(got.count)")
             }
-            guard let c = try? TCPConn.dial("127.0.0.1", l.port) else { return false }
+            guard let c = try? Conn.dial("127.0.0.1", l.port) else { return false }
             defer { c.close() }
             guard (try? c.write("hello")) != nil, (try? c.closeWrite()) != nil else { return false }
             var reply: [UInt8] = []
@@ -191,11 +191,11 @@ struct NetTests {
     @Test("Peer reset is reported as connectionReset")
     func peerReset() {
         let ok = runG { () -> Bool in
-            guard let l = try? TCPListener(port: 0) else { return false }
+            guard let l = try? Listener(port: 0) else { return false }
             defer { l.close() }
-            let accepted = Chan<TCPConn>(capacity: 1)
+            let accepted = Chan<Conn>(capacity: 1)
             go { if let c = try? l.accept() { accepted.send(c) } }
-            guard let c = try? TCPConn.dial("127.0.0.1", l.port), case .value(let s) = accepted.receive() else {
+            guard let c = try? Conn.dial("127.0.0.1", l.port), case .value(let s) = accepted.receive() else {
                 return false
             }
             defer { s.close() }
@@ -216,7 +216,7 @@ struct NetTests {
     @Test("A 64 MiB transfer completes intact (writes larger than the socket buffer park)", arguments: [1, 2])
     func bigTransfer(procs: Int) {
         let ok = runG(procs: procs) { () -> Bool in
-            guard let l = try? TCPListener(port: 0) else { return false }
+            guard let l = try? Listener(port: 0) else { return false }
             defer { l.close() }
             let total = 64 << 20
             let sum = Chan<(Int, UInt64)>(capacity: 1)
@@ -234,7 +234,7 @@ struct NetTests {
                 }
                 sum.send((n, h))
             }
-            guard let c = try? TCPConn.dial("127.0.0.1", l.port) else { return false }
+            guard let c = try? Conn.dial("127.0.0.1", l.port) else { return false }
             var chunk = [UInt8](repeating: 0, count: 1 << 20)
             var h: UInt64 = 0
             for j in 0..<64 {
@@ -252,24 +252,24 @@ struct NetTests {
     @Test("Dialing a closed port is refused")
     func dialRefused() throws {
         // Find a free port, then make sure nothing listens there.
-        let l = try TCPListener(port: 0)
+        let l = try Listener(port: 0)
         let port = l.port
         l.close()
         let r = runG { () -> NetError? in
             do {
-                _ = try TCPConn.dial("127.0.0.1", port)
+                _ = try Conn.dial("127.0.0.1", port)
                 return nil
             } catch {
                 return error as? NetError
             }
         }
         #expect(r == .some(.connectionRefused))
-        #expect(throws: NetError.badAddress("not-an-ip")) { try TCPConn.dial("not-an-ip", 80) }
+        #expect(throws: NetError.badAddress("not-an-ip")) { try Conn.dial("not-an-ip", 80) }
         #expect(throws: NetError.addressInUse) {
-            let a = try TCPListener(port: 0)
+            let a = try Listener(port: 0)
             defer { a.close() }
             // Listening twice on one port (SO_REUSEADDR does not allow two listeners).
-            _ = try TCPListener(port: a.port)
+            _ = try Listener(port: a.port)
         }
     }
 
@@ -278,9 +278,9 @@ struct NetTests {
         let ok = runG(procs: 1) { () -> Bool in
             guard let l = try? startEchoServer() else { return false }
             defer { l.close() }
-            var conns: [TCPConn] = []
+            var conns: [Conn] = []
             for _ in 0..<2_000 {
-                guard let c = try? TCPConn.dial("127.0.0.1", l.port) else { return false }
+                guard let c = try? Conn.dial("127.0.0.1", l.port) else { return false }
                 conns.append(c)
             }
             let busyDone = Chan<Int>(capacity: 1)
@@ -302,7 +302,7 @@ struct NetTests {
     func plainThreadSocket() throws {
         let l = try startEchoServerFromPlainThread()
         defer { l.close() }
-        let c = try TCPConn.dial("127.0.0.1", l.port)
+        let c = try Conn.dial("127.0.0.1", l.port)
         defer { c.close() }
         try c.write("abc")
         var got: [UInt8] = []
@@ -311,7 +311,7 @@ struct NetTests {
     }
 }
 
-func startEchoServerFromPlainThread() throws -> TCPListener {
+func startEchoServerFromPlainThread() throws -> Listener {
     GMP.setProcs(2)
     return try startEchoServer()
 }
@@ -321,14 +321,14 @@ struct NetScaleTests {
     @Test("IPv6 loopback: listen on ::1, dial, echo")
     func ipv6() {
         let ok = runG { () -> Bool in
-            guard let l = try? TCPListener(host: "::1", port: 0) else { return false }
+            guard let l = try? Listener(host: "::1", port: 0) else { return false }
             defer { l.close() }
             go {
                 guard let s = try? l.accept() else { return }
                 if let b = try? s.read(max: 10) { try? s.write(b) }
                 s.close()
             }
-            guard let c = try? TCPConn.dial("::1", l.port) else { return false }
+            guard let c = try? Conn.dial("::1", l.port) else { return false }
             defer { c.close() }
             guard (try? c.write("v6")) != nil, let b = try? c.read(max: 10) else { return false }
             return String(decoding: b, as: UTF8.self) == "v6"
@@ -336,11 +336,55 @@ struct NetScaleTests {
         #expect(ok == true)
     }
 
+    @Test("Unix domain sockets: listen, dial, echo")
+    func unixSockets() {
+        let path = NSTemporaryDirectory() + "gmp-test-\(getpid()).sock"
+        unlink(path)
+        defer { unlink(path) }
+        let ok = runG { () -> Bool in
+            guard let l = try? Listener(unixPath: path) else { return false }
+            defer { l.close() }
+            go {
+                guard let s = try? l.accept() else { return }
+                if let b = try? s.read(max: 10) { try? s.write(b) }
+                s.close()
+            }
+            guard let c = try? Conn.dial(unixPath: path) else { return false }
+            defer { c.close() }
+            guard (try? c.write("unix")) != nil, let b = try? c.read(max: 10) else { return false }
+            return String(decoding: b, as: UTF8.self) == "unix"
+        }
+        #expect(ok == true)
+    }
+
+    @Test("A write deadline fires when the peer does not read (the socket buffer fills)")
+    func writeDeadline() {
+        let r = runG { () -> NetError? in
+            guard let l = try? Listener(port: 0) else { return nil }
+            defer { l.close() }
+            let accepted = Chan<Conn>(capacity: 1)
+            go { if let c = try? l.accept() { accepted.send(c) } }
+            guard let c = try? Conn.dial("127.0.0.1", l.port) else { return nil }
+            defer { c.close() }
+            let peer = accepted.receive().value // never reads
+            defer { peer?.close() }
+            c.setWriteDeadline(GMP.now + 50_000_000)
+            let chunk = [UInt8](repeating: 1, count: 1 << 20)
+            do {
+                for _ in 0..<256 { try c.write(chunk) } // 256 MiB: far more than any socket buffer
+                return nil
+            } catch {
+                return error as? NetError
+            }
+        }
+        #expect(r == .some(.timeout))
+    }
+
     @Test("10,000 concurrent connections (clients in a child process), each answered")
     func tenThousandConnections() async throws {
         GMP.setProcs(2)
         let n = 10_000
-        try TCPListener(port: 0).close() // poller fds first
+        try Listener(port: 0).close() // poller fds first
         let fdsBefore = openFDs()
         let l = try startEchoServer()
         setenv("GMP_NET_TEST_PORT", String(l.port), 1)
@@ -349,9 +393,9 @@ struct NetScaleTests {
             let port = Int(String(cString: getenv("GMP_NET_TEST_PORT")))!
             let n = Int(String(cString: getenv("GMP_NET_TEST_CONNS")))!
             let ok = GMP.run { () -> Bool in
-                var conns: [TCPConn] = []
+                var conns: [Conn] = []
                 for _ in 0..<n {
-                    guard let c = try? TCPConn.dial("127.0.0.1", port) else { return false }
+                    guard let c = try? Conn.dial("127.0.0.1", port) else { return false }
                     conns.append(c)
                 }
                 // All open at once; now every one gets an answer.
@@ -388,14 +432,14 @@ struct NetScaleTests {
     func acceptOutOfFDs() async {
         await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
             let ok = GMP.run { () -> Bool in
-                guard let l = try? TCPListener(port: 0) else { return false }
+                guard let l = try? Listener(port: 0) else { return false }
                 // Client sockets made while fds remain; connected after the table is full.
                 var clients: [Int32] = []
                 for _ in 0..<3 { clients.append(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)) }
                 let accepted = Atomic<Int>(0)
                 let done = Chan<Bool>(capacity: 1)
                 go {
-                    var conns: [TCPConn] = []
+                    var conns: [Conn] = []
                     while accepted.load(ordering: .relaxed) < 3 {
                         guard let c = try? l.accept() else { done.send(false); return }
                         conns.append(c)

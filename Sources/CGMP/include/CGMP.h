@@ -145,6 +145,9 @@ int gmp_set_int_option(int fd, int level, int name, int value);
 int gmp_bind_listen(int fd, const void *addr, uint32_t len, int backlog);
 /// The local port of a bound socket (host order), or -errno.
 int gmp_local_port(int fd);
+/// Fills a sockaddr_un for `path`; returns its length, or 0 if too long.
+uint32_t gmp_make_unix_addr(const char *path, void *out);
+
 /// Fills a sockaddr for an IPv4 or IPv6 literal; returns its length, or 0.
 uint32_t gmp_make_addr(const char *ip, uint16_t port, void *out, int *family);
 
