@@ -26,6 +26,14 @@ public struct FutexLock: @unchecked Sendable {
         word.initialize(to: Atomic(0))
     }
 
+    /// A lock whose word is a small allocation of its own (no cache line):
+    /// for the many per-object locks (one per socket, per timer) where memory
+    /// matters more than false sharing.
+    public init(compact: Void) {
+        word = .allocate(capacity: 1)
+        word.initialize(to: Atomic(0))
+    }
+
     /// A lock whose word lives in memory the caller owns (e.g. next to the
     /// fields it guards, on one cache line). `word` must hold 0 and stay
     /// valid as long as the lock is used.

@@ -15,7 +15,7 @@ import Synchronization
 public final class Timer: @unchecked Sendable {
     // @unchecked: `when`, `seq` and `armed` are guarded by `lock`; `g` and
     // `callback` are set before the timer is first armed and not changed while armed.
-    let lock = FutexLock()
+    let lock = FutexLock(compact: ())
     var when: Int64 = 0
     var seq: UInt64 = 0
     var armed = false

@@ -16,14 +16,14 @@ import Synchronization
 /// closed fd finds its PollDesc with a newer `seq` and is dropped.
 final class PollDesc: @unchecked Sendable {
     // @unchecked: every mutable field is guarded by `lock`.
-    let lock = FutexLock()
+    let lock = FutexLock(compact: ())
     let fd: Int32
     var seq: UInt32 = 0
     var closing = false
     var readReady = false
     var writeReady = false
-    var readWaiter: Sudog?
-    var writeWaiter: Sudog?
+    var readWaiter: Waiter?
+    var writeWaiter: Waiter?
     /// Absolute deadlines (`GMP.now` base); 0: none.
     var readDeadline: Int64 = 0
     var writeDeadline: Int64 = 0
@@ -33,6 +33,20 @@ final class PollDesc: @unchecked Sendable {
     private init(fd: Int32) { self.fd = fd }
 
     enum Mode { case read, write }
+
+    /// Who waits: a G (parked directly, as Go's `pollDesc.rg`) or a plain
+    /// thread (on a sudog's futex note).
+    enum Waiter {
+        case g(G)
+        case thread(Sudog)
+
+        func ready() {
+            switch self {
+            case .g(let g): GMP.ready(g)
+            case .thread(let sg): sg.ready()
+            }
+        }
+    }
 
     /// Starts a registration of `fd` (fresh socket): clears the state and
     /// registers with epoll under the current sequence number.
@@ -55,7 +69,7 @@ final class PollDesc: @unchecked Sendable {
 
     /// An event for this fd arrived (on the poller's thread).
     func ready(events: UInt32, seq s: UInt32, into list: inout GList) {
-        var wake: [Sudog] = []
+        var wake: [Waiter] = []
         lock.lock()
         if s != seq || closing {
             lock.unlock()
@@ -73,7 +87,10 @@ final class PollDesc: @unchecked Sendable {
         lock.unlock()
         for w in wake {
             EpollPoller.shared.waiters.subtract(1, ordering: .relaxed)
-            if let g = w.s.pointee.g { list.push(g) } else { w.ready() }
+            switch w {
+            case .g(let g): list.push(g)
+            case .thread(let sg): sg.ready()
+            }
         }
     }
 
@@ -98,12 +115,17 @@ final class PollDesc: @unchecked Sendable {
                 lock.unlock()
                 throw .timeout
             }
-            let sg = Sudog.acquire()
-            if mode == .read { readWaiter = sg } else { writeWaiter = sg }
             if deadline != 0 { armTimer(mode, deadline) }
             EpollPoller.shared.waiters.add(1, ordering: .relaxed)
-            sg.park(unlocking: lock)
-            sg.release()
+            if let g = GMP.currentG {
+                if mode == .read { readWaiter = .g(g) } else { writeWaiter = .g(g) }
+                GMP.park(unlocking: lock)
+            } else {
+                let sg = Sudog.acquire()
+                if mode == .read { readWaiter = .thread(sg) } else { writeWaiter = .thread(sg) }
+                sg.park(unlocking: lock)
+                sg.release()
+            }
             lock.lock()
         }
     }
@@ -127,8 +149,8 @@ final class PollDesc: @unchecked Sendable {
     }
 
     /// Lock held: takes the waiter for `mode` (for waking it).
-    private func takeWaiter(_ mode: Mode) -> Sudog? {
-        let w: Sudog?
+    private func takeWaiter(_ mode: Mode) -> Waiter? {
+        let w: Waiter?
         if mode == .read { w = readWaiter; readWaiter = nil } else { w = writeWaiter; writeWaiter = nil }
         if w != nil { EpollPoller.shared.waiters.subtract(1, ordering: .relaxed) }
         return w
@@ -139,7 +161,7 @@ final class PollDesc: @unchecked Sendable {
     func setDeadline(_ mode: Mode, _ at: Int64) {
         lock.lock()
         if mode == .read { readDeadline = at } else { writeDeadline = at }
-        var wake: Sudog?
+        var wake: Waiter?
         let waiting = mode == .read ? readWaiter != nil : writeWaiter != nil
         if at == 0 {
             (mode == .read ? readTimer : writeTimer)?.stop()
