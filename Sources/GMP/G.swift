@@ -41,10 +41,16 @@ public struct G: Hashable, @unchecked Sendable {
     @inline(__always) init(_ s: UnsafeMutablePointer<GState>) { self.s = s }
 
     /// Allocates a new G state.
+    /// Offset of the switch state within a G's one allocation.
+    private static let ctxOffset = (MemoryLayout<GState>.stride + 15) & ~15
+
+    /// Allocates a new G: its state and its switch state in one block.
     static func make() -> G {
-        let ctx = UnsafeMutablePointer<gmp_gctx>.allocate(capacity: 1)
+        let raw = UnsafeMutableRawPointer.allocate(
+            byteCount: ctxOffset + MemoryLayout<gmp_gctx>.stride, alignment: 16)
+        let ctx = (raw + ctxOffset).bindMemory(to: gmp_gctx.self, capacity: 1)
         ctx.initialize(to: gmp_gctx())
-        let s = UnsafeMutablePointer<GState>.allocate(capacity: 1)
+        let s = raw.bindMemory(to: GState.self, capacity: 1)
         s.initialize(to: GState(ctx: ctx))
         return G(s)
     }
@@ -52,9 +58,8 @@ public struct G: Hashable, @unchecked Sendable {
     /// Frees a G state that is on no list and runs nowhere.
     func free() {
         gmp_release_ctx(s.pointee.ctx)
-        s.pointee.ctx.deallocate()
         s.deinitialize(count: 1)
-        s.deallocate()
+        UnsafeMutableRawPointer(s).deallocate()
     }
 
     /// Goroutine id, unique for the process lifetime (pooled Gs get new ids).

@@ -16,7 +16,7 @@ import Synchronization
 /// closed fd finds its PollDesc with a newer `seq` and is dropped.
 final class PollDesc: @unchecked Sendable {
     // @unchecked: every mutable field is guarded by `lock`.
-    let lock = FutexLock(compact: ())
+    let lock: FutexLock
     let fd: Int32
     var seq: UInt32 = 0
     var closing = false
@@ -30,7 +30,10 @@ final class PollDesc: @unchecked Sendable {
     private var readTimer: Timer?
     private var writeTimer: Timer?
 
-    private init(fd: Int32) { self.fd = fd }
+    private init(fd: Int32, lockWord: UnsafeMutableRawPointer) {
+        self.fd = fd
+        self.lock = FutexLock(word: lockWord)
+    }
 
     enum Mode { case read, write }
 
@@ -194,6 +197,10 @@ final class PollDesc: @unchecked Sendable {
         static let capacity = 1 << 20
         let slots: UnsafeMutablePointer<Atomic<UInt>>
         let lock = FutexLock()
+        /// Lock words for the PollDescs, carved from chunks (PollDescs are
+        /// never freed, so neither are their words): 4 bytes each instead of
+        /// a heap block each. Guarded by `lock`.
+        private let words = WordArena()
 
         init() {
             slots = .allocate(capacity: Table.capacity)
@@ -213,11 +220,27 @@ final class PollDesc: @unchecked Sendable {
             lock.lock()
             defer { lock.unlock() }
             if let pd = lookup(fd) { return pd }
-            let pd = PollDesc(fd: fd)
+            let pd = PollDesc(fd: fd, lockWord: words.next())
             slots[Int(fd)].store(UInt(bitPattern: Unmanaged.passRetained(pd).toOpaque()), ordering: .releasing)
             return pd
         }
     }
 
     static let table = Table()
+}
+
+/// Hands out 4-byte words from 4 KiB chunks that are never freed.
+final class WordArena: @unchecked Sendable {
+    // @unchecked: used only under PollDesc.Table's lock.
+    private var chunk = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 64)
+    private var used = 0
+
+    func next() -> UnsafeMutableRawPointer {
+        if used == 4096 {
+            chunk = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 64)
+            used = 0
+        }
+        defer { used += 4 }
+        return chunk + used
+    }
 }
