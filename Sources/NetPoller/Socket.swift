@@ -3,6 +3,23 @@ import GMP
 import Glibc
 import Synchronization
 
+/// Registers a fresh socket with the poller; closes it if that fails.
+private func registerOrClose(_ fd: Int32) throws(NetError) -> PollDesc {
+    do {
+        return try PollDesc.open(fd)
+    } catch {
+        Glibc.close(fd)
+        throw error
+    }
+}
+
+/// Closes a socket once: wakes its waiters, deregisters it, closes the fd.
+private func closeSocket(_ fd: Int32, _ pd: PollDesc, _ closed: borrowing Atomic<Bool>) {
+    if closed.exchange(true, ordering: .acquiringAndReleasing) { return }
+    pd.close()
+    Glibc.close(fd)
+}
+
 /// A Unix domain socket address for `path`.
 private func makeUnixAddress(_ path: String) throws(NetError) -> (storage: [UInt8], len: UInt32, family: Int32) {
     var storage = [UInt8](repeating: 0, count: 128)
@@ -41,12 +58,7 @@ public final class Conn: @unchecked Sendable {
 
     init(fd: Int32) throws(NetError) {
         self.fd = fd
-        do {
-            pd = try PollDesc.open(fd)
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
+        pd = try registerOrClose(fd)
     }
 
     deinit { close() }
@@ -184,9 +196,7 @@ public final class Conn: @unchecked Sendable {
     /// Closes the connection. A G blocked in `read` or `write` wakes with
     /// `.closed`. Closing twice is harmless.
     public func close() {
-        if closed.exchange(true, ordering: .acquiringAndReleasing) { return }
-        pd.close()
-        Glibc.close(fd)
+        closeSocket(fd, pd, closed)
     }
 }
 
@@ -223,12 +233,7 @@ public final class Listener: @unchecked Sendable {
         }
         self.fd = fd
         self.port = family == Int32(AF_UNIX) ? 0 : Int(gmp_local_port(fd))
-        do {
-            pd = try PollDesc.open(fd)
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
+        pd = try registerOrClose(fd)
     }
 
     deinit { close() }
@@ -261,8 +266,6 @@ public final class Listener: @unchecked Sendable {
 
     /// Stops listening; a G blocked in `accept` wakes with `.closed`.
     public func close() {
-        if closed.exchange(true, ordering: .acquiringAndReleasing) { return }
-        pd.close()
-        Glibc.close(fd)
+        closeSocket(fd, pd, closed)
     }
 }
