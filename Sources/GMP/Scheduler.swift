@@ -943,6 +943,9 @@ private let gEntry: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in
 public protocol Poller: AnyObject, Sendable {
     /// Waits up to `delayNanoseconds` (< 0: until `wake`, 0: do not block) and
     /// returns the Gs made ready by I/O.
+    /// A wake-up must be consumed only by a blocking poll (`delayNanoseconds != 0`):
+    /// a non-blocking poll on another M would otherwise eat the wake meant for the
+    /// M blocked in `poll`.
     func poll(delayNanoseconds: Int64) -> GList
     /// Interrupts a blocked `poll` (from any thread).
     func wake()
@@ -961,10 +964,11 @@ final class FutexPoller: Poller, @unchecked Sendable {
     // @unchecked: the only state is a Note (atomic word).
     private let note = Note()
     func poll(delayNanoseconds: Int64) -> GList {
+        // Only a blocking poll consumes a wake-up (see EpollPoller.poll).
         if delayNanoseconds != 0 {
             _ = note.sleep(timeoutNanoseconds: delayNanoseconds)
+            note.clear()
         }
-        note.clear()
         return GList()
     }
     func wake() { note.wakeup() }

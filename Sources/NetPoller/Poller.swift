@@ -80,9 +80,16 @@ final class EpollPoller: Poller, @unchecked Sendable {
             for i in 0..<Int(n) {
                 let e = events[i]
                 if e.data == EpollPoller.wakeMarker {
-                    var buf: UInt64 = 0
-                    _ = read(eventfd, &buf, 8)
-                    wakePending.store(false, ordering: .releasing)
+                    // Only a blocking poll consumes a wake-up (as Go's netpoll):
+                    // were a non-blocking poll on another M to eat it, the M
+                    // blocked in epoll_wait would sleep on past a new, earlier
+                    // timer. The eventfd is level-triggered: left unread, it
+                    // stays ready for the blocking poller.
+                    if timeout != 0 {
+                        var buf: UInt64 = 0
+                        _ = read(eventfd, &buf, 8)
+                        wakePending.store(false, ordering: .releasing)
+                    }
                     continue
                 }
                 let fd = Int32(truncatingIfNeeded: e.data & 0xffff_ffff)
