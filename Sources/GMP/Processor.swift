@@ -120,7 +120,6 @@ extension UnsafeMutablePointer where Pointee == PState {
 /// What a G asked its M to do when it switched to g0 (Go's `mcall(fn)`).
 enum MAction: UInt8 {
     case none
-    case park          // status waiting, nothing else
     case parkUnlock    // status waiting, then unlock `actionLock`
     case parkUnlockAll // status waiting, then unlock every lock in `actionLocks`
     case yield         // back to the local run queue tail

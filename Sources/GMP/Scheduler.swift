@@ -465,9 +465,6 @@ final class Scheduler: @unchecked Sendable {
             switch action {
             case .none:
                 gmp_fatal("fatal error: G switched to g0 with no action")
-            case .park:
-                g.s.pointee.status = .waiting
-                bump(m.pointee.p!.pointee.parks)
             case .parkUnlock:
                 g.s.pointee.status = .waiting
                 bump(m.pointee.p!.pointee.parks)

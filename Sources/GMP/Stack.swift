@@ -82,9 +82,6 @@ final class StackPool: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Whether `scavenge` has work.
-    var needsScavenge: Bool { lock.withLock { warm.count > warmLimit } }
-
     /// Releases the memory of warm stacks beyond `keep`. With `idleOnly`
     /// (sysmon's periodic call) only as many as stayed unused since the last
     /// call. The oldest (bottom of the LIFO) go first; madvise runs outside
