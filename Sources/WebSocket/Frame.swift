@@ -1,0 +1,115 @@
+// RFC 6455 framing (section 5): the codec only, independent of sockets.
+
+/// A frame's opcode.
+public enum Opcode: UInt8, Sendable {
+    case continuation = 0x0, text = 0x1, binary = 0x2, close = 0x8, ping = 0x9, pong = 0xA
+
+    /// Close, ping and pong are control frames.
+    public var isControl: Bool { rawValue & 0x8 != 0 }
+}
+
+/// Close status codes (RFC 6455 section 7.4.1).
+public enum CloseCode: UInt16, Sendable {
+    case normal = 1000, goingAway = 1001, protocolError = 1002, unsupportedData = 1003
+    case noStatus = 1005, abnormal = 1006, invalidPayload = 1007, policyViolation = 1008
+    case messageTooBig = 1009, missingExtension = 1010, internalError = 1011
+}
+
+/// A protocol violation found while decoding: the connection is to be
+/// closed with `code`.
+public struct FrameError: Error, Equatable, Sendable {
+    public let code: CloseCode
+    public let reason: String
+}
+
+/// One WebSocket frame (payload already unmasked).
+public struct Frame: Equatable, Sendable {
+    public var fin: Bool
+    public var opcode: Opcode
+    public var payload: [UInt8]
+
+    public init(fin: Bool = true, opcode: Opcode, payload: [UInt8]) {
+        self.fin = fin
+        self.opcode = opcode
+        self.payload = payload
+    }
+
+    /// Decodes one frame from the start of `bytes`. Returns the frame and how
+    /// many bytes it took, or nil if `bytes` holds only part of a frame.
+    /// - Parameters:
+    ///   - masked: whether the peer must mask (true when decoding client
+    ///     frames on a server: an unmasked one is a protocol error; false on
+    ///     a client, where a masked server frame is one).
+    ///   - maxPayload: larger payloads fail with 1009 (message too big).
+    /// - Throws: `FrameError` with 1002 for reserved bits or opcodes, masking
+    ///   violations, fragmented or oversized control frames.
+    public static func decode(_ bytes: ArraySlice<UInt8>, masked: Bool, maxPayload: Int) throws(FrameError) -> (Frame, Int)? {
+        guard bytes.count >= 2 else { return nil }
+        let b0 = bytes[bytes.startIndex], b1 = bytes[bytes.startIndex + 1]
+        if b0 & 0x70 != 0 { throw FrameError(code: .protocolError, reason: "reserved bits set") }
+        guard let opcode = Opcode(rawValue: b0 & 0x0F) else {
+            throw FrameError(code: .protocolError, reason: "reserved opcode \(b0 & 0x0F)")
+        }
+        let fin = b0 & 0x80 != 0
+        let isMasked = b1 & 0x80 != 0
+        if isMasked != masked {
+            throw FrameError(code: .protocolError, reason: masked ? "unmasked client frame" : "masked server frame")
+        }
+        var len = UInt64(b1 & 0x7F)
+        var off = 2
+        if len == 126 {
+            guard bytes.count >= 4 else { return nil }
+            len = UInt64(bytes[bytes.startIndex + 2]) << 8 | UInt64(bytes[bytes.startIndex + 3])
+            off = 4
+        } else if len == 127 {
+            guard bytes.count >= 10 else { return nil }
+            len = 0
+            for i in 2..<10 { len = len << 8 | UInt64(bytes[bytes.startIndex + i]) }
+            if len >> 63 != 0 { throw FrameError(code: .protocolError, reason: "64-bit length with the top bit set") }
+            off = 10
+        }
+        if opcode.isControl {
+            if !fin { throw FrameError(code: .protocolError, reason: "fragmented control frame") }
+            if len > 125 { throw FrameError(code: .protocolError, reason: "control frame longer than 125 bytes") }
+        }
+        if len > UInt64(maxPayload) { throw FrameError(code: .messageTooBig, reason: "frame of \(len) bytes") }
+        var mask: [UInt8] = []
+        if isMasked {
+            guard bytes.count >= off + 4 else { return nil }
+            mask = Array(bytes[(bytes.startIndex + off)..<(bytes.startIndex + off + 4)])
+            off += 4
+        }
+        let n = Int(len)
+        guard bytes.count >= off + n else { return nil }
+        var payload = Array(bytes[(bytes.startIndex + off)..<(bytes.startIndex + off + n)])
+        if isMasked {
+            for i in 0..<n { payload[i] ^= mask[i & 3] }
+        }
+        return (Frame(fin: fin, opcode: opcode, payload: payload), off + n)
+    }
+
+    /// Encodes the frame: unmasked (server to client) or with `mask` (client
+    /// to server), with the shortest length form.
+    public func encode(mask: [UInt8]? = nil) -> [UInt8] {
+        precondition(mask == nil || mask!.count == 4, "a mask is 4 bytes")
+        var out: [UInt8] = [(fin ? 0x80 : 0) | opcode.rawValue]
+        out.reserveCapacity(payload.count + 14)
+        let m: UInt8 = mask == nil ? 0 : 0x80
+        let n = payload.count
+        if n < 126 {
+            out.append(m | UInt8(n))
+        } else if n <= 0xFFFF {
+            out += [m | 126, UInt8(n >> 8), UInt8(truncatingIfNeeded: n)]
+        } else {
+            out.append(m | 127)
+            for i in (0..<8).reversed() { out.append(UInt8(truncatingIfNeeded: UInt64(n) >> (UInt64(i) * 8))) }
+        }
+        if let mask {
+            out += mask
+            for i in 0..<n { out.append(payload[i] ^ mask[i & 3]) }
+        } else {
+            out += payload
+        }
+        return out
+    }
+}
