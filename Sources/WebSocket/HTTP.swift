@@ -1,0 +1,176 @@
+// HTTP/1.1 server side, just what a WebSocket server needs: request-head
+// parsing with size limits, and responses.
+
+/// An HTTP status with its reason phrase.
+public struct HTTPStatus: Equatable, Sendable {
+    public let code: Int
+    public let reason: String
+
+    public static let ok = HTTPStatus(code: 200, reason: "OK")
+    public static let switchingProtocols = HTTPStatus(code: 101, reason: "Switching Protocols")
+    public static let badRequest = HTTPStatus(code: 400, reason: "Bad Request")
+    public static let forbidden = HTTPStatus(code: 403, reason: "Forbidden")
+    public static let notFound = HTTPStatus(code: 404, reason: "Not Found")
+    public static let methodNotAllowed = HTTPStatus(code: 405, reason: "Method Not Allowed")
+    public static let payloadTooLarge = HTTPStatus(code: 413, reason: "Payload Too Large")
+    public static let upgradeRequired = HTTPStatus(code: 426, reason: "Upgrade Required")
+    public static let headersTooLarge = HTTPStatus(code: 431, reason: "Request Header Fields Too Large")
+    public static let versionNotSupported = HTTPStatus(code: 505, reason: "HTTP Version Not Supported")
+}
+
+/// A request that cannot be served: answer with `status` and close.
+public struct HTTPError: Error, Equatable, Sendable {
+    public let status: HTTPStatus
+    public let detail: String
+
+    public init(status: HTTPStatus, detail: String) {
+        self.status = status
+        self.detail = detail
+    }
+}
+
+/// A parsed request head (request line and headers).
+public struct HTTPRequest: Sendable {
+    public var method: String
+    public var target: String
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    public var minorVersion: Int
+    /// Header fields in order, names as sent.
+    public var headers: [(name: String, value: String)]
+    /// Length of a request body announced by Content-Length (0 if none).
+    public var contentLength: Int
+
+    /// The first value of a header (names compare case-insensitively).
+    public func header(_ name: String) -> String? {
+        let n = name.lowercased()
+        return headers.first { $0.name.lowercased() == n }?.value
+    }
+
+    /// Whether a comma-separated header holds `token` (case-insensitive), as
+    /// `Connection: keep-alive, Upgrade` holds "upgrade".
+    public func headerHasToken(_ name: String, _ token: String) -> Bool {
+        let n = name.lowercased(), t = token.lowercased()
+        return headers.contains { h in
+            h.name.lowercased() == n
+                && h.value.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == t }
+        }
+    }
+
+    /// Whether the connection stays open after the response (HTTP/1.1
+    /// unless `Connection: close`; HTTP/1.0 only with `keep-alive`).
+    public var keepAlive: Bool {
+        if headerHasToken("Connection", "close") { return false }
+        return minorVersion >= 1 || headerHasToken("Connection", "keep-alive")
+    }
+
+    /// The path part of the target (without the query).
+    public var path: String { String(target.split(separator: "?", maxSplits: 1).first ?? "") }
+
+    /// Parses the request head at the start of `bytes`. Returns the request
+    /// and the number of bytes its head took, or nil if the head is not
+    /// complete yet (and within `maxHeaderBytes`).
+    /// - Throws: 431 when the head exceeds `maxHeaderBytes`, 400 for a
+    ///   malformed request line or header, 505 for another HTTP version,
+    ///   413 when Content-Length exceeds `maxBodyBytes`.
+    public static func parse(_ bytes: ArraySlice<UInt8>, maxHeaderBytes: Int = 8192,
+                             maxBodyBytes: Int = 1 << 20) throws(HTTPError) -> (HTTPRequest, Int)? {
+        // Find the blank line that ends the head.
+        var end = -1
+        var i = bytes.startIndex
+        while i + 3 < bytes.endIndex {
+            if bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
+                end = i - bytes.startIndex
+                break
+            }
+            i += 1
+        }
+        if end < 0 {
+            if bytes.count > maxHeaderBytes { throw HTTPError(status: .headersTooLarge, detail: "request head over \(maxHeaderBytes) bytes") }
+            return nil
+        }
+        if end + 4 > maxHeaderBytes { throw HTTPError(status: .headersTooLarge, detail: "request head over \(maxHeaderBytes) bytes") }
+        let head = bytes[bytes.startIndex..<(bytes.startIndex + end)]
+        guard let text = String(validating: head, as: UTF8.self) else {
+            throw HTTPError(status: .badRequest, detail: "request head is not UTF-8")
+        }
+        var lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
+        guard !lines.isEmpty else { throw HTTPError(status: .badRequest, detail: "empty request") }
+        let requestLine = lines.removeFirst()
+        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy({ $0.isLetter && $0.isUppercase }),
+              parts[1].hasPrefix("/") || parts[1] == "*" else {
+            throw HTTPError(status: .badRequest, detail: "malformed request line")
+        }
+        let minor: Int
+        switch parts[2] {
+        case "HTTP/1.1": minor = 1
+        case "HTTP/1.0": minor = 0
+        default:
+            if parts[2].hasPrefix("HTTP/") { throw HTTPError(status: .versionNotSupported, detail: String(parts[2])) }
+            throw HTTPError(status: .badRequest, detail: "malformed request line")
+        }
+        var headers: [(name: String, value: String)] = []
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else {
+                throw HTTPError(status: .badRequest, detail: "header line without a colon")
+            }
+            let name = line[line.startIndex..<colon]
+            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "!#$%&'*+-.^_`|~".contains($0) }) else {
+                throw HTTPError(status: .badRequest, detail: "malformed header name")
+            }
+            headers.append((String(name), String(line[line.index(after: colon)...]).trimmingSpaces))
+        }
+        var req = HTTPRequest(method: String(parts[0]), target: String(parts[1]), minorVersion: minor,
+                              headers: headers, contentLength: 0)
+        if minor == 1 && req.header("Host") == nil { throw HTTPError(status: .badRequest, detail: "missing Host") }
+        if let cl = req.header("Content-Length") {
+            guard let n = Int(cl), n >= 0 else { throw HTTPError(status: .badRequest, detail: "bad Content-Length") }
+            if n > maxBodyBytes { throw HTTPError(status: .payloadTooLarge, detail: "body of \(n) bytes") }
+            req.contentLength = n
+        }
+        if req.header("Transfer-Encoding") != nil {
+            throw HTTPError(status: .badRequest, detail: "chunked request bodies are not supported")
+        }
+        return (req, end + 4)
+    }
+}
+
+/// An HTTP response, encoded with `Content-Length`.
+public struct HTTPResponse: Sendable {
+    public var status: HTTPStatus
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public init(status: HTTPStatus, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// A plain-text error response for `error`.
+    public init(error: HTTPError) {
+        self.init(status: error.status, headers: [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
+                  body: Array("\(error.status.code) \(error.status.reason): \(error.detail)\n".utf8))
+    }
+
+    /// The bytes on the wire.
+    public func encode() -> [UInt8] {
+        var head = "HTTP/1.1 \(status.code) \(status.reason)\r\n"
+        for h in headers { head += "\(h.name): \(h.value)\r\n" }
+        if status.code != 101 && !headers.contains(where: { $0.name.lowercased() == "content-length" }) {
+            head += "Content-Length: \(body.count)\r\n"
+        }
+        head += "\r\n"
+        return Array(head.utf8) + body
+    }
+}
+
+extension StringProtocol {
+    /// Without leading and trailing spaces and tabs.
+    var trimmingSpaces: String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
+        return String(s)
+    }
+}
