@@ -1,0 +1,143 @@
+import Channels
+import GMP
+import GMPTestSupport
+import NetPoller
+import Synchronization
+import Testing
+import WebSocket
+
+/// A WebSocket echo server: each message back, until the peer closes.
+/// Reports how each connection ended on `ends`.
+func startWebSocketEcho(readLimit: Int = 1 << 16, ends: Chan<WebSocketError>? = nil) throws -> Listener {
+    let l = try Listener(port: 0)
+    go {
+        while let c = try? l.accept() {
+            go {
+                defer { c.close() }
+                guard let ws = try? upgradeToWebSocket(c, origins: .any, readLimit: readLimit) else { return }
+                while true {
+                    do throws(WebSocketError) {
+                        switch try ws.receive() {
+                        case .text(let t): try ws.send(text: t)
+                        case .binary(let b): try ws.send(binary: b)
+                        }
+                    } catch {
+                        _ = ends?.trySend(error)
+                        return
+                    }
+                }
+            }
+        }
+    }
+    return l
+}
+
+/// Reads frames until a close frame; returns its code.
+func closeCode(_ ws: WebSocketConn) -> UInt16? {
+    do {
+        while true { _ = try ws.receive() }
+    } catch {
+        if case .closed(let code, _) = error { return code }
+        return nil
+    }
+}
+
+@Suite(.serialized)
+struct EndToEndTests {
+    @Test("Text, binary, fragmented messages, ping/pong and the close handshake, with our client")
+    func roundTrips() {
+        let ok = runG(procs: 2) { () -> Bool in
+            let ends = Chan<WebSocketError>(capacity: 4)
+            guard let l = try? startWebSocketEcho(readLimit: 1 << 20, ends: ends) else { return false }
+            defer { l.close() }
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: l.port) else { return false }
+            defer { ws.conn.close() }
+            let pongs = Atomic<Int>(0)
+            ws.onPong = { p in if p == Array("hi".utf8) { pongs.add(1, ordering: .relaxed) } }
+            do {
+                try ws.send(text: "héllo")
+                guard try ws.receive() == .text("héllo") else { return false }
+                try ws.send(binary: [0, 1, 2, 255])
+                guard try ws.receive() == .binary([0, 1, 2, 255]) else { return false }
+                // Fragmented, with a ping between the fragments.
+                try ws.send(Frame(fin: false, opcode: .text, payload: Array("frag".utf8)))
+                try ws.send(Frame(opcode: .ping, payload: Array("hi".utf8)))
+                try ws.send(Frame(fin: true, opcode: .continuation, payload: Array("ment".utf8)))
+                guard try ws.receive() == .text("fragment") else { return false }
+                // 16-bit and 64-bit lengths.
+                let big = [UInt8](repeating: 7, count: 70_000)
+                try ws.send(binary: big)
+                guard try ws.receive() == .binary(big) else { return false }
+            } catch {
+                print("roundTrips failed: \(error)")
+                return false
+            }
+            // Our pong came back once we read on (it arrived before the "fragment" echo).
+            guard pongs.load(ordering: .relaxed) == 1 else { return false }
+            try? ws.close(code: 1000, reason: "bye")
+            // The server answers the close, and its receive reports our code.
+            guard closeCode(ws) == 1000, case .value(.closed(1000, "bye")) = ends.receive() else { return false }
+            return true
+        }
+        #expect(ok == true)
+    }
+
+    @Test("Protocol errors close with the right codes: 1007 bad UTF-8, 1009 too big, 1002 unmasked")
+    func protocolErrors() {
+        let codes = runG(procs: 2) { () -> [UInt16?] in
+            guard let l = try? startWebSocketEcho(readLimit: 512) else { return [] }
+            defer { l.close() }
+            var out: [UInt16?] = []
+            // Invalid UTF-8 in a text message.
+            if let ws = try? dialWebSocket(host: "127.0.0.1", port: l.port) {
+                try? ws.send(Frame(opcode: .text, payload: [0xC3, 0x28]))
+                out.append(closeCode(ws))
+                ws.conn.close()
+            }
+            // Over the read limit.
+            if let ws = try? dialWebSocket(host: "127.0.0.1", port: l.port) {
+                try? ws.send(binary: [UInt8](repeating: 1, count: 600))
+                out.append(closeCode(ws))
+                ws.conn.close()
+            }
+            // An unmasked frame from a client, written raw.
+            if let ws = try? dialWebSocket(host: "127.0.0.1", port: l.port) {
+                try? ws.conn.write(Frame(opcode: .text, payload: Array("x".utf8)).encode())
+                out.append(closeCode(ws))
+                ws.conn.close()
+            }
+            return out
+        }
+        #expect(codes == [1007, 1009, 1002])
+    }
+
+    @Test("A bad handshake gets its HTTP status: 426 names version 13; a non-GET gets 405")
+    func badHandshake() {
+        let replies = runG(procs: 2) { () -> [String] in
+            guard let l = try? startWebSocketEcho() else { return [] }
+            defer { l.close() }
+            var out: [String] = []
+            for req in [
+                "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+                "GARBAGE\r\n\r\n",
+            ] {
+                guard let c = try? Conn.dial("127.0.0.1", l.port) else { return [] }
+                try? c.write(req)
+                var got: [UInt8] = []
+                while let part = try? c.read(max: 4096) { got += part }
+                c.close()
+                out.append(String(decoding: got, as: UTF8.self))
+            }
+            return out
+        }
+        guard let replies, replies.count == 3 else {
+            Issue.record("no replies")
+            return
+        }
+        #expect(replies[0].hasPrefix("HTTP/1.1 426 Upgrade Required\r\n"))
+        #expect(replies[0].contains("Sec-WebSocket-Version: 13\r\n"))
+        #expect(replies[1].hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"))
+        #expect(replies[2].hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+    }
+}
