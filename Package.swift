@@ -36,6 +36,8 @@ let package = Package(
         .testTarget(name: "GMPTests", dependencies: ["GMP", "CGMP", "GMPTestSupport"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP", "GMPTestSupport"]),
         .testTarget(name: "NetPollerTests", dependencies: ["NetPoller", "GMP", "Channels", "GMPTestSupport"]),
+        .testTarget(
+            name: "ChatAppTests", dependencies: ["WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

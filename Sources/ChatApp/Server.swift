@@ -1,0 +1,181 @@
+import Channels
+import GMP
+import Glibc
+import NetPoller
+import WebSocket
+
+/// Settings of the chat server (gorilla's constants as defaults).
+struct ChatConfig: Sendable {
+    var host = "127.0.0.1"
+    var port = 8080
+    var maxMessage = 512
+    var pingPeriod: Int64 = 54_000_000_000
+    var pongWait: Int64 = 60_000_000_000
+    var writeWait: Int64 = 10_000_000_000
+    var origins = OriginPolicy.sameHost
+}
+
+func log(_ s: String) {
+    let line = s + "\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+/// The chat server: HTTP on `/` (the page) and `/ws` (the socket).
+final class ChatServer: @unchecked Sendable {
+    // @unchecked: immutable after init, apart from the listener's own state.
+    let config: ChatConfig
+    let hub = Hub()
+    let listener: Listener
+
+    init(config: ChatConfig) throws(NetError) {
+        self.config = config
+        listener = try Listener(host: config.host, port: config.port)
+    }
+
+    var port: Int { listener.port }
+
+    /// Serves until `stop()`; run it in a G.
+    func serve() {
+        let hub = self.hub
+        go { hub.run() }
+        while true {
+            let c: Conn
+            do { c = try listener.accept() } catch { return }
+            go { self.handle(c) }
+        }
+    }
+
+    /// Stops accepting and asks every client to go away (close 1001).
+    func stop() {
+        listener.close()
+        hub.quit.close()
+    }
+
+    private func handle(_ conn: Conn) {
+        var buf: [UInt8] = []
+        conn.setReadDeadline(GMP.now + 10_000_000_000) // a request must arrive in time
+        while true {
+            let parsed: (HTTPRequest, Int)?
+            do {
+                parsed = try HTTPRequest.parse(buf[...])
+            } catch {
+                try? conn.write(HTTPResponse(error: error).encode())
+                conn.close()
+                return
+            }
+            guard let (req, used) = parsed else {
+                guard let more = try? conn.read(max: 4096) else { conn.close(); return }
+                buf += more
+                continue
+            }
+            buf.removeFirst(used)
+            switch req.path {
+            case "/ws":
+                guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
+                let resp: HTTPResponse
+                do {
+                    resp = try acceptWebSocket(req, origins: config.origins)
+                } catch {
+                    try? conn.write(rejectWebSocket(error).encode())
+                    conn.close()
+                    return
+                }
+                conn.setReadDeadline(nil)
+                let ws = WebSocketConn(conn: conn, isServer: true, readLimit: config.maxMessage, leftover: buf)
+                let client = Client(ws: ws, peer: "fd \(conn.fd)")
+                // Registered before the 101 goes out: once a client has its
+                // handshake answer, it receives every later broadcast.
+                hub.register.send(client)
+                if (try? conn.write(resp.encode())) == nil {
+                    hub.unregister.send(client)
+                    conn.close()
+                    return
+                }
+                runClient(client)
+                return
+            case "/":
+                guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
+                let page = HTTPResponse(status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")],
+                                       body: Array(homePage.utf8))
+                if (try? conn.write(page.encode())) == nil || !req.keepAlive { conn.close(); return }
+            default:
+                respond(conn, .notFound)
+                return
+            }
+        }
+    }
+
+    private func respond(_ conn: Conn, _ status: HTTPStatus) {
+        try? conn.write(HTTPResponse(error: HTTPError(status: status, detail: "")).encode())
+        conn.close()
+    }
+
+    private func runClient(_ client: Client) {
+        let ws = client.ws
+        let peer = client.peer
+        let hub = self.hub
+        let cfg = config
+        log("connect \(peer)")
+        go { writePump(client, cfg) }
+        // Read pump (this G): messages to the hub until the client goes.
+        ws.conn.setReadDeadline(GMP.now + cfg.pongWait)
+        ws.onPong = { _ in ws.conn.setReadDeadline(GMP.now + cfg.pongWait) }
+        while true {
+            do {
+                guard case .text(let text) = try ws.receive() else { continue }
+                // As gorilla: newlines become spaces, surrounding space is trimmed.
+                let cleaned = String(text.map { $0 == "\n" || $0 == "\r" ? " " : $0 })
+                hub.broadcast.send(Array(cleaned.trimmingWhitespace.utf8))
+            } catch {
+                log("disconnect \(peer): \(error)")
+                break
+            }
+        }
+        hub.unregister.send(client)
+    }
+}
+
+/// Write pump: queued messages (joined by newlines into one frame when
+/// several wait), pings every `pingPeriod`; close 1001 when the hub lets go.
+func writePump(_ c: Client, _ cfg: ChatConfig) {
+    defer { c.ws.conn.close() }
+    var open = true
+    var nextPing = GMP.now + cfg.pingPeriod // a fixed schedule, as gorilla's ticker
+    while open {
+        var ok = true
+        select { s in
+            if let r = s.receive(c.send) {
+                c.ws.conn.setWriteDeadline(GMP.now + cfg.writeWait)
+                guard case .value(let first) = r else {
+                    try? c.ws.close(code: CloseCode.goingAway.rawValue)
+                    open = false
+                    return
+                }
+                var more: [Prepared] = []
+                while case .value(let m) = c.send.tryReceive() { more.append(m) }
+                if more.isEmpty {
+                    ok = (try? c.ws.sendEncoded(first.frame)) != nil // the shared bytes
+                } else {
+                    var joined = first.payload
+                    for m in more { joined.append(UInt8(ascii: "\n")); joined += m.payload }
+                    ok = (try? c.ws.send(Frame(opcode: .text, payload: joined))) != nil
+                }
+            }
+            if s.deadline(at: nextPing) {
+                nextPing = GMP.now + cfg.pingPeriod
+                c.ws.conn.setWriteDeadline(GMP.now + cfg.writeWait)
+                ok = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
+            }
+        }
+        if !ok { open = false }
+    }
+}
+
+extension String {
+    var trimmingWhitespace: String {
+        var s = Substring(self)
+        while let f = s.first, f.isWhitespace { s.removeFirst() }
+        while let l = s.last, l.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,123 @@
+import Channels
+import Foundation
+import GMP
+import GMPTestSupport
+import NetPoller
+import Synchronization
+import Testing
+import WebSocket
+
+/// Starts the built ChatApp binary on a free port; returns it and the port.
+func startChatApp() throws -> (Process, Int) {
+    let free = try Listener(port: 0)
+    let port = free.port
+    free.close()
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var dir = exe
+    // The test bundle may be a directory deep; look upwards for the ChatApp binary.
+    for _ in 0..<4 where !FileManager.default.fileExists(atPath: dir.appendingPathComponent("ChatApp").path) {
+        dir = dir.deletingLastPathComponent()
+    }
+    let p = Process()
+    p.executableURL = dir.appendingPathComponent("ChatApp")
+    p.arguments = ["--addr", "127.0.0.1:\(port)"]
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    // Wait (bounded) until it accepts connections.
+    let deadline = Date().addingTimeInterval(10)
+    while Date() < deadline {
+        if let c = try? Conn.dial("127.0.0.1", port) { c.close(); return (p, port) }
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    p.terminate()
+    throw NetError.connectionRefused
+}
+
+@Suite(.serialized)
+struct ChatAppTests {
+    @Test("20 clients each send 5 messages; every client receives all 100 (gorilla's protocol), in order per sender")
+    func broadcast() throws {
+        let (app, port) = try startChatApp()
+        defer { app.terminate(); app.waitUntilExit() }
+        let ok = runG(procs: 2) { () -> Bool in
+            let n = 20, per = 5
+            var clients: [WebSocketConn] = []
+            for _ in 0..<n {
+                guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return false }
+                clients.append(ws)
+            }
+            // (The server registers a client before it answers the handshake.)
+            let results = Chan<Bool>(capacity: n)
+            for ws in clients {
+                go {
+                    var got: [String] = []
+                    while got.count < n * per {
+                        guard case .text(let t)? = try? ws.receive() else { break }
+                        got += t.split(separator: "\n").map(String.init) // several may come joined by \n
+                    }
+                    // Every message once, and each sender's messages in order.
+                    var ok = got.count == n * per && Set(got).count == n * per
+                    for s in 0..<n {
+                        let mine = got.filter { $0.hasPrefix("c\(s) ") }
+                        ok = ok && mine == (0..<per).map { "c\(s) m\($0)" }
+                    }
+                    results.send(ok)
+                }
+            }
+            for (i, ws) in clients.enumerated() {
+                for k in 0..<per { try? ws.send(text: "  c\(i) m\(k) ") } // the server trims
+            }
+            var all = true
+            for _ in 0..<n { all = all && results.receive() == .value(true) }
+            for ws in clients { ws.conn.close() }
+            return all
+        }
+        #expect(ok == true)
+    }
+
+    @Test("Newlines in a message become spaces; HTTP routes give 200, 404, 405")
+    func cleaningAndRoutes() throws {
+        let (app, port) = try startChatApp()
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> (String, [String]) in
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return ("", []) }
+            defer { ws.conn.close() }
+            try? ws.send(text: " a\nb ")
+            let text: String
+            if case .text(let t)? = try? ws.receive() { text = t } else { text = "" }
+            var statuses: [String] = []
+            for req in ["GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+                        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"] {
+                guard let c = try? Conn.dial("127.0.0.1", port) else { return (text, statuses) }
+                try? c.write(req)
+                var got: [UInt8] = []
+                while let part = try? c.read(max: 65536) { got += part }
+                c.close()
+                statuses.append(String(String(decoding: got, as: UTF8.self).prefix(12)))
+            }
+            return (text, statuses)
+        }
+        #expect(r?.0 == "a b")
+        #expect(r?.1 == ["HTTP/1.1 200", "HTTP/1.1 404", "HTTP/1.1 405"])
+    }
+
+    @Test("SIGTERM: clients get close 1001 and the server exits 0")
+    func gracefulShutdown() throws {
+        let (app, port) = try startChatApp()
+        let code = runG(procs: 2) { () -> UInt16? in
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            defer { ws.conn.close() }
+            app.terminate() // SIGTERM
+            do throws(WebSocketError) {
+                while true { _ = try ws.receive() }
+            } catch {
+                if case .closed(let c, _) = error { return c }
+                return nil
+            }
+        }
+        app.waitUntilExit()
+        #expect(code == 1001)
+        #expect(app.terminationStatus == 0)
+    }
+}
