@@ -125,7 +125,7 @@ final class ChatServer: @unchecked Sendable {
                 guard case .text(let text) = try ws.receive() else { continue }
                 // As gorilla: newlines become spaces, surrounding space is trimmed.
                 let cleaned = String(text.map { $0 == "\n" || $0 == "\r" ? " " : $0 })
-                hub.broadcast.send(Array(cleaned.trimmingWhitespace.utf8))
+                hub.broadcast.send((client, cleaned.trimmingWhitespace))
             } catch {
                 log("disconnect \(peer): \(error)")
                 break

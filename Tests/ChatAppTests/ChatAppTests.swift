@@ -102,6 +102,38 @@ struct ChatAppTests {
         #expect(r?.1 == ["HTTP/1.1 200", "HTTP/1.1 404", "HTTP/1.1 405"])
     }
 
+    @Test("Commands: /nick names broadcasts, /who lists, /msg is private, unknown commands answer the sender alone")
+    func commands() throws {
+        let (app, port) = try startChatApp()
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> [String] in
+            guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),
+                  let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return [] }
+            defer { a.conn.close(); b.conn.close() }
+            func next(_ ws: WebSocketConn) -> String {
+                if case .text(let t)? = try? ws.receive() { return t }
+                return "<none>"
+            }
+            var out: [String] = []
+            try? a.send(text: "/nick alice")
+            out.append(next(a))                       // you are now alice
+            try? b.send(text: "/nick bob")
+            out.append(next(b))                       // you are now bob
+            try? a.send(text: "/who")
+            out.append(next(a))                       // online: alice, bob
+            try? a.send(text: "/msg bob psst")
+            out.append(next(b))                       // private, to bob only
+            try? b.send(text: "/bogus")
+            out.append(next(b))                       // error, to bob only
+            try? a.send(text: "hi all")
+            out.append(next(a))                       // alice: hi all (a's first broadcast line)
+            out.append(next(b))                       // b got no private line of a's before it
+            return out
+        }
+        #expect(r == ["you are now alice", "you are now bob", "online: alice, bob", "(private) alice: psst",
+                      "error: unknown command /bogus (try /help)", "alice: hi all", "alice: hi all"])
+    }
+
     @Test("SIGTERM: clients get close 1001 and the server exits 0")
     func gracefulShutdown() throws {
         let (app, port) = try startChatApp()
