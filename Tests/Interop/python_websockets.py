@@ -1,0 +1,79 @@
+"""Interop: Python's `websockets` package (an independent implementation)
+talks to the ChatApp binary. Usage: python_websockets.py PATH_TO_CHATAPP
+
+Checks: the handshake, masked text frames from the client, broadcasts to
+every client, gorilla's newline cleaning, a ping answered with a pong, a
+large message refused with close 1009, and close 1001 on SIGTERM.
+Prints 'N passed, M failed' and exits non-zero on any failure.
+"""
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import websockets
+
+passed = failed = 0
+
+
+def check(name, ok):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {name}")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def main(binary):
+    port = free_port()
+    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        url = f"ws://127.0.0.1:{port}/ws"
+        async with websockets.connect(url) as a, websockets.connect(url) as b:
+            await a.send(" hello\nfrom python ")
+            got_a = await asyncio.wait_for(a.recv(), 5)
+            got_b = await asyncio.wait_for(b.recv(), 5)
+            check("broadcast reaches the sender", got_a == "hello from python")
+            check("broadcast reaches the other client", got_b == "hello from python")
+            pong = await a.ping(b"are you there")
+            await asyncio.wait_for(pong, 5)
+            check("ping answered", True)
+            await b.send("x" * 600)  # over the 512-byte limit
+            try:
+                await asyncio.wait_for(b.recv(), 5)
+                check("oversized message closes with 1009", False)
+            except websockets.ConnectionClosed as e:
+                check("oversized message closes with 1009", e.rcvd is not None and e.rcvd.code == 1009)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(a.recv(), 5)
+                check("SIGTERM closes clients with 1001", False)
+            except websockets.ConnectionClosed as e:
+                check("SIGTERM closes clients with 1001", e.rcvd is not None and e.rcvd.code == 1001)
+        check("server exits 0 after SIGTERM", proc.wait(timeout=10) == 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+asyncio.run(main(sys.argv[1]))
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
