@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <stddef.h>
+#include <stdio.h>
 
 int gmp_epoll_create(void) {
     int fd = epoll_create1(EPOLL_CLOEXEC);
@@ -114,4 +115,23 @@ uint32_t gmp_make_unix_addr(const char *path, void *out) {
     a->sun_family = AF_UNIX;
     memcpy(a->sun_path, path, n);
     return (uint32_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+}
+
+int gmp_peer_name(int fd, char *buf, int len) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) return -errno;
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        snprintf(buf, (size_t)len, "%s:%d", ip, ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+        snprintf(buf, (size_t)len, "[%s]:%d", ip, ntohs(a->sin6_port));
+    } else {
+        snprintf(buf, (size_t)len, "unix");
+    }
+    return 0;
 }

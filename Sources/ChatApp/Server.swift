@@ -82,7 +82,7 @@ final class ChatServer: @unchecked Sendable {
                 }
                 conn.setReadDeadline(nil)
                 let ws = WebSocketConn(conn: conn, isServer: true, readLimit: config.maxMessage, leftover: buf)
-                let client = Client(ws: ws, peer: "fd \(conn.fd)")
+                let client = Client(ws: ws, peer: conn.remoteAddress)
                 // Registered before the 101 goes out: once a client has its
                 // handshake answer, it receives every later broadcast.
                 hub.register.send(client)

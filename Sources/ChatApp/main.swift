@@ -1,9 +1,10 @@
 // ChatApp: gorilla/websocket's chat example on our runtime.
 //
-//   swift run -c release ChatApp [--addr HOST:PORT] [--max-message N]
+//   swift run -c release ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N]
 //                                [--allow-origin URL]... [--any-origin]
 //
-// Environment: CHAT_ADDR (flags win), GMPPROCS. Open http://127.0.0.1:8080/.
+// Settings come from the config file, then the environment (CHAT_ADDR,
+// GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
 import Foundation
 import GMP
 import Glibc
@@ -15,20 +16,28 @@ func fail(_ message: String) -> Never {
 }
 
 func parseAddr(_ s: String) -> (String, Int) {
-    guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else {
-        fail("bad address '\(s)' (want HOST:PORT)")
-    }
-    var host = String(s[..<colon])
-    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-    return (host.isEmpty ? "0.0.0.0" : host, port)
+    guard let a = splitAddr(s) else { fail("bad address '\(s)' (want HOST:PORT)") }
+    return a
 }
 
 var config = ChatConfig()
+var procs: Int?
+// 1. The config file (named by a flag, but read first: flags override it).
+let argv = Array(CommandLine.arguments.dropFirst())
+if let i = argv.firstIndex(of: "--config") {
+    guard i + 1 < argv.count else { fail("--config needs a file") }
+    do { procs = try loadConfig(path: argv[i + 1], into: &config) } catch { fail(error.description) }
+}
+// 2. The environment.
 if let env = ProcessInfo.processInfo.environment["CHAT_ADDR"] { (config.host, config.port) = parseAddr(env) }
+if ProcessInfo.processInfo.environment["GMPPROCS"] != nil { procs = nil } // the runtime read it already
+// 3. The flags.
 var allowed: [String] = []
-var args = CommandLine.arguments.dropFirst()
+var args = argv[...]
 while let a = args.popFirst() {
     switch a {
+    case "--config":
+        _ = args.popFirst()
     case "--addr":
         guard let v = args.popFirst() else { fail("--addr needs HOST:PORT") }
         (config.host, config.port) = parseAddr(v)
@@ -41,7 +50,7 @@ while let a = args.popFirst() {
     case "--any-origin":
         config.origins = .any
     case "--help", "-h":
-        print("usage: ChatApp [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]")
+        print("usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]")
         exit(0)
     default:
         fail("unknown argument '\(a)' (try --help)")
@@ -53,6 +62,8 @@ if !allowed.isEmpty { config.origins = .allow(allowed) }
 signal(SIGINT, SIG_IGN)
 signal(SIGTERM, SIG_IGN)
 let signals = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
+
+if let procs { GMP.setProcs(procs) }
 
 let code: Int32 = GMP.run { () -> Int32 in
     let server: ChatServer

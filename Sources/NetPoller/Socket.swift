@@ -167,6 +167,13 @@ public final class Conn: @unchecked Sendable {
         try write(Array(string.utf8))
     }
 
+    /// The peer's address ("ip:port", "[ip]:port" or "unix"), or "?" if unknown.
+    public var remoteAddress: String {
+        var buf = [CChar](repeating: 0, count: 80)
+        guard gmp_peer_name(fd, &buf, Int32(buf.count)) == 0 else { return "?" }
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Sets the read deadline (absolute, `GMP.now` base); nil clears it.
     public func setReadDeadline(_ at: Int64?) { pd.setDeadline(.read, at ?? 0) }
 

@@ -7,20 +7,23 @@ import Synchronization
 import Testing
 import WebSocket
 
-/// Starts the built ChatApp binary on a free port; returns it and the port.
-func startChatApp() throws -> (Process, Int) {
-    let free = try Listener(port: 0)
-    let port = free.port
-    free.close()
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    var dir = exe
-    // The test bundle may be a directory deep; look upwards for the ChatApp binary.
+/// The built ChatApp binary (next to the test bundle, or a few levels up).
+func chatAppURL() -> URL {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for _ in 0..<4 where !FileManager.default.fileExists(atPath: dir.appendingPathComponent("ChatApp").path) {
         dir = dir.deletingLastPathComponent()
     }
+    return dir.appendingPathComponent("ChatApp")
+}
+
+/// Starts the built ChatApp binary on a free port; returns it and the port.
+func startChatApp(extraArguments: [String] = []) throws -> (Process, Int) {
+    let free = try Listener(port: 0)
+    let port = free.port
+    free.close()
     let p = Process()
-    p.executableURL = dir.appendingPathComponent("ChatApp")
-    p.arguments = ["--addr", "127.0.0.1:\(port)"]
+    p.executableURL = chatAppURL()
+    p.arguments = extraArguments + ["--addr", "127.0.0.1:\(port)"]
     p.standardError = FileHandle.nullDevice
     try p.run()
     // Wait (bounded) until it accepts connections.
@@ -132,6 +135,44 @@ struct ChatAppTests {
         }
         #expect(r == ["you are now alice", "you are now bob", "online: alice, bob", "(private) alice: psst",
                       "error: unknown command /bogus (try /help)", "alice: hi all", "alice: hi all"])
+    }
+
+    @Test("A bad config file is a clear error naming the key; a good one is used, and flags win over it")
+    func configFile() throws {
+        let dir = NSTemporaryDirectory()
+        let bad = dir + "chat-bad-\(getpid()).json", good = dir + "chat-good-\(getpid()).json"
+        defer { unlink(bad); unlink(good) }
+        for (content, expected) in [("{\"maxMessage\": \"big\"}", "key 'maxMessage' must be a positive integer"),
+                                    ("{\"adr\": \"x\"}", "unknown key 'adr'"),
+                                    ("[1, 2]", "the top level must be an object")] {
+            try content.write(toFile: bad, atomically: true, encoding: .utf8)
+            let p = Process()
+            p.executableURL = chatAppURL()
+            p.arguments = ["--config", bad]
+            let err = Pipe()
+            p.standardError = err
+            try p.run()
+            p.waitUntilExit()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(p.terminationStatus == 2)
+            #expect(text.contains(expected), "stderr: \(text)")
+        }
+        // maxMessage 8 from the file: a 9-byte message is refused with 1009.
+        try "{\"maxMessage\": 8, \"addr\": \"127.0.0.1:1\"}".write(toFile: good, atomically: true, encoding: .utf8)
+        let (app, port) = try startChatApp(extraArguments: ["--config", good]) // --addr (a flag) wins over the file
+        defer { app.terminate(); app.waitUntilExit() }
+        let code = runG(procs: 2) { () -> UInt16? in
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            defer { ws.conn.close() }
+            try? ws.send(text: "123456789")
+            do throws(WebSocketError) {
+                while true { _ = try ws.receive() }
+            } catch {
+                if case .closed(let c, _) = error { return c }
+                return nil
+            }
+        }
+        #expect(code == 1009)
     }
 
     @Test("SIGTERM: clients get close 1001 and the server exits 0")

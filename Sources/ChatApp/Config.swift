@@ -1,0 +1,62 @@
+import Foundation
+
+/// Reads a JSON config file into `config`. Keys: "addr" ("HOST:PORT"),
+/// "maxMessage" (bytes), "allowedOrigins" (list of URLs), "anyOrigin"
+/// (bool), "gmpprocs" (int). Returns the GMPPROCS setting if present.
+/// - Throws: a message naming the file and the offending key.
+func loadConfig(path: String, into config: inout ChatConfig) throws(ConfigError) -> Int? {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ConfigError("\(path): cannot read the file")
+    }
+    let any: Any
+    do { any = try JSONSerialization.jsonObject(with: data) } catch {
+        throw ConfigError("\(path): not valid JSON (\(error.localizedDescription))")
+    }
+    guard let obj = any as? [String: Any] else { throw ConfigError("\(path): the top level must be an object") }
+    var procs: Int?
+    for (key, value) in obj.sorted(by: { $0.key < $1.key }) {
+        switch key {
+        case "addr":
+            guard let s = value as? String, let (h, p) = splitAddr(s) else {
+                throw ConfigError("\(path): key 'addr' must be a string \"HOST:PORT\"")
+            }
+            (config.host, config.port) = (h, p)
+        case "maxMessage":
+            guard let n = value as? Int, n > 0, !(value is Bool) else {
+                throw ConfigError("\(path): key 'maxMessage' must be a positive integer")
+            }
+            config.maxMessage = n
+        case "allowedOrigins":
+            guard let list = value as? [String] else {
+                throw ConfigError("\(path): key 'allowedOrigins' must be a list of strings")
+            }
+            config.origins = .allow(list.map { $0.lowercased() })
+        case "anyOrigin":
+            guard let b = value as? Bool else { throw ConfigError("\(path): key 'anyOrigin' must be true or false") }
+            if b { config.origins = .any }
+        case "gmpprocs":
+            guard let n = value as? Int, (1...1024).contains(n), !(value is Bool) else {
+                throw ConfigError("\(path): key 'gmpprocs' must be an integer in 1...1024")
+            }
+            procs = n
+        default:
+            throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs)")
+        }
+    }
+    return procs
+}
+
+struct ConfigError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// "HOST:PORT" (or "[v6]:PORT", or ":PORT" for all interfaces).
+func splitAddr(_ s: String) -> (String, Int)? {
+    guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else {
+        return nil
+    }
+    var host = String(s[..<colon])
+    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    return (host.isEmpty ? "0.0.0.0" : host, port)
+}
