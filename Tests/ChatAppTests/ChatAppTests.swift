@@ -175,6 +175,48 @@ struct ChatAppTests {
         #expect(code == 1009)
     }
 
+    @Test("A client that does not read is dropped; the others lose nothing")
+    func slowClientDropped() throws {
+        let (app, port) = try startChatApp()
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2, timeout: 120) { () -> (Bool, Int, Bool) in
+            guard let slow = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),
+                  let fast = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return (false, 0, false) }
+            defer { slow.conn.close(); fast.conn.close() }
+            let n = 20_000
+            let body = String(repeating: "x", count: 400)
+            let received = Chan<Bool>(capacity: 1)
+            go {
+                var count = 0, inOrder = true
+                while count < n {
+                    guard case .text(let t)? = try? fast.receive() else { break }
+                    for line in t.split(separator: "\n") {
+                        if !line.hasPrefix("\(count) ") { inOrder = false }
+                        count += 1
+                    }
+                }
+                received.send(count == n && inOrder)
+            }
+            for i in 0..<n { try? fast.send(text: "\(i) \(body)") } // 8 MB: more than the slow side's buffers
+            let fastOK = received.receive() == .value(true)
+            // The slow client now reads: it gets what was buffered, then the end.
+            var slowCount = 0
+            var ended = false
+            while true {
+                do throws(WebSocketError) {
+                    if case .text(let t) = try slow.receive() { slowCount += t.split(separator: "\n").count }
+                } catch {
+                    ended = true
+                    break
+                }
+            }
+            return (fastOK, slowCount, ended)
+        }
+        #expect(r?.0 == true, "the reading client lost or reordered messages")
+        #expect((r?.1 ?? 20_000) < 20_000, "the slow client was not dropped")
+        #expect(r?.2 == true)
+    }
+
     @Test("SIGTERM: clients get close 1001 and the server exits 0")
     func gracefulShutdown() throws {
         let (app, port) = try startChatApp()
