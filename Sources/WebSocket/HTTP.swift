@@ -75,16 +75,7 @@ public struct HTTPRequest: Sendable {
     public static func parse(_ bytes: ArraySlice<UInt8>, maxHeaderBytes: Int = 8192,
                              maxBodyBytes: Int = 1 << 20) throws(HTTPError) -> (HTTPRequest, Int)? {
         // Find the blank line that ends the head.
-        var end = -1
-        var i = bytes.startIndex
-        while i + 3 < bytes.endIndex {
-            if bytes[i] == 13 && bytes[i + 1] == 10 && bytes[i + 2] == 13 && bytes[i + 3] == 10 {
-                end = i - bytes.startIndex
-                break
-            }
-            i += 1
-        }
-        if end < 0 {
+        guard let end = findHeadEnd(bytes) else {
             if bytes.count > maxHeaderBytes { throw HTTPError(status: .headersTooLarge, detail: "request head over \(maxHeaderBytes) bytes") }
             return nil
         }

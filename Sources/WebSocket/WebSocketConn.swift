@@ -193,7 +193,7 @@ public func dialWebSocket(host: String, port: Int, path: String = "/", origin: S
         try conn.write(req)
         while true {
             buf += try conn.read(max: 4096)
-            if let end = findHeadEnd(buf) {
+            if let end = findHeadEnd(buf[...]) {
                 let head = String(decoding: buf[0..<end], as: UTF8.self)
                 guard head.hasPrefix("HTTP/1.1 101"),
                       head.lowercased().contains("sec-websocket-accept: \(webSocketAccept(key: key).lowercased())") else {
@@ -209,20 +209,25 @@ public func dialWebSocket(host: String, port: Int, path: String = "/", origin: S
         }
     } catch let e as WebSocketError {
         throw e
-    } catch let e as NetError {
-        conn.close()
-        throw .transport(e)
     } catch {
-        conn.close()
-        throw .handshake("\(error)")
+        throw handshakeFailed(conn, error)
     }
 }
 
-/// Index of the blank line (CR LF CR LF) ending an HTTP head, if present.
-func findHeadEnd(_ b: [UInt8]) -> Int? {
-    guard b.count >= 4 else { return nil }
-    for i in 0...(b.count - 4) where b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 {
-        return i
+/// Closes `conn` after a failed handshake and says why.
+private func handshakeFailed(_ conn: Conn, _ error: any Error) -> WebSocketError {
+    conn.close()
+    if let e = error as? NetError { return .transport(e) }
+    return .handshake("\(error)")
+}
+
+/// Offset (from the start of `b`) of the blank line (CR LF CR LF) ending
+/// an HTTP head, if present.
+func findHeadEnd(_ b: ArraySlice<UInt8>) -> Int? {
+    var i = b.startIndex
+    while i + 3 < b.endIndex {
+        if b[i] == 13 && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return i - b.startIndex }
+        i += 1
     }
     return nil
 }
@@ -244,12 +249,8 @@ public func upgradeToWebSocket(_ conn: Conn, origins: OriginPolicy = .sameHost,
             try? conn.write(rejectWebSocket(e).encode())
             conn.close()
             throw .handshake("\(e.status.code) \(e.detail)")
-        } catch let e as NetError {
-            conn.close()
-            throw .transport(e)
         } catch {
-            conn.close()
-            throw .handshake("\(error)")
+            throw handshakeFailed(conn, error)
         }
     }
 }
