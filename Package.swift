@@ -31,7 +31,8 @@ let package = Package(
         .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
         .executableTarget(name: "ChatApp", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
         .executableTarget(
-            name: "Benchmarks", dependencies: ["GMP", "Channels", "NetPoller"], path: "Benchmarks", exclude: ["peers"]),
+            name: "Benchmarks", dependencies: ["GMP", "Channels", "NetPoller", "WebSocket"], path: "Benchmarks",
+            exclude: ["peers"]),
         .target(name: "GMPTestSupport", dependencies: ["GMP"], path: "Tests/TestSupport"),
         .testTarget(name: "GMPTests", dependencies: ["GMP", "CGMP", "GMPTestSupport"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP", "GMPTestSupport"]),

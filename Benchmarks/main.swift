@@ -8,6 +8,7 @@ import Foundation
 import GMP
 import Glibc
 import NetPoller
+import WebSocket
 
 struct Result {
     var name: String
@@ -329,7 +330,73 @@ func idleConnsClient(port: Int, n: Int) -> Never {
     exit(0)
 }
 
-let all: [(String, () -> Result)] = [
+/// chat: the ChatApp binary (built next to this one) with 100 clients of
+/// ours, each sending 100 messages 10 ms apart; every client must receive
+/// all 10,000. ns per delivery; deliveries/s and p50/p99 latency in `extra`.
+func benchChat() -> Result? {
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("ChatApp")
+    guard FileManager.default.fileExists(atPath: exe.path) else {
+        let msg = "chat: skipped, no ChatApp binary next to Benchmarks (swift build -c release --product ChatApp)\n"
+        _ = msg.withCString { write(2, $0, strlen($0)) }
+        return nil
+    }
+    guard let probe = try? Listener(port: 0) else { return nil }
+    let port = probe.port
+    probe.close()
+    let app = Process()
+    app.executableURL = exe
+    app.arguments = ["--addr", "127.0.0.1:\(port)"]
+    app.standardError = FileHandle.nullDevice
+    guard (try? app.run()) != nil else { return nil }
+    defer { app.terminate(); app.waitUntilExit() }
+    while (try? Conn.dial("127.0.0.1", port))?.close() == nil { usleep(20_000) }
+    let clients = 100, per = 100, total = clients * clients * per
+    let (elapsed, lat) = GMP.run { () -> (Int64, [Int64]) in
+        var conns: [WebSocketConn] = []
+        for _ in 0..<clients {
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { fatalError("chat: dial") }
+            conns.append(ws)
+        }
+        let latencies = Chan<[Int64]>(capacity: clients)
+        let t0 = now()
+        for ws in conns {
+            go {
+                var got = 0
+                var l: [Int64] = []
+                l.reserveCapacity(clients * per)
+                while got < clients * per {
+                    guard case .text(let t)? = try? ws.receive() else { break }
+                    let at = now()
+                    for line in t.split(separator: "\n") {
+                        if let sent = Int64(line.split(separator: " ").first ?? "") { l.append(at - sent) }
+                        got += 1
+                    }
+                }
+                latencies.send(l)
+            }
+        }
+        for ws in conns {
+            go {
+                for k in 0..<per {
+                    try? ws.send(text: "\(now()) m\(k)")
+                    GMP.sleep(nanoseconds: 10_000_000)
+                }
+            }
+        }
+        var all: [Int64] = []
+        for _ in 0..<clients { all += latencies.receive().value ?? [] }
+        let el = now() - t0
+        for ws in conns { ws.conn.close() }
+        return (el, all.sorted())
+    }
+    precondition(lat.count == total, "chat: \(lat.count) of \(total) deliveries")
+    let p50 = Double(lat[lat.count / 2]) / 1e6, p99 = Double(lat[lat.count * 99 / 100]) / 1e6
+    let rate = Double(total) / (Double(elapsed) / 1e9)
+    let extra = "deliveries_per_s=\(Int(rate)) p50_ms=\((p50 * 100).rounded() / 100) p99_ms=\((p99 * 100).rounded() / 100)"
+    return Result(name: "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra)
+}
+
+let all: [(String, () -> Result?)] = [
     ("spawn", benchSpawn),
     ("yield", benchYield),
     ("spawntree", benchSpawnTree),
@@ -341,6 +408,7 @@ let all: [(String, () -> Result)] = [
     ("select", benchSelect),
     ("echo", benchEcho),
     ("idleconns", benchIdleConns),
+    ("chat", benchChat),
 ]
 
 var json = false
@@ -377,7 +445,7 @@ if selected.isEmpty {
 }
 if !json { print("GMPPROCS=\(GMP.procs), cores=\(sysconf(Int32(_SC_NPROCESSORS_ONLN)))") }
 for (_, f) in selected {
-    let r = f()
+    guard let r = f() else { continue } // skipped (it said why)
     if json {
         print("{\"name\":\"\(r.name)\",\"ops\":\(r.ops),\"ns_per_op\":\(r.nsPerOp),\"extra\":\"\(r.extra)\"}")
     } else {
