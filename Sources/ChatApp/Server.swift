@@ -12,6 +12,8 @@ struct ChatConfig: Sendable {
     var pingPeriod: Int64 = 54_000_000_000
     var pongWait: Int64 = 60_000_000_000
     var writeWait: Int64 = 10_000_000_000
+    /// A connection must send a complete request head within this time.
+    var handshakeTimeout: Int64 = 10_000_000_000
     var origins = OriginPolicy.sameHost
 }
 
@@ -53,7 +55,7 @@ final class ChatServer: @unchecked Sendable {
 
     private func handle(_ conn: Conn) {
         var buf: [UInt8] = []
-        conn.setReadDeadline(GMP.now + 10_000_000_000) // a request must arrive in time
+        conn.setReadDeadline(GMP.now + config.handshakeTimeout) // a request must arrive in time
         while true {
             let parsed: (HTTPRequest, Int)?
             do {

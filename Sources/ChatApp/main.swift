@@ -1,7 +1,7 @@
 // ChatApp: gorilla/websocket's chat example on our runtime.
 //
 //   swift run -c release ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N]
-//                                [--allow-origin URL]... [--any-origin]
+//                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]
 //
 // Settings come from the config file, then the environment (CHAT_ADDR,
 // GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
@@ -47,10 +47,13 @@ while let a = args.popFirst() {
     case "--allow-origin":
         guard let v = args.popFirst() else { fail("--allow-origin needs a URL") }
         allowed.append(v.lowercased())
+    case "--handshake-timeout-ms":
+        guard let v = args.popFirst().flatMap({ Int64($0) }), v > 0 else { fail("--handshake-timeout-ms needs a positive number") }
+        config.handshakeTimeout = v * 1_000_000
     case "--any-origin":
         config.origins = .any
     case "--help", "-h":
-        print("usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]")
+        print("usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]")
         exit(0)
     default:
         fail("unknown argument '\(a)' (try --help)")

@@ -217,6 +217,27 @@ struct ChatAppTests {
         #expect(r?.2 == true)
     }
 
+    @Test("A client that never finishes its request is closed after the handshake time-out")
+    func handshakeTimeout() throws {
+        let (app, port) = try startChatApp(extraArguments: ["--handshake-timeout-ms", "200"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> (Bool, Int64) in
+            guard let c = try? Conn.dial("127.0.0.1", port) else { return (false, 0) }
+            defer { c.close() }
+            try? c.write("GET /ws HTTP/1.1\r\nHost: x\r\n") // never finished
+            let t0 = GMP.now
+            c.setReadDeadline(t0 + 10_000_000_000)
+            do throws(NetError) {
+                _ = try c.read(max: 100)
+                return (false, 0)
+            } catch {
+                return (error == .endOfStream || error == .connectionReset, GMP.now - t0)
+            }
+        }
+        #expect(r?.0 == true, "the server did not close the connection")
+        #expect((r?.1 ?? 0) >= 150_000_000 && (r?.1 ?? .max) < 5_000_000_000)
+    }
+
     @Test("SIGTERM: clients get close 1001 and the server exits 0")
     func gracefulShutdown() throws {
         let (app, port) = try startChatApp()
