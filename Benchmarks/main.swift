@@ -334,13 +334,7 @@ func idleConnsClient(port: Int, n: Int) -> Never {
 /// ours, each sending 100 messages 10 ms apart; every client must receive
 /// all 10,000. ns per delivery; deliveries/s and p50/p99 latency in `extra`.
 func benchChat() -> Result? {
-    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("ChatApp")
-    guard FileManager.default.fileExists(atPath: exe.path) else {
-        let msg = "chat: skipped, no ChatApp binary next to Benchmarks (swift build -c release --product ChatApp)\n"
-        _ = msg.withCString { write(2, $0, strlen($0)) }
-        return nil
-    }
-    guard let probe = try? Listener(port: 0) else { return nil }
+    guard let exe = chatAppBinary("chat"), let probe = try? Listener(port: 0) else { return nil }
     let port = probe.port
     probe.close()
     let app = Process()
@@ -396,6 +390,74 @@ func benchChat() -> Result? {
     return Result(name: "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra)
 }
 
+/// The release ChatApp binary next to this one, or nil (with a note).
+func chatAppBinary(_ workload: String) -> URL? {
+    let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("ChatApp")
+    if FileManager.default.fileExists(atPath: exe.path) { return exe }
+    let msg = "\(workload): skipped, no ChatApp binary next to Benchmarks (swift build -c release --product ChatApp)\n"
+    _ = msg.withCString { write(2, $0, strlen($0)) }
+    return nil
+}
+
+/// Resident set size of process `pid` in bytes.
+func rssBytes(pid: Int32) -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8) else { return 0 }
+    let parts = s.split(separator: " ")
+    return parts.count > 1 ? (Int(parts[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
+}
+
+/// chatidle: 10,000 connected, idle WebSocket clients (in a child process)
+/// on the ChatApp binary; the server's RSS per connection.
+func benchChatIdle() -> Result? {
+    guard let exe = chatAppBinary("chatidle"), let probe = try? Listener(port: 0) else { return nil }
+    let port = probe.port
+    probe.close()
+    let app = Process()
+    app.executableURL = exe
+    app.arguments = ["--addr", "127.0.0.1:\(port)"]
+    app.standardError = FileHandle.nullDevice
+    guard (try? app.run()) != nil else { return nil }
+    defer { app.terminate(); app.waitUntilExit() }
+    while (try? Conn.dial("127.0.0.1", port))?.close() == nil { usleep(20_000) }
+    let n = 10_000
+    let before = rssBytes(pid: app.processIdentifier)
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+    child.arguments = ["--chatidle-client", String(port), String(n)]
+    let stdin = Pipe(), stdout = Pipe()
+    child.standardInput = stdin
+    child.standardOutput = stdout
+    let t0 = now()
+    guard (try? child.run()) != nil else { return nil }
+    // The client writes one line once all n are connected.
+    _ = stdout.fileHandleForReading.availableData
+    let el = now() - t0
+    let after = rssBytes(pid: app.processIdentifier)
+    try? stdin.fileHandleForWriting.close()
+    child.waitUntilExit()
+    return Result(name: "chatidle", ops: n, nsPerOp: Double(el) / Double(n),
+                  extra: "rss_bytes_per_conn=\((after - before) / n) (server process)")
+}
+
+/// The client half of `chatidle`: n WebSocket clients, held until stdin closes.
+func chatIdleClient(port: Int, n: Int) -> Never {
+    GMP.run {
+        var conns: [WebSocketConn] = []
+        for _ in 0..<n {
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
+                fatalError("chatidle client: dial failed")
+            }
+            conns.append(ws)
+        }
+        let line = "connected \(n)\n"
+        _ = line.withCString { write(1, $0, strlen($0)) }
+        var b: UInt8 = 0
+        _ = GMP.blocking { read(0, &b, 1) }
+        for ws in conns { ws.conn.close() }
+    }
+    exit(0)
+}
+
 let all: [(String, () -> Result?)] = [
     ("spawn", benchSpawn),
     ("yield", benchYield),
@@ -409,6 +471,7 @@ let all: [(String, () -> Result?)] = [
     ("echo", benchEcho),
     ("idleconns", benchIdleConns),
     ("chat", benchChat),
+    ("chatidle", benchChatIdle),
 ]
 
 var json = false
@@ -416,6 +479,11 @@ var filter: String?
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
+    case "--chatidle-client":
+        guard let p = args.popFirst().flatMap({ Int($0) }), let n = args.popFirst().flatMap({ Int($0) }) else {
+            fatalError("--chatidle-client PORT N")
+        }
+        chatIdleClient(port: p, n: n)
     case "--idleconns-client":
         guard let p = args.popFirst().flatMap({ Int($0) }), let n = args.popFirst().flatMap({ Int($0) }) else {
             fatalError("--idleconns-client PORT N")

@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/ioctl.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -134,4 +135,14 @@ int gmp_peer_name(int fd, char *buf, int len) {
         snprintf(buf, (size_t)len, "unix");
     }
     return 0;
+}
+
+int gmp_readable(int fd) {
+    char c;
+    ssize_t r = recv(fd, &c, 1, MSG_PEEK);
+    if (r < 0) return -errno;
+    if (r == 0) return 0;
+    int n = 0;
+    if (ioctl(fd, FIONREAD, &n) < 0 || n < 1) n = 1;
+    return n;
 }

@@ -124,9 +124,27 @@ public final class Conn: @unchecked Sendable {
         }
     }
 
-    /// Reads up to `max` bytes into a new array.
+    /// Reads up to `max` bytes into a new array. Allocates only once data is
+    /// there (a G parked waiting holds no buffer), and no more than arrived.
     public func read(max: Int = 4096) throws(NetError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: max)
+        var ready: Int32
+        while true {
+            if closed.load(ordering: .acquiring) { throw .closed }
+            ready = gmp_readable(fd)
+            if ready > 0 { break }
+            if ready == 0 { throw max == 0 ? .system(op: "read", errno: EINVAL) : .endOfStream }
+            let e = -ready
+            if e == EAGAIN || e == EWOULDBLOCK {
+                try pd.wait(.read)
+            } else if e == EINTR {
+                continue
+            } else if e == EBADF && pd.closing {
+                throw .closed
+            } else {
+                throw NetError(errno: e, op: "read")
+            }
+        }
+        var out = [UInt8](repeating: 0, count: Swift.min(max, Int(ready)))
         let r: Result<Int, NetError> = out.withUnsafeMutableBytes { b in Result { () throws(NetError) in try read(into: b) } }
         let n = try r.get()
         out.removeSubrange(n...)

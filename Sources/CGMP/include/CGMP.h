@@ -145,6 +145,10 @@ int gmp_set_int_option(int fd, int level, int name, int value);
 int gmp_bind_listen(int fd, const void *addr, uint32_t len, int backlog);
 /// The local port of a bound socket (host order), or -errno.
 int gmp_local_port(int fd);
+/// Bytes ready to read on a socket: > 0 the count, 0 end of stream, or
+/// -errno (-EAGAIN: nothing yet). Reads nothing.
+int gmp_readable(int fd);
+
 /// Writes the peer's "ip:port" (or "[ip]:port", or "unix") into buf;
 /// returns 0 or -errno.
 int gmp_peer_name(int fd, char *buf, int len);
