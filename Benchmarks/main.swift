@@ -19,16 +19,15 @@ struct Result {
 
 func now() -> Int64 { GMP.now }
 
-func rssBytes() -> Int {
-    guard let f = fopen("/proc/self/statm", "r") else { return 0 }
-    defer { fclose(f) }
-    var buf = [CChar](repeating: 0, count: 128)
-    guard fgets(&buf, 128, f) != nil else { return 0 }
-    let s = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+/// Resident set size of process `pid` in bytes.
+func rssBytes(pid: Int32) -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8) else { return 0 }
     let parts = s.split(separator: " ")
-    guard parts.count > 1, let pages = Int(parts[1]) else { return 0 }
-    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    return parts.count > 1 ? (Int(parts[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
 }
+
+/// Resident set size of this process in bytes.
+func rssBytes() -> Int { rssBytes(pid: getpid()) }
 
 /// spawn: 1,000,000 Gs that each call wg.done(); the spawner then waits.
 func benchSpawn() -> Result {
@@ -314,6 +313,12 @@ func benchIdleConns() -> Result {
                   extra: "rss_bytes_per_conn=\(perConn) (server side)")
 }
 
+/// Blocks the calling G (in a blocking call) until the parent closes our stdin.
+func waitForStdinToClose() {
+    var b: UInt8 = 0
+    _ = GMP.blocking { read(0, &b, 1) }
+}
+
 /// The client half of `idleconns`: dial `n` connections, hold them until
 /// stdin closes.
 func idleConnsClient(port: Int, n: Int) -> Never {
@@ -323,8 +328,7 @@ func idleConnsClient(port: Int, n: Int) -> Never {
             guard let c = try? Conn.dial("127.0.0.1", port) else { fatalError("idleconns client: dial failed") }
             conns.append(c)
         }
-        var b: UInt8 = 0
-        _ = GMP.blocking { read(0, &b, 1) }
+        waitForStdinToClose()
         for c in conns { c.close() }
     }
     exit(0)
@@ -334,16 +338,8 @@ func idleConnsClient(port: Int, n: Int) -> Never {
 /// ours, each sending 100 messages 10 ms apart; every client must receive
 /// all 10,000. ns per delivery; deliveries/s and p50/p99 latency in `extra`.
 func benchChat() -> Result? {
-    guard let exe = chatAppBinary("chat"), let probe = try? Listener(port: 0) else { return nil }
-    let port = probe.port
-    probe.close()
-    let app = Process()
-    app.executableURL = exe
-    app.arguments = ["--addr", "127.0.0.1:\(port)"]
-    app.standardError = FileHandle.nullDevice
-    guard (try? app.run()) != nil else { return nil }
+    guard let (app, port) = startChatApp("chat") else { return nil }
     defer { app.terminate(); app.waitUntilExit() }
-    while (try? Conn.dial("127.0.0.1", port))?.close() == nil { usleep(20_000) }
     let clients = 100, per = 100, total = clients * clients * per
     let (elapsed, lat) = GMP.run { () -> (Int64, [Int64]) in
         var conns: [WebSocketConn] = []
@@ -390,26 +386,16 @@ func benchChat() -> Result? {
     return Result(name: "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra)
 }
 
-/// The release ChatApp binary next to this one, or nil (with a note).
-func chatAppBinary(_ workload: String) -> URL? {
+/// Starts the release ChatApp binary (next to this one) on a free port and
+/// waits until it accepts; nil (with a note) if there is no binary.
+func startChatApp(_ workload: String) -> (Process, Int)? {
     let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("ChatApp")
-    if FileManager.default.fileExists(atPath: exe.path) { return exe }
-    let msg = "\(workload): skipped, no ChatApp binary next to Benchmarks (swift build -c release --product ChatApp)\n"
-    _ = msg.withCString { write(2, $0, strlen($0)) }
-    return nil
-}
-
-/// Resident set size of process `pid` in bytes.
-func rssBytes(pid: Int32) -> Int {
-    guard let s = try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8) else { return 0 }
-    let parts = s.split(separator: " ")
-    return parts.count > 1 ? (Int(parts[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
-}
-
-/// chatidle: 10,000 connected, idle WebSocket clients (in a child process)
-/// on the ChatApp binary; the server's RSS per connection.
-func benchChatIdle() -> Result? {
-    guard let exe = chatAppBinary("chatidle"), let probe = try? Listener(port: 0) else { return nil }
+    guard FileManager.default.fileExists(atPath: exe.path) else {
+        let msg = "\(workload): skipped, no ChatApp binary next to Benchmarks (swift build -c release --product ChatApp)\n"
+        _ = msg.withCString { write(2, $0, strlen($0)) }
+        return nil
+    }
+    guard let probe = try? Listener(port: 0) else { return nil }
     let port = probe.port
     probe.close()
     let app = Process()
@@ -417,8 +403,15 @@ func benchChatIdle() -> Result? {
     app.arguments = ["--addr", "127.0.0.1:\(port)"]
     app.standardError = FileHandle.nullDevice
     guard (try? app.run()) != nil else { return nil }
-    defer { app.terminate(); app.waitUntilExit() }
     while (try? Conn.dial("127.0.0.1", port))?.close() == nil { usleep(20_000) }
+    return (app, port)
+}
+
+/// chatidle: 10,000 connected, idle WebSocket clients (in a child process)
+/// on the ChatApp binary; the server's RSS per connection.
+func benchChatIdle() -> Result? {
+    guard let (app, port) = startChatApp("chatidle") else { return nil }
+    defer { app.terminate(); app.waitUntilExit() }
     let n = 10_000
     let before = rssBytes(pid: app.processIdentifier)
     let child = Process()
@@ -451,8 +444,7 @@ func chatIdleClient(port: Int, n: Int) -> Never {
         }
         let line = "connected \(n)\n"
         _ = line.withCString { write(1, $0, strlen($0)) }
-        var b: UInt8 = 0
-        _ = GMP.blocking { read(0, &b, 1) }
+        waitForStdinToClose()
         for ws in conns { ws.conn.close() }
     }
     exit(0)

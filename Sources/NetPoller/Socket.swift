@@ -103,6 +103,20 @@ public final class Conn: @unchecked Sendable {
         return conn
     }
 
+    /// After a failed call with error `e`: waits for readiness (EAGAIN), or
+    /// returns for a retry (EINTR), or throws.
+    private func waitOrThrow(_ e: Int32, _ mode: PollDesc.Mode, op: String) throws(NetError) {
+        if e == EAGAIN || e == EWOULDBLOCK {
+            try pd.wait(mode)
+        } else if e == EINTR {
+            return
+        } else if e == EBADF && pd.closing {
+            throw .closed
+        } else {
+            throw NetError(errno: e, op: op)
+        }
+    }
+
     /// Reads up to `buffer.count` bytes; returns how many (at least 1).
     /// Throws `.endOfStream` when the peer has closed its side.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(NetError) -> Int {
@@ -111,16 +125,7 @@ public final class Conn: @unchecked Sendable {
             let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
             if n > 0 { return n }
             if n == 0 { throw buffer.isEmpty ? .system(op: "read", errno: EINVAL) : .endOfStream }
-            let e = errno
-            if e == EAGAIN || e == EWOULDBLOCK {
-                try pd.wait(.read)
-            } else if e == EINTR {
-                continue
-            } else if e == EBADF && pd.closing {
-                throw .closed
-            } else {
-                throw NetError(errno: e, op: "read")
-            }
+            try waitOrThrow(errno, .read, op: "read")
         }
     }
 
@@ -133,16 +138,7 @@ public final class Conn: @unchecked Sendable {
             ready = gmp_readable(fd)
             if ready > 0 { break }
             if ready == 0 { throw max == 0 ? .system(op: "read", errno: EINVAL) : .endOfStream }
-            let e = -ready
-            if e == EAGAIN || e == EWOULDBLOCK {
-                try pd.wait(.read)
-            } else if e == EINTR {
-                continue
-            } else if e == EBADF && pd.closing {
-                throw .closed
-            } else {
-                throw NetError(errno: e, op: "read")
-            }
+            try waitOrThrow(-ready, .read, op: "read")
         }
         var out = [UInt8](repeating: 0, count: Swift.min(max, Int(ready)))
         let r: Result<Int, NetError> = out.withUnsafeMutableBytes { b in Result { () throws(NetError) in try read(into: b) } }
@@ -161,16 +157,7 @@ public final class Conn: @unchecked Sendable {
                 off += n
                 continue
             }
-            let e = errno
-            if e == EAGAIN || e == EWOULDBLOCK {
-                try pd.wait(.write)
-            } else if e == EINTR {
-                continue
-            } else if e == EBADF && pd.closing {
-                throw .closed
-            } else {
-                throw NetError(errno: e, op: "write")
-            }
+            try waitOrThrow(errno, .write, op: "write")
         }
     }
 

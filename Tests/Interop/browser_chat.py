@@ -2,35 +2,17 @@
 chromium-driver, driven by selenium) chat through ChatApp's page.
 Usage: browser_chat.py PATH_TO_CHATAPP. Prints 'N passed, M failed'.
 """
-import socket
-import subprocess
 import sys
-import time
 
+from common import Tally, start_chat_app
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-passed = failed = 0
-
-
-def check(name, ok):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {name}")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+tally = Tally()
+check = tally.check
 
 
 def browser():
@@ -47,17 +29,9 @@ def log_text(d):
     return d.find_element(By.ID, "log").text
 
 
-port = free_port()
-proc = subprocess.Popen([sys.argv[1], "--addr", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+proc, port = start_chat_app(sys.argv[1])
 a = b = None
 try:
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
     a, b = browser(), browser()
     for d in (a, b):
         d.get(f"http://127.0.0.1:{port}/")
@@ -86,5 +60,4 @@ finally:
     proc.terminate()
     proc.wait(timeout=10)
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+tally.finish()

@@ -8,44 +8,19 @@ Prints 'N passed, M failed' and exits non-zero on any failure.
 """
 import asyncio
 import signal
-import socket
-import subprocess
 import sys
-import time
 
 import websockets
 
-passed = failed = 0
+from common import Tally, start_chat_app
 
-
-def check(name, ok):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL: {name}")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+tally = Tally()
+check = tally.check
 
 
 async def main(binary):
-    port = free_port()
-    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    proc, port = start_chat_app(binary)
     try:
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
         url = f"ws://127.0.0.1:{port}/ws"
         async with websockets.connect(url) as a, websockets.connect(url) as b:
             await a.send(" hello\nfrom python ")
@@ -75,5 +50,4 @@ async def main(binary):
 
 
 asyncio.run(main(sys.argv[1]))
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+tally.finish()

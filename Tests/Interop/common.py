@@ -1,0 +1,41 @@
+"""Helpers shared by the interop scripts: a pass/fail tally, and starting
+the ChatApp binary on a free port."""
+import socket
+import subprocess
+import sys
+import time
+
+
+class Tally:
+    """Counts checks; `finish` prints 'N passed, M failed' and exits."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, name, ok):
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print(f"FAIL: {name}")
+
+    def finish(self):
+        print(f"{self.passed} passed, {self.failed} failed")
+        sys.exit(1 if self.failed else 0)
+
+
+def start_chat_app(binary):
+    """Starts ChatApp on a free port; waits (at most 10 s) until it accepts."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, port
