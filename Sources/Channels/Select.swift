@@ -416,8 +416,11 @@ public struct Select {
             t.reset(at: deadline)
             timer = t
         }
-        var held = locks.map { Self.chan($0)._withUnsafeGuaranteedRef { $0.lock } }
-        held.append(state.armLock)
+        // armLock goes first: once a channel lock is released, a waker can
+        // claim and ready this G, which may return and free `state` (and its
+        // armLock) while the scheduler is still releasing the other locks.
+        var held = [state.armLock]
+        for c in locks { held.append(Self.chan(c)._withUnsafeGuaranteedRef { $0.lock }) }
         parker.park(unlocking: held)
 
         // Woken: one case (or the time-out) claimed us.

@@ -16,7 +16,7 @@ final class SelectState: @unchecked Sendable {
     // the wake-up that orders it for the reader.
     let done = Atomic<UInt32>(0)
     var winner = -1
-    let armLock = FutexLock()
+    let armLock = FutexLock(compact: ())
     let parker: Sudog
     let timeoutIndex: Int
 
@@ -24,6 +24,8 @@ final class SelectState: @unchecked Sendable {
         self.parker = parker
         self.timeoutIndex = timeoutIndex
     }
+
+    deinit { armLock.free() } // the select and its timer are done with it
 
     /// The time-out fired.
     func timeout() {

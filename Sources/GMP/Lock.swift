@@ -17,9 +17,9 @@ public struct FutexLock: @unchecked Sendable {
     @usableFromInline let word: UnsafeMutablePointer<Atomic<UInt32>>
 
     /// Creates an unlocked lock. The word gets a cache line of its own (no
-    /// false sharing between locks). It is never freed: runtime locks live as
-    /// long as the structures they guard, which live as long as the process
-    /// or are pooled.
+    /// false sharing between locks). The lock is a pointer, not an owner:
+    /// whoever creates it frees it with `free()` once nobody can use it
+    /// (a class does so in its `deinit`), or keeps it for the process's life.
     public init() {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
         word = raw.bindMemory(to: Atomic<UInt32>.self, capacity: 1)
@@ -32,6 +32,13 @@ public struct FutexLock: @unchecked Sendable {
     public init(compact: Void) {
         word = .allocate(capacity: 1)
         word.initialize(to: Atomic(0))
+    }
+
+    /// Frees the word of a lock made by `init()` or `init(compact:)`. Only
+    /// when the lock is unlocked and can no longer be reached.
+    public func free() {
+        word.deinitialize(count: 1)
+        word.deallocate()
     }
 
     /// A lock whose word lives in memory the caller owns (e.g. next to the

@@ -48,6 +48,8 @@ public final class GMPMutex: @unchecked Sendable {
 
     public init() {}
 
+    deinit { qlock.free() } // nobody can hold or wait on it any more
+
     /// Acquires the mutex, parking the G while another holds it.
     @inline(__always)
     public func lock() {
@@ -145,6 +147,8 @@ public final class GMPWaitGroup: @unchecked Sendable {
     public init(_ count: Int = 0) {
         if count > 0 { add(count) }
     }
+
+    deinit { qlock.free() } // nobody can wait on it any more
 
     /// Adds `delta` (may be negative) to the counter; at zero every waiter wakes.
     public func add(_ delta: Int) {

@@ -34,6 +34,8 @@ public final class Timer: @unchecked Sendable {
         self.callback = nil
     }
 
+    deinit { lock.free() } // no heap entry holds the timer any more
+
     /// Arms (or re-arms) the timer to fire at `deadline` (monotonic ns, see
     /// `GMP.now`). Cost: O(log n) on the current P's heap.
     public func reset(at deadline: Int64) {
