@@ -2,7 +2,7 @@ import Foundation
 
 /// Reads a JSON config file into `config`. Keys: "addr" ("HOST:PORT"),
 /// "maxMessage" (bytes), "allowedOrigins" (list of URLs), "anyOrigin"
-/// (bool), "gmpprocs" (int). Returns the GMPPROCS setting if present.
+/// (bool), "gmpprocs" (int), "stats" (bool: serve `GET /stats`). Returns the GMPPROCS setting if present.
 /// - Throws: a message naming the file and the offending key.
 func loadConfig(path: String, into config: inout ChatConfig) throws(ConfigError) -> Int? {
     guard let data = FileManager.default.contents(atPath: path) else {
@@ -34,13 +34,16 @@ func loadConfig(path: String, into config: inout ChatConfig) throws(ConfigError)
         case "anyOrigin":
             guard let b = value as? Bool else { throw ConfigError("\(path): key 'anyOrigin' must be true or false") }
             if b { config.origins = .any }
+        case "stats":
+            guard let b = value as? Bool else { throw ConfigError("\(path): key 'stats' must be true or false") }
+            config.stats = b
         case "gmpprocs":
             guard let n = value as? Int, (1...1024).contains(n), !(value is Bool) else {
                 throw ConfigError("\(path): key 'gmpprocs' must be an integer in 1...1024")
             }
             procs = n
         default:
-            throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs)")
+            throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats)")
         }
     }
     return procs

@@ -1,5 +1,6 @@
 import Channels
 import GMP
+import Synchronization
 import WebSocket
 
 // The chat hub of gorilla/websocket's chat example: one G owns the set of
@@ -43,8 +44,8 @@ final class Hub: Sendable {
     let broadcast = Chan<(Client, String)>()
     /// Closed to shut down: the hub sends close 1001 to every client.
     let quit = Chan<Void>()
-    /// The number of clients, after every change (for tests and logs).
-    let count = Chan<Int>(capacity: 1024)
+    /// The number of registered clients (written by the hub G, read by `/stats`).
+    let clientCount = Atomic<Int>(0)
 
     /// The hub's loop; run it in its own G.
     func run() {
@@ -54,12 +55,12 @@ final class Hub: Sendable {
             select { s in
                 if let r = s.receive(register), case .value(let c) = r {
                     clients[ObjectIdentifier(c)] = c
-                    _ = count.trySend(clients.count)
+                    self.clientCount.store(clients.count, ordering: .relaxed)
                 }
                 if let r = s.receive(unregister), case .value(let c) = r {
                     if clients.removeValue(forKey: ObjectIdentifier(c)) != nil {
                         c.send.close()
-                        _ = count.trySend(clients.count)
+                        self.clientCount.store(clients.count, ordering: .relaxed)
                     }
                 }
                 if let r = s.receive(broadcast), case .value(let (from, text)) = r {
@@ -73,7 +74,7 @@ final class Hub: Sendable {
                             c.send.close()
                             clients.removeValue(forKey: id)
                             log("dropped slow client \(c.peer)")
-                            _ = count.trySend(clients.count)
+                            self.clientCount.store(clients.count, ordering: .relaxed)
                         }
                     }
                 }

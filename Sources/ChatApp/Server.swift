@@ -1,4 +1,5 @@
 import Channels
+import Foundation
 import GMP
 import Glibc
 import NetPoller
@@ -15,6 +16,8 @@ struct ChatConfig: Sendable {
     /// A connection must send a complete request head within this time.
     var handshakeTimeout: Int64 = 10_000_000_000
     var origins = OriginPolicy.sameHost
+    /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON); off by default.
+    var stats = false
 }
 
 func log(_ s: String) {
@@ -100,11 +103,26 @@ final class ChatServer: @unchecked Sendable {
                 let page = HTTPResponse(status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")],
                                        body: Array(homePage.utf8))
                 if (try? conn.write(page.encode())) == nil || !req.keepAlive { conn.close(); return }
+            case "/stats" where config.stats:
+                guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
+                let body = Array(statsJSON().utf8)
+                let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "application/json")], body: body)
+                if (try? conn.write(resp.encode())) == nil || !req.keepAlive { conn.close(); return }
             default:
                 respond(conn, .notFound)
                 return
             }
         }
+    }
+
+    /// `{"clients":…,"goroutines":…,"fds":…,"rss_bytes":…}`: what a load test
+    /// checks to see that connections leave nothing behind.
+    func statsJSON() -> String {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count).map { $0 - 1 } ?? -1
+        let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
+        let pages = statm.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        return "{\"clients\":\(hub.clientCount.load(ordering: .relaxed)),\"goroutines\":\(GMP.stats.live),"
+            + "\"fds\":\(fds),\"rss_bytes\":\(pages * Int(sysconf(Int32(_SC_PAGESIZE))))}"
     }
 
     private func respond(_ conn: Conn, _ status: HTTPStatus) {
@@ -121,7 +139,8 @@ final class ChatServer: @unchecked Sendable {
         go { writePump(client, cfg) }
         // Read pump (this G): messages to the hub until the client goes.
         ws.conn.setReadDeadline(GMP.now + cfg.pongWait)
-        ws.onPong = { _ in ws.conn.setReadDeadline(GMP.now + cfg.pongWait) }
+        let conn = ws.conn // not `ws`: the closure is stored in ws, and would keep it alive
+        ws.onPong = { _ in conn.setReadDeadline(GMP.now + cfg.pongWait) }
         while true {
             do {
                 guard case .text(let text) = try ws.receive() else { continue }

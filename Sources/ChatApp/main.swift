@@ -1,7 +1,9 @@
 // ChatApp: gorilla/websocket's chat example on our runtime.
 //
 //   swift run -c release ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N]
-//                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]
+//                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N] [--stats]
+//
+// --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON.
 //
 // Settings come from the config file, then the environment (CHAT_ADDR,
 // GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
@@ -52,8 +54,10 @@ while let a = args.popFirst() {
         config.handshakeTimeout = v * 1_000_000
     case "--any-origin":
         config.origins = .any
+    case "--stats":
+        config.stats = true
     case "--help", "-h":
-        print("usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]")
+        print("usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N] [--stats]")
         exit(0)
     default:
         fail("unknown argument '\(a)' (try --help)")
