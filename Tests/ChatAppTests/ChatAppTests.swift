@@ -105,6 +105,54 @@ struct ChatAppTests {
         #expect(r?.1 == ["HTTP/1.1 200", "HTTP/1.1 404", "HTTP/1.1 405"])
     }
 
+    @Test("--stats serves /stats; after 300 connect/send/close cycles the server is back to its fds and Gs")
+    func churnLeavesNothing() throws {
+        let (plain, plainPort) = try startChatApp()
+        defer { plain.terminate(); plain.waitUntilExit() }
+        let (app, port) = try startChatApp(extraArguments: ["--stats"])
+        defer { app.terminate(); app.waitUntilExit() }
+        @Sendable func get(_ port: Int, _ path: String) -> String {
+            guard let c = try? Conn.dial("127.0.0.1", port) else { return "" }
+            defer { c.close() }
+            try? c.write("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            var got: [UInt8] = []
+            while let part = try? c.read(max: 65536) { got += part }
+            return String(decoding: got, as: UTF8.self)
+        }
+        @Sendable func stats() -> [String: Int] {
+            let reply = get(port, "/stats")
+            guard let body = reply.range(of: "\r\n\r\n").map({ reply[$0.upperBound...] }) else { return [:] }
+            return (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Int]) ?? [:]
+        }
+        let r = runG(procs: 2) { () -> (String, [String: Int], [String: Int])? in
+            let notServed = String(get(plainPort, "/stats").prefix(12))
+            let before = stats()
+            for i in 0..<300 {
+                guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+                try? ws.send(text: "m\(i)")
+                guard case .text(let t)? = try? ws.receive(), t == "m\(i)" else { return nil }
+                try? ws.close()
+                while (try? ws.receive()) != nil {} // until the server's close frame
+                ws.conn.close()
+            }
+            // The server notices each close a little later: wait for it (bounded).
+            var after = stats()
+            let deadline = GMP.now + 10_000_000_000
+            while (after["clients"] != 0 || after["fds"] != before["fds"] || after["goroutines"] != before["goroutines"])
+                && GMP.now < deadline {
+                GMP.sleep(nanoseconds: 10_000_000)
+                after = stats()
+            }
+            return (notServed, before, after)
+        }
+        let (notServed, before, after) = try #require(r ?? nil)
+        #expect(notServed == "HTTP/1.1 404")
+        #expect(before["clients"] == 0 && (before["fds"] ?? 0) > 0 && (before["goroutines"] ?? 0) > 0)
+        #expect(after["clients"] == 0)
+        #expect(after["fds"] == before["fds"], "fds \(before) -> \(after)")
+        #expect(after["goroutines"] == before["goroutines"], "Gs \(before) -> \(after)")
+    }
+
     @Test("Commands: /nick names broadcasts, /who lists, /msg is private, unknown commands answer the sender alone")
     func commands() throws {
         let (app, port) = try startChatApp()
