@@ -392,19 +392,38 @@ final class Scheduler: @unchecked Sendable {
         wakeP()
     }
 
-    /// Queues a batch of Gs made ready by a poller (any thread) and starts Ms
-    /// for idle Ps to run them.
-    func injectglist(_ list: GList) {
+    /// Queues a batch of Gs made ready by a poller and starts Ms for idle Ps
+    /// to run them (Go's `injectglist`).
+    ///
+    /// From an M holding `p`: as many Gs as there are idle Ps go to the global
+    /// queue, an M started for each; the rest go to the tail of `p`'s own
+    /// queue. So a P that polls runs the Gs it found before the Gs that
+    /// those make ready: a batch of socket readers is served in one go (their
+    /// messages reach the G they feed before its consumers run), instead of
+    /// one reader per pass through the global queue. From a thread with no
+    /// P (sysmon, a poller thread): all to the global queue.
+    func injectglist(_ list: GList, onto p: P? = nil) {
         if list.isEmpty { return }
-        var c = list.count
+        var list = list
         var cur = list.head
         while let g = cur {
             g.s.pointee.status = .runnable
             cur = g.s.pointee.schedlink
         }
+        var global = GList()
+        if let p {
+            let idle = npidle.load(ordering: .sequentiallyConsistent)
+            while global.count < idle, let g = list.pop() { global.push(g) }
+            bump(p.pointee.readies, list.count)
+            while let g = list.pop() { runqput(p, g, next: false) }
+        } else {
+            global = list
+        }
+        if global.isEmpty { return }
+        var c = global.count
         readiesNoP.add(c, ordering: .relaxed)
         lock.lock()
-        globrunqputbatch(list)
+        globrunqputbatch(global)
         lock.unlock()
         while c > 0 && npidle.load(ordering: .sequentiallyConsistent) > 0 {
             startm(nil, spinning: false)
@@ -548,7 +567,7 @@ final class Scheduler: @unchecked Sendable {
                 var list = pl.poll(delayNanoseconds: 0)
                 lastPoll.store(gmp_nanotime(), ordering: .relaxed)
                 if let g = list.pop() {
-                    injectglist(list)
+                    injectglist(list, onto: p)
                     g.s.pointee.status = .runnable
                     return (g, false)
                 }
@@ -625,7 +644,7 @@ final class Scheduler: @unchecked Sendable {
                 if let pp {
                     acquirep(m, pp)
                     if let g = list.pop() {
-                        injectglist(list)
+                        injectglist(list, onto: pp)
                         g.s.pointee.status = .runnable
                         return (g, false)
                     }
