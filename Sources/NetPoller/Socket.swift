@@ -45,7 +45,8 @@ private func makeAddress(_ host: String, _ port: Int) throws(NetError) -> (stora
 /// Reads and writes may run concurrently with each other (one reader, one
 /// writer at a time). `close()` wakes a G blocked in either with `.closed`.
 /// Deadlines are absolute (`GMP.now` base) and may be changed while a G is
-/// blocked.
+/// blocked. TCP connections (dialled or accepted) start with TCP_NODELAY on,
+/// as Go's do: a small write goes out at once (`setNoDelay(false)` for Nagle).
 public final class Conn: @unchecked Sendable {
     // @unchecked: the fd is immutable; per-direction state lives in the
     // PollDesc under its lock; `closed` is atomic and set once. (A read or
@@ -81,6 +82,7 @@ public final class Conn: @unchecked Sendable {
         let fd = gmp_socket(family)
         if fd < 0 { throw NetError(errno: Int32(-fd), op: "socket") }
         let conn = try Conn(fd: fd)
+        if family != Int32(AF_UNIX) { conn.setNoDelay(true) } // as Go: no Nagle delay by default
         let r = addr.withUnsafeBytes { gmp_connect(fd, $0.baseAddress, len) }
         if r == 0 { return conn }
         if -r != EINPROGRESS {
@@ -218,6 +220,8 @@ public final class Listener: @unchecked Sendable {
     public let fd: Int32
     /// The port it listens on (useful with port 0); 0 for a Unix socket.
     public let port: Int
+    /// TCP (not a Unix socket): accepted connections get TCP_NODELAY.
+    private let isTCP: Bool
     let pd: PollDesc
     private let closed = Atomic<Bool>(false)
 
@@ -245,6 +249,7 @@ public final class Listener: @unchecked Sendable {
         }
         self.fd = fd
         self.port = family == Int32(AF_UNIX) ? 0 : Int(gmp_local_port(fd))
+        isTCP = family != Int32(AF_UNIX)
         pd = try registerOrClose(fd)
     }
 
@@ -258,7 +263,11 @@ public final class Listener: @unchecked Sendable {
         while true {
             if closed.load(ordering: .acquiring) { throw .closed }
             let c = gmp_accept(fd)
-            if c >= 0 { return try Conn(fd: c) }
+            if c >= 0 {
+                let conn = try Conn(fd: c)
+                if isTCP { conn.setNoDelay(true) } // as Go: no Nagle delay by default
+                return conn
+            }
             let e = Int32(-c)
             if e == EAGAIN || e == EWOULDBLOCK {
                 try pd.wait(.read)
