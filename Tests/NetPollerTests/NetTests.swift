@@ -88,6 +88,28 @@ struct NetTests {
         #expect(fdsAfter <= fdsBefore, "fds before \(fdsBefore), after \(fdsAfter)")
     }
 
+    @Test("TCP connections, dialled and accepted, start with TCP_NODELAY (as Go's); setNoDelay(false) turns it off")
+    func noDelayByDefault() {
+        @Sendable func noDelay(_ c: Conn) -> Int32 {
+            var v: Int32 = -1
+            var len = socklen_t(MemoryLayout<Int32>.size)
+            _ = getsockopt(c.fd, Int32(IPPROTO_TCP), TCP_NODELAY, &v, &len)
+            return v
+        }
+        let r = runG(procs: 2) { () -> [Int32]? in
+            guard let l = try? Listener(port: 0) else { return nil }
+            defer { l.close() }
+            let accepted = Chan<Conn>(capacity: 1)
+            go { if let c = try? l.accept() { accepted.send(c) } }
+            guard let d = try? Conn.dial("127.0.0.1", l.port), case .value(let a) = accepted.receive() else { return nil }
+            defer { d.close(); a.close() }
+            let before = [noDelay(d), noDelay(a)]
+            d.setNoDelay(false)
+            return before + [noDelay(d)]
+        }
+        #expect(r == [1, 1, 0])
+    }
+
     @Test("Read deadlines fire, not early, and can be moved while a G is blocked")
     func deadlines() {
         let r = runG { () -> (Bool, Bool, Bool) in
