@@ -158,10 +158,19 @@ final class ChatServer: @unchecked Sendable {
 
 /// Write pump: queued messages (joined by newlines into one frame when
 /// several wait), pings every `pingPeriod`; close 1001 when the hub lets go.
+///
+/// The pings come from one timer per client, re-armed by the pump after each
+/// ping (gorilla's ticker), so a select that waits does not make a timer.
 func writePump(_ c: Client, _ cfg: ChatConfig) {
-    defer { c.ws.conn.close() }
+    let ping = Chan<Void>(capacity: 1)
+    let ticker = Timer { _ = ping.trySend(()) }
+    var nextPing = GMP.now + cfg.pingPeriod // a fixed schedule, as a ticker's
+    ticker.reset(at: nextPing)
+    defer {
+        ticker.stop()
+        c.ws.conn.close()
+    }
     var open = true
-    var nextPing = GMP.now + cfg.pingPeriod // a fixed schedule, as gorilla's ticker
     while open {
         var ok = true
         select { s in
@@ -182,8 +191,9 @@ func writePump(_ c: Client, _ cfg: ChatConfig) {
                     ok = (try? c.ws.send(Frame(opcode: .text, payload: joined))) != nil
                 }
             }
-            if s.deadline(at: nextPing) {
-                nextPing = GMP.now + cfg.pingPeriod
+            if s.receive(ping) != nil {
+                nextPing += cfg.pingPeriod
+                ticker.reset(at: nextPing)
                 c.ws.conn.setWriteDeadline(GMP.now + cfg.writeWait)
                 ok = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
             }
