@@ -117,6 +117,30 @@ struct MoreChanTests {
         #expect((grew ?? Int.max) < 16 << 20, "RSS grew by \(grew ?? -1) bytes")
     }
 
+    @Test("A timer callback can trySend to a channel a select waits on; the G re-arms it (a ticker)", arguments: procCounts)
+    func tickerFromTimerCallback(procs: Int) {
+        let ticks = runG(procs: procs) { () -> Int in
+            let tick = Chan<Void>(capacity: 1), quit = Chan<Void>()
+            let t = Timer { _ = tick.trySend(()) }
+            t.reset(afterNanoseconds: 1_000_000)
+            var n = 0
+            var running = true
+            while running {
+                select { s in
+                    if s.receive(tick) != nil {
+                        n += 1
+                        if n == 20 { quit.close() } else { t.reset(afterNanoseconds: 1_000_000) }
+                    }
+                    if s.receive(quit) != nil { running = false }
+                    if s.timeout(after: .seconds(10)) { running = false }
+                }
+            }
+            t.stop()
+            return n
+        }
+        #expect(ticks == 20)
+    }
+
     @Test("test/chan/select4.go: a select proceeds when a value is ready")
     func select4() {
         let v = runG { () -> Int in
