@@ -2,6 +2,9 @@
 // parameters, printed in the same JSON format as `Benchmarks --json`.
 //
 //	go run . [-filter NAME]
+//
+// The chat workloads are driven by the Swift benchmark client against this
+// binary's -chat-server (chat.go).
 package main
 
 import (
@@ -333,11 +336,16 @@ func idleConnsClient(spec string) {
 }
 
 func main() {
-	filter := flag.String("filter", "", "run only workloads whose name contains this")
+	filter := flag.String("filter", "", "run only the workload of this name")
 	client := flag.String("idleconns-client", "", "internal: PORT:N, dial N idle connections")
+	chat := flag.String("chat-server", "", "serve the gorilla-style chat hub on HOST:PORT")
 	flag.Parse()
 	if *client != "" {
 		idleConnsClient(*client)
+	}
+	if *chat != "" {
+		chatServer(*chat)
+		return
 	}
 	all := []struct {
 		name string
@@ -349,7 +357,7 @@ func main() {
 		{"echo", benchEcho}, {"idleconns", benchIdleConns},
 	}
 	for _, w := range all {
-		if *filter != "" && w.name != *filter && !strings.Contains(w.name, *filter) {
+		if *filter != "" && w.name != *filter {
 			continue
 		}
 		r := w.f()

@@ -1,0 +1,216 @@
+// The chat workloads, run against a chat server process: ChatApp, or the
+// Go peer's gorilla/websocket hub (Benchmarks/peers/go/chat.go).
+import Channels
+import Foundation
+import GMP
+import Glibc
+import NetPoller
+import WebSocket
+
+/// chat: the chat server with 100 clients of
+/// ours, each sending 100 messages 10 ms apart; every client must receive
+/// all 10,000. ns per delivery; deliveries/s and p50/p99 latency in `extra`.
+func benchChat() -> Result? {
+    guard let (app, port) = startChatServer("chat") else { return nil }
+    defer { app.terminate(); app.waitUntilExit() }
+    let clients = 100, per = 100, total = clients * clients * per
+    let cpu0 = cpuMs(pid: app.processIdentifier)
+    let (elapsed, lat) = GMP.run { () -> (Int64, [Int64]) in
+        var conns: [WebSocketConn] = []
+        for _ in 0..<clients {
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { fatalError("chat: dial") }
+            conns.append(ws)
+        }
+        let latencies = Chan<[Int64]>(capacity: clients)
+        let t0 = now()
+        for ws in conns {
+            go {
+                var got = 0
+                var l: [Int64] = []
+                l.reserveCapacity(clients * per)
+                while got < clients * per {
+                    guard case .text(let t)? = try? ws.receive() else { break }
+                    let at = now()
+                    for line in t.split(separator: "\n") {
+                        if let sent = Int64(line.split(separator: " ").first ?? "") { l.append(at - sent) }
+                        got += 1
+                    }
+                }
+                latencies.send(l)
+            }
+        }
+        for ws in conns {
+            go {
+                for k in 0..<per {
+                    try? ws.send(text: "\(now()) m\(k)")
+                    GMP.sleep(nanoseconds: 10_000_000)
+                }
+            }
+        }
+        var all: [Int64] = []
+        for _ in 0..<clients { all += latencies.receive().value ?? [] }
+        let el = now() - t0
+        for ws in conns { ws.conn.close() }
+        return (el, all.sorted())
+    }
+    precondition(lat.count == total, "chat: \(lat.count) of \(total) deliveries")
+    let p50 = Double(lat[lat.count / 2]) / 1e6, p99 = Double(lat[lat.count * 99 / 100]) / 1e6
+    let rate = Double(total) / (Double(elapsed) / 1e9)
+    let extra = "deliveries_per_s=\(Int(rate)) p50_ms=\((p50 * 100).rounded() / 100) p99_ms=\((p99 * 100).rounded() / 100)"
+        + " server_cpu_ms=\(cpuMs(pid: app.processIdentifier) - cpu0)"
+    return Result(name: "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra)
+}
+
+/// The chat server the chat workloads run against: nil for ChatApp (the
+/// release binary next to this one), or the Go peer binary (`--chat-server`).
+nonisolated(unsafe) var goChatServer: String?
+// nonisolated(unsafe): set once while parsing arguments, before any G runs.
+
+/// Starts the chat server on a free port, with its `/stats` route on, and
+/// waits (at most 10 s) until it accepts; nil, with a note, if it cannot.
+func startChatServer(_ workload: String) -> (Process, Int)? {
+    func skip(_ why: String) -> (Process, Int)? {
+        let msg = "\(workload): skipped, \(why)\n"
+        _ = msg.withCString { write(2, $0, strlen($0)) }
+        return nil
+    }
+    let exe = goChatServer.map { URL(fileURLWithPath: $0) }
+        ?? URL(fileURLWithPath: selfPath).deletingLastPathComponent().appendingPathComponent("ChatApp")
+    guard FileManager.default.fileExists(atPath: exe.path) else {
+        return skip("no \(exe.path) (swift build -c release --product ChatApp)")
+    }
+    guard let probe = try? Listener(port: 0) else { return skip("no free port") }
+    let port = probe.port
+    probe.close()
+    let app = Process()
+    app.executableURL = exe
+    app.arguments = goChatServer == nil ? ["--addr", "127.0.0.1:\(port)", "--stats"] : ["-chat-server", "127.0.0.1:\(port)"]
+    app.standardError = FileHandle.nullDevice
+    guard (try? app.run()) != nil else { return skip("\(exe.path) did not start") }
+    let deadline = now() + 10_000_000_000
+    while (try? Conn.dial("127.0.0.1", port))?.close() == nil {
+        guard now() < deadline else {
+            app.terminate()
+            return skip("\(exe.path) did not accept connections within 10 s")
+        }
+        usleep(20_000)
+    }
+    return (app, port)
+}
+
+/// The server's `GET /stats`: clients, goroutines, fds, rss_bytes.
+func serverStats(port: Int) -> [String: Int] {
+    guard let c = try? Conn.dial("127.0.0.1", port) else { fatalError("stats: dial failed") }
+    defer { c.close() }
+    var reply: [UInt8] = []
+    do {
+        try c.write(Array("GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8))
+        while true { reply += try c.read(max: 4096) }
+    } catch NetError.endOfStream {
+    } catch {
+        fatalError("stats: \(error)")
+    }
+    let text = String(decoding: reply, as: UTF8.self)
+    guard let body = text.range(of: "\r\n\r\n").map({ text[$0.upperBound...] }),
+          let obj = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Int] else {
+        fatalError("stats: bad reply \(text)")
+    }
+    return obj
+}
+
+/// chatchurn: 10,000 cycles of connect, send one message, receive it back,
+/// close (the close handshake), by 50 client Gs at a time. Connections per
+/// second; then the server's fds, live Gs and RSS, once it has seen every
+/// client go (waited for, at most 10 s), against where they started.
+func benchChatChurn() -> Result? {
+    guard let (app, port) = startChatServer("chatchurn") else { return nil }
+    defer { app.terminate(); app.waitUntilExit() }
+    let n = 10_000, workers = 50
+    let (el, before, after) = GMP.run { () -> (Int64, [String: Int], [String: Int]) in
+        let before = serverStats(port: port)
+        let wg = WaitGroup(workers)
+        let t0 = now()
+        for w in 0..<workers {
+            go {
+                for i in 0..<(n / workers) {
+                    guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
+                        fatalError("chatchurn: dial failed")
+                    }
+                    let mine = "churn \(w) \(i)"
+                    do {
+                        try ws.send(text: mine)
+                        var seen = false
+                        while !seen {
+                            guard case .text(let t) = try ws.receive() else { continue }
+                            seen = t.split(separator: "\n").contains { $0 == mine }
+                        }
+                        try ws.close()
+                    } catch {
+                        fatalError("chatchurn: \(error)")
+                    }
+                    while (try? ws.receive()) != nil {} // until the server's close frame
+                    ws.conn.close()
+                }
+                wg.done()
+            }
+        }
+        wg.wait()
+        let el = now() - t0
+        var after = serverStats(port: port)
+        let deadline = now() + 10_000_000_000
+        while after["clients"] != before["clients"] || after["fds"]! > before["fds"]!
+            || after["goroutines"]! > before["goroutines"]!, now() < deadline {
+            GMP.sleep(nanoseconds: 20_000_000)
+            after = serverStats(port: port)
+        }
+        return (el, before, after)
+    }
+    let rate = Double(n) / (Double(el) / 1e9)
+    let growthKB = (after["rss_bytes"]! - before["rss_bytes"]!) / 1024
+    return Result(name: "chatchurn", ops: n, nsPerOp: Double(el) / Double(n),
+                  extra: "conns_per_s=\(Int(rate)) fds_before=\(before["fds"]!) fds_after=\(after["fds"]!) "
+                      + "gs_before=\(before["goroutines"]!) gs_after=\(after["goroutines"]!) rss_growth_kb=\(growthKB)")
+}
+
+/// chatidle: 10,000 connected, idle WebSocket clients (in a child process)
+/// on the chat server; the server's RSS per connection.
+func benchChatIdle() -> Result? {
+    guard let (app, port) = startChatServer("chatidle") else { return nil }
+    defer { app.terminate(); app.waitUntilExit() }
+    let n = 10_000
+    let before = rssBytes(pid: app.processIdentifier)
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: selfPath)
+    child.arguments = ["--chatidle-client", String(port), String(n)]
+    let stdin = Pipe(), stdout = Pipe()
+    child.standardInput = stdin
+    child.standardOutput = stdout
+    let t0 = now()
+    guard (try? child.run()) != nil else { return nil }
+    // The client writes one line once all n are connected.
+    _ = stdout.fileHandleForReading.availableData
+    let el = now() - t0
+    let after = rssBytes(pid: app.processIdentifier)
+    try? stdin.fileHandleForWriting.close()
+    child.waitUntilExit()
+    return Result(name: "chatidle", ops: n, nsPerOp: Double(el) / Double(n),
+                  extra: "rss_bytes_per_conn=\((after - before) / n) (server process)")
+}
+
+/// The client half of `chatidle`: n WebSocket clients, held until stdin closes.
+func chatIdleClient(port: Int, n: Int) -> Never {
+    GMP.run {
+        var conns: [WebSocketConn] = []
+        for _ in 0..<n {
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
+                fatalError("chatidle client: dial failed")
+            }
+            conns.append(ws)
+        }
+        let line = "connected \(n)\n"
+        _ = line.withCString { write(1, $0, strlen($0)) }
+        waitForStdinToClose()
+        for ws in conns { ws.conn.close() }
+    }
+    exit(0)
+}

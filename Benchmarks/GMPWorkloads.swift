@@ -1,0 +1,191 @@
+// The GMP workloads (scheduler and channels): one function each, with the
+// parameters of the issues.
+import Channels
+import Foundation
+import GMP
+import Glibc
+import NetPoller
+import WebSocket
+
+/// spawn: 1,000,000 Gs that each call wg.done(); the spawner then waits.
+func benchSpawn() -> Result {
+    let n = 1_000_000
+    let t = GMP.run { () -> Int64 in
+        let wg = WaitGroup(n)
+        let t0 = now()
+        for _ in 0..<n { go { wg.done() } }
+        wg.wait()
+        return now() - t0
+    }
+    return Result(name: "spawn", ops: n, nsPerOp: Double(t) / Double(n), extra: "procs=\(GMP.procs)")
+}
+
+/// yield: 2×GMPPROCS Gs share 4,000,000 yield() calls.
+func benchYield() -> Result {
+    let total = 4_000_000
+    let gs = 2 * GMP.procs
+    let t = GMP.run { () -> Int64 in
+        let wg = WaitGroup(gs)
+        let start = WaitGroup(1)
+        let t0 = now()
+        for _ in 0..<gs {
+            go {
+                start.wait()
+                for _ in 0..<(total / gs) { GMP.yield() }
+                wg.done()
+            }
+        }
+        start.done()
+        wg.wait()
+        return now() - t0
+    }
+    return Result(name: "yield", ops: total, nsPerOp: Double(t) / Double(total), extra: "gs=\(gs)")
+}
+
+/// spawntree: a binary tree of Gs of depth 20 (2,097,151 Gs), each spawning
+/// its two children and signalling a shared WaitGroup.
+func benchSpawnTree() -> Result {
+    let depth = 20
+    let total = (1 << (depth + 1)) - 1
+    let t = GMP.run { () -> Int64 in
+        let wg = WaitGroup(total)
+        @Sendable func node(_ d: Int) {
+            if d < depth {
+                go { node(d + 1) }
+                go { node(d + 1) }
+            }
+            wg.done()
+        }
+        let t0 = now()
+        go { node(0) }
+        wg.wait()
+        return now() - t0
+    }
+    return Result(name: "spawntree", ops: total, nsPerOp: Double(t) / Double(total), extra: "depth=\(depth)")
+}
+
+/// parked: 100,000 Gs each blocked on a WaitGroup; ns per spawn and RSS per G.
+func benchParked() -> Result {
+    let n = 100_000
+    let (t, perG) = GMP.run { () -> (Int64, Int) in
+        let before = rssBytes()
+        let gate = WaitGroup(1)
+        let started = WaitGroup(n)
+        let finished = WaitGroup(n)
+        let t0 = now()
+        for _ in 0..<n {
+            go {
+                started.done()
+                gate.wait()
+                finished.done()
+            }
+        }
+        started.wait()
+        let t1 = now() - t0
+        let after = rssBytes()
+        gate.done()
+        finished.wait()
+        return (t1, (after - before) / n)
+    }
+    GMP.trimStacks()
+    return Result(name: "parked", ops: n, nsPerOp: Double(t) / Double(n), extra: "rss_bytes_per_g=\(perG)")
+}
+
+/// timers: 100,000 Gs each sleeping 1 ms ten times.
+func benchTimers() -> Result {
+    let n = 100_000
+    let t = GMP.run { () -> Int64 in
+        let wg = WaitGroup(n)
+        let t0 = now()
+        for _ in 0..<n {
+            go {
+                for _ in 0..<10 { GMP.sleep(nanoseconds: 1_000_000) }
+                wg.done()
+            }
+        }
+        wg.wait()
+        return now() - t0
+    }
+    return Result(name: "timers", ops: n * 10, nsPerOp: Double(t) / Double(n * 10), extra: "")
+}
+
+/// pingpong: two Gs, two unbuffered channels, 1,000,000 round trips.
+func benchPingPong() -> Result {
+    let n = 1_000_000
+    let t = GMP.run { () -> Int64 in
+        let ping = Chan<Int>(), pong = Chan<Int>()
+        let done = WaitGroup(1)
+        go {
+            for v in ping { pong.send(v) }
+            done.done()
+        }
+        let t0 = now()
+        for i in 0..<n {
+            ping.send(i)
+            _ = pong.receive()
+        }
+        let t1 = now() - t0
+        ping.close()
+        done.wait()
+        return t1
+    }
+    return Result(name: "pingpong", ops: n, nsPerOp: Double(t) / Double(n), extra: "ns per round trip")
+}
+
+/// buffered: one producer, one consumer, capacity 1024, 10,000,000 values.
+func benchBuffered() -> Result {
+    let n = 10_000_000
+    let t = GMP.run { () -> Int64 in
+        let c = Chan<Int>(capacity: 1024)
+        let t0 = now()
+        go {
+            for i in 0..<n { c.send(i) }
+            c.close()
+        }
+        var sum = 0
+        for v in c { sum &+= v }
+        precondition(sum == n * (n - 1) / 2)
+        return now() - t0
+    }
+    return Result(name: "buffered", ops: n, nsPerOp: Double(t) / Double(n), extra: "")
+}
+
+/// fanin: 8 producers, 1 consumer, capacity 128, 8,000,000 values in all.
+func benchFanIn() -> Result {
+    let n = 8_000_000, producers = 8
+    let t = GMP.run { () -> Int64 in
+        let c = Chan<Int>(capacity: 128)
+        let t0 = now()
+        for _ in 0..<producers {
+            go { for i in 0..<(n / producers) { c.send(i) } }
+        }
+        for _ in 0..<n { _ = c.receive() }
+        return now() - t0
+    }
+    return Result(name: "fanin", ops: n, nsPerOp: Double(t) / Double(n), extra: "producers=\(producers)")
+}
+
+/// select: one receiver selecting over 4 channels of capacity 16, each fed
+/// by its own producer, 4,000,000 values in all.
+func benchSelect() -> Result {
+    let n = 4_000_000
+    let t = GMP.run { () -> Int64 in
+        let cs = (0..<4).map { _ in Chan<Int>(capacity: 16) }
+        let t0 = now()
+        for c in cs {
+            go { for i in 0..<(n / 4) { c.send(i) } }
+        }
+        let (c0, c1, c2, c3) = (cs[0], cs[1], cs[2], cs[3])
+        var got = 0
+        while got < n {
+            select { s in
+                if s.receive(c0) != nil { got += 1 }
+                if s.receive(c1) != nil { got += 1 }
+                if s.receive(c2) != nil { got += 1 }
+                if s.receive(c3) != nil { got += 1 }
+            }
+        }
+        return now() - t0
+    }
+    return Result(name: "select", ops: n, nsPerOp: Double(t) / Double(n), extra: "")
+}
