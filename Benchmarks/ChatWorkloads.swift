@@ -21,10 +21,15 @@ func benchChat() -> Result? {
             guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { fatalError("chat: dial") }
             conns.append(ws)
         }
+        // gorilla's example registers a client after its handshake answer:
+        // wait until the server counts every client, or early messages miss some.
+        awaitClients(clients, port: port)
         let latencies = Chan<[Int64]>(capacity: clients)
         let t0 = now()
         for ws in conns {
             go {
+                // A lost message fails the run (below) rather than hanging it.
+                ws.conn.setReadDeadline(now() + 60_000_000_000)
                 var got = 0
                 var l: [Int64] = []
                 l.reserveCapacity(clients * per)
@@ -96,6 +101,15 @@ func startChatServer(_ workload: String) -> (Process, Int)? {
         usleep(20_000)
     }
     return (app, port)
+}
+
+/// Waits (at most 10 s, from a G) until the server's `/stats` counts `n` clients.
+func awaitClients(_ n: Int, port: Int) {
+    let deadline = now() + 10_000_000_000
+    while serverStats(port: port)["clients"] != n {
+        guard now() < deadline else { fatalError("the server never counted \(n) clients") }
+        GMP.sleep(nanoseconds: 5_000_000)
+    }
 }
 
 /// The server's `GET /stats`: clients, goroutines, fds, rss_bytes.
@@ -189,6 +203,7 @@ func benchChatIdle() -> Result? {
     guard (try? child.run()) != nil else { return nil }
     // The client writes one line once all n are connected.
     _ = stdout.fileHandleForReading.availableData
+    awaitClients(n, port: port) // and the server has registered them all
     let el = now() - t0
     let after = rssBytes(pid: app.processIdentifier)
     try? stdin.fileHandleForWriting.close()

@@ -120,7 +120,7 @@ func which(_ name: String) -> String? {
 /// Runs a command to its end with a time limit; its stdout, or nil (with a
 /// note) if it failed, timed out or could not start. Its stderr goes to ours.
 func capture(_ exe: String, _ args: [String], env: [String: String] = [:], in dir: String? = nil,
-             limit: Double = 600) -> String? {
+             limit: Double = 300) -> String? {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
