@@ -140,6 +140,7 @@ func benchChatChurn() -> Result? {
     guard let (app, port) = startChatServer("chatchurn") else { return nil }
     defer { app.terminate(); app.waitUntilExit() }
     let n = 10_000, workers = 50
+    let cpu0 = cpuMs(pid: app.processIdentifier)
     let (el, before, after) = GMP.run { () -> (Int64, [String: Int], [String: Int]) in
         let before = serverStats(port: port)
         let wg = WaitGroup(workers)
@@ -183,7 +184,8 @@ func benchChatChurn() -> Result? {
     let growthKB = (after["rss_bytes"]! - before["rss_bytes"]!) / 1024
     return Result(name: "chatchurn", ops: n, nsPerOp: Double(el) / Double(n),
                   extra: "conns_per_s=\(Int(rate)) fds_before=\(before["fds"]!) fds_after=\(after["fds"]!) "
-                      + "gs_before=\(before["goroutines"]!) gs_after=\(after["goroutines"]!) rss_growth_kb=\(growthKB)")
+                      + "gs_before=\(before["goroutines"]!) gs_after=\(after["goroutines"]!) rss_growth_kb=\(growthKB)"
+                      + " server_cpu_ms=\(cpuMs(pid: app.processIdentifier) - cpu0)")
 }
 
 /// chatidle: 10,000 connected, idle WebSocket clients (in a child process)

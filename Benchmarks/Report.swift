@@ -119,7 +119,10 @@ func writeReport(path: String, rows: [Row], info: RunInfo) throws {
     let losses = rows.flatMap { r in
         [Impl.swift, .go].compactMap { peer -> String? in
             guard let x = r.ratio(peer), x > 1.0 else { return nil }
-            return "- **\(r.workload.name)**, \(r.metric.label): \(ratioText(x)) the cost of \(peer == .go ? "Go" : "Swift concurrency")."
+            // Within the noise when the two medians' half-spreads overlap.
+            let noise = ((r.series[.ours]?.spread(r.metric.key) ?? 0) + (r.series[peer]?.spread(r.metric.key) ?? 0)) / 2
+            return "- **\(r.workload.name)**, \(r.metric.label): \(ratioText(x)) the cost of \(peer.title)"
+                + (x - 1 <= noise ? " (within this run's spread)." : ".")
         }
     }
     md += losses.isEmpty ? "Nowhere in this run.\n" : losses.joined(separator: "\n") + "\n"
@@ -129,9 +132,15 @@ func writeReport(path: String, rows: [Row], info: RunInfo) throws {
         let w = rows.first { $0.workload.name == name }!.workload
         var line = "- **\(name)**: \(w.about)"
         if w.swift == nil { line += " No Swift concurrency peer." }
+        // The median run's other figures (the table has the headline ones).
+        let shown = Set(w.metrics.map(\.key))
         let extras = Impl.allCases.compactMap { i -> String? in
-            guard let e = rows.first(where: { $0.workload.name == name })?.series[i]?.medianExtra, !e.isEmpty else { return nil }
-            return "\(i.title): `\(e)`"
+            guard let e = rows.first(where: { $0.workload.name == name })?.series[i]?.medianExtra else { return nil }
+            let rest = e.split(separator: " ").filter { t in
+                let kv = t.split(separator: "=", maxSplits: 1)
+                return kv.count == 2 && !shown.contains(String(kv[0]))
+            }
+            return rest.isEmpty ? nil : "\(i.title): `\(rest.joined(separator: " "))`"
         }
         if !extras.isEmpty { line += " Median run: " + extras.joined(separator: "; ") + "." }
         return line
@@ -167,7 +176,7 @@ func svgChart(_ rows: [Row]) -> String {
     }
     for (i, r) in rows.enumerated() {
         let y = top + Double(i) * rowH
-        s += "<text x=\"\(labelW - 8)\" y=\"\(y + 13)\" text-anchor=\"end\">\(esc(r.workload.name)) · \(esc(r.metric.label))</text>\n"
+        s += "<text x=\"\(labelW - 8)\" y=\"\(y + 16)\" text-anchor=\"end\">\(esc(r.workload.name)) · \(esc(r.metric.label))</text>\n"
         for (k, (peer, colour)) in peers.enumerated() {
             let by = y + 3 + Double(k) * (barH + 1)
             guard let ratio = r.ratio(peer) else { continue }

@@ -11,6 +11,8 @@ import Foundation
 import GMP
 import Glibc
 
+let serverCPU = Metric(key: "server_cpu_ms", label: "server CPU ms")
+
 let workloads: [Workload] = [
     Workload(name: "spawn", ours: benchSpawn, swift: swiftSpawn, go: .own, metrics: [.nsPerOp],
              about: "1,000,000 Gs (tasks) that each signal a WaitGroup (a task group); ns per G."),
@@ -39,7 +41,8 @@ let workloads: [Workload] = [
                  + "ns per connection set up, and the server's resident memory per connection."),
     Workload(name: "chat", ours: benchChat, swift: nil, go: .chatServer,
              metrics: [Metric(key: "deliveries_per_s", label: "deliveries/s", higherIsBetter: true),
-                       Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms")],
+                       Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms"),
+                       serverCPU],
              about: "100 WebSocket clients (ours) each send 100 messages 10 ms apart; every client receives all 10,000. "
                  + "Server: ChatApp, or for Go the gorilla/websocket hub (peers/go/chat.go)."),
     Workload(name: "chatidle", ours: benchChatIdle, swift: nil, go: .chatServer,
@@ -47,7 +50,7 @@ let workloads: [Workload] = [
              about: "10,000 idle WebSocket clients (in another process); the server's resident memory per connection."),
     Workload(name: "chatchurn", ours: benchChatChurn, swift: nil, go: .chatServer,
              metrics: [Metric(key: "conns_per_s", label: "connections/s", higherIsBetter: true),
-                       Metric(key: "rss_growth_kb", label: "RSS growth KiB")],
+                       Metric(key: "rss_growth_kb", label: "RSS growth KiB"), serverCPU],
              about: "10,000 cycles of connect, send one message, see it come back, close, 50 at a time; connections "
                  + "per second, then the server's fds, live Gs and RSS against where they started."),
 ]
