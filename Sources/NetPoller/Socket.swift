@@ -13,11 +13,20 @@ private func registerOrClose(_ fd: Int32) throws(NetError) -> PollDesc {
     }
 }
 
-/// Closes a socket once: wakes its waiters, deregisters it, closes the fd.
-private func closeSocket(_ fd: Int32, _ pd: PollDesc, _ closed: borrowing Atomic<Bool>) {
-    if closed.exchange(true, ordering: .acquiringAndReleasing) { return }
-    pd.close()
-    Glibc.close(fd)
+/// Closes a socket once: wakes its waiters and deregisters it now; closes
+/// the fd once no system call is using it any more (see `FDRef`).
+private func closeSocket(_ fd: Int32, _ pd: PollDesc, _ ref: borrowing FDRef) {
+    if ref.close(beforeClose: { pd.close() }) { Glibc.close(fd) }
+}
+
+/// Runs `body` (system calls on `fd`) holding a reference on the fd, so a
+/// concurrent `close` cannot release the fd number under it.
+/// - Throws: `.closed` if the socket is closed, or what `body` throws.
+@inline(__always)
+private func withFD<R>(_ fd: Int32, _ ref: borrowing FDRef, _ body: () throws(NetError) -> R) throws(NetError) -> R {
+    guard ref.acquire() else { throw .closed }
+    defer { if ref.release() { Glibc.close(fd) } }
+    return try body()
 }
 
 /// A Unix domain socket address for `path`.
@@ -49,13 +58,12 @@ private func makeAddress(_ host: String, _ port: Int) throws(NetError) -> (stora
 /// as Go's do: a small write goes out at once (`setNoDelay(false)` for Nagle).
 public final class Conn: @unchecked Sendable {
     // @unchecked: the fd is immutable; per-direction state lives in the
-    // PollDesc under its lock; `closed` is atomic and set once. (A read or
-    // write racing with close on another G may still reach the fd number
-    // after it was reused; Go closes that window with a reference count on
-    // the fd, which this does not have yet.)
+    // PollDesc under its lock; `ref` is atomic. Every system call on the fd
+    // holds a reference on it, so a close on another G cannot release the
+    // fd number while the call might still use it.
     public let fd: Int32
     let pd: PollDesc
-    private let closed = Atomic<Bool>(false)
+    private let ref = FDRef()
 
     init(fd: Int32) throws(NetError) {
         self.fd = fd
@@ -122,25 +130,28 @@ public final class Conn: @unchecked Sendable {
     /// Reads up to `buffer.count` bytes; returns how many (at least 1).
     /// Throws `.endOfStream` when the peer has closed its side.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(NetError) -> Int {
-        while true {
-            if closed.load(ordering: .acquiring) { throw .closed }
-            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
-            if n > 0 { return n }
-            if n == 0 { throw buffer.isEmpty ? .system(op: "read", errno: EINVAL) : .endOfStream }
-            try waitOrThrow(errno, .read, op: "read")
+        try withFD(fd, ref) { () throws(NetError) -> Int in
+            while true {
+                if ref.isClosing { throw .closed }
+                let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
+                if n > 0 { return n }
+                if n == 0 { throw buffer.isEmpty ? .system(op: "read", errno: EINVAL) : .endOfStream }
+                try waitOrThrow(errno, .read, op: "read")
+            }
         }
     }
 
     /// Reads up to `max` bytes into a new array. Allocates only once data is
     /// there (a G parked waiting holds no buffer), and no more than arrived.
     public func read(max: Int = 4096) throws(NetError) -> [UInt8] {
-        var ready: Int32
-        while true {
-            if closed.load(ordering: .acquiring) { throw .closed }
-            ready = gmp_readable(fd)
-            if ready > 0 { break }
-            if ready == 0 { throw max == 0 ? .system(op: "read", errno: EINVAL) : .endOfStream }
-            try waitOrThrow(-ready, .read, op: "read")
+        let ready = try withFD(fd, ref) { () throws(NetError) -> Int32 in
+            while true {
+                if ref.isClosing { throw .closed }
+                let ready = gmp_readable(fd)
+                if ready > 0 { return ready }
+                if ready == 0 { throw max == 0 ? .system(op: "read", errno: EINVAL) : .endOfStream }
+                try waitOrThrow(-ready, .read, op: "read")
+            }
         }
         var out = [UInt8](repeating: 0, count: Swift.min(max, Int(ready)))
         let r: Result<Int, NetError> = out.withUnsafeMutableBytes { b in Result { () throws(NetError) in try read(into: b) } }
@@ -151,15 +162,17 @@ public final class Conn: @unchecked Sendable {
 
     /// Writes all of `data`, parking as often as the socket buffer needs.
     public func write(_ data: UnsafeRawBufferPointer) throws(NetError) {
-        var off = 0
-        while off < data.count {
-            if closed.load(ordering: .acquiring) { throw .closed }
-            let n = send(fd, data.baseAddress! + off, data.count - off, Int32(MSG_NOSIGNAL))
-            if n >= 0 {
-                off += n
-                continue
+        try withFD(fd, ref) { () throws(NetError) in
+            var off = 0
+            while off < data.count {
+                if ref.isClosing { throw .closed }
+                let n = send(fd, data.baseAddress! + off, data.count - off, Int32(MSG_NOSIGNAL))
+                if n >= 0 {
+                    off += n
+                    continue
+                }
+                try waitOrThrow(errno, .write, op: "write")
             }
-            try waitOrThrow(errno, .write, op: "write")
         }
     }
 
@@ -177,7 +190,8 @@ public final class Conn: @unchecked Sendable {
     /// The peer's address ("ip:port", "[ip]:port" or "unix"), or "?" if unknown.
     public var remoteAddress: String {
         var buf = [CChar](repeating: 0, count: 80)
-        guard gmp_peer_name(fd, &buf, Int32(buf.count)) == 0 else { return "?" }
+        let ok = (try? withFD(fd, ref) { () throws(NetError) -> Bool in gmp_peer_name(fd, &buf, Int32(buf.count)) == 0 }) ?? false
+        guard ok else { return "?" }
         return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
@@ -189,28 +203,36 @@ public final class Conn: @unchecked Sendable {
 
     /// Shuts down the write side (the peer reads end of stream).
     public func closeWrite() throws(NetError) {
-        if shutdown(fd, Int32(SHUT_WR)) < 0 { throw NetError(errno: errno, op: "shutdown") }
+        try withFD(fd, ref) { () throws(NetError) in
+            if shutdown(fd, Int32(SHUT_WR)) < 0 { throw NetError(errno: errno, op: "shutdown") }
+        }
     }
 
     /// Shuts down the read side.
     public func closeRead() throws(NetError) {
-        if shutdown(fd, Int32(SHUT_RD)) < 0 { throw NetError(errno: errno, op: "shutdown") }
+        try withFD(fd, ref) { () throws(NetError) in
+            if shutdown(fd, Int32(SHUT_RD)) < 0 { throw NetError(errno: errno, op: "shutdown") }
+        }
     }
 
     /// TCP_NODELAY on or off.
     public func setNoDelay(_ on: Bool) {
-        _ = gmp_set_int_option(fd, Int32(IPPROTO_TCP), TCP_NODELAY, on ? 1 : 0)
+        _ = try? withFD(fd, ref) { () throws(NetError) in
+            _ = gmp_set_int_option(fd, Int32(IPPROTO_TCP), TCP_NODELAY, on ? 1 : 0)
+        }
     }
 
     /// SO_KEEPALIVE on or off.
     public func setKeepAlive(_ on: Bool) {
-        _ = gmp_set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0)
+        _ = try? withFD(fd, ref) { () throws(NetError) in
+            _ = gmp_set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0)
+        }
     }
 
     /// Closes the connection. A G blocked in `read` or `write` wakes with
     /// `.closed`. Closing twice is harmless.
     public func close() {
-        closeSocket(fd, pd, closed)
+        closeSocket(fd, pd, ref)
     }
 }
 
@@ -223,7 +245,7 @@ public final class Listener: @unchecked Sendable {
     /// TCP (not a Unix socket): accepted connections get TCP_NODELAY.
     private let isTCP: Bool
     let pd: PollDesc
-    private let closed = Atomic<Bool>(false)
+    private let ref = FDRef()
 
     /// Listens on `host:port` (IPv4 or IPv6 literal, or "localhost"; port 0
     /// picks a free one), with SO_REUSEADDR and the given backlog.
@@ -259,34 +281,32 @@ public final class Listener: @unchecked Sendable {
     /// out of file descriptors it backs off (5 ms doubling to 1 s) and tries
     /// again rather than failing or spinning. Throws `.closed` once closed.
     public func accept() throws(NetError) -> Conn {
-        var backoff: Int64 = 5_000_000
-        while true {
-            if closed.load(ordering: .acquiring) { throw .closed }
-            let c = gmp_accept(fd)
-            if c >= 0 {
-                let conn = try Conn(fd: c)
-                if isTCP { conn.setNoDelay(true) } // as Go: no Nagle delay by default
-                return conn
-            }
-            let e = Int32(-c)
-            if e == EAGAIN || e == EWOULDBLOCK {
-                try pd.wait(.read)
-            } else if e == EINTR || e == ECONNABORTED {
-                continue
-            } else if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
-                GMP.sleep(nanoseconds: backoff)
-                backoff = Swift.min(backoff * 2, 1_000_000_000)
-                if pd.closing { throw .closed }
-            } else if pd.closing {
-                throw .closed
-            } else {
-                throw NetError(errno: e, op: "accept")
+        let c = try withFD(fd, ref) { () throws(NetError) -> Int32 in
+            var backoff: Int64 = 5_000_000
+            while true {
+                if ref.isClosing { throw .closed }
+                let c = gmp_accept(fd)
+                if c >= 0 { return c }
+                let e = Int32(-c)
+                if e == EAGAIN || e == EWOULDBLOCK {
+                    try pd.wait(.read)
+                } else if e == EINTR || e == ECONNABORTED {
+                    continue
+                } else if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    GMP.sleep(nanoseconds: backoff)
+                    backoff = Swift.min(backoff * 2, 1_000_000_000)
+                } else {
+                    throw NetError(errno: e, op: "accept")
+                }
             }
         }
+        let conn = try Conn(fd: c)
+        if isTCP { conn.setNoDelay(true) } // as Go: no Nagle delay by default
+        return conn
     }
 
     /// Stops listening; a G blocked in `accept` wakes with `.closed`.
     public func close() {
-        closeSocket(fd, pd, closed)
+        closeSocket(fd, pd, ref)
     }
 }

@@ -2,7 +2,7 @@ import Channels
 import Foundation
 import GMP
 import GMPTestSupport
-import NetPoller
+@testable import NetPoller
 import Synchronization
 import Testing
 
@@ -108,6 +108,81 @@ struct NetTests {
             return before + [noDelay(d)]
         }
         #expect(r == [1, 1, 0])
+    }
+
+    @Test("FDRef under contention: after close no reference is taken, and exactly one party closes the fd")
+    func fdRefStress() {
+        final class Box: @unchecked Sendable {
+            // @unchecked: FDRef is atomic inside; the box only keeps it at one address.
+            let ref = FDRef()
+        }
+        for _ in 0..<20 {
+            let r = runG(procs: 4) { () -> (Int, Int, Int) in
+                let box = Box()
+                let closers = Atomic<Int>(0), lateAcquires = Atomic<Int>(0), beforeCloseRuns = Atomic<Int>(0)
+                let closedAt = Atomic<Bool>(false)
+                let wg = WaitGroup(4)
+                for w in 0..<4 {
+                    go {
+                        for i in 0..<20_000 {
+                            if w == 0 && i == 5_000 {
+                                if box.ref.close(beforeClose: { beforeCloseRuns.add(1, ordering: .relaxed) }) {
+                                    closers.add(1, ordering: .relaxed)
+                                }
+                                closedAt.store(true, ordering: .releasing)
+                                // A second close does nothing.
+                                if box.ref.close(beforeClose: { beforeCloseRuns.add(1, ordering: .relaxed) }) {
+                                    closers.add(1, ordering: .relaxed)
+                                }
+                            }
+                            let wasClosed = closedAt.load(ordering: .acquiring)
+                            if box.ref.acquire() {
+                                if wasClosed { lateAcquires.add(1, ordering: .relaxed) }
+                                if box.ref.release() { closers.add(1, ordering: .relaxed) }
+                            }
+                        }
+                        wg.done()
+                    }
+                }
+                wg.wait()
+                return (closers.load(ordering: .relaxed), lateAcquires.load(ordering: .relaxed),
+                        beforeCloseRuns.load(ordering: .relaxed))
+            }
+            #expect(r?.0 == 1, "closers")
+            #expect(r?.1 == 0, "references taken after close")
+            #expect(r?.2 == 1, "beforeClose runs")
+        }
+    }
+
+    @Test("close() keeps the fd number while a read still uses it: the next socket gets another number")
+    func closeKeepsFdWhileInUse() {
+        // On 1 P, deterministically: a G is parked in read on A; close(A)
+        // wakes it but it has not run yet when B's socket is made. Had A's
+        // fd been released at close, the kernel would give B that lowest
+        // free number, and A's reader, resuming, would use B's socket.
+        let r = runG(procs: 1) { () -> (Int32, Int32, Bool)? in
+            guard let l = try? Listener(port: 0) else { return nil }
+            defer { l.close() }
+            let served = Chan<Conn>(capacity: 2)
+            go { while let c = try? l.accept() { served.send(c) } }
+            guard let a = try? Conn.dial("127.0.0.1", l.port), case .value(let aPeer) = served.receive() else { return nil }
+            let result = Chan<Bool>(capacity: 1)
+            go {
+                do { _ = try a.read(max: 64); result.send(false) } catch { result.send((error as? NetError) == .closed) }
+            }
+            GMP.yield() // the reader parks in read
+            a.close()
+            guard let b = try? Conn.dial("127.0.0.1", l.port), case .value(let bPeer) = served.receive() else { return nil }
+            let sawClosed = result.receive().value ?? false
+            defer { for c in [aPeer, b, bPeer] { c.close() } }
+            return (a.fd, b.fd, sawClosed)
+        }
+        guard let (afd, bfd, sawClosed) = r ?? nil else {
+            Issue.record("the connections could not be made")
+            return
+        }
+        #expect(afd != bfd)
+        #expect(sawClosed)
     }
 
     @Test("Read deadlines fire, not early, and can be moved while a G is blocked")
