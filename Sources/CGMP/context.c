@@ -98,9 +98,12 @@ GMP_NO_TSAN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) {
 }
 
 void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg) {
-    // Guarded stacks need no canary (and not writing it saves touching their
-    // lowest page); unguarded ones are checked at every switch.
-    if (g->guard_hi == 0) *(uint64_t *)g->stack_lo = GMP_STACK_CANARY;
+    // Guarded stacks need no canary; unguarded ones are checked at every
+    // switch. The canary is zero, the value the lowest word of a fresh
+    // stack page already holds, so it is never written: a G that stays off
+    // its lowest page never makes the kernel give that page memory (reading
+    // it maps the shared zero page). Any stack whose canary is not zero has
+    // been overflowed, and ended the process at its next switch.
     uintptr_t top = g->stack_hi & ~(uintptr_t)15;
 #if defined(__x86_64__)
     // Frame popped by gmp_ctx_switch: [mxcsr, x87cw, pad][r15 r14 r13 r12 rbx rbp][ret]

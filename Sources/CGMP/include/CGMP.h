@@ -22,7 +22,9 @@ extern "C" {
 
 /// Canary written at the lowest words of every G stack and checked at every
 /// switch away from the G (unguarded stacks have no guard page).
-#define GMP_STACK_CANARY 0x5AFE57AC4C0FFEE5ULL
+/// The lowest word of an unguarded stack holds this while the stack has not
+/// been overflowed. Zero: a fresh (or scavenged) stack page holds it already.
+#define GMP_STACK_CANARY 0ULL
 
 /// Per-G switch state. Lives in raw (malloc'd) memory, never in a Swift class
 /// property, so that no Swift dynamic access is open across a switch.
