@@ -20,10 +20,10 @@
 extern "C" {
 #endif
 
-/// Canary written at the lowest words of every G stack and checked at every
-/// switch away from the G (unguarded stacks have no guard page).
-/// The lowest word of an unguarded stack holds this while the stack has not
-/// been overflowed. Zero: a fresh (or scavenged) stack page holds it already.
+/// The stack canary: the lowest word of an unguarded stack (one past the
+/// guard budget, so without a guard page) holds this until the stack is
+/// overflowed; it is checked at every switch away from the G. Zero, the value
+/// a fresh or scavenged page already holds, so it is never written.
 #define GMP_STACK_CANARY 0ULL
 
 /// Per-G switch state. Lives in raw (malloc'd) memory, never in a Swift class
