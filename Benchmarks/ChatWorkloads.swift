@@ -14,8 +14,7 @@ func benchChat() -> Result? {
     guard let (app, port) = startChatServer("chat") else { return nil }
     defer { app.terminate(); app.waitUntilExit() }
     let clients = 100, per = 100, total = clients * clients * per
-    let cpu0 = cpuMs(pid: app.processIdentifier)
-    let (elapsed, lat) = GMP.run { () -> (Int64, [Int64]) in
+    let (elapsed, lat, serverCPU) = GMP.run { () -> (Int64, [Int64], Int) in
         var conns: [WebSocketConn] = []
         for _ in 0..<clients {
             guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { fatalError("chat: dial") }
@@ -24,6 +23,7 @@ func benchChat() -> Result? {
         // gorilla's example registers a client after its handshake answer:
         // wait until the server counts every client, or early messages miss some.
         awaitClients(clients, port: port)
+        let cpu0 = cpuMs(pid: app.processIdentifier) // the server's CPU from here on
         let latencies = Chan<[Int64]>(capacity: clients)
         let t0 = now()
         for ws in conns {
@@ -55,14 +55,15 @@ func benchChat() -> Result? {
         var all: [Int64] = []
         for _ in 0..<clients { all += latencies.receive().value ?? [] }
         let el = now() - t0
+        let cpu = cpuMs(pid: app.processIdentifier) - cpu0
         for ws in conns { ws.conn.close() }
-        return (el, all.sorted())
+        return (el, all.sorted(), cpu)
     }
     precondition(lat.count == total, "chat: \(lat.count) of \(total) deliveries")
     let p50 = Double(lat[lat.count / 2]) / 1e6, p99 = Double(lat[lat.count * 99 / 100]) / 1e6
     let rate = Double(total) / (Double(elapsed) / 1e9)
     let extra = "deliveries_per_s=\(Int(rate)) p50_ms=\((p50 * 100).rounded() / 100) p99_ms=\((p99 * 100).rounded() / 100)"
-        + " server_cpu_ms=\(cpuMs(pid: app.processIdentifier) - cpu0)"
+        + " server_cpu_ms=\(serverCPU)"
     return Result(name: "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra)
 }
 
@@ -75,8 +76,7 @@ nonisolated(unsafe) var goChatServer: String?
 /// waits (at most 10 s) until it accepts; nil, with a note, if it cannot.
 func startChatServer(_ workload: String) -> (Process, Int)? {
     func skip(_ why: String) -> (Process, Int)? {
-        let msg = "\(workload): skipped, \(why)\n"
-        _ = msg.withCString { write(2, $0, strlen($0)) }
+        note("\(workload): skipped, \(why)")
         return nil
     }
     let exe = goChatServer.map { URL(fileURLWithPath: $0) }
