@@ -126,16 +126,16 @@ func writeReport(path: String, rows: [Row], info: RunInfo) throws {
         }
     }
     md += losses.isEmpty ? "Nowhere in this run.\n" : losses.joined(separator: "\n") + "\n"
-    md += "\n## Workloads\n\n" + Dictionary(grouping: rows, by: { $0.workload.name }).keys.sorted { a, b in
-        rows.firstIndex { $0.workload.name == a }! < rows.firstIndex { $0.workload.name == b }!
-    }.map { name in
-        let w = rows.first { $0.workload.name == name }!.workload
-        var line = "- **\(name)**: \(w.about)"
+    // One line per workload: the first of its rows carries its series.
+    var seen = Set<String>()
+    md += "\n## Workloads\n\n" + rows.filter { seen.insert($0.workload.name).inserted }.map { r in
+        let w = r.workload
+        var line = "- **\(w.name)**: \(w.about)"
         if w.swift == nil { line += " No Swift concurrency peer." }
         // The median run's other figures (the table has the headline ones).
         let shown = Set(w.metrics.map(\.key))
         let extras = Impl.allCases.compactMap { i -> String? in
-            guard let e = rows.first(where: { $0.workload.name == name })?.series[i]?.medianExtra else { return nil }
+            guard let e = r.series[i]?.medianExtra else { return nil }
             let rest = e.split(separator: " ").filter { t in
                 let kv = t.split(separator: "=", maxSplits: 1)
                 return kv.count == 2 && !shown.contains(String(kv[0]))
