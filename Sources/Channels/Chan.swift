@@ -81,6 +81,12 @@ public class AnyChan: @unchecked Sendable {
     /// Number of values in the buffer.
     public var count: Int { lock.withLock { qcount } }
 
+    /// Whether a G is parked receiving from (or selecting on a receive
+    /// from) this channel. For tests, which wait on it rather than guess.
+    var hasWaitingReceiver: Bool { lock.withLock { !recvq.isEmpty } }
+    /// Whether a G is parked sending on this channel. For tests.
+    var hasWaitingSender: Bool { lock.withLock { !sendq.isEmpty } }
+
     var identity: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 
     // Typed buffer operations, implemented by Chan<T>. Lock held.

@@ -51,6 +51,13 @@ final class PollDesc: @unchecked Sendable {
         }
     }
 
+    /// Whether a G or thread is parked waiting for `mode`. For tests.
+    func hasWaiter(_ mode: Mode) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return mode == .read ? readWaiter != nil : writeWaiter != nil
+    }
+
     /// Starts a registration of `fd` (fresh socket): clears the state and
     /// registers with epoll under the current sequence number.
     static func open(_ fd: Int32) throws(NetError) -> PollDesc {

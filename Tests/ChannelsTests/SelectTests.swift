@@ -1,4 +1,4 @@
-import Channels
+@testable import Channels
 import Foundation
 import GMP
 import Synchronization
@@ -110,8 +110,11 @@ struct SelectTests {
                                 }
                             }
                             if ready && cap == 0 {
-                                // Let the partner block on the channel first.
-                                for _ in 0..<1000 { GMP.yield() }
+                                // The partner must be parked on the channel first.
+                                guard waitFor({ isSend ? c.hasWaitingReceiver : c.hasWaitingSender }) else {
+                                    print("select case isSend=\(isSend): the partner never parked")
+                                    return false
+                                }
                             }
                             var result = "none"
                             select { s in

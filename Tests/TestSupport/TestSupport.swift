@@ -34,3 +34,15 @@ public func rssBytes() -> Int {
     let parts = s.split(separator: " ")
     return (Int(parts[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
+
+/// Inside a G: yields until `condition` holds, for at most `seconds`, and
+/// returns whether it held. Tests wait on the state they need (a G parked on
+/// a channel or a socket), never on a guessed number of yields.
+public func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+    let deadline = GMP.now + Int64(seconds * 1e9)
+    while !condition() {
+        if GMP.now >= deadline { return false }
+        GMP.yield()
+    }
+    return true
+}
