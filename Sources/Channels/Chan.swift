@@ -93,14 +93,9 @@ public class AnyChan: @unchecked Sendable {
     func bufPush(from elem: UnsafeMutableRawPointer) { fatalError("abstract") }
     func bufPop(into elem: UnsafeMutableRawPointer) { fatalError("abstract") }
     func moveValue(from src: UnsafeMutableRawPointer, to dst: UnsafeMutableRawPointer) { fatalError("abstract") }
-    /// Storage for one value (for select cases).
-    func allocSlot() -> UnsafeMutableRawPointer { fatalError("abstract") }
     func freeSlot(_ p: UnsafeMutableRawPointer, initialized: Bool) { fatalError("abstract") }
     /// Destroys the value at `p` (for select slots in its arena).
     func deinitSlot(_ p: UnsafeMutableRawPointer) { fatalError("abstract") }
-    /// Size and alignment of the element type (set by Chan<T>).
-    var elemStride = 0
-    var elemAlignment = 1
 
     /// Lock held: tries to send the value at `elem` without blocking. On
     /// success the value has been moved out of `elem`, and the sudog to
@@ -231,8 +226,6 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
     public init(capacity: Int = 0) {
         buf = .allocate(capacity: Swift.max(capacity, 1))
         super.init(bufferSize: capacity)
-        elemStride = MemoryLayout<T>.stride
-        elemAlignment = MemoryLayout<T>.alignment
     }
 
     deinit {
@@ -325,10 +318,6 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
             if !done { return .empty }
             return received ? .value(p.move()) : .closed
         }
-    }
-
-    override func allocSlot() -> UnsafeMutableRawPointer {
-        UnsafeMutableRawPointer(UnsafeMutablePointer<T>.allocate(capacity: 1))
     }
 
     override func deinitSlot(_ p: UnsafeMutableRawPointer) {

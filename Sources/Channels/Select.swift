@@ -108,17 +108,23 @@ public struct Select {
             self.capacity = capacity
         }
 
+        /// Inlined, so that the caller builds the case in place (a case
+        /// built on the stack and then copied stalls on store forwarding).
+        @inline(__always)
         mutating func append(_ c: Case) {
-            if count == capacity {
-                let bigger = UnsafeMutablePointer<Case>.allocate(capacity: capacity * 2)
-                bigger.moveInitialize(from: base, count: count)
-                if onHeap { base.deallocate() }
-                base = bigger
-                capacity *= 2
-                onHeap = true
-            }
+            if count == capacity { grow() }
             (base + count).initialize(to: c)
             count += 1
+        }
+
+        @inline(never)
+        private mutating func grow() {
+            let bigger = UnsafeMutablePointer<Case>.allocate(capacity: capacity * 2)
+            bigger.moveInitialize(from: base, count: count)
+            if onHeap { base.deallocate() }
+            base = bigger
+            capacity *= 2
+            onHeap = true
         }
 
         subscript(i: Int) -> Case {
@@ -132,16 +138,18 @@ public struct Select {
         }
     }
 
-    /// A value slot for a case on `c`: from the arena, or the heap when full.
-    private mutating func slot(for c: AnyChan) -> (UnsafeMutableRawPointer, Bool) {
-        let align = c.elemAlignment
+    /// A value slot for a `T`: from the arena, or the heap when full. It
+    /// needs no channel: a channel passed to this mutating method was
+    /// retained and released around the call, a fifth of a select's time.
+    private mutating func slot<T>(for _: T.Type) -> (UnsafeMutableRawPointer, Bool) {
+        let align = MemoryLayout<T>.alignment
         let start = (arenaUsed + align - 1) / align * align
-        let size = Swift.max(c.elemStride, 1)
+        let size = Swift.max(MemoryLayout<T>.stride, 1)
         if align <= 16 && start + size <= Select.arenaSize {
             arenaUsed = start + size
             return (arena + start, false)
         }
-        return (c.allocSlot(), true)
+        return (UnsafeMutableRawPointer(UnsafeMutablePointer<T>.allocate(capacity: 1)), true)
     }
 
     /// Second pass: the position of this call and whether it is the winner.
@@ -167,7 +175,7 @@ public struct Select {
             var rec = Case(kind: .receive)
             if let c = channel {
                 rec.chan = Unmanaged<AnyChan>.passRetained(c)
-                (rec.slot, rec.slotOnHeap) = slot(for: c)
+                (rec.slot, rec.slotOnHeap) = slot(for: T.self)
             }
             cases.append(rec)
             position += 1
@@ -189,7 +197,7 @@ public struct Select {
             var rec = Case(kind: .send)
             if let c {
                 rec.chan = Unmanaged<AnyChan>.passRetained(c)
-                (rec.slot, rec.slotOnHeap) = slot(for: c)
+                (rec.slot, rec.slotOnHeap) = slot(for: T.self)
                 rec.slot!.assumingMemoryBound(to: T.self).initialize(to: v)
                 rec.slotFull = true
             }
