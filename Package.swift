@@ -27,7 +27,7 @@ let package = Package(
             // A channel's fields are guarded by its lock: no dynamic
             // exclusivity checks inside the critical sections.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"])]),
-        .target(name: "NetPoller", dependencies: ["GMP", "CGMP"]),
+        .target(name: "NetPoller", dependencies: ["GMP", "CGMP", "Channels"]),
         .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
         .executableTarget(name: "ChatApp", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
         .executableTarget(

@@ -4,6 +4,9 @@
 #include "CGMP.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -145,4 +148,42 @@ int gmp_readable(int fd) {
     int n = 0;
     if (ioctl(fd, FIONREAD, &n) < 0 || n < 1) n = 1;
     return n;
+}
+
+// MARK: signals
+
+// The write end of the signal pipe; set once, before any handler is installed.
+static volatile int gmp_signal_wfd = -1;
+
+// Writes the signal's number to the pipe: write(2) is async-signal-safe, and
+// the pipe is non-blocking (a full pipe drops the signal rather than hang).
+static void gmp_signal_handler(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t r = write(gmp_signal_wfd, &b, 1);
+    (void)r;
+    errno = saved;
+}
+
+int gmp_signal_pipe(int fds[2]) {
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) return -errno;
+    gmp_signal_wfd = fds[1];
+    return 0;
+}
+
+int gmp_signal_catch(int sig, int on) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? gmp_signal_handler : SIG_DFL;
+    sa.sa_flags = on ? SA_RESTART : 0;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(sig, &sa, NULL) < 0) return -errno;
+    if (on) {
+        // A mask inherited from the parent must not hide it from us.
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    }
+    return 0;
 }

@@ -7,6 +7,7 @@
 //
 // Settings come from the config file, then the environment (CHAT_ADDR,
 // GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
+import Channels
 import Foundation
 import GMP
 import Glibc
@@ -65,14 +66,14 @@ while let a = args.popFirst() {
 }
 if !allowed.isEmpty { config.origins = .allow(allowed) }
 
-// SIGINT/SIGTERM: stop accepting, close every client with 1001, exit 0.
-signal(SIGINT, SIG_IGN)
-signal(SIGTERM, SIG_IGN)
-let signals = [SIGINT, SIGTERM].map { DispatchSource.makeSignalSource(signal: $0, queue: .global()) }
-
 if let procs { GMP.setProcs(procs) }
 
 let code: Int32 = GMP.run { () -> Int32 in
+    // SIGINT/SIGTERM: stop accepting, close every client with 1001, exit 0.
+    // Caught before the socket listens: a client that can connect can also
+    // stop the server gracefully.
+    let signals = Chan<Int32>(capacity: 1)
+    Signals.notify(signals, SIGINT, SIGTERM)
     let server: ChatServer
     do {
         server = try ChatServer(config: config)
@@ -80,9 +81,11 @@ let code: Int32 = GMP.run { () -> Int32 in
         log("ChatApp: cannot listen on \(config.host):\(config.port): \(error)")
         return 1
     }
-    for s in signals {
-        s.setEventHandler { server.stop() }
-        s.resume()
+    go {
+        if case .value(let sig) = signals.receive() {
+            log("signal \(sig): closing every client")
+            server.stop()
+        }
     }
     log("chat server on http://\(config.host):\(server.port)/ (GMPPROCS=\(GMP.procs))")
     server.serve()

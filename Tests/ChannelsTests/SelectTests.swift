@@ -355,6 +355,11 @@ struct SelectTests {
                     }
                     done.send(1)
                 }
+                // The select is parked on all three (else the senders' time-outs
+                // could all pass before it runs, and it would never wake).
+                guard waitFor({ a.hasWaitingReceiver && b.hasWaitingReceiver && cc.hasWaitingReceiver }) else {
+                    return false
+                }
                 // Race three senders; exactly one pairs with the select.
                 let sentCount = Counter()
                 let wg = WaitGroup(3)

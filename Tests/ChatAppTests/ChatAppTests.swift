@@ -124,7 +124,7 @@ struct ChatAppTests {
             guard let body = reply.range(of: "\r\n\r\n").map({ reply[$0.upperBound...] }) else { return [:] }
             return (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Int]) ?? [:]
         }
-        let r = runG(procs: 2) { () -> (String, [String: Int], [String: Int])? in
+        let r = runG(procs: 2) { () -> (String, [String: Int], [String: Int], String)? in
             let notServed = String(get(plainPort, "/stats").prefix(12))
             let before = stats()
             for i in 0..<300 {
@@ -143,13 +143,14 @@ struct ChatAppTests {
                 GMP.sleep(nanoseconds: 10_000_000)
                 after = stats()
             }
-            return (notServed, before, after)
+            // The server's fds, to name a leak if there is one.
+            return (notServed, before, after, after["fds"] == before["fds"] ? "" : fdList(pid: app.processIdentifier))
         }
-        let (notServed, before, after) = try #require(r ?? nil)
+        let (notServed, before, after, serverFDs) = try #require(r ?? nil)
         #expect(notServed == "HTTP/1.1 404")
         #expect(before["clients"] == 0 && (before["fds"] ?? 0) > 0 && (before["goroutines"] ?? 0) > 0)
         #expect(after["clients"] == 0)
-        #expect(after["fds"] == before["fds"], "fds \(before) -> \(after)")
+        #expect(after["fds"] == before["fds"], "fds \(before) -> \(after); the server's fds:\n\(serverFDs)")
         #expect(after["goroutines"] == before["goroutines"], "Gs \(before) -> \(after)")
     }
 

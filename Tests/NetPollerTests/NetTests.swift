@@ -6,14 +6,6 @@ import GMPTestSupport
 import Synchronization
 import Testing
 
-/// What each open fd is (for failure messages).
-func fdList() -> String {
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-    return names.sorted().map { n in
-        "\(n)->" + ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + n)) ?? "?")
-    }.joined(separator: " ")
-}
-
 /// Open sockets of this process (the test harness's own pipes and files do
 /// not count: they come and go with exit tests).
 func openFDs() -> Int {

@@ -46,3 +46,50 @@ public func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     }
     return true
 }
+
+/// What each open fd of process `pid` (default: this one) is, for failure
+/// messages: "7->socket:[1234] tcp 127.0.0.1:8080 127.0.0.1:51234 ESTABLISHED".
+public func fdList(pid: Int32? = nil) -> String {
+    let dir = "/proc/\(pid.map(String.init) ?? "self")"
+    let fm = FileManager.default
+    // TCP sockets by inode, from /proc/PID/net/tcp{,6}.
+    let states = ["01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+                  "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"]
+    var tcp: [String: String] = [:]
+    for table in ["tcp", "tcp6"] {
+        guard let text = try? String(contentsOfFile: "\(dir)/net/\(table)", encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ")
+            guard f.count > 9 else { continue }
+            func addr(_ s: Substring) -> String {
+                let parts = s.split(separator: ":")
+                guard parts.count == 2, let port = Int(parts[1], radix: 16) else { return String(s) }
+                if parts[0].count == 8, let ip = UInt32(parts[0], radix: 16) {
+                    return "\(ip & 255).\(ip >> 8 & 255).\(ip >> 16 & 255).\(ip >> 24):\(port)"
+                }
+                return "[\(parts[0])]:\(port)"
+            }
+            tcp[String(f[9])] = "\(table) \(addr(f[1])) \(addr(f[2])) \(states[String(f[3])] ?? String(f[3]))"
+        }
+    }
+    let names = (try? fm.contentsOfDirectory(atPath: "\(dir)/fd")) ?? []
+    return names.sorted { (Int($0) ?? 0) < (Int($1) ?? 0) }.map { n in
+        let target = (try? fm.destinationOfSymbolicLink(atPath: "\(dir)/fd/\(n)")) ?? "?"
+        var d = "\(n)->\(target)"
+        if target.hasPrefix("socket:["), let inode = target.dropFirst(8).split(separator: "]").first {
+            if let t = tcp[String(inode)] {
+                d += " " + t
+            } else if let unix = try? String(contentsOfFile: "\(dir)/net/unix", encoding: .utf8),
+                      unix.split(separator: "\n").contains(where: { $0.split(separator: " ").dropFirst(6).first == inode }) {
+                d += " unix"
+            } else {
+                d += " (not in the TCP or Unix tables: closed, or never bound)"
+            }
+        }
+        if let info = try? String(contentsOfFile: "\(dir)/fdinfo/\(n)", encoding: .utf8),
+           let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags:") }) {
+            d += " " + flags.replacingOccurrences(of: "\t", with: "")
+        }
+        return d
+    }.joined(separator: "\n")
+}

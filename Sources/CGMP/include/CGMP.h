@@ -143,6 +143,14 @@ int gmp_connect(int fd, const void *addr, uint32_t len);
 /// Pending error of a socket (SO_ERROR), as errno.
 int gmp_socket_error(int fd);
 int gmp_set_int_option(int fd, int level, int name, int value);
+
+/// Makes the signal pipe (non-blocking, close-on-exec) into fds[0] (read) and
+/// fds[1] (write), which the handler writes each caught signal's number to.
+/// Returns 0 or -errno.
+int gmp_signal_pipe(int fds[2]);
+/// on != 0: sends `sig` to the signal pipe from now on (and unblocks it on
+/// this thread); on == 0: restores its default action. Returns 0 or -errno.
+int gmp_signal_catch(int sig, int on);
 /// Binds and listens; returns 0 or -errno.
 int gmp_bind_listen(int fd, const void *addr, uint32_t len, int backlog);
 /// The local port of a bound socket (host order), or -errno.
