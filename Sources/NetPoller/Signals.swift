@@ -20,7 +20,10 @@ import Synchronization
 /// channel a buffer.
 ///
 /// A caught signal no longer has its default action (SIGINT no longer ends
-/// the process) until `stop` removes its last channel. No libdispatch and no
+/// the process) until `stop` removes its last channel. The kernel hands a
+/// signal sent to the process to a thread that does not block it: `notify`
+/// unblocks it on the calling thread, and Ms inherit the mask of the thread
+/// that started them (a libdispatch worker blocks most signals). No libdispatch and no
 /// extra thread: the pipe's two fds and one G are all it costs, made on the
 /// first call.
 public enum Signals {
