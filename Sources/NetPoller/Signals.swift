@@ -23,9 +23,10 @@ import Synchronization
 /// the process) until `stop` removes its last channel. The kernel hands a
 /// signal sent to the process to a thread that does not block it: `notify`
 /// unblocks it on the calling thread, and Ms inherit the mask of the thread
-/// that started them (a libdispatch worker blocks most signals). No libdispatch and no
-/// extra thread: the pipe's two fds and one G are all it costs, made on the
-/// first call.
+/// that started them (a libdispatch worker blocks most signals).
+///
+/// No libdispatch and no extra thread: the pipe's two fds and one G are all
+/// it costs, made on the first call.
 public enum Signals {
     /// Relays `signals` to `channel` from now on (adding to any it gets
     /// already). Callable from a G or a plain thread.
@@ -71,8 +72,10 @@ public enum Signals {
         struct State {
             var channels: [Int32: [Chan<Int32>]] = [:]
         }
-        /// Registrations. The relay sends while holding it, so `stop` is final.
-        let state = Mutex(State())
+        /// Registrations. The relay sends while holding it, so `stop` is
+        /// final. A thread lock, not GMP's: held only for a few `trySend`s,
+        /// which never park.
+        let state = Synchronization.Mutex(State())
         /// The pipe's read end, polled like a socket.
         let reader: Conn
 
