@@ -172,11 +172,28 @@ struct GoPeer {
         }
         let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("peers/go").path
         let binary = NSTemporaryDirectory() + "gmppeers-\(getpid())"
-        // The module replaces gorilla/websocket by Debian's copy: no network.
-        let env = ["GOFLAGS": "-mod=mod", "GOPROXY": "off"]
-        guard FileManager.default.fileExists(atPath: dir + "/go.mod"),
-              capture(go, ["build", "-o", binary, "."], env: env, in: dir, limit: 300) != nil else {
-            note("Go peer: skipped, it did not build in \(dir) (is golang-github-gorilla-websocket-dev installed?)")
+        // A copy of go.mod (and its go.sum) in the temporary directory, so the
+        // build writes nothing into the source tree. With Debian's
+        // golang-github-gorilla-websocket-dev installed the copy points at it
+        // and no network is needed; without it, `go` fetches the module.
+        let debianGorilla = "/usr/share/gocode/src/github.com/gorilla/websocket"
+        let modfile = NSTemporaryDirectory() + "gmppeers-\(getpid()).mod"
+        var env = ["GOFLAGS": "-mod=mod"]
+        guard var mod = try? String(contentsOfFile: dir + "/go.mod", encoding: .utf8) else {
+            note("Go peer: skipped, no go.mod in \(dir)")
+            return nil
+        }
+        if FileManager.default.fileExists(atPath: debianGorilla) {
+            mod += "\nreplace github.com/gorilla/websocket => \(debianGorilla)\n"
+            env["GOPROXY"] = "off"
+        }
+        defer {
+            try? FileManager.default.removeItem(atPath: modfile)
+            try? FileManager.default.removeItem(atPath: modfile.dropLast(4) + ".sum")
+        }
+        guard (try? mod.write(toFile: modfile, atomically: true, encoding: .utf8)) != nil,
+              capture(go, ["build", "-modfile=\(modfile)", "-o", binary, "."], env: env, in: dir, limit: 300) != nil else {
+            note("Go peer: skipped, it did not build in \(dir) (Debian: apt-get install golang-github-gorilla-websocket-dev)")
             return nil
         }
         let version = capture(go, ["version"])?.split(separator: " ").dropFirst(2).first.map(String.init) ?? "go"

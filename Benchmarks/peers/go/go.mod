@@ -2,7 +2,7 @@ module gmppeers
 
 go 1.19
 
+// Benchmarks/Driver.swift builds with a copy of this file that replaces the
+// module by Debian's golang-github-gorilla-websocket-dev when it is installed
+// (no network needed); otherwise `go` fetches it.
 require github.com/gorilla/websocket v1.5.0
-
-// Debian's golang-github-gorilla-websocket-dev; no network needed.
-replace github.com/gorilla/websocket => /usr/share/gocode/src/github.com/gorilla/websocket
