@@ -2,8 +2,9 @@ import CGMP
 import Glibc
 
 /// A goroutine stack: `[lo, hi)` usable, growing down from `hi`; the stack
-/// canary sits at `lo`. `guardLo..<guardHi` is its PROT_NONE guard page
-/// (empty for stacks made after the guard budget ran out).
+/// canary sits at `lo`. `guardLo..<guardHi` is its guard page, a guard
+/// region or PROT_NONE (empty for stacks made after the `mprotect` guard
+/// budget ran out).
 struct Stack {
     var lo: UInt
     var hi: UInt
@@ -14,12 +15,17 @@ struct Stack {
 /// Where stacks come from and go back to.
 ///
 /// Stacks are carved from slabs of `slabCount` stacks, one `mmap`
-/// (`MAP_NORESERVE`: only touched pages cost memory) per slab. While the guard
-/// budget lasts each stack gets a guard page below it (`mprotect`, which
-/// splits the mapping: two VMAs per stack); after that, stacks are unguarded
-/// and rely on the canary checked at every switch. The budget keeps the
-/// process well under `vm.max_map_count` (65530 by default), so 100,000
-/// parked Gs work on a default kernel.
+/// (`MAP_NORESERVE`: only touched pages cost memory) per slab. Each stack
+/// gets a guard page below it. On Linux 6.13 and later that is a guard
+/// region (`MADV_GUARD_INSTALL`): it splits no mapping and takes the address
+/// space lock only for reading, so it neither counts against
+/// `vm.max_map_count` nor stalls other Ms' page faults, and every stack is
+/// guarded. Elsewhere (or with `GMP_GUARD_PAGES=mprotect`) it is `mprotect`,
+/// which splits the mapping (two VMAs per stack) and takes the lock for
+/// writing; then only a budget of stacks is guarded, and the rest rely on
+/// the canary checked at every switch. The budget keeps the process well
+/// under `vm.max_map_count` (65530 by default), so 100,000 parked Gs work on
+/// a default kernel.
 ///
 /// Freed stacks are kept warm (pages intact). sysmon calls `scavenge`
 /// periodically, which `madvise(MADV_DONTNEED)`s warm stacks beyond
@@ -38,6 +44,8 @@ final class StackPool: @unchecked Sendable {
     let slabCount = 64
     let warmLimit = 512
     private let guardBudget: Int
+    /// Guard pages are guard regions (`MADV_GUARD_INSTALL`), not `mprotect`.
+    let lightGuards: Bool
     private let lock = FutexLock()
     private var warm: [Stack] = []   // guarded by lock
     private var cold: [Stack] = []   // guarded by lock; pages released
@@ -59,6 +67,19 @@ final class StackPool: @unchecked Sendable {
         }
         // Guarded stacks take two VMAs each: leave half of the map budget to the rest of the process.
         guardBudget = maxMaps / 4
+        let forced = getenv("GMP_GUARD_PAGES").map { String(cString: $0) }
+        lightGuards = forced != "mprotect" && StackPool.guardRegionsWork(pageSize: pageSize)
+    }
+
+    /// `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+; 102 in the kernel's uapi).
+    private static let madvGuardInstall: Int32 = 102
+
+    /// Whether this kernel installs guard regions (tried on a scratch mapping).
+    private static func guardRegionsWork(pageSize: Int) -> Bool {
+        guard let p = mmap(nil, 2 * pageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              p != MAP_FAILED else { return false }
+        defer { munmap(p, 2 * pageSize) }
+        return madvise(p, pageSize, madvGuardInstall) == 0
     }
 
     /// Takes up to `count` stacks, appending them to `out`.
@@ -116,7 +137,7 @@ final class StackPool: @unchecked Sendable {
 
     /// Maps one slab and puts its stacks on `cold` (untouched pages cost nothing).
     private func carveSlab() {
-        let withGuards = guarded + slabCount <= guardBudget
+        let withGuards = lightGuards || guarded + slabCount <= guardBudget
         let unit = stackSize + (withGuards ? pageSize : 0)
         let bytes = unit * slabCount
         guard let base = mmap(nil, bytes, PROT_READ | PROT_WRITE,
@@ -128,14 +149,17 @@ final class StackPool: @unchecked Sendable {
         for i in (0..<slabCount).reversed() {
             let start = b + UInt(i * unit)
             if withGuards {
-                _ = mprotect(UnsafeMutableRawPointer(bitPattern: start), pageSize, PROT_NONE)
+                let page = UnsafeMutableRawPointer(bitPattern: start)
+                if !lightGuards || madvise(page, pageSize, StackPool.madvGuardInstall) != 0 {
+                    _ = mprotect(page, pageSize, PROT_NONE)
+                }
                 cold.append(Stack(lo: start + UInt(pageSize), hi: start + UInt(unit),
                                   guardLo: start, guardHi: start + UInt(pageSize)))
             } else {
                 cold.append(Stack(lo: start, hi: start + UInt(unit), guardLo: 0, guardHi: 0))
             }
         }
-        if withGuards { guarded += slabCount }
+        if withGuards && !lightGuards { guarded += slabCount }
         mapped += slabCount
     }
 
