@@ -210,14 +210,15 @@ public struct Select {
     }
 
     /// A time-out case: fires when nothing else did within `nanoseconds`.
+    /// (`Int64.max`: never.)
     public mutating func timeout(afterNanoseconds nanoseconds: Int64) -> Bool {
-        deadline(at: GMP.now &+ Swift.max(0, nanoseconds))
+        deadline(at: GMP.deadline(afterNanoseconds: nanoseconds))
     }
 
-    /// A time-out case: fires when nothing else did within `duration`.
+    /// A time-out case: fires when nothing else did within `duration` (one
+    /// too long for the clock never fires).
     public mutating func timeout(after duration: Duration) -> Bool {
-        let (s, a) = duration.components
-        return timeout(afterNanoseconds: s * 1_000_000_000 + a / 1_000_000_000)
+        timeout(afterNanoseconds: GMP.nanoseconds(duration))
     }
 
     /// A deadline case: fires when nothing else did by `deadline` (`GMP.now` time base).

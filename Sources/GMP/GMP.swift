@@ -20,6 +20,10 @@ public func go(_ body: consuming @escaping @Sendable () -> Void) {
 /// cooperative: a G that computes for a long time without parking keeps
 /// its P (sysmon counts it in `Stats.longRuns`); call `GMP.yield()` in long
 /// loops.
+///
+/// Inside the body of `GMP.blocking` the thread has left its P, so the body
+/// runs as a plain thread does: the same operations block the thread instead
+/// of parking the G (`currentG` is nil there).
 public enum GMP {
     /// The G-aware mutex (also available as the top-level `Mutex`).
     public typealias Mutex = GMPMutex
@@ -29,10 +33,11 @@ public enum GMP {
     /// Runs `body` as a G and blocks the calling thread until it returns,
     /// handing back its value or rethrowing its error.
     ///
-    /// Call it from a plain thread (e.g. `main`, a test). Calling it from
-    /// inside a G traps: use `go` with a `WaitGroup` or a channel there.
+    /// Call it from a plain thread (e.g. `main`, a test) or inside
+    /// `GMP.blocking`. Calling it from a G traps: use `go` with a `WaitGroup`
+    /// or a channel there.
     public static func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        if currentM() != nil {
+        if inGoroutine {
             gmp_fatal("fatal error: GMP.run called from inside a goroutine; use go {} and a WaitGroup or channel")
         }
         let box = RunBox<T, E>()
@@ -58,15 +63,19 @@ public enum GMP {
     /// Sets the number of Ps and returns the previous number (Go's
     /// `GOMAXPROCS(n)`). Stops the world: waits until every running G parks
     /// (scheduling is cooperative), moves the queues and timers of removed Ps,
-    /// then restarts. Callable from a G or a plain thread.
+    /// then restarts. Callable from a G or a plain thread; concurrent calls
+    /// take turns (a G waiting for its turn parks, so its P can stop).
     /// - Parameter n: 1...1024.
     @discardableResult
     public static func setProcs(_ n: Int) -> Int {
         precondition(n >= 1 && n <= Scheduler.maxProcs, "GMP.setProcs: \(n) is not in 1...\(Scheduler.maxProcs)")
         let s = Scheduler.shared
+        s.resizeMutex.lock()
+        defer { s.resizeMutex.unlock() }
         let old = s.procs.load(ordering: .acquiring)
         if n == old { return old }
-        if let m = currentM(), let g = m.pointee.curg {
+        // Read after the lock: a G that waited for it may be on another M now.
+        if let (m, g) = currentGWithP() {
             m.pointee.action = .resize
             m.pointee.actionWhen = Int64(n)
             gmp_mcall(g.ctx, m.pointee.ctx)
@@ -80,7 +89,7 @@ public enum GMP {
     /// queue and others run. On a plain thread it yields the OS thread
     /// (`sched_yield`).
     public static func yield() {
-        guard let m = currentM(), let g = m.pointee.curg else {
+        guard let (m, g) = currentGWithP() else {
             gmp_os_yield()
             return
         }
@@ -90,16 +99,14 @@ public enum GMP {
 
     /// Sleeps at least `duration`. In a G this parks the G on a timer (the
     /// timer is armed only after the G is parked); on a plain thread it sleeps
-    /// the thread.
+    /// the thread. A duration too long for the clock sleeps forever.
     public static func sleep(for duration: Duration) {
-        let (s, a) = duration.components
-        let ns = s * 1_000_000_000 + a / 1_000_000_000
-        sleep(nanoseconds: ns)
+        sleep(nanoseconds: nanoseconds(duration))
     }
 
-    /// Sleeps at least `nanoseconds`.
+    /// Sleeps at least `nanoseconds` (`Int64.max`: forever).
     public static func sleep(nanoseconds: Int64) {
-        guard let m = currentM(), let g = m.pointee.curg else {
+        guard let (m, g) = currentGWithP() else {
             if nanoseconds > 0 {
                 var req = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
                 var rem = timespec()
@@ -113,7 +120,7 @@ public enum GMP {
         }
         if g.s.pointee.sleepTimer == nil { g.s.pointee.sleepTimer = Timer(readying: g) }
         m.pointee.action = .sleep
-        m.pointee.actionWhen = gmp_nanotime() &+ nanoseconds
+        m.pointee.actionWhen = deadline(afterNanoseconds: nanoseconds)
         gmp_mcall(g.ctx, m.pointee.ctx)
     }
 
@@ -121,8 +128,13 @@ public enum GMP {
     /// without holding up other Gs: the P is left to sysmon, which hands it to
     /// another M if the call takes more than a tick (20 µs and up) and there is
     /// other work. On a plain thread it just runs `body`.
+    ///
+    /// The body runs as on a plain thread: `Mutex.lock`, channel operations,
+    /// `select`, `sleep`, `yield`, socket I/O and `setProcs` work there and
+    /// block the thread (the G stays put); `currentG` is nil. Only
+    /// `park(unlocking:)`, which needs a G with a P, traps.
     public static func blocking<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        guard let m = currentM(), let g = m.pointee.curg, m.pointee.p != nil else { return try body() }
+        guard let (m, g) = currentGWithP() else { return try body() }
         let s = Scheduler.shared
         s.entersyscall(m)
         let r = Result<T, E> { () throws(E) -> T in try body() }
@@ -134,24 +146,23 @@ public enum GMP {
     /// Monotonic clock in nanoseconds (the time base of `Timer.reset(at:)`).
     public static var now: Int64 { gmp_nanotime() }
 
-    /// The running G, or nil on a plain thread.
-    public static var currentG: G? { currentM()?.pointee.curg }
+    /// The running G, or nil on a plain thread (and inside `GMP.blocking`,
+    /// which runs as a plain thread).
+    public static var currentG: G? { currentGWithP()?.1 }
 
     /// Index of the P running the caller, or nil on a plain thread (or during
     /// a blocking call). For tests and diagnostics.
     public static var currentProcessor: Int? { currentM()?.pointee.p?.pointee.id }
 
-    /// Whether the caller runs in a G.
-    public static var inGoroutine: Bool { currentM()?.pointee.curg != nil }
+    /// Whether the caller runs in a G (false inside `GMP.blocking`).
+    public static var inGoroutine: Bool { currentGWithP() != nil }
 
     /// Parks the current G and then releases `lock`, on the scheduler's stack,
     /// once the G is off its own stack (so a waker that takes `lock` can never
     /// ready a G that is still running). The G resumes after `ready(_:)`.
-    /// Must be called from a G, with `lock` held.
+    /// Must be called from a G (not inside `GMP.blocking`), with `lock` held.
     public static func park(unlocking lock: FutexLock) {
-        guard let m = currentM(), let g = m.pointee.curg else {
-            gmp_fatal("fatal error: GMP.park called outside a goroutine")
-        }
+        guard let (m, g) = currentGWithP() else { parkOutsideG() }
         m.pointee.action = .parkUnlock
         m.pointee.actionLock = lock
         gmp_mcall(g.ctx, m.pointee.ctx)
@@ -160,12 +171,18 @@ public enum GMP {
     /// Parks the current G and then releases every lock in `locks` (see
     /// `park(unlocking:)`). For operations that hold several locks, as `select`.
     public static func park(unlocking locks: [FutexLock]) {
-        guard let m = currentM(), let g = m.pointee.curg else {
-            gmp_fatal("fatal error: GMP.park called outside a goroutine")
-        }
+        guard let (m, g) = currentGWithP() else { parkOutsideG() }
         m.pointee.action = .parkUnlockAll
         m.pointee.actionLocks = locks
         gmp_mcall(g.ctx, m.pointee.ctx)
+    }
+
+    private static func parkOutsideG() -> Never {
+        if currentM()?.pointee.curg != nil {
+            gmp_fatal("fatal error: GMP.park called inside GMP.blocking (the thread has no P there; "
+                      + "wait on a Sudog, which blocks the thread, or park outside the blocking call)")
+        }
+        gmp_fatal("fatal error: GMP.park called outside a goroutine")
     }
 
     /// Parks the current G forever (Go's `select {}` or a receive from a nil

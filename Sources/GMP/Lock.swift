@@ -150,7 +150,7 @@ struct Note: @unchecked Sendable {
         if word.pointee.compareExchange(expected: 0, desired: 2, ordering: .acquiring).exchanged == false {
             return true // already woken
         }
-        let deadline = timeoutNanoseconds >= 0 ? gmp_nanotime() + timeoutNanoseconds : -1
+        let deadline = timeoutNanoseconds >= 0 ? GMP.deadline(afterNanoseconds: timeoutNanoseconds) : -1
         while word.pointee.load(ordering: .acquiring) == 2 {
             var wait: Int64 = -1
             if deadline >= 0 {

@@ -165,3 +165,13 @@ typealias M = UnsafeMutablePointer<MState>
 @inline(__always) func currentM() -> M? {
     gmp_get_m()?.assumingMemoryBound(to: MState.self)
 }
+
+/// The M and the G running the caller, when the caller is a G that holds a
+/// P: the only place where it may park, sleep, yield or stop the world. Nil
+/// on a plain thread, and inside `GMP.blocking`, where the M has left its P
+/// and the body runs as a plain thread would (blocking operations there
+/// block the thread).
+@inline(__always) func currentGWithP() -> (M, G)? {
+    guard let m = currentM(), let g = m.pointee.curg, m.pointee.p != nil else { return nil }
+    return (m, g)
+}

@@ -87,7 +87,10 @@ final class Scheduler: @unchecked Sendable {
     let stopRequested = Atomic<Bool>(false)
     var stopWait = 0 // lock
     let stopNote = Note()
-    let resizeLock = FutexLock() // one resize at a time (held on g0 / plain thread only)
+    /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
+    /// goes to g0: a G that waits for it parks and its P can stop, where a
+    /// thread lock would hold the P running and deadlock the resize it waits for.
+    let resizeMutex = GMPMutex()
 
     // Poller.
     private let pollerRef = Atomic<UInt>(0)
@@ -854,10 +857,9 @@ final class Scheduler: @unchecked Sendable {
 
     /// Stops every P (waiting for running Gs to park: scheduling is
     /// cooperative), sets GMPPROCS to `n` and restarts. `m` is the calling M
-    /// (on g0, holding its P) or nil on a plain thread.
+    /// (on g0, holding its P) or nil on a plain thread. The caller holds
+    /// `resizeMutex`.
     func resize(to n: Int, m: M?) {
-        resizeLock.lock()
-        defer { resizeLock.unlock() }
         let old = procs.load(ordering: .acquiring)
         lock.lock()
         stopRequested.store(true, ordering: .sequentiallyConsistent)

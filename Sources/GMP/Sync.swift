@@ -130,6 +130,13 @@ public final class GMPMutex: @unchecked Sendable {
         defer { unlock() }
         return try body()
     }
+
+    /// Whether a G or thread is queued waiting for the mutex. For tests.
+    var hasWaiters: Bool {
+        qlock.lock()
+        defer { qlock.unlock() }
+        return !waiters.isEmpty
+    }
 }
 
 /// Waits for a collection of Gs to finish (Go's `sync.WaitGroup`).

@@ -8,6 +8,12 @@ import Synchronization
 /// scheduler, never on a G's stack): it must be short and must not block.
 /// Readying a G from it is the intended use.
 ///
+/// Deadlines are absolute `GMP.now` times. Any `Int64` is a valid deadline:
+/// one at or before now (0 and negatives included) fires at the next look at
+/// the heap, and `Int64.max` (what `GMP.deadline(afterNanoseconds:)` clamps
+/// to, as Go's `when()`) never fires. Inside the heaps every `when` is at
+/// least 1, because a P's `timer0When` of 0 means "no timers".
+///
 /// Re-arming or stopping never searches a heap: each arm bumps `seq`, and a
 /// heap entry is live only while its `seq` matches and the timer is armed.
 /// Dead entries are dropped when they reach the top or when the heap is
@@ -37,14 +43,16 @@ public final class Timer: @unchecked Sendable {
     deinit { lock.free() } // no heap entry holds the timer any more
 
     /// Arms (or re-arms) the timer to fire at `deadline` (monotonic ns, see
-    /// `GMP.now`). Cost: O(log n) on the current P's heap.
+    /// `GMP.now`; a deadline already past fires at once). Cost: O(log n) on
+    /// the current P's heap.
     public func reset(at deadline: Int64) {
         Scheduler.shared.addTimer(self, when: deadline)
     }
 
-    /// Arms (or re-arms) the timer to fire after `nanoseconds`.
+    /// Arms (or re-arms) the timer to fire after `nanoseconds` (clamped:
+    /// `Int64.max` never fires).
     public func reset(afterNanoseconds nanoseconds: Int64) {
-        reset(at: gmp_nanotime() &+ max(0, nanoseconds))
+        reset(at: GMP.deadline(afterNanoseconds: nanoseconds))
     }
 
     /// Stops the timer. Returns true if it was armed (and so will not fire now).
@@ -183,10 +191,30 @@ struct TimerHeap {
     }
 }
 
+extension GMP {
+    /// The deadline `nanoseconds` from now (`GMP.now` base), clamped to
+    /// `Int64.max` ("never") instead of wrapping; a negative duration is now.
+    public static func deadline(afterNanoseconds nanoseconds: Int64) -> Int64 {
+        let (d, overflow) = gmp_nanotime().addingReportingOverflow(max(0, nanoseconds))
+        return overflow ? .max : d
+    }
+
+    /// `duration` in whole nanoseconds, clamped to `Int64.min...Int64.max`
+    /// (a duration of `.seconds(Int64.max)` is `Int64.max`: "forever").
+    public static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (s, a) = duration.components
+        let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow { return s < 0 ? .min : .max }
+        let (sum, overflow2) = ns.addingReportingOverflow(a / 1_000_000_000)
+        return overflow2 ? (s < 0 ? .min : .max) : sum
+    }
+}
+
 extension Scheduler {
     /// Arms `t` for `when` on the current P's heap (or P 0's from a plain
     /// thread), waking the poller if this is now the earliest timer.
-    func addTimer(_ t: Timer, when: Int64) {
+    func addTimer(_ t: Timer, when deadline: Int64) {
+        let when = max(deadline, 1) // 0 is the heaps' "empty"; both are in the past
         t.lock.lock()
         t.seq &+= 1
         t.when = when

@@ -1,4 +1,4 @@
-import Channels
+@testable import Channels
 import Foundation
 import GMP
 import Testing
@@ -20,14 +20,23 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         #expect(stderrText(r).contains("send on closed channel"))
     }
 
-    @Test("a sender blocked when the channel is closed traps")
-    func blockedSenderOnClose() async {
-        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+    /// Who blocks in a send when the channel is closed.
+    enum BlockedSender: String, CaseIterable, Codable, Sendable { case g, select, thread }
+
+    @Test("a sender blocked when the channel is closed is woken, and traps (a G, a select, a plain thread)",
+          arguments: BlockedSender.allCases)
+    func blockedSenderOnClose(who: BlockedSender) async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) { [who] in
             let c = Chan<Int>()
             GMP.run {
-                go { c.send(1) }
-                while GMP.stats.parked < 1 { GMP.yield() }
+                switch who {
+                case .g: go { c.send(1) }
+                case .select: go { select { s in if s.send(c, 1) {} } }
+                case .thread: Thread.detachNewThread { c.send(1) }
+                }
+                guard waitFor({ c.hasWaitingSender }) else { exit(3) }
                 c.close()
+                // A sender left parked by close would let the process exit 0 here.
                 GMP.sleep(for: .seconds(5))
             }
         }

@@ -1,4 +1,4 @@
-import Channels
+@testable import Channels
 import Foundation
 import GMP
 import Synchronization
@@ -233,20 +233,76 @@ struct ChanTests {
         #expect(sum == 5050)
     }
 
-    @Test("close wakes every blocked receiver and sender")
+    @Test("close wakes every blocked receiver: Gs, selects and plain threads (blocked senders: ChanExitTests)")
     func closeWakesAll() {
-        let ok = runG { () -> Bool in
+        let ok = runG(timeout: 30) { () -> Bool in
             let c = Chan<Int>()
             let woke = Chan<Bool>(capacity: 100)
-            let base = GMP.stats.parked
-            for _ in 0..<50 { go { woke.send(c.receive() == .closed) } }
-            // Wait until all 50 are parked on the channel.
-            while GMP.stats.parked < base + 50 { GMP.yield() }
+            let base = settled { GMP.stats.parked }
+            for _ in 0..<40 { go { woke.send(c.receive() == .closed) } }
+            for _ in 0..<5 {
+                go {
+                    var closed = false
+                    select { s in if let r = s.receive(c) { closed = r == .closed } }
+                    woke.send(closed)
+                }
+            }
+            for _ in 0..<5 { Thread.detachNewThread { woke.send(c.receive() == .closed) } }
+            // Wait until the 45 Gs are parked on the channel (the threads can
+            // be late: they see the channel closed then, which is fine too).
+            guard waitFor({ GMP.stats.parked >= base + 45 }) else { return false }
             c.close()
             for _ in 0..<50 { guard woke.receive() == .value(true) else { return false } }
             return true
         }
         #expect(ok == true)
+    }
+
+    @Test("Channel operations inside GMP.blocking block the thread, not crash: receive, send, select with a time-out")
+    func channelsInsideBlocking() {
+        let ok = runG(procs: 2, timeout: 30) { () -> Bool in
+            let c = Chan<Int>(), d = Chan<Int>()
+            let out = Chan<[Int]>(capacity: 1)
+            go {
+                let got: [Int] = GMP.blocking {
+                    var got: [Int] = []
+                    got.append(c.receive().value ?? -1) // parks: the main G sends once it waits
+                    d.send(2) // to a G already parked on d
+                    select { s in
+                        if let r = s.receive(c) { got.append(r.value ?? -1) }
+                        if s.timeout(after: .milliseconds(1)) { got.append(-2) }
+                    }
+                    return got
+                }
+                out.send(got)
+            }
+            guard waitFor({ c.hasWaitingReceiver }) else { return false }
+            c.send(1)
+            guard d.receive() == .value(2) else { return false }
+            return out.receive() == .value([1, -2])
+        }
+        #expect(ok == true)
+    }
+
+    @Test("A time-out of Int64.max nanoseconds or .seconds(Int64.max) never fires (it neither wraps nor traps)")
+    func timeoutForever() {
+        let r = runG(procs: 2, timeout: 30) { () -> [Int] in
+            var fired: [Int] = []
+            for forever in [true, false] {
+                let c = Chan<Int>(capacity: 1)
+                go {
+                    GMP.sleep(for: .milliseconds(10))
+                    c.send(1)
+                }
+                select { s in
+                    if s.receive(c) != nil { fired.append(0) }
+                    if forever, s.timeout(afterNanoseconds: .max) { fired.append(1) }
+                    if !forever, s.timeout(after: .seconds(Int64.max)) { fired.append(2) }
+                }
+            }
+            return fired
+        }
+        #expect(r == [0, 0], "a time-out fired: \(r ?? [])")
     }
 
     @Test("TestMultiConsumer: many consumers see every value exactly once", arguments: procCounts)

@@ -47,6 +47,29 @@ final class SharedQueue: @unchecked Sendable {
         #expect(emptyAtEnd)
     }
 
+    @Test("A steal takes half of the victim's queue (the older half, rounded up), not all of it; runnext only when asked",
+          arguments: [10, 7, 1])
+    func stealTakesHalf(n: Int) {
+        let victim = RunQueue()
+        let thief = RunQueue()
+        for i in 1...n { _ = victim.pushTail(UInt(i)) }
+        let runNextBefore = victim.swapRunNext(999)
+        #expect(runNextBefore == 0)
+        let taken = n - n / 2
+        let first = victim.steal(into: thief, stealRunNext: false, ownerRunning: { false })
+        #expect(first == UInt(taken), "the thief runs the newest item it took")
+        let thiefHas = thief.drain()
+        #expect(thiefHas == (1..<taken).map { UInt($0) })
+        let left = victim.drain()
+        #expect(left == [999] + (taken + 1 ..< n + 1).map { UInt($0) })
+        // An empty ring: runnext goes only in a round that may take it.
+        _ = victim.swapRunNext(7)
+        let none = victim.steal(into: thief, stealRunNext: false, ownerRunning: { false })
+        #expect(none == nil)
+        let next = victim.steal(into: thief, stealRunNext: true, ownerRunning: { false })
+        #expect(next == 7)
+    }
+
     @Test("Stress: one owner, three thieves; no item lost or taken twice")
     func stealStress() {
         let total = 2_000_000

@@ -462,6 +462,47 @@ struct SchedulerTests {
         #expect(GMP.stats.longRuns > before)
     }
 
+    @Test("The global queue is not starved: on 1 P, with two Gs yielding in a loop, a G started from a plain thread runs")
+    func globalQueueNotStarved() {
+        let flag = Counters(1)
+        let ok = runG(procs: 1, timeout: 30) { () -> Bool in
+            let wg = WaitGroup(2)
+            for _ in 0..<2 {
+                go {
+                    // The two keep the local queue non-empty for ever (bounded
+                    // at 10 s): only the every-61st look at the global queue
+                    // lets the flag's G in.
+                    let t0 = GMP.now
+                    while flag[0] == 0 && GMP.now - t0 < 10_000_000_000 { GMP.yield() }
+                    wg.done()
+                }
+            }
+            let t = Thread { go { flag.add(0) } } // no P: onto the global queue
+            t.start()
+            wg.wait()
+            return flag[0] == 1
+        }
+        #expect(ok == true)
+    }
+
+    @Test("Deadlines clamp instead of wrapping: a timer armed Int64.max from now never fires")
+    func deadlinesClamp() {
+        #expect(GMP.deadline(afterNanoseconds: .max) == .max)
+        #expect(GMP.deadline(afterNanoseconds: -5) <= GMP.now)
+        #expect(GMP.nanoseconds(.seconds(Int64.max)) == .max)
+        #expect(GMP.nanoseconds(.seconds(Int64.min)) == .min)
+        #expect(GMP.nanoseconds(.milliseconds(3) + .nanoseconds(7)) == 3_000_007)
+        let fired = runG(procs: 2, timeout: 30) { () -> Int in
+            let fired = Counters(1)
+            let t = Timer { fired.add(0) }
+            t.reset(afterNanoseconds: .max) // wrapped, it was in the past and fired at once
+            GMP.sleep(for: .milliseconds(20))
+            t.stop()
+            return fired[0]
+        }
+        #expect(fired == 0)
+    }
+
     @Test("Stats describe the scheduler")
     func stats() {
         let s = GMP.stats

@@ -47,6 +47,27 @@ public func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
     return true
 }
 
+/// Inside a G: the value of `count` (a `GMP.stats` counter) once it has
+/// stopped changing, i.e. read the same over 20 ms, within `seconds`. A
+/// baseline for "no G leaked" must not be taken while Gs of an earlier test
+/// are still exiting (or parking): the count would drift under the test.
+public func settled(within seconds: Double = 10, _ count: () -> Int) -> Int {
+    let deadline = GMP.now + Int64(seconds * 1e9)
+    var last = count()
+    var since = GMP.now
+    while GMP.now < deadline {
+        GMP.sleep(nanoseconds: 1_000_000)
+        let v = count()
+        if v != last {
+            last = v
+            since = GMP.now
+        } else if GMP.now - since >= 20_000_000 {
+            break
+        }
+    }
+    return last
+}
+
 /// What each open fd of process `pid` (default: this one) is, for failure
 /// messages: "7->socket:[1234] tcp 127.0.0.1:8080 127.0.0.1:51234 ESTABLISHED".
 public func fdList(pid: Int32? = nil) -> String {
