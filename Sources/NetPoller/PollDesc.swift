@@ -7,7 +7,9 @@ import Synchronization
 /// readiness, the one read waiter and the one write waiter, deadlines and
 /// their timers, and `closing`.
 ///
-/// Everything mutable is guarded by `lock`. A waiter parks with the lock
+/// Everything mutable is guarded by `lock`; the deadlines are also atomics,
+/// written under it, so that `checkDeadline` (before every read and write)
+/// reads them without taking it. A waiter parks with the lock
 /// released on the scheduler's stack, so a waker that takes the lock can never
 /// ready a G that is still running. Waiters loop: after any wake-up they look
 /// again at `closing`, the readiness latch and the deadline.
@@ -15,7 +17,8 @@ import Synchronization
 /// PollDescs are per fd number and never freed (see `Table`): an event for a
 /// closed fd finds its PollDesc with a newer `seq` and is dropped.
 final class PollDesc: @unchecked Sendable {
-    // @unchecked: every mutable field is guarded by `lock`.
+    // @unchecked: every mutable field is guarded by `lock` (the deadline
+    // atomics are written under it too).
     let lock: FutexLock
     let fd: Int32
     var seq: UInt32 = 0
@@ -25,8 +28,8 @@ final class PollDesc: @unchecked Sendable {
     var readWaiter: Waiter?
     var writeWaiter: Waiter?
     /// Absolute deadlines (`GMP.now` base); 0: none.
-    var readDeadline: Int64 = 0
-    var writeDeadline: Int64 = 0
+    let readDeadline = Atomic<Int64>(0)
+    let writeDeadline = Atomic<Int64>(0)
     private var readTimer: Timer?
     private var writeTimer: Timer?
 
@@ -67,8 +70,8 @@ final class PollDesc: @unchecked Sendable {
         pd.closing = false
         pd.readReady = false
         pd.writeReady = false
-        pd.readDeadline = 0
-        pd.writeDeadline = 0
+        pd.readDeadline.store(0, ordering: .relaxed)
+        pd.writeDeadline.store(0, ordering: .relaxed)
         let data = UInt64(UInt32(bitPattern: fd)) | UInt64(pd.seq) << 32
         pd.lock.unlock()
         let events = evIn | evOut | evRdHup | evEdge
@@ -120,7 +123,7 @@ final class PollDesc: @unchecked Sendable {
                 lock.unlock()
                 return
             }
-            let deadline = mode == .read ? readDeadline : writeDeadline
+            let deadline = self.deadline(mode)
             if deadline != 0 && GMP.now >= deadline {
                 lock.unlock()
                 throw .timeout
@@ -138,6 +141,18 @@ final class PollDesc: @unchecked Sendable {
             }
             lock.lock()
         }
+    }
+
+    @inline(__always) private func deadline(_ mode: Mode) -> Int64 {
+        mode == .read ? readDeadline.load(ordering: .relaxed) : writeDeadline.load(ordering: .relaxed)
+    }
+
+    /// Throws `.timeout` if the deadline for `mode` has passed. Called before
+    /// a read or write system call, so that an expired deadline fails the call
+    /// even when data is waiting or buffer space is free (Go's `prepareRead`).
+    @inline(__always) func checkDeadline(_ mode: Mode) throws(NetError) {
+        let d = deadline(mode)
+        if d != 0 && GMP.now >= d { throw .timeout }
     }
 
     /// Lock held.
@@ -170,7 +185,7 @@ final class PollDesc: @unchecked Sendable {
     /// one already past wakes it with `.timeout` at once.
     func setDeadline(_ mode: Mode, _ at: Int64) {
         lock.lock()
-        if mode == .read { readDeadline = at } else { writeDeadline = at }
+        if mode == .read { readDeadline.store(at, ordering: .relaxed) } else { writeDeadline.store(at, ordering: .relaxed) }
         var wake: Waiter?
         let waiting = mode == .read ? readWaiter != nil : writeWaiter != nil
         if at == 0 {

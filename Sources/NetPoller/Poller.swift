@@ -71,7 +71,8 @@ final class EpollPoller: Poller, @unchecked Sendable {
         if delayNanoseconds == 0 {
             timeout = 0
         } else if delayNanoseconds > 0 {
-            timeout = Int32(Swift.min((delayNanoseconds + 999_999) / 1_000_000, 1_000_000_000))
+            let ms = delayNanoseconds / 1_000_000 + (delayNanoseconds % 1_000_000 != 0 ? 1 : 0) // rounded up, no overflow
+            timeout = Int32(Swift.min(ms, 1_000_000_000))
         }
         var list = GList()
         withUnsafeTemporaryAllocation(of: gmp_poll_event.self, capacity: 128) { events in

@@ -97,7 +97,7 @@ public final class Conn: @unchecked Sendable {
             conn.close()
             throw NetError(errno: Int32(-r), op: "connect")
         }
-        if let t = timeoutNanoseconds { conn.pd.setDeadline(.write, GMP.now &+ t) }
+        if let t = timeoutNanoseconds { conn.pd.setDeadline(.write, GMP.deadline(afterNanoseconds: t)) }
         do {
             try conn.pd.wait(.write)
         } catch {
@@ -128,9 +128,11 @@ public final class Conn: @unchecked Sendable {
     }
 
     /// Reads up to `buffer.count` bytes; returns how many (at least 1).
-    /// Throws `.endOfStream` when the peer has closed its side.
+    /// Throws `.endOfStream` when the peer has closed its side, `.timeout`
+    /// once the read deadline has passed (even if data is waiting, as Go).
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(NetError) -> Int {
         try withFD(fd, ref) { () throws(NetError) -> Int in
+            try pd.checkDeadline(.read)
             while true {
                 if ref.isClosing { throw .closed }
                 let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
@@ -145,6 +147,7 @@ public final class Conn: @unchecked Sendable {
     /// there (a G parked waiting holds no buffer), and no more than arrived.
     public func read(max: Int = 4096) throws(NetError) -> [UInt8] {
         let ready = try withFD(fd, ref) { () throws(NetError) -> Int32 in
+            try pd.checkDeadline(.read)
             while true {
                 if ref.isClosing { throw .closed }
                 let ready = gmp_readable(fd)
@@ -161,8 +164,11 @@ public final class Conn: @unchecked Sendable {
     }
 
     /// Writes all of `data`, parking as often as the socket buffer needs.
+    /// Throws `.timeout` once the write deadline has passed (some bytes may
+    /// have gone out by then).
     public func write(_ data: UnsafeRawBufferPointer) throws(NetError) {
         try withFD(fd, ref) { () throws(NetError) in
+            try pd.checkDeadline(.write)
             var off = 0
             while off < data.count {
                 if ref.isClosing { throw .closed }
@@ -277,33 +283,58 @@ public final class Listener: @unchecked Sendable {
 
     deinit { close() }
 
-    /// Accepts a connection, parking until one arrives. When the process is
-    /// out of file descriptors it backs off (5 ms doubling to 1 s) and tries
-    /// again rather than failing or spinning. Throws `.closed` once closed.
+    /// Accepts a connection, parking until one arrives.
+    ///
+    /// Errors that concern one connection, not the listener, are skipped: a
+    /// connection aborted before it was accepted, and the network errors that
+    /// Linux reports from accept(2) for a pending connection (EPROTO,
+    /// ENETDOWN, EHOSTUNREACH, ...: accept(2) says to retry them). When the
+    /// process is out of file descriptors or memory, or the poller cannot
+    /// register one more socket, it backs off (5 ms doubling to 1 s) and tries
+    /// again rather than failing or spinning.
+    /// - Throws: `.closed` once closed; another `NetError` only for an error
+    ///   of the listening socket itself (such as EBADF or EINVAL).
     public func accept() throws(NetError) -> Conn {
-        let c = try withFD(fd, ref) { () throws(NetError) -> Int32 in
-            var backoff: Int64 = 5_000_000
-            while true {
-                if ref.isClosing { throw .closed }
-                let c = gmp_accept(fd)
-                if c >= 0 { return c }
-                let e = Int32(-c)
-                if e == EAGAIN || e == EWOULDBLOCK {
-                    try pd.wait(.read)
-                } else if e == EINTR || e == ECONNABORTED {
-                    continue
-                } else if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
-                    GMP.sleep(nanoseconds: backoff)
-                    backoff = Swift.min(backoff * 2, 1_000_000_000)
-                } else {
-                    throw NetError(errno: e, op: "accept")
+        var backoff: Int64 = 5_000_000
+        func backOff() {
+            GMP.sleep(nanoseconds: backoff)
+            backoff = Swift.min(backoff * 2, 1_000_000_000)
+        }
+        while true {
+            let c = try withFD(fd, ref) { () throws(NetError) -> Int32 in
+                while true {
+                    if ref.isClosing { throw .closed }
+                    let c = gmp_accept(fd)
+                    if c >= 0 { return c }
+                    let e = Int32(-c)
+                    if e == EAGAIN || e == EWOULDBLOCK {
+                        try pd.wait(.read)
+                    } else if Listener.skippable.contains(e) {
+                        continue
+                    } else if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                        backOff()
+                    } else {
+                        throw NetError(errno: e, op: "accept")
+                    }
                 }
             }
+            let conn: Conn
+            do {
+                conn = try Conn(fd: c) // closes c if it cannot be registered
+            } catch {
+                backOff() // epoll_ctl: ENOMEM, or ENOSPC (max_user_watches)
+                continue
+            }
+            if isTCP { conn.setNoDelay(true) } // as Go: no Nagle delay by default
+            return conn
         }
-        let conn = try Conn(fd: c)
-        if isTCP { conn.setNoDelay(true) } // as Go: no Nagle delay by default
-        return conn
     }
+
+    /// accept(2) errors about one pending connection (EINTR aside): retry at once.
+    private static let skippable: Set<Int32> = [
+        EINTR, ECONNABORTED, EPROTO, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP,
+        ENETUNREACH, EPERM,
+    ]
 
     /// Stops listening; a G blocked in `accept` wakes with `.closed`.
     public func close() {

@@ -209,6 +209,39 @@ struct NetTests {
         #expect(r?.1 == true)
     }
 
+    @Test("A passed deadline fails reads and writes at once, even with data waiting or buffer space free (as Go)")
+    func passedDeadlineWithDataWaiting() {
+        let r = runG(timeout: 30) { () -> [String] in
+            guard let l = try? Listener(port: 0) else { return ["listen"] }
+            defer { l.close() }
+            let accepted = Chan<Conn>(capacity: 1)
+            go { if let c = try? l.accept() { accepted.send(c) } }
+            // A dial time-out of Int64.max nanoseconds is "no time-out", not a deadline in the past.
+            guard let c = try? Conn.dial("127.0.0.1", l.port, timeoutNanoseconds: .max) else { return ["dial"] }
+            defer { c.close() }
+            guard let server = accepted.receive().value else { return ["accept"] }
+            defer { server.close() }
+            try? server.write("hello")
+            var got: [String] = []
+            // Wait (bounded) until the bytes are there to read.
+            guard waitFor({
+                var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
+                return poll(&pfd, 1, 0) > 0
+            }) else { return ["no data"] }
+            c.setReadDeadline(GMP.now - 1)
+            do { _ = try c.read(max: 10); got.append("read max: data") } catch { got.append("read max: \(error)") }
+            var buf = [UInt8](repeating: 0, count: 10)
+            let n = buf.withUnsafeMutableBytes { b in Result { () throws(NetError) in try c.read(into: b) } }
+            if case .failure(let e) = n { got.append("read into: \(e)") } else { got.append("read into: data") }
+            c.setReadDeadline(nil)
+            got.append(((try? c.read(max: 10)) ?? []) == Array("hello".utf8) ? "cleared: data" : "cleared: none")
+            c.setWriteDeadline(GMP.now - 1)
+            do { try c.write("x"); got.append("write: sent") } catch { got.append("write: \(error)") }
+            return got
+        }
+        #expect(r == ["read max: i/o timeout", "read into: i/o timeout", "cleared: data", "write: i/o timeout"])
+    }
+
     @Test("Closing a connection wakes a G blocked reading it with .closed")
     func closeWakesReader() {
         let ok = runG { () -> Bool in
