@@ -136,7 +136,8 @@ final class Scheduler: @unchecked Sendable {
             }
             n = v
         }
-        schedTraceMs = env("GMP_SCHEDTRACE").flatMap { Int($0) } ?? 0
+        // At most a day between lines: the interval in ns must not overflow.
+        schedTraceMs = min(env("GMP_SCHEDTRACE").flatMap { Int($0) } ?? 0, 86_400_000)
         pollerRef.store(UInt(bitPattern: Unmanaged.passRetained(PollerBox(FutexPoller())).toOpaque()),
                         ordering: .releasing)
         gmp_install_overflow_handler()

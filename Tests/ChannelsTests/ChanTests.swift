@@ -360,7 +360,7 @@ struct ChanTests {
 
     @Test("Channel operations from plain threads work with Gs on the other side")
     func plainThreads() {
-        GMP.setProcs(2)
+        setProcs(2)
         let c = Chan<Int>()
         let back = Chan<Int>(capacity: 1)
         let done = Chan<Int>()

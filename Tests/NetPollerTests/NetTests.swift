@@ -435,7 +435,7 @@ struct NetTests {
 }
 
 func startEchoServerFromPlainThread() throws -> Listener {
-    GMP.setProcs(2)
+    setProcs(2)
     return try startEchoServer()
 }
 
@@ -505,7 +505,7 @@ struct NetScaleTests {
 
     @Test("10,000 concurrent connections (clients in a child process), each answered")
     func tenThousandConnections() async throws {
-        GMP.setProcs(2)
+        setProcs(2)
         let n = 10_000
         try Listener(port: 0).close() // poller fds first
         let fdsBefore = openFDs()

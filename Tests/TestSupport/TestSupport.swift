@@ -13,9 +13,11 @@ public final class Slot<T>: @unchecked Sendable {
 
 /// Runs `body` as a G via `GMP.run` on a helper thread, with `procs` Ps if
 /// given, and waits for it at most `timeout` seconds. Returns nil on
-/// time-out, so a hang fails the test instead of hanging the run.
-public func runG<T>(procs: Int? = nil, timeout: Double = 120, _ body: @escaping @Sendable () -> T) -> T? {
-    if let procs { GMP.setProcs(procs) }
+/// time-out, so a hang fails the test instead of hanging the run. The
+/// default bound is far above what any test needs here, even under
+/// ThreadSanitizer on a loaded machine; tests that need more say so.
+public func runG<T>(procs: Int? = nil, timeout: Double = 30, _ body: @escaping @Sendable () -> T) -> T? {
+    if let procs { setProcs(procs) }
     let sem = DispatchSemaphore(value: 0)
     let slot = Slot<T>()
     let thread = Thread {
@@ -26,6 +28,25 @@ public func runG<T>(procs: Int? = nil, timeout: Double = 120, _ body: @escaping 
     thread.start()
     if sem.wait(timeout: .now() + timeout) == .timedOut { return nil }
     return slot.value
+}
+
+/// `GMP.setProcs(n)`, bounded: a resize waits for every running G to park,
+/// so a G that an earlier, failed test left running for ever would hang the
+/// rest of the run here. After `seconds` it ends the process with a message
+/// instead, so the run fails fast and says why.
+public func setProcs(_ n: Int, within seconds: Double = 60) {
+    let done = DispatchSemaphore(value: 0)
+    let t = Thread {
+        GMP.setProcs(n)
+        done.signal()
+    }
+    t.start()
+    if done.wait(timeout: .now() + seconds) == .timedOut {
+        let msg = "GMP.setProcs(\(n)) did not finish in \(Int(seconds)) s: a G (of an earlier test that failed?) "
+            + "runs without parking; ending the test process\n"
+        FileHandle.standardError.write(Data(msg.utf8))
+        exit(1)
+    }
 }
 
 /// Resident set size of this process in bytes.
