@@ -202,10 +202,12 @@ public final class Conn: @unchecked Sendable {
     }
 
     /// Sets the read deadline (absolute, `GMP.now` base); nil clears it.
-    public func setReadDeadline(_ at: Int64?) { pd.setDeadline(.read, at ?? 0) }
+    /// Any value is a deadline: 0 or a negative one has passed already.
+    public func setReadDeadline(_ at: Int64?) { pd.setDeadline(.read, at.map { Swift.max($0, 1) } ?? 0) }
 
     /// Sets the write deadline (absolute, `GMP.now` base); nil clears it.
-    public func setWriteDeadline(_ at: Int64?) { pd.setDeadline(.write, at ?? 0) }
+    /// Any value is a deadline: 0 or a negative one has passed already.
+    public func setWriteDeadline(_ at: Int64?) { pd.setDeadline(.write, at.map { Swift.max($0, 1) } ?? 0) }
 
     /// Shuts down the write side (the peer reads end of stream).
     public func closeWrite() throws(NetError) {

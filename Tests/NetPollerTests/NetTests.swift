@@ -237,9 +237,13 @@ struct NetTests {
             got.append(((try? c.read(max: 10)) ?? []) == Array("hello".utf8) ? "cleared: data" : "cleared: none")
             c.setWriteDeadline(GMP.now - 1)
             do { try c.write("x"); got.append("write: sent") } catch { got.append("write: \(error)") }
+            // 0 is a deadline too (long past), not "none": a read with nothing to read times out at once.
+            c.setReadDeadline(0)
+            do { _ = try c.read(max: 10); got.append("deadline 0: data") } catch { got.append("deadline 0: \(error)") }
             return got
         }
-        #expect(r == ["read max: i/o timeout", "read into: i/o timeout", "cleared: data", "write: i/o timeout"])
+        #expect(r == ["read max: i/o timeout", "read into: i/o timeout", "cleared: data", "write: i/o timeout",
+                      "deadline 0: i/o timeout"])
     }
 
     @Test("Closing a connection wakes a G blocked reading it with .closed")
