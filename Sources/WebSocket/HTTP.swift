@@ -1,5 +1,14 @@
 // HTTP/1.1 server side, just what a WebSocket server needs: request-head
 // parsing with size limits, and responses.
+//
+// Message framing is strict (RFC 9112 sections 3.2 and 6), because a server
+// and a proxy in front of it that disagree on where a request ends let one
+// request smuggle another: exactly one Host on HTTP/1.1 (at most one on 1.0),
+// at most one Content-Length made of decimal digits only, no
+// Transfer-Encoding at all (we decode none: 501), and no CR, LF, NUL or other
+// control character inside a line. The parser consumes the head only: the
+// caller reads (or discards) `contentLength` body bytes before the next
+// request.
 
 /// An HTTP status with its reason phrase.
 public struct HTTPStatus: Equatable, Sendable {
@@ -15,6 +24,7 @@ public struct HTTPStatus: Equatable, Sendable {
     public static let payloadTooLarge = HTTPStatus(code: 413, reason: "Payload Too Large")
     public static let upgradeRequired = HTTPStatus(code: 426, reason: "Upgrade Required")
     public static let headersTooLarge = HTTPStatus(code: 431, reason: "Request Header Fields Too Large")
+    public static let notImplemented = HTTPStatus(code: 501, reason: "Not Implemented")
     public static let versionNotSupported = HTTPStatus(code: 505, reason: "HTTP Version Not Supported")
 }
 
@@ -68,10 +78,14 @@ public struct HTTPRequest: Sendable {
 
     /// Parses the request head at the start of `bytes`. Returns the request
     /// and the number of bytes its head took, or nil if the head is not
-    /// complete yet (and within `maxHeaderBytes`).
-    /// - Throws: 431 when the head exceeds `maxHeaderBytes`, 400 for a
-    ///   malformed request line or header, 505 for another HTTP version,
-    ///   413 when Content-Length exceeds `maxBodyBytes`.
+    /// complete yet (and within `maxHeaderBytes`). The body, if any
+    /// (`contentLength` bytes), follows the head and is left to the caller.
+    /// - Throws: 431 when the head exceeds `maxHeaderBytes`; 400 for a
+    ///   malformed request line or header (control characters in a line
+    ///   included), a missing or repeated Host, a repeated Content-Length or
+    ///   one that is not plain decimal digits; 505 for another HTTP version;
+    ///   413 when Content-Length exceeds `maxBodyBytes`; 501 for any
+    ///   Transfer-Encoding (none is supported).
     public static func parse(_ bytes: ArraySlice<UInt8>, maxHeaderBytes: Int = 8192,
                              maxBodyBytes: Int = 1 << 20) throws(HTTPError) -> (HTTPRequest, Int)? {
         // Find the blank line that ends the head.
@@ -86,10 +100,16 @@ public struct HTTPRequest: Sendable {
         }
         var lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
         guard !lines.isEmpty else { throw HTTPError(status: .badRequest, detail: "empty request") }
+        // A CR or LF left inside a line (a bare one, which another parser may
+        // take for a line end), NUL, or another control character: refused.
+        // (Tab is allowed in header values.)
+        if lines.contains(where: { $0.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7F } }) {
+            throw HTTPError(status: .badRequest, detail: "control character in the request head")
+        }
         let requestLine = lines.removeFirst()
         let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy({ $0.isLetter && $0.isUppercase }),
-              parts[1].hasPrefix("/") || parts[1] == "*" else {
+        guard parts.count == 3, !parts[0].isEmpty, parts[0].unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) }),
+              parts[1].hasPrefix("/") || parts[1] == "*", !parts[1].contains("\t") else {
             throw HTTPError(status: .badRequest, detail: "malformed request line")
         }
         let minor: Int
@@ -106,23 +126,53 @@ public struct HTTPRequest: Sendable {
                 throw HTTPError(status: .badRequest, detail: "header line without a colon")
             }
             let name = line[line.startIndex..<colon]
-            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "!#$%&'*+-.^_`|~".contains($0) }) else {
+            // A token: no space before the colon, no folded continuation line.
+            guard !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.isASCII && isTokenChar(UInt8($0.value)) }) else {
                 throw HTTPError(status: .badRequest, detail: "malformed header name")
             }
             headers.append((String(name), String(line[line.index(after: colon)...]).trimmingSpaces))
         }
         var req = HTTPRequest(method: String(parts[0]), target: String(parts[1]), minorVersion: minor,
                               headers: headers, contentLength: 0)
-        if minor == 1 && req.header("Host") == nil { throw HTTPError(status: .badRequest, detail: "missing Host") }
-        if let cl = req.header("Content-Length") {
-            guard let n = Int(cl), n >= 0 else { throw HTTPError(status: .badRequest, detail: "bad Content-Length") }
-            if n > maxBodyBytes { throw HTTPError(status: .payloadTooLarge, detail: "body of \(n) bytes") }
+        func values(_ name: String) -> [String] { req.headers.filter { $0.name.lowercased() == name }.map(\.value) }
+        let hosts = values("host")
+        if hosts.count > 1 { throw HTTPError(status: .badRequest, detail: "more than one Host") }
+        if minor == 1 && hosts.isEmpty { throw HTTPError(status: .badRequest, detail: "missing Host") }
+        // Transfer-Encoding first: with it, Content-Length would not count
+        // (RFC 9112 section 6.3), and we decode no transfer coding at all.
+        if !values("transfer-encoding").isEmpty {
+            throw HTTPError(status: .notImplemented, detail: "Transfer-Encoding is not supported")
+        }
+        let lengths = values("content-length")
+        if lengths.count > 1 { throw HTTPError(status: .badRequest, detail: "more than one Content-Length") }
+        if let cl = lengths.first {
+            // 1*DIGIT (after the optional white space around any field value):
+            // no sign, inner space, comma list or hex; Int("+5") would take a sign.
+            guard !cl.isEmpty, cl.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+                throw HTTPError(status: .badRequest, detail: "bad Content-Length")
+            }
+            var n = 0
+            for d in cl.utf8 {
+                let (m, o1) = n.multipliedReportingOverflow(by: 10)
+                let (v, o2) = m.addingReportingOverflow(Int(d - UInt8(ascii: "0")))
+                if o1 || o2 || v > maxBodyBytes {
+                    throw HTTPError(status: .payloadTooLarge, detail: "body over \(maxBodyBytes) bytes")
+                }
+                n = v
+            }
             req.contentLength = n
         }
-        if req.header("Transfer-Encoding") != nil {
-            throw HTTPError(status: .badRequest, detail: "chunked request bodies are not supported")
-        }
         return (req, end + 4)
+    }
+}
+
+/// tchar of RFC 9110 section 5.6.2: the characters of a header name or method.
+private func isTokenChar(_ c: UInt8) -> Bool {
+    switch c {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"):
+        return true
+    default:
+        return Array("!#$%&'*+-.^_`|~".utf8).contains(c)
     }
 }
 

@@ -14,12 +14,14 @@ public enum OriginPolicy: Sendable {
 /// Checks a request for a WebSocket upgrade and returns the 101 response
 /// that accepts it.
 /// - Throws: 405 for a method other than GET, 400 for missing or wrong
-///   Upgrade/Connection tokens or a key that is not 16 base64 bytes, 426
+///   Upgrade/Connection tokens, a key that is not 16 base64 bytes, or a
+///   body (Content-Length over 0: the bytes after the head are frames), 426
 ///   (with `Sec-WebSocket-Version: 13`) for another protocol version, 403 for
 ///   an origin the policy refuses.
 public func acceptWebSocket(_ req: HTTPRequest, origins: OriginPolicy = .sameHost) throws(HTTPError) -> HTTPResponse {
     if req.method != "GET" { throw HTTPError(status: .methodNotAllowed, detail: "a WebSocket handshake must use GET") }
     if req.minorVersion < 1 { throw HTTPError(status: .badRequest, detail: "a WebSocket handshake needs HTTP/1.1") }
+    if req.contentLength > 0 { throw HTTPError(status: .badRequest, detail: "a WebSocket handshake has no body") }
     guard req.headerHasToken("Upgrade", "websocket") else {
         throw HTTPError(status: .badRequest, detail: "missing 'Upgrade: websocket'")
     }

@@ -50,6 +50,39 @@ private let upgrade = """
         #expect(status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n") == 400)
     }
 
+    @Test("Message framing is strict (RFC 9112 sections 3.2, 6): one Host, one decimal Content-Length, no Transfer-Encoding, no control characters")
+    func framing() throws {
+        let req = "GET / HTTP/1.1\r\nHost: x\r\n"
+        // The body is left to the caller: the head's length, and the body's.
+        let (r, used) = try #require(try parse(req + "Content-Length: 5\r\n\r\nhello"))
+        #expect(r.contentLength == 5 && used == (req + "Content-Length: 5\r\n\r\n").utf8.count)
+        #expect(try parse(req + "Content-Length: 007\r\n\r\n")?.0.contentLength == 7) // 1*DIGIT
+        #expect(try parse(req + "Content-Length:\t 5 \t\r\n\r\n")?.0.contentLength == 5) // white space around a value is not part of it
+        #expect(try parse(req + "\r\n")?.0.contentLength == 0)
+        for bad in ["+5", "-0", "-1", "0x5", "5 5", "5,5", "", "5.0", "٥", "Ⅴ", "1e3"] {
+            #expect(status(req + "Content-Length: \(bad)\r\n\r\n") == 400, "Content-Length: '\(bad)'")
+        }
+        #expect(status(req + "Content-Length: 5\r\nContent-Length: 5\r\n\r\n") == 400)
+        #expect(status(req + "Content-Length: 5\r\ncontent-length: 6\r\n\r\n") == 400)
+        #expect(status(req + "Content-Length: 99999999999999999999999999\r\n\r\n") == 413) // no overflow
+        #expect(status(req + "Transfer-Encoding: chunked\r\n\r\n") == 501)
+        #expect(status(req + "Transfer-Encoding: identity\r\n\r\n") == 501)
+        #expect(status(req + "transfer-encoding: chunked\r\nContent-Length: 5\r\n\r\n") == 501)
+        #expect(status("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n") == 400)
+        #expect(status("GET / HTTP/1.0\r\nHost: x\r\nhost: x\r\n\r\n") == 400)
+        #expect(try parse("GET / HTTP/1.0\r\n\r\n") != nil) // 1.0 needs no Host
+        // Bare CR or LF (another parser may end a line there), NUL, other controls.
+        for bad in ["X: a\nHost: y", "X: a\rb", "X: a\u{0}b", "X: a\u{1B}b", "X: a\u{7F}b"] {
+            #expect(status(req + bad + "\r\n\r\n") == 400, "\(bad.debugDescription)")
+        }
+        #expect(try parse(req + "X: a\tb\r\n\r\n")?.0.header("X") == "a\tb")
+        // No space before the colon, no folded line, ASCII token names.
+        #expect(status(req + "Content-Length : 5\r\n\r\n") == 400)
+        #expect(status(req + "X: a\r\n b\r\n\r\n") == 400)
+        #expect(status(req + "Hóst: x\r\n\r\n") == 400)
+        #expect(status("GÉT / HTTP/1.1\r\nHost: x\r\n\r\n") == 400)
+    }
+
     @Test("Responses encode with Content-Length")
     func response() {
         let r = HTTPResponse(status: .notFound, headers: [("Content-Type", "text/plain")], body: Array("no".utf8))
@@ -79,6 +112,9 @@ private let upgrade = """
         #expect(try code(upgrade.replacingFirst("keep-alive, Upgrade", with: "keep-alive")) == 400)
         #expect(try code(upgrade.replacingFirst("dGhlIHNhbXBsZSBub25jZQ==", with: "c2hvcnQ=")) == 400)
         #expect(try code(upgrade.replacingFirst("Version: 13", with: "Version: 8")) == 426)
+        // A body on the upgrade: the bytes after the head are frames.
+        #expect(try code(upgrade.replacingFirst("Version: 13", with: "Version: 13\r\nContent-Length: 5")) == 400)
+        #expect(try code(upgrade.replacingFirst("Version: 13", with: "Version: 13\r\nContent-Length: 0")) == nil)
         #expect(try code(upgrade.replacingFirst("http://localhost:8080", with: "http://evil.example")) == 403)
         #expect(try code(upgrade.replacingFirst("http://localhost:8080", with: "http://evil.example"), .any) == nil)
         #expect(try code(upgrade.replacingFirst("http://localhost:8080", with: "http://ok.example"),
