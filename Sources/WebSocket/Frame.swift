@@ -13,6 +13,19 @@ public enum CloseCode: UInt16, Sendable {
     case normal = 1000, goingAway = 1001, protocolError = 1002, unsupportedData = 1003
     case noStatus = 1005, abnormal = 1006, invalidPayload = 1007, policyViolation = 1008
     case messageTooBig = 1009, missingExtension = 1010, internalError = 1011
+
+    /// Whether `code` may appear in a close frame on the wire (RFC 6455
+    /// section 7.4): 1000-1003 and 1007-1014 (1012-1014 are IANA's later
+    /// registrations), and 3000-4999 (libraries, applications). 1005, 1006
+    /// and 1015 are for reports only and must never be sent; 1004, the rest
+    /// of 1000-2999 and everything else is reserved or invalid. A peer that
+    /// sends one gets a protocol error (1002).
+    public static func isValidOnWire(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1014, 3000...4999: return true
+        default: return false
+        }
+    }
 }
 
 /// A protocol violation found while decoding: the connection is to be

@@ -21,9 +21,11 @@ public enum WebSocketError: Error, Equatable, Sendable {
 ///
 /// `receive()` assembles fragmented messages, answers pings with pongs,
 /// passes pongs to `onPong`, validates text as UTF-8 (1007), enforces the
-/// read limit (1009) and answers a close frame. Use one reader G and one
-/// writer G at a time (as gorilla's read and write pumps); writes of control
-/// frames from the reader (pong, close) are serialized with a lock.
+/// read limit (1009), answers a close frame, and fails the connection with
+/// 1002 for a close code that may not be sent (1005, 1006, 1015, reserved or
+/// out of range). Use one reader G and one writer G at a time (as gorilla's
+/// read and write pumps); writes of control frames from the reader (pong,
+/// close) are serialized with a lock.
 public final class WebSocketConn: @unchecked Sendable {
     // @unchecked: `pending`, `fragments` are the reader's; writes go through
     // `writeLock`; `closeSent` is guarded by it.
@@ -88,6 +90,10 @@ public final class WebSocketConn: @unchecked Sendable {
                 }
                 if f.payload.count >= 2 {
                     code = UInt16(f.payload[0]) << 8 | UInt16(f.payload[1])
+                    guard CloseCode.isValidOnWire(code) else { // never echo 1005, 1006, 1015, 0, 5000...
+                        try? fail(code: .protocolError, reason: "invalid close code")
+                        throw .closed(code: CloseCode.protocolError.rawValue, reason: "invalid close code \(code)")
+                    }
                     guard let r = String(validating: f.payload[2...], as: UTF8.self) else {
                         try? fail(code: .invalidPayload, reason: "close reason is not UTF-8")
                         throw .closed(code: CloseCode.invalidPayload.rawValue, reason: "invalid close reason")
@@ -156,14 +162,25 @@ public final class WebSocketConn: @unchecked Sendable {
         try send(Frame(opcode: .binary, payload: binary))
     }
 
-    /// Sends a close frame (once) with `code` and `reason`.
+    /// Sends a close frame (once) with `code` and `reason` (cut to the 123
+    /// bytes a control frame has room for, at a character boundary). Code
+    /// 1005 (no status) sends a close frame without a body, as gorilla does:
+    /// 1005 itself may not be sent.
     public func close(code: UInt16 = CloseCode.normal.rawValue, reason: String = "") throws(WebSocketError) {
         writeLock.lock()
         let first = !closeSent
         closeSent = true
         writeLock.unlock()
         guard first else { return }
-        try send(Frame(opcode: .close, payload: [UInt8(code >> 8), UInt8(truncatingIfNeeded: code)] + Array(reason.utf8.prefix(123))))
+        var payload: [UInt8] = []
+        if code != CloseCode.noStatus.rawValue {
+            payload = [UInt8(code >> 8), UInt8(truncatingIfNeeded: code)]
+            for s in reason.unicodeScalars {
+                if payload.count + UTF8.width(s) > 125 { break }
+                payload += String(s).utf8
+            }
+        }
+        try send(Frame(opcode: .close, payload: payload))
     }
 
     private func fail(code: CloseCode, reason: String) throws(WebSocketError) {

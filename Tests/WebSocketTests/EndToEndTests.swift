@@ -111,6 +111,63 @@ struct EndToEndTests {
         #expect(codes == [1007, 1009, 1002])
     }
 
+    @Test("A close code that may not be sent (1005, 1006, 1015, 0, 999, 1004, 1016, 2999, 5000, 65535) fails the connection with 1002; valid ones are echoed")
+    func closeCodes() {
+        let invalid: [UInt16] = [1005, 1006, 1015, 0, 999, 1004, 1016, 2999, 5000, 65535]
+        let valid: [UInt16] = [1000, 1001, 1002, 1003, 1007, 1010, 1011, 1012, 1014, 3000, 4999]
+        let r = runG(procs: 2) { () -> ([UInt16?], [WebSocketError?])? in
+            let ends = Chan<WebSocketError>(capacity: 32)
+            guard let l = try? startWebSocketEcho(ends: ends) else { return nil }
+            defer { l.close() }
+            var answers: [UInt16?] = []
+            var serverSaw: [WebSocketError?] = []
+            for code in invalid + valid {
+                guard let ws = try? dialWebSocket(host: "127.0.0.1", port: l.port) else { return nil }
+                // Written as a raw frame: our own close(code:) would not send 1005.
+                try? ws.send(Frame(opcode: .close, payload: [UInt8(code >> 8), UInt8(truncatingIfNeeded: code)]))
+                answers.append(closeCode(ws))
+                ws.conn.close()
+                serverSaw.append(ends.receive().value)
+            }
+            return (answers, serverSaw)
+        }
+        guard let (answers, serverSaw) = r ?? nil else {
+            Issue.record("no answers")
+            return
+        }
+        let expected: [UInt16?] = invalid.map { _ in 1002 } + valid.map { $0 }
+        #expect(answers == expected)
+        for (code, e) in zip(invalid + valid, serverSaw) {
+            let expected: UInt16 = invalid.contains(code) ? 1002 : code
+            guard case .closed(let c, _)? = e, c == expected else {
+                Issue.record("close code \(code): the server's receive ended with \(String(describing: e))")
+                continue
+            }
+        }
+    }
+
+    @Test("close(code:reason:) cuts a long reason at a character boundary (valid UTF-8) and sends 1005 as no code at all")
+    func closeFrames() {
+        let r = runG(procs: 2) { () -> ([WebSocketError?])? in
+            let ends = Chan<WebSocketError>(capacity: 4)
+            guard let l = try? startWebSocketEcho(ends: ends) else { return nil }
+            defer { l.close() }
+            var out: [WebSocketError?] = []
+            for (code, reason) in [(UInt16(4000), String(repeating: "é", count: 100)), (1005, "ignored")] {
+                guard let ws = try? dialWebSocket(host: "127.0.0.1", port: l.port) else { return nil }
+                try? ws.close(code: code, reason: reason)
+                _ = closeCode(ws)
+                ws.conn.close()
+                out.append(ends.receive().value)
+            }
+            return out
+        }
+        // 123 bytes of reason hold 61 "é" (2 bytes each); no body reads as 1005.
+        let ends = r ?? nil
+        #expect(ends?.first == .closed(code: 4000, reason: String(repeating: "é", count: 61)))
+        #expect(ends?.last == .closed(code: 1005, reason: ""))
+    }
+
     @Test("A bad handshake gets its HTTP status: 426 names version 13; a non-GET gets 405")
     func badHandshake() {
         let replies = runG(procs: 2) { () -> [String] in
