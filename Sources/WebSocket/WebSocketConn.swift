@@ -25,10 +25,13 @@ public enum WebSocketError: Error, Equatable, Sendable {
 /// 1002 for a close code that may not be sent (1005, 1006, 1015, reserved or
 /// out of range). Use one reader G and one writer G at a time (as gorilla's
 /// read and write pumps); writes of control frames from the reader (pong,
-/// close) are serialized with a lock.
+/// close) are serialized with a lock, and every write, either G's, gets
+/// `writeTimeout` if set.
 public final class WebSocketConn: @unchecked Sendable {
     // @unchecked: `pending`, `fragments` are the reader's; writes go through
-    // `writeLock`; `closeSent` is guarded by it.
+    // `writeLock`; `closeSent` is guarded by it; `readLimit`, `onPong` and
+    // `writeTimeout` are set before the reader and writer Gs start (their
+    // contract) and only read afterwards.
     public let conn: Conn
     /// True for the server side (expects masked frames, sends unmasked ones).
     public let isServer: Bool
@@ -36,6 +39,13 @@ public final class WebSocketConn: @unchecked Sendable {
     public var readLimit: Int
     /// Called (on the reader's G) for every pong.
     public var onPong: (@Sendable ([UInt8]) -> Void)?
+    /// If set, every write (messages, and the pongs and close frames that
+    /// `receive()` sends from the reader's G) must finish within this many
+    /// nanoseconds or fail with `.transport(.timeout)`: the write deadline is
+    /// set just before each write, under the write lock (gorilla's writeWait).
+    /// Without it a peer that stops reading blocks a writer for ever. Set it
+    /// before the reader and writer Gs start.
+    public var writeTimeout: Int64?
     private var pending: [UInt8] = []
     private let writeLock = Mutex()
     private var closeSent = false
@@ -149,6 +159,7 @@ public final class WebSocketConn: @unchecked Sendable {
     public func sendEncoded(_ bytes: [UInt8]) throws(WebSocketError) {
         writeLock.lock()
         defer { writeLock.unlock() }
+        if let t = writeTimeout { conn.setWriteDeadline(GMP.deadline(afterNanoseconds: t)) }
         do { try conn.write(bytes) } catch { throw .transport(error) }
     }
 
@@ -250,7 +261,9 @@ func findHeadEnd(_ b: ArraySlice<UInt8>) -> Int? {
 }
 
 /// Server side: reads the request head from `conn`, answers the handshake
-/// (or the error status, then closes), and returns the WebSocket.
+/// (or the error status, then closes), and returns the WebSocket. It sets no
+/// deadlines of its own: set read and write deadlines on `conn` first to
+/// bound a peer that sends slowly or does not read.
 public func upgradeToWebSocket(_ conn: Conn, origins: OriginPolicy = .sameHost,
                                readLimit: Int = 1 << 20) throws(WebSocketError) -> WebSocketConn {
     var buf: [UInt8] = []

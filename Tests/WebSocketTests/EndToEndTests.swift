@@ -168,6 +168,50 @@ struct EndToEndTests {
         #expect(ends?.last == .closed(code: 1005, reason: ""))
     }
 
+    @Test("writeTimeout bounds every write: a peer that sends pings and never reads ends the reader's receive with a time-out")
+    func writeTimeoutBoundsPongs() {
+        let r = runG(procs: 2, timeout: 30) { () -> WebSocketError? in
+            guard let l = try? Listener(port: 0) else { return nil }
+            defer { l.close() }
+            let ended = Chan<WebSocketError?>(capacity: 1)
+            go {
+                guard let c = try? l.accept(), let ws = try? upgradeToWebSocket(c, origins: .any) else {
+                    ended.send(nil)
+                    return
+                }
+                defer { c.close() }
+                ws.writeTimeout = 200_000_000
+                do throws(WebSocketError) {
+                    while true { _ = try ws.receive() } // answers each ping with a pong
+                } catch {
+                    ended.send(error)
+                }
+            }
+            guard let client = try? dialWebSocket(host: "127.0.0.1", port: l.port) else { return nil }
+            defer { client.conn.close() }
+            let ping = Frame(opcode: .ping, payload: [UInt8](repeating: 1, count: 125)).encode(mask: [1, 2, 3, 4])
+            var flood: [UInt8] = []
+            // 25 MB of pongs to answer: far more than the socket buffers hold
+            // (4 MB for the sender at most, here). (A small SO_RCVBUF set
+            // after connecting would not help: the window already offered
+            // is larger, the kernel drops what does not fit, and the
+            // connection stalls in retransmission back-off instead.)
+            for _ in 0..<200_000 { flood += ping }
+            let pings = flood
+            go {
+                client.conn.setWriteDeadline(GMP.now + 30_000_000_000)
+                try? client.conn.write(pings)
+            }
+            var result: WebSocketError?
+            select { s in
+                if let v = s.receive(ended) { result = v.value ?? nil }
+                if s.timeout(after: .seconds(10)) { result = nil }
+            }
+            return result
+        }
+        #expect(r == .transport(.timeout))
+    }
+
     @Test("A bad handshake gets its HTTP status: 426 names version 13; a non-GET gets 405")
     func badHandshake() {
         let replies = runG(procs: 2) { () -> [String] in
