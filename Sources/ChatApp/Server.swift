@@ -1,3 +1,13 @@
+// The chat server's HTTP side and its per-client pumps.
+//
+// A peer controls nothing without a bound. Reads: the request heads must
+// arrive within the handshake time-out from the connection's start; after
+// the upgrade, a pong must come within pongWait. Writes: every write to a
+// peer has a deadline of writeWait (responses, the 101, error responses, and
+// through `WebSocketConn.writeTimeout` every frame, including the pongs and
+// close frames the read pump sends), so a peer that pipelines requests and
+// never reads, or stops reading its messages, is cut off instead of holding
+// a G and an fd for ever.
 import Channels
 import Foundation
 import GMP
@@ -10,10 +20,14 @@ struct ChatConfig: Sendable {
     var host = "127.0.0.1"
     var port = 8080
     var maxMessage = 512
+    /// How often the write pump pings (must be shorter than `pongWait`).
     var pingPeriod: Int64 = 54_000_000_000
+    /// A client must answer (pong) within this time, or it is dropped.
     var pongWait: Int64 = 60_000_000_000
+    /// Every write to a peer must finish within this time, or it is closed.
     var writeWait: Int64 = 10_000_000_000
-    /// A connection must send a complete request head within this time.
+    /// A connection must send its request heads within this time from its
+    /// start.
     var handshakeTimeout: Int64 = 10_000_000_000
     var origins = OriginPolicy.sameHost
     /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON); off by default.
@@ -58,13 +72,13 @@ final class ChatServer: @unchecked Sendable {
 
     private func handle(_ conn: Conn) {
         var buf: [UInt8] = []
-        conn.setReadDeadline(GMP.now + config.handshakeTimeout) // a request must arrive in time
+        conn.setReadDeadline(GMP.deadline(afterNanoseconds: config.handshakeTimeout)) // requests must arrive in time
         while true {
             let parsed: (HTTPRequest, Int)?
             do {
                 parsed = try HTTPRequest.parse(buf[...])
             } catch {
-                try? conn.write(HTTPResponse(error: error).encode())
+                _ = write(conn, HTTPResponse(error: error).encode())
                 conn.close()
                 return
             }
@@ -81,17 +95,18 @@ final class ChatServer: @unchecked Sendable {
                 do {
                     resp = try acceptWebSocket(req, origins: config.origins)
                 } catch {
-                    try? conn.write(rejectWebSocket(error).encode())
+                    _ = write(conn, rejectWebSocket(error).encode())
                     conn.close()
                     return
                 }
                 conn.setReadDeadline(nil)
                 let ws = WebSocketConn(conn: conn, isServer: true, readLimit: config.maxMessage, leftover: buf)
+                ws.writeTimeout = config.writeWait
                 let client = Client(ws: ws, peer: conn.remoteAddress)
                 // Registered before the 101 goes out: once a client has its
                 // handshake answer, it receives every later broadcast.
                 hub.register.send(client)
-                if (try? conn.write(resp.encode())) == nil {
+                if !write(conn, resp.encode()) {
                     hub.unregister.send(client)
                     conn.close()
                     return
@@ -101,18 +116,37 @@ final class ChatServer: @unchecked Sendable {
             case "/":
                 guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
                 let page = HTTPResponse(status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")],
-                                       body: Array(homePage.utf8))
-                if (try? conn.write(page.encode())) == nil || !req.keepAlive { conn.close(); return }
+                                        body: Array(homePage.utf8))
+                guard answer(req, page, conn, &buf) else { return }
             case "/stats" where config.stats:
                 guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
                 let body = Array(statsJSON().utf8)
                 let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "application/json")], body: body)
-                if (try? conn.write(resp.encode())) == nil || !req.keepAlive { conn.close(); return }
+                guard answer(req, resp, conn, &buf) else { return }
             default:
                 respond(conn, .notFound)
                 return
             }
         }
+    }
+
+    /// Answers a request on a connection that may stay open: writes `resp`.
+    /// Returns whether to read the next request; otherwise the connection is
+    /// closed.
+    private func answer(_ req: HTTPRequest, _ resp: HTTPResponse, _ conn: Conn, _ buf: inout [UInt8]) -> Bool {
+        if !write(conn, resp.encode()) || !req.keepAlive {
+            conn.close()
+            return false
+        }
+        return true
+    }
+
+    /// Writes `bytes` to a peer that has not upgraded yet, within writeWait:
+    /// one that does not read (pipelining requests, say) fails the write
+    /// instead of holding this G and the connection for ever.
+    private func write(_ conn: Conn, _ bytes: [UInt8]) -> Bool {
+        conn.setWriteDeadline(GMP.deadline(afterNanoseconds: config.writeWait))
+        return (try? conn.write(bytes)) != nil
     }
 
     /// `{"clients":…,"goroutines":…,"fds":…,"rss_bytes":…}`: what a load test
@@ -126,7 +160,7 @@ final class ChatServer: @unchecked Sendable {
     }
 
     private func respond(_ conn: Conn, _ status: HTTPStatus) {
-        try? conn.write(HTTPResponse(error: HTTPError(status: status, detail: "")).encode())
+        _ = write(conn, HTTPResponse(error: HTTPError(status: status, detail: "")).encode())
         conn.close()
     }
 
@@ -138,9 +172,9 @@ final class ChatServer: @unchecked Sendable {
         log("connect \(peer)")
         go { writePump(client, cfg) }
         // Read pump (this G): messages to the hub until the client goes.
-        ws.conn.setReadDeadline(GMP.now + cfg.pongWait)
+        ws.conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait))
         let conn = ws.conn // not `ws`: the closure is stored in ws, and would keep it alive
-        ws.onPong = { _ in conn.setReadDeadline(GMP.now + cfg.pongWait) }
+        ws.onPong = { _ in conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait)) }
         while true {
             do {
                 guard case .text(let text) = try ws.receive() else { continue }
@@ -158,13 +192,15 @@ final class ChatServer: @unchecked Sendable {
 
 /// Write pump: queued messages (joined by newlines into one frame when
 /// several wait), pings every `pingPeriod`; close 1001 when the hub lets go.
+/// Each write must finish within writeWait (`ws.writeTimeout`, set at the
+/// upgrade), or the pump closes the connection.
 ///
 /// The pings come from one timer per client, re-armed by the pump after each
 /// ping (gorilla's ticker), so a select that waits does not make a timer.
 func writePump(_ c: Client, _ cfg: ChatConfig) {
     let ping = Chan<Void>(capacity: 1)
     let ticker = Timer { _ = ping.trySend(()) }
-    var nextPing = GMP.now + cfg.pingPeriod // a fixed schedule, as a ticker's
+    var nextPing = GMP.deadline(afterNanoseconds: cfg.pingPeriod) // a fixed schedule, as a ticker's
     ticker.reset(at: nextPing)
     defer {
         ticker.stop()
@@ -175,7 +211,6 @@ func writePump(_ c: Client, _ cfg: ChatConfig) {
         var ok = true
         select { s in
             if let r = s.receive(c.send) {
-                c.ws.conn.setWriteDeadline(GMP.now + cfg.writeWait)
                 guard case .value(let first) = r else {
                     try? c.ws.close(code: CloseCode.goingAway.rawValue)
                     open = false
@@ -192,9 +227,9 @@ func writePump(_ c: Client, _ cfg: ChatConfig) {
                 }
             }
             if s.receive(ping) != nil {
-                nextPing += cfg.pingPeriod
+                let (next, overflow) = nextPing.addingReportingOverflow(cfg.pingPeriod)
+                nextPing = overflow ? .max : next
                 ticker.reset(at: nextPing)
-                c.ws.conn.setWriteDeadline(GMP.now + cfg.writeWait)
                 ok = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
             }
         }

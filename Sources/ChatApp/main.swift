@@ -1,9 +1,13 @@
 // ChatApp: gorilla/websocket's chat example on our runtime.
 //
 //   swift run -c release ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N]
-//                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N] [--stats]
+//                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]
+//                                [--write-wait-ms N] [--stats]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON.
+// --handshake-timeout-ms: a connection's request heads must arrive within this
+// time from its start (10 s). --write-wait-ms: every write to a peer
+// must finish within this time, or the connection is closed (10 s).
 //
 // Settings come from the config file, then the environment (CHAT_ADDR,
 // GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
@@ -16,6 +20,14 @@ import NetPoller
 func fail(_ message: String) -> Never {
     log("ChatApp: \(message)")
     exit(2)
+}
+
+/// The value of a flag in milliseconds, as nanoseconds (positive).
+func milliseconds(_ flag: String, _ value: String?) -> Int64 {
+    guard let v = value.flatMap({ Int64($0) }), v > 0, v <= Int64.max / 1_000_000 else {
+        fail("\(flag) needs a positive number of milliseconds")
+    }
+    return v * 1_000_000
 }
 
 func parseAddr(_ s: String) -> (String, Int) {
@@ -51,14 +63,21 @@ while let a = args.popFirst() {
         guard let v = args.popFirst() else { fail("--allow-origin needs a URL") }
         allowed.append(v.lowercased())
     case "--handshake-timeout-ms":
-        guard let v = args.popFirst().flatMap({ Int64($0) }), v > 0 else { fail("--handshake-timeout-ms needs a positive number") }
-        config.handshakeTimeout = v * 1_000_000
+        config.handshakeTimeout = milliseconds(a, args.popFirst())
+    case "--write-wait-ms":
+        config.writeWait = milliseconds(a, args.popFirst())
     case "--any-origin":
         config.origins = .any
     case "--stats":
         config.stats = true
     case "--help", "-h":
-        print("usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N] [--stats]")
+        print("""
+            usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
+                           [--handshake-timeout-ms N] [--write-wait-ms N] [--stats]
+              --handshake-timeout-ms N  request heads must arrive within N ms of connecting (10000)
+              --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
+              --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON)
+            """)
         exit(0)
     default:
         fail("unknown argument '\(a)' (try --help)")

@@ -17,14 +17,27 @@ func chatAppURL() -> URL {
 }
 
 /// Starts the built ChatApp binary on a free port; returns it and the port.
-func startChatApp(extraArguments: [String] = []) throws -> (Process, Int) {
+/// `environment` is added to this process's; `stderr` gets the server's log
+/// (else it is thrown away); `wrapper` runs the binary through `/bin/sh -c
+/// "WRAPPER; exec ChatApp ARGS"` (e.g. "ulimit -n 64").
+func startChatApp(extraArguments: [String] = [], environment: [String: String] = [:], stderr: Pipe? = nil,
+                  wrapper: String? = nil) throws -> (Process, Int) {
     let free = try Listener(port: 0)
     let port = free.port
     free.close()
     let p = Process()
-    p.executableURL = chatAppURL()
-    p.arguments = extraArguments + ["--addr", "127.0.0.1:\(port)"]
-    p.standardError = FileHandle.nullDevice
+    let arguments = extraArguments + ["--addr", "127.0.0.1:\(port)"]
+    if let wrapper {
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "\(wrapper); exec \"$0\" \"$@\"", chatAppURL().path] + arguments
+    } else {
+        p.executableURL = chatAppURL()
+        p.arguments = arguments
+    }
+    if !environment.isEmpty {
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
+    if let stderr { p.standardError = stderr } else { p.standardError = FileHandle.nullDevice }
     try p.run()
     // Wait (bounded) until it accepts connections.
     let deadline = Date().addingTimeInterval(10)
@@ -34,6 +47,66 @@ func startChatApp(extraArguments: [String] = []) throws -> (Process, Int) {
     }
     p.terminate()
     throw NetError.connectionRefused
+}
+
+/// Inside a G: an HTTP/1.1 GET of `path` (Connection: close); the whole
+/// reply, or "" if the server cannot be reached.
+@Sendable func httpGet(_ port: Int, _ path: String) -> String {
+    guard let c = try? Conn.dial("127.0.0.1", port) else { return "" }
+    defer { c.close() }
+    c.setReadDeadline(GMP.now + 10_000_000_000)
+    try? c.write("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    var got: [UInt8] = []
+    while let part = try? c.read(max: 65536) { got += part }
+    return String(decoding: got, as: UTF8.self)
+}
+
+/// Inside a G: the server's `/stats` (it must run with --stats); [:] if it
+/// cannot be reached.
+@Sendable func serverStats(_ port: Int) -> [String: Int] {
+    let reply = httpGet(port, "/stats")
+    guard let body = reply.range(of: "\r\n\r\n").map({ reply[$0.upperBound...] }) else { return [:] }
+    return (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Int]) ?? [:]
+}
+
+/// Inside a G: checks `condition` every 10 ms, for at most `seconds`; returns
+/// whether it held. For conditions that ask the server (a check costs a
+/// connection), where `waitFor`'s yielding loop would flood it.
+func pollUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+    let deadline = GMP.now + Int64(seconds * 1e9)
+    while !condition() {
+        if GMP.now >= deadline { return false }
+        GMP.sleep(nanoseconds: 10_000_000)
+    }
+    return true
+}
+
+/// The status codes of the HTTP responses in `bytes`, in order (each a head,
+/// then Content-Length bytes of body).
+func responseStatuses(_ bytes: [UInt8]) -> [Int] {
+    var out: [Int] = []
+    var i = 0
+    while i < bytes.count {
+        var end = i
+        while end + 3 < bytes.count && !(bytes[end] == 13 && bytes[end + 1] == 10 && bytes[end + 2] == 13 && bytes[end + 3] == 10) {
+            end += 1
+        }
+        guard end + 3 < bytes.count else { break }
+        let head = String(decoding: bytes[i..<end], as: UTF8.self)
+        let fields = head.split(separator: " ", maxSplits: 2)
+        guard fields.count >= 2, let status = Int(fields[1]) else { break }
+        out.append(status)
+        let length = head.lowercased().split(separator: "\r\n")
+            .first { $0.hasPrefix("content-length:") }
+            .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) } ?? 0
+        i = end + 4 + length
+    }
+    return out
+}
+
+/// A masked client frame, encoded.
+func clientFrame(_ opcode: Opcode, _ payload: [UInt8]) -> [UInt8] {
+    Frame(opcode: opcode, payload: payload).encode(mask: [0x12, 0x34, 0x56, 0x78])
 }
 
 @Suite(.serialized)
