@@ -8,6 +8,14 @@ import WebSocket
 // broadcast is encoded into a frame once and the same bytes go to every
 // client's write pump (a prepared message); a client whose send buffer (256)
 // is full is dropped without slowing the others.
+//
+// A client's `send` channel is closed by the hub only, in one place (`drop`),
+// when it leaves the set; the hub sends only to members. So a dropped client
+// whose read pump still hands in messages (it has not noticed yet) is
+// ignored: replying to it would send on a closed channel, which traps and
+// would take the whole server down. Pumps talk to the hub through `join`,
+// `leave` and `post`, which give up once the hub has stopped (`quit`), so no
+// G waits for ever on a hub that is gone.
 
 /// A message as the write pumps get it: its payload, and its frame encoded once.
 final class Prepared: Sendable {
@@ -47,6 +55,33 @@ final class Hub: Sendable {
     /// The number of registered clients (written by the hub G, read by `/stats`).
     let clientCount = Atomic<Int>(0)
 
+    /// Registers `c`; false if the hub has stopped (then nobody will close
+    /// `c.send`, and the caller should close the connection).
+    func join(_ c: Client) -> Bool {
+        var joined = false
+        select { s in
+            if s.send(register, c) { joined = true }
+            if s.receive(quit) != nil { joined = false }
+        }
+        return joined
+    }
+
+    /// Unregisters `c` (nothing if the hub dropped it already or has stopped).
+    func leave(_ c: Client) {
+        select { s in
+            if s.send(unregister, c) {}
+            if s.receive(quit) != nil {}
+        }
+    }
+
+    /// Hands a message from `c` to the hub (dropped if the hub has stopped).
+    func post(_ c: Client, _ text: String) {
+        select { s in
+            if s.send(broadcast, (c, text)) {}
+            if s.receive(quit) != nil {}
+        }
+    }
+
     /// The hub's loop; run it in its own G.
     func run() {
         var clients: [ObjectIdentifier: Client] = [:]
@@ -58,25 +93,10 @@ final class Hub: Sendable {
                     self.clientCount.store(clients.count, ordering: .relaxed)
                 }
                 if let r = s.receive(unregister), case .value(let c) = r {
-                    if clients.removeValue(forKey: ObjectIdentifier(c)) != nil {
-                        c.send.close()
-                        self.clientCount.store(clients.count, ordering: .relaxed)
-                    }
+                    self.drop(c, &clients)
                 }
                 if let r = s.receive(broadcast), case .value(let (from, text)) = r {
-                    if text.hasPrefix("/") {
-                        command(text, from: from, clients: clients)
-                    } else {
-                        let line = from.name.map { "\($0): \(text)" } ?? text
-                        let m = Prepared(Array(line.utf8))
-                        for (id, c) in clients where !c.send.trySend(m) {
-                            // Buffer full: drop this client, not the message for the others.
-                            c.send.close()
-                            clients.removeValue(forKey: id)
-                            log("dropped slow client \(c.peer)")
-                            self.clientCount.store(clients.count, ordering: .relaxed)
-                        }
-                    }
+                    self.handle(text, from: from, &clients)
                 }
                 if s.receive(quit) != nil {
                     running = false
@@ -86,11 +106,45 @@ final class Hub: Sendable {
         for c in clients.values { c.send.close() } // write pumps send close 1001 and stop
     }
 
-    /// Runs a chat command from `from` (hub G only). Replies go to the sender
-    /// alone (or, for /msg, to the addressee alone).
-    private func command(_ text: String, from: Client, clients: [ObjectIdentifier: Client]) {
+    /// Removes `c` and closes its send channel, if it is still a client: the
+    /// only place a send channel is closed, so each is closed once and no
+    /// message is sent to it afterwards (the hub sends to members only).
+    private func drop(_ c: Client, _ clients: inout [ObjectIdentifier: Client]) {
+        guard clients.removeValue(forKey: ObjectIdentifier(c)) != nil else { return }
+        c.send.close()
+        clientCount.store(clients.count, ordering: .relaxed)
+    }
+
+    /// Queues `m` for the client `c`; a client whose buffer is full is dropped
+    /// (it does not read fast enough), not waited for.
+    private func deliver(_ m: Prepared, to c: Client, _ clients: inout [ObjectIdentifier: Client]) {
+        guard clients[ObjectIdentifier(c)] != nil else { return }
+        if !c.send.trySend(m) {
+            drop(c, &clients)
+            log("dropped slow client \(c.peer)")
+        }
+    }
+
+    /// A message from `from`: a broadcast, or a command if it starts with "/".
+    /// Ignored if `from` is no longer a client (dropped as slow while its
+    /// read pump was handing this in).
+    private func handle(_ text: String, from: Client, _ clients: inout [ObjectIdentifier: Client]) {
+        guard clients[ObjectIdentifier(from)] != nil else { return }
+        if text.hasPrefix("/") {
+            command(text, from: from, &clients)
+            return
+        }
+        let line = from.name.map { "\($0): \(text)" } ?? text
+        let m = Prepared(Array(line.utf8))
+        for c in clients.values { deliver(m, to: c, &clients) } // iterates a copy: drops are safe
+    }
+
+    /// Runs a chat command from `from`, a client (hub G only). Replies go to
+    /// the sender alone (or, for /msg, to the addressee alone); a reply that
+    /// finds a full buffer drops that client, as a broadcast would.
+    private func command(_ text: String, from: Client, _ clients: inout [ObjectIdentifier: Client]) {
         let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true).map(String.init)
-        func reply(_ c: Client, _ line: String) { _ = c.send.trySend(Prepared(Array(line.utf8))) }
+        func reply(_ c: Client, _ line: String) { deliver(Prepared(Array(line.utf8)), to: c, &clients) }
         switch parts[0] {
         case "/nick":
             guard parts.count == 2, parts[1].count <= 32, !parts[1].contains(":") else {

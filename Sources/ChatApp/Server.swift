@@ -105,9 +105,9 @@ final class ChatServer: @unchecked Sendable {
                 let client = Client(ws: ws, peer: conn.remoteAddress)
                 // Registered before the 101 goes out: once a client has its
                 // handshake answer, it receives every later broadcast.
-                hub.register.send(client)
+                guard hub.join(client) else { conn.close(); return } // stopping
                 if !write(conn, resp.encode()) {
-                    hub.unregister.send(client)
+                    hub.leave(client)
                     conn.close()
                     return
                 }
@@ -180,13 +180,13 @@ final class ChatServer: @unchecked Sendable {
                 guard case .text(let text) = try ws.receive() else { continue }
                 // As gorilla: newlines become spaces, surrounding space is trimmed.
                 let cleaned = String(text.map { $0 == "\n" || $0 == "\r" ? " " : $0 })
-                hub.broadcast.send((client, cleaned.trimmingWhitespace))
+                hub.post(client, cleaned.trimmingWhitespace)
             } catch {
                 log("disconnect \(peer): \(error)")
                 break
             }
         }
-        hub.unregister.send(client)
+        hub.leave(client)
     }
 }
 

@@ -107,3 +107,72 @@ extension ChatAppTests {
         #expect(back, "the server still holds the client: \(before) -> \(after)")
     }
 }
+
+// MARK: 11.1: a dropped client cannot make the hub send on its closed channel
+
+extension ChatAppTests {
+    @Test("A client dropped as slow whose read pump then hands in /help does not crash the server (11.1)")
+    func droppedClientCommand() throws {
+        // The long write wait keeps the dropped client's write pump blocked
+        // (not timed out) while its read pump works through the flood.
+        let log = Pipe()
+        let (app, port) = try startChatApp(extraArguments: ["--stats", "--write-wait-ms", "60000"], stderr: log)
+        var stopped = false
+        defer { if !stopped { app.terminate(); app.waitUntilExit() } }
+        let r = runG(procs: 2, timeout: 90) { () -> (wrote: Bool, handled: Bool, alive: Bool, back: Bool, served: Bool)? in
+            let before = serverStats(port)
+            guard let gs0 = before["goroutines"], let fds0 = before["fds"],
+                  let m = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            defer { m.conn.close() }
+            // 40,000 masked 500-byte messages in one go, never reading: the
+            // copies the server sends back fill its buffers and the hub drops
+            // the client while its read pump is still reading; then a command.
+            let frame = clientFrame(.text, [UInt8](repeating: UInt8(ascii: "x"), count: 500))
+            var flood: [UInt8] = []
+            flood.reserveCapacity(frame.count * 40_000 + 16)
+            for _ in 0..<40_000 { flood += frame }
+            flood += clientFrame(.text, Array("/help".utf8))
+            m.conn.setWriteDeadline(GMP.now + 30_000_000_000)
+            let wrote = (try? m.conn.write(flood)) != nil
+            try? m.conn.closeWrite() // the read pump reads /help, then the end of the stream
+            // Its read pump is gone (no client, and at most the write pump,
+            // blocked on the unread socket, above the baseline): it handed
+            // /help to the hub, and the hub has finished with it.
+            let handled = pollUntil(seconds: 30) {
+                guard app.isRunning else { return true } // died: no use waiting
+                let s = serverStats(port)
+                return s["clients"] == 0 && (s["goroutines"] ?? .max) <= gs0 + 1
+            }
+            let alive = app.isRunning
+            let handledAlive = handled && alive
+            // Now read: the write pump gets through, sends its close and ends.
+            m.conn.setReadDeadline(GMP.now + 15_000_000_000)
+            while (try? m.conn.read(max: 1 << 16)) != nil {}
+            let back = alive && pollUntil(seconds: 10) {
+                let s = serverStats(port)
+                return (s["goroutines"] ?? .max) <= gs0 && (s["fds"] ?? .max) <= fds0
+            }
+            // And it serves another client.
+            var served = false
+            if alive, let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") {
+                try? ws.send(text: "still here")
+                if case .text(let t)? = try? ws.receive() { served = t == "still here" }
+                ws.conn.close()
+            }
+            return (wrote, handledAlive, alive, back, served)
+        }
+        let res = try #require(r ?? nil)
+        #expect(res.wrote)
+        #expect(res.alive, "the server died (send on a closed channel)")
+        #expect(res.handled)
+        #expect(res.back)
+        #expect(res.served)
+        #expect(app.isRunning)
+        app.terminate()
+        app.waitUntilExit()
+        stopped = true
+        // The scenario happened: the client was dropped before its /help.
+        let text = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(text.contains("dropped slow client"), "the server's log:\n\(text)")
+    }
+}
