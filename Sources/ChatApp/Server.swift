@@ -1,13 +1,14 @@
 // The chat server's HTTP side and its per-client pumps.
 //
-// A peer controls nothing without a bound. Reads: the request heads must
-// arrive within the handshake time-out from the connection's start; after
-// the upgrade, a pong must come within pongWait. Writes: every write to a
-// peer has a deadline of writeWait (responses, the 101, error responses, and
-// through `WebSocketConn.writeTimeout` every frame, including the pongs and
-// close frames the read pump sends), so a peer that pipelines requests and
-// never reads, or stops reading its messages, is cut off instead of holding
-// a G and an fd for ever.
+// A peer controls nothing without a bound. Reads: the request heads (and
+// any body, which is read and thrown away, never taken for the next request)
+// must arrive within the handshake time-out from the connection's start;
+// after the upgrade, a pong must come within pongWait. Writes: every write to
+// a peer has a deadline of writeWait (responses, the 101, error responses,
+// and through `WebSocketConn.writeTimeout` every frame, including the pongs
+// and close frames the read pump sends), so a peer that pipelines requests
+// and never reads, or stops reading its messages, is cut off instead of
+// holding a G and an fd for ever.
 import Channels
 import Foundation
 import GMP
@@ -26,8 +27,8 @@ struct ChatConfig: Sendable {
     var pongWait: Int64 = 60_000_000_000
     /// Every write to a peer must finish within this time, or it is closed.
     var writeWait: Int64 = 10_000_000_000
-    /// A connection must send its request heads within this time from its
-    /// start.
+    /// A connection must send its request heads (and bodies) within this
+    /// time from its start.
     var handshakeTimeout: Int64 = 10_000_000_000
     var origins = OriginPolicy.sameHost
     /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON); off by default.
@@ -93,7 +94,7 @@ final class ChatServer: @unchecked Sendable {
                 guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
                 let resp: HTTPResponse
                 do {
-                    resp = try acceptWebSocket(req, origins: config.origins)
+                    resp = try acceptWebSocket(req, origins: config.origins) // refuses a body too
                 } catch {
                     _ = write(conn, rejectWebSocket(error).encode())
                     conn.close()
@@ -130,10 +131,20 @@ final class ChatServer: @unchecked Sendable {
         }
     }
 
-    /// Answers a request on a connection that may stay open: writes `resp`.
-    /// Returns whether to read the next request; otherwise the connection is
-    /// closed.
+    /// Answers a request on a connection that may stay open: first reads
+    /// past its body (at most the parser's maxBodyBytes, within the read
+    /// deadline) and throws it away, so that a body is never parsed as the
+    /// next request; then writes `resp`. Returns whether to read the next
+    /// request; otherwise the connection is closed.
     private func answer(_ req: HTTPRequest, _ resp: HTTPResponse, _ conn: Conn, _ buf: inout [UInt8]) -> Bool {
+        var left = req.contentLength
+        let buffered = min(left, buf.count)
+        buf.removeFirst(buffered)
+        left -= buffered
+        while left > 0 {
+            guard let part = try? conn.read(max: min(left, 65536)) else { conn.close(); return false }
+            left -= part.count
+        }
         if !write(conn, resp.encode()) || !req.keepAlive {
             conn.close()
             return false

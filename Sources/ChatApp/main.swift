@@ -5,8 +5,8 @@
 //                                [--write-wait-ms N] [--stats]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON.
-// --handshake-timeout-ms: a connection's request heads must arrive within this
-// time from its start (10 s). --write-wait-ms: every write to a peer
+// --handshake-timeout-ms: a connection's request heads (and bodies) must arrive
+// within this time from its start (10 s). --write-wait-ms: every write to a peer
 // must finish within this time, or the connection is closed (10 s).
 //
 // Settings come from the config file, then the environment (CHAT_ADDR,
@@ -74,7 +74,7 @@ while let a = args.popFirst() {
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
                            [--handshake-timeout-ms N] [--write-wait-ms N] [--stats]
-              --handshake-timeout-ms N  request heads must arrive within N ms of connecting (10000)
+              --handshake-timeout-ms N  request heads (and bodies) must arrive within N ms of connecting (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
               --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON)
             """)

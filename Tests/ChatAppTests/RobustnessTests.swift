@@ -176,3 +176,32 @@ extension ChatAppTests {
         #expect(text.contains("dropped slow client"), "the server's log:\n\(text)")
     }
 }
+
+// MARK: 11.3: a request body is never parsed as a request
+
+extension ChatAppTests {
+    @Test("A Content-Length body is skipped, never run as the next request (no smuggled 404); a 100 KB body too (11.3)")
+    func bodyIsNotARequest() throws {
+        let (app, port) = try startChatApp()
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> [[Int]] in
+            let smuggled = "GET /nothere HTTP/1.1\r\nHost: x\r\n\r\n"
+            let last = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" // ends the exchange
+            let big = String(repeating: smuggled, count: 100_000 / smuggled.utf8.count + 1)
+            var out: [[Int]] = []
+            for body in [smuggled, big] {
+                guard let c = try? Conn.dial("127.0.0.1", port) else { return out }
+                defer { c.close() }
+                c.setReadDeadline(GMP.now + 10_000_000_000)
+                c.setWriteDeadline(GMP.now + 10_000_000_000)
+                try? c.write("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body + last)
+                var got: [UInt8] = []
+                while let part = try? c.read(max: 65536) { got += part }
+                out.append(responseStatuses(got))
+            }
+            return out
+        }
+        // One response for the request with the body, one for the last: no 404.
+        #expect(r == [[200, 200], [200, 200]])
+    }
+}
