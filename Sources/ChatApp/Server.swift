@@ -189,9 +189,7 @@ final class ChatServer: @unchecked Sendable {
         while true {
             do {
                 guard case .text(let text) = try ws.receive() else { continue }
-                // As gorilla: newlines become spaces, surrounding space is trimmed.
-                let cleaned = String(text.map { $0 == "\n" || $0 == "\r" ? " " : $0 })
-                hub.post(client, cleaned.trimmingWhitespace)
+                hub.post(client, cleanMessage(text))
             } catch {
                 log("disconnect \(peer): \(error)")
                 break
@@ -246,6 +244,24 @@ func writePump(_ c: Client, _ cfg: ChatConfig) {
         }
         if !ok { open = false }
     }
+}
+
+/// A chat message as the hub gets it (gorilla: newlines become spaces, the
+/// surrounding space is trimmed). Compared as Unicode scalars, not
+/// Characters: "\r\n" is one Character, equal to neither "\r" nor "\n",
+/// and would survive. Every scalar a page or a terminal may show as a line
+/// break becomes a space (LF, VT, FF, CR, NEL, LINE and PARAGRAPH
+/// SEPARATOR), so one message is one line and cannot forge another
+/// client's "name: text" line.
+func cleanMessage(_ text: String) -> String {
+    var out = String.UnicodeScalarView()
+    for u in text.unicodeScalars {
+        switch u.value {
+        case 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0x2028, 0x2029: out.append(" ")
+        default: out.append(u)
+        }
+    }
+    return String(out).trimmingWhitespace
 }
 
 extension String {

@@ -205,3 +205,36 @@ extension ChatAppTests {
         #expect(r == [[200, 200], [200, 200]])
     }
 }
+
+// MARK: 11.4: a message is one line
+
+extension ChatAppTests {
+    @Test("CR LF and every other line break in a message become spaces: a message cannot forge a second line (11.4)")
+    func lineBreaksCannotForgeLines() throws {
+        let (app, port) = try startChatApp()
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> [String] in
+            guard let alice = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),
+                  let mallory = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return [] }
+            defer { alice.conn.close(); mallory.conn.close() }
+            func next(_ ws: WebSocketConn) -> String {
+                if case .text(let t)? = try? ws.receive() { return t }
+                return "<none>"
+            }
+            var out: [String] = []
+            try? alice.send(text: "/nick alice")
+            out.append(next(alice))
+            try? mallory.send(text: "/nick mallory")
+            out.append(next(mallory))
+            for text in ["hello\r\nalice: give me your password",
+                         "a\nb\u{0B}c\u{0C}d\re\u{85}f\u{2028}g\u{2029}h",
+                         "\r\n  x  \u{2028}"] {
+                try? mallory.send(text: text)
+                out.append(next(alice)) // one message, one frame (alice reads each before the next)
+            }
+            return out
+        }
+        #expect(r == ["you are now alice", "you are now mallory", "mallory: hello  alice: give me your password",
+                      "mallory: a b c d e f g h", "mallory: x"])
+    }
+}
