@@ -2,12 +2,15 @@
 //
 //   swift run -c release ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N]
 //                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]
-//                                [--write-wait-ms N] [--stats]
+//                                [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON.
 // --handshake-timeout-ms: a connection's request heads (and bodies) must arrive
 // within this time from its start (10 s). --write-wait-ms: every write to a peer
 // must finish within this time, or the connection is closed (10 s).
+// --ping-period-ms, --pong-wait-ms: the server pings every ping period, and drops a
+// client that sends no pong within the pong wait (54 s, 60 s); the period must be
+// shorter than the wait; given the wait alone, the period is 9/10 of it (gorilla's).
 //
 // Settings come from the config file, then the environment (CHAT_ADDR,
 // GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
@@ -48,6 +51,7 @@ if let env = ProcessInfo.processInfo.environment["CHAT_ADDR"] { (config.host, co
 if ProcessInfo.processInfo.environment["GMPPROCS"] != nil { procs = nil } // the runtime read it already
 // 3. The flags.
 var allowed: [String] = []
+var pingPeriodSet = false, pongWaitSet = false
 var args = argv[...]
 while let a = args.popFirst() {
     switch a {
@@ -66,6 +70,12 @@ while let a = args.popFirst() {
         config.handshakeTimeout = milliseconds(a, args.popFirst())
     case "--write-wait-ms":
         config.writeWait = milliseconds(a, args.popFirst())
+    case "--ping-period-ms":
+        config.pingPeriod = milliseconds(a, args.popFirst())
+        pingPeriodSet = true
+    case "--pong-wait-ms":
+        config.pongWait = milliseconds(a, args.popFirst())
+        pongWaitSet = true
     case "--any-origin":
         config.origins = .any
     case "--stats":
@@ -73,9 +83,12 @@ while let a = args.popFirst() {
     case "--help", "-h":
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
-                           [--handshake-timeout-ms N] [--write-wait-ms N] [--stats]
+                           [--handshake-timeout-ms N] [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
               --handshake-timeout-ms N  request heads (and bodies) must arrive within N ms of connecting (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
+              --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
+              --pong-wait-ms N          drop a client that sends no pong for N ms (60000; alone, the ping
+                                        period becomes 9/10 of it)
               --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON)
             """)
         exit(0)
@@ -84,6 +97,11 @@ while let a = args.popFirst() {
     }
 }
 if !allowed.isEmpty { config.origins = .allow(allowed) }
+if pongWaitSet && !pingPeriodSet { config.pingPeriod = config.pongWait / 10 * 9 } // gorilla's (pongWait * 9) / 10
+if config.pingPeriod >= config.pongWait {
+    fail("the ping period (\(config.pingPeriod / 1_000_000) ms) must be shorter than the pong wait "
+         + "(\(config.pongWait / 1_000_000) ms): a client needs a ping to answer before its wait runs out")
+}
 
 if let procs { GMP.setProcs(procs) }
 

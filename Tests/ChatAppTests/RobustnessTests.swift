@@ -238,3 +238,88 @@ extension ChatAppTests {
                       "mallory: a b c d e f g h", "mallory: x"])
     }
 }
+
+// MARK: 11.6: pongs extend the read deadline; configurable ping period and pong wait
+
+extension ChatAppTests {
+    @Test("With --ping-period-ms/--pong-wait-ms: a client answering pings outlives the pong wait; a silent one is dropped after it (11.6)")
+    func pongExtendsTheReadDeadline() throws {
+        let (app, port) = try startChatApp(extraArguments: ["--ping-period-ms", "100", "--pong-wait-ms", "1000"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2, timeout: 30) { () -> (pings: Int, alive: Bool, silentEnded: Bool, silentAfter: Int64)? in
+            guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),
+                  let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            defer { a.conn.close(); b.conn.close() }
+            let t0 = GMP.now
+            // b is silent: it reads raw bytes (pings) and never answers.
+            let silent = Chan<(Bool, Int64)>(capacity: 1)
+            go {
+                b.conn.setReadDeadline(t0 + 20_000_000_000)
+                while true {
+                    do throws(NetError) {
+                        _ = try b.conn.read(max: 4096)
+                    } catch {
+                        silent.send((error != .timeout, GMP.now - t0))
+                        return
+                    }
+                }
+            }
+            // a answers every ping by hand (raw frames, counted) for 2.5 s,
+            // well past its pong wait, then checks it still chats.
+            a.conn.setReadDeadline(t0 + 20_000_000_000)
+            var pending: [UInt8] = []
+            var pings = 0
+            var alive = false
+            var sentText = false
+            loop: while true {
+                while let (f, used) = try? Frame.decode(pending[...], masked: false, maxPayload: 1 << 16) {
+                    pending.removeFirst(used)
+                    switch f.opcode {
+                    case .ping:
+                        pings += 1
+                        try? a.conn.write(clientFrame(.pong, f.payload))
+                    case .text where String(decoding: f.payload, as: UTF8.self) == "still here":
+                        alive = true
+                        break loop
+                    case .close:
+                        break loop
+                    default:
+                        break
+                    }
+                }
+                if pings >= 25 && !sentText {
+                    try? a.conn.write(clientFrame(.text, Array("still here".utf8)))
+                    sentText = true
+                }
+                guard let part = try? a.conn.read(max: 4096) else { break }
+                pending += part
+            }
+            guard case .value(let (ended, after)) = silent.receive() else { return nil }
+            return (pings, alive, ended, after)
+        }
+        let res = try #require(r ?? nil)
+        #expect(res.pings >= 25, "the answering client was dropped after \(res.pings) pings")
+        #expect(res.alive)
+        #expect(res.silentEnded, "the silent client was not dropped")
+        #expect(res.silentAfter >= 900_000_000 && res.silentAfter < 10_000_000_000, "dropped after \(res.silentAfter) ns")
+    }
+
+    @Test("Timing flags: a ping period not shorter than the pong wait, or a bad number, is refused with a clear error")
+    func timingFlags() throws {
+        for (args, expected) in [(["--ping-period-ms", "1000", "--pong-wait-ms", "1000"], "must be shorter than the pong wait"),
+                                 (["--ping-period-ms", "70000"], "must be shorter than the pong wait"),
+                                 (["--write-wait-ms", "0"], "--write-wait-ms needs a positive number"),
+                                 (["--pong-wait-ms", "x"], "--pong-wait-ms needs a positive number")] {
+            let p = Process()
+            p.executableURL = chatAppURL()
+            p.arguments = args
+            let err = Pipe()
+            p.standardError = err
+            try p.run()
+            p.waitUntilExit()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(p.terminationStatus == 2, "\(args)")
+            #expect(text.contains(expected), "\(args): \(text)")
+        }
+    }
+}
