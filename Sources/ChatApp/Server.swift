@@ -8,12 +8,15 @@
 // and through `WebSocketConn.writeTimeout` every frame, including the pongs
 // and close frames the read pump sends), so a peer that pipelines requests
 // and never reads, or stops reading its messages, is cut off instead of
-// holding a G and an fd for ever.
+// holding a G and an fd for ever. Accepting: errors of one connection or a
+// passing shortage (fds, memory) are logged and retried with a back-off;
+// only an error of the listening socket itself ends `serve`.
 import Channels
 import Foundation
 import GMP
 import Glibc
 import NetPoller
+import Synchronization
 import WebSocket
 
 /// Settings of the chat server (gorilla's constants as defaults).
@@ -42,10 +45,12 @@ func log(_ s: String) {
 
 /// The chat server: HTTP on `/` (the page) and `/ws` (the socket).
 final class ChatServer: @unchecked Sendable {
-    // @unchecked: immutable after init, apart from the listener's own state.
+    // @unchecked: immutable after init, apart from the listener's own state
+    // and the atomic `stopped`.
     let config: ChatConfig
     let hub = Hub()
     let listener: Listener
+    private let stopped = Atomic<Bool>(false)
 
     init(config: ChatConfig) throws(NetError) {
         self.config = config
@@ -54,19 +59,37 @@ final class ChatServer: @unchecked Sendable {
 
     var port: Int { listener.port }
 
-    /// Serves until `stop()`; run it in a G.
-    func serve() {
+    /// Serves until `stop()`, then returns nil; run it in a G. An accept
+    /// error that concerns one connection or a passing shortage (see
+    /// `isTransientAcceptError`) is logged and retried after a back-off (5 ms
+    /// doubling to 1 s, as Go's http.Server); any other is an error of the
+    /// listening socket itself: serving stops and it is returned.
+    func serve() -> NetError? {
         let hub = self.hub
         go { hub.run() }
+        var backoff: Int64 = 0
         while true {
             let c: Conn
-            do { c = try listener.accept() } catch { return }
+            do {
+                c = try listener.accept()
+            } catch .closed {
+                return nil
+            } catch {
+                guard isTransientAcceptError(error) else { return error }
+                backoff = backoff == 0 ? 5_000_000 : min(backoff * 2, 1_000_000_000)
+                log("accept: \(error); retrying in \(backoff / 1_000_000) ms")
+                GMP.sleep(nanoseconds: backoff)
+                continue
+            }
+            backoff = 0
             go { self.handle(c) }
         }
     }
 
-    /// Stops accepting and asks every client to go away (close 1001).
+    /// Stops accepting and asks every client to go away (close 1001). Only
+    /// the first call does anything.
     func stop() {
+        if stopped.exchange(true, ordering: .acquiringAndReleasing) { return }
         listener.close()
         hub.quit.close()
     }
@@ -262,6 +285,24 @@ func cleanMessage(_ text: String) -> String {
         }
     }
     return String(out).trimmingWhitespace
+}
+
+/// accept(2) errors that concern one pending connection, or a shortage
+/// that passes (fds, memory, the poller's watch limit), not the listening
+/// socket: serving goes on after a back-off. (Listener.accept retries most
+/// of these itself; this is the server's own guard.) Any other error
+/// (EBADF, EINVAL, ENOTSOCK, ...) means the listener is broken.
+func isTransientAcceptError(_ e: NetError) -> Bool {
+    switch e {
+    case .tooManyOpenFiles, .connectionReset, .timeout:
+        return true
+    case .system(_, let errno):
+        return [EMFILE, ENFILE, ENOBUFS, ENOMEM, ENOSPC, EAGAIN, EINTR, ECONNABORTED, EPROTO, EPERM, ENETDOWN,
+                ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH, ENOSR, ESOCKTNOSUPPORT,
+                EPROTONOSUPPORT, ETIMEDOUT].contains(errno)
+    default:
+        return false
+    }
 }
 
 extension String {

@@ -12,6 +12,9 @@
 // client that sends no pong within the pong wait (54 s, 60 s); the period must be
 // shorter than the wait; given the wait alone, the period is 9/10 of it (gorilla's).
 //
+// Exit status: 0 after SIGINT/SIGTERM, 1 if it cannot listen or the listening
+// socket fails (the message says why), 2 for bad arguments or config.
+//
 // Settings come from the config file, then the environment (CHAT_ADDR,
 // GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
 import Channels
@@ -125,10 +128,14 @@ let code: Int32 = GMP.run { () -> Int32 in
         }
     }
     log("chat server on http://\(config.host):\(server.port)/ (GMPPROCS=\(GMP.procs))")
-    server.serve()
+    let failure = server.serve()
+    if let failure {
+        log("ChatApp: the listening socket failed: \(failure); closing every client")
+        server.stop()
+    }
     // Let the write pumps flush their close frames.
     GMP.sleep(for: .milliseconds(200))
-    log("chat server stopped")
-    return 0
+    log(failure == nil ? "chat server stopped" : "chat server stopped after an error")
+    return failure == nil ? 0 : 1
 }
 exit(code)

@@ -323,3 +323,164 @@ extension ChatAppTests {
         }
     }
 }
+
+// MARK: 11.7: accept errors
+
+/// A C compiler, for the accept(2) fault-injection shim.
+func cCompiler() -> String? {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    for dir in path.split(separator: ":") {
+        for name in ["cc", "clang", "gcc"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+            return "\(dir)/\(name)"
+        }
+    }
+    return nil
+}
+
+/// Builds (once per run) an LD_PRELOAD library whose accept4 fails some
+/// accepts: the connections numbered SHIM_FAIL_FROM ..< SHIM_FAIL_FROM +
+/// SHIM_FAIL_COUNT (counting from 1, in the order accepted) are closed and
+/// reported as errno SHIM_FAIL_ERRNO, as accept(2) reports a network error of
+/// a pending connection (or, for EINVAL, a broken listening socket).
+func acceptFaultShim() throws -> String {
+    let dir = NSTemporaryDirectory() + "chatapp-shim-\(getpid())"
+    let lib = dir + "/accept_fault.so"
+    if FileManager.default.fileExists(atPath: lib) { return lib }
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let source = """
+        #define _GNU_SOURCE
+        #include <dlfcn.h>
+        #include <errno.h>
+        #include <stdlib.h>
+        #include <sys/socket.h>
+        #include <unistd.h>
+        static int accepted;
+        int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+            static int (*real)(int, struct sockaddr *, socklen_t *, int);
+            if (!real) real = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
+            int c = real(fd, addr, len, flags);
+            if (c < 0) return c;
+            int n = __atomic_add_fetch(&accepted, 1, __ATOMIC_SEQ_CST);
+            const char *from = getenv("SHIM_FAIL_FROM"), *count = getenv("SHIM_FAIL_COUNT"), *err = getenv("SHIM_FAIL_ERRNO");
+            if (from && count && err && n >= atoi(from) && n < atoi(from) + atoi(count)) {
+                close(c);
+                errno = atoi(err);
+                return -1;
+            }
+            return c;
+        }
+        """
+    // Built under a name of its own, then renamed: test cases may race here.
+    let unique = "\(dir)/\(UUID().uuidString)"
+    try source.write(toFile: unique + ".c", atomically: true, encoding: .utf8)
+    guard let cc = cCompiler() else { throw NetError.badAddress("no C compiler") }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: cc)
+    p.arguments = ["-shared", "-fPIC", "-O1", "-o", unique + ".so", unique + ".c", "-ldl"]
+    try p.run()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw NetError.badAddress("\(cc) failed on the shim") }
+    _ = rename(unique + ".so", lib)
+    unlink(unique + ".c")
+    return lib
+}
+
+/// Inside a G: a connection upgraded to a WebSocket on `/ws` (the 101
+/// read), or nil if no 101 came within 10 s.
+func upgraded(_ port: Int) -> Conn? {
+    guard let c = try? Conn.dial("127.0.0.1", port) else { return nil }
+    c.setReadDeadline(GMP.now + 10_000_000_000)
+    try? c.write("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    var got: [UInt8] = []
+    while !String(decoding: got, as: UTF8.self).contains("\r\n\r\n"), let part = try? c.read(max: 4096) { got += part }
+    guard String(decoding: got, as: UTF8.self).hasPrefix("HTTP/1.1 101") else {
+        c.close()
+        return nil
+    }
+    c.setReadDeadline(nil)
+    return c
+}
+
+extension ChatAppTests {
+    @Test("Transient accept errors (EPROTO, ETIMEDOUT) are logged and the server serves on (11.7)",
+          .enabled(if: cCompiler() != nil), arguments: [EPROTO, ETIMEDOUT])
+    func transientAcceptErrors(errno: Int32) throws {
+        let shim = try acceptFaultShim()
+        // Connection 1 is startChatApp's probe; 2, 3 and 4 fail.
+        let (app, port) = try startChatApp(environment: ["LD_PRELOAD": shim, "SHIM_FAIL_FROM": "2", "SHIM_FAIL_COUNT": "3",
+                                                         "SHIM_FAIL_ERRNO": "\(errno)"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> (Int, String) in
+            var dropped = 0
+            for _ in 0..<3 {
+                // The server accepts and the shim drops it: end of stream or a reset.
+                guard let c = try? Conn.dial("127.0.0.1", port) else { continue }
+                c.setReadDeadline(GMP.now + 10_000_000_000)
+                do throws(NetError) { _ = try c.read(max: 100) } catch { if error != .timeout { dropped += 1 } }
+                c.close()
+            }
+            return (dropped, String(httpGet(port, "/").prefix(12)))
+        }
+        let (dropped, status) = try #require(r)
+        #expect(dropped == 3, "connections refused: the server is gone")
+        #expect(status == "HTTP/1.1 200", "the server stopped serving after accept failed with errno \(errno)")
+        #expect(app.isRunning)
+    }
+
+    @Test("An error of the listening socket (EINVAL from accept) ends the server with a message and a non-zero status (11.7)",
+          .enabled(if: cCompiler() != nil))
+    func fatalAcceptError() throws {
+        let shim = try acceptFaultShim()
+        let err = Pipe()
+        let (app, port) = try startChatApp(environment: ["LD_PRELOAD": shim, "SHIM_FAIL_FROM": "2", "SHIM_FAIL_COUNT": "1000",
+                                                         "SHIM_FAIL_ERRNO": "\(EINVAL)"], stderr: err)
+        let exited = DispatchSemaphore(value: 0)
+        app.terminationHandler = { _ in exited.signal() }
+        _ = runG(procs: 2) { () -> Bool in
+            guard let c = try? Conn.dial("127.0.0.1", port) else { return false }
+            defer { c.close() }
+            c.setReadDeadline(GMP.now + 10_000_000_000)
+            _ = try? c.read(max: 100)
+            return true
+        }
+        if exited.wait(timeout: .now() + 10) == .timedOut {
+            app.terminate()
+            app.waitUntilExit()
+            Issue.record("the server did not exit")
+            return
+        }
+        app.waitUntilExit()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(app.terminationStatus != 0)
+        #expect(text.contains("listening socket failed"), "stderr: \(text)")
+    }
+
+    @Test("Out of fds (ulimit -n): accept waits, and once clients leave the server serves again (11.7)")
+    func outOfFileDescriptors() throws {
+        let (app, port) = try startChatApp(wrapper: "ulimit -n 48")
+        defer { app.terminate(); app.waitUntilExit() }
+        let pid = app.processIdentifier
+        @Sendable func serverFDs() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0 }
+        let r = runG(procs: 2, timeout: 30) { () -> (Int, String)? in
+            // Clients until the server has all 48 fds (each upgrade is
+            // answered, so its fd is counted by then).
+            var clients: [Conn] = []
+            while serverFDs() < 48 && clients.count < 48, let ws = upgraded(port) { clients.append(ws) }
+            let full = serverFDs()
+            // This one waits in the listen queue: accept fails with EMFILE.
+            guard let c = try? Conn.dial("127.0.0.1", port) else { return nil }
+            defer { c.close() }
+            c.setReadDeadline(GMP.now + 20_000_000_000)
+            try? c.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            for ws in clients { ws.close() }
+            var got: [UInt8] = []
+            while let part = try? c.read(max: 65536) { got += part }
+            return (full, String(decoding: got.prefix(12), as: UTF8.self))
+        }
+        let (full, status) = try #require(r ?? nil)
+        #expect(full == 48, "the server never ran out of fds (\(full))")
+        #expect(status == "HTTP/1.1 200")
+        #expect(app.isRunning)
+    }
+}
