@@ -9,8 +9,9 @@
 // and close frames the read pump sends), so a peer that pipelines requests
 // and never reads, or stops reading its messages, is cut off instead of
 // holding a G and an fd for ever. Accepting: errors of one connection or a
-// passing shortage (fds, memory) are logged and retried with a back-off;
-// only an error of the listening socket itself ends `serve`.
+// passing shortage (fds, memory) are retried by `Listener.accept` with a
+// back-off and logged; only an error of the listening socket itself ends
+// `serve`.
 import Channels
 import Foundation
 import GMP
@@ -60,14 +61,16 @@ final class ChatServer: @unchecked Sendable {
     var port: Int { listener.port }
 
     /// Serves until `stop()`, then returns nil; run it in a G. An accept
-    /// error that concerns one connection or a passing shortage (see
-    /// `isTransientAcceptError`) is logged and retried after a back-off (5 ms
-    /// doubling to 1 s, as Go's http.Server); any other is an error of the
-    /// listening socket itself: serving stops and it is returned.
+    /// error that concerns one connection or a passing shortage (fds, memory)
+    /// is retried by `Listener.accept` itself (with a back-off, as Go's
+    /// http.Server) and logged here; any error it throws is one of the
+    /// listening socket itself: serving stops and the error is returned.
     func serve() -> NetError? {
         let hub = self.hub
         go { hub.run() }
-        var backoff: Int64 = 0
+        listener.onAcceptRetry = { error, backoff in
+            log("accept: \(error); retrying" + (backoff > 0 ? " in \(backoff / 1_000_000) ms" : ""))
+        }
         while true {
             let c: Conn
             do {
@@ -75,13 +78,8 @@ final class ChatServer: @unchecked Sendable {
             } catch .closed {
                 return nil
             } catch {
-                guard isTransientAcceptError(error) else { return error }
-                backoff = backoff == 0 ? 5_000_000 : min(backoff * 2, 1_000_000_000)
-                log("accept: \(error); retrying in \(backoff / 1_000_000) ms")
-                GMP.sleep(nanoseconds: backoff)
-                continue
+                return error
             }
-            backoff = 0
             go { self.handle(c) }
         }
     }
@@ -285,24 +283,6 @@ func cleanMessage(_ text: String) -> String {
         }
     }
     return String(out).trimmingWhitespace
-}
-
-/// accept(2) errors that concern one pending connection, or a shortage
-/// that passes (fds, memory, the poller's watch limit), not the listening
-/// socket: serving goes on after a back-off. (Listener.accept retries most
-/// of these itself; this is the server's own guard.) Any other error
-/// (EBADF, EINVAL, ENOTSOCK, ...) means the listener is broken.
-func isTransientAcceptError(_ e: NetError) -> Bool {
-    switch e {
-    case .tooManyOpenFiles, .connectionReset, .timeout:
-        return true
-    case .system(_, let errno):
-        return [EMFILE, ENFILE, ENOBUFS, ENOMEM, ENOSPC, EAGAIN, EINTR, ECONNABORTED, EPROTO, EPERM, ENETDOWN,
-                ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH, ENOSR, ESOCKTNOSUPPORT,
-                EPROTONOSUPPORT, ETIMEDOUT].contains(errno)
-    default:
-        return false
-    }
 }
 
 extension String {

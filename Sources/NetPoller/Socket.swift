@@ -246,7 +246,8 @@ public final class Conn: @unchecked Sendable {
 
 /// A listening socket (TCP, or a Unix domain socket).
 public final class Listener: @unchecked Sendable {
-    // @unchecked: as Conn.
+    // @unchecked: as Conn; `onAcceptRetry` is set before the first accept
+    // (its contract) and only read afterwards.
     public let fd: Int32
     /// The port it listens on (useful with port 0); 0 for a Unix socket.
     public let port: Int
@@ -254,6 +255,12 @@ public final class Listener: @unchecked Sendable {
     private let isTCP: Bool
     let pd: PollDesc
     private let ref = FDRef()
+    /// Called (on the accepting G) for every error `accept` retries by
+    /// itself, with the back-off it is about to wait (0: retried at once), so
+    /// a server can log "out of file descriptors" and the like (Go's
+    /// http.Server logs its "Accept error ... retrying in"). Set it before the
+    /// first `accept`.
+    public var onAcceptRetry: (@Sendable (NetError, _ backoffNanoseconds: Int64) -> Void)?
 
     /// Listens on `host:port` (IPv4 or IPv6 literal, or "localhost"; port 0
     /// picks a free one), with SO_REUSEADDR and the given backlog.
@@ -298,7 +305,8 @@ public final class Listener: @unchecked Sendable {
     ///   of the listening socket itself (such as EBADF or EINVAL).
     public func accept() throws(NetError) -> Conn {
         var backoff: Int64 = 5_000_000
-        func backOff() {
+        func backOff(_ error: NetError) {
+            onAcceptRetry?(error, backoff)
             GMP.sleep(nanoseconds: backoff)
             backoff = Swift.min(backoff * 2, 1_000_000_000)
         }
@@ -312,9 +320,9 @@ public final class Listener: @unchecked Sendable {
                     if e == EAGAIN || e == EWOULDBLOCK {
                         try pd.wait(.read)
                     } else if Listener.skippable.contains(e) {
-                        continue
+                        if e != EINTR { onAcceptRetry?(NetError(errno: e, op: "accept"), 0) }
                     } else if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
-                        backOff()
+                        backOff(NetError(errno: e, op: "accept"))
                     } else {
                         throw NetError(errno: e, op: "accept")
                     }
@@ -324,7 +332,7 @@ public final class Listener: @unchecked Sendable {
             do {
                 conn = try Conn(fd: c) // closes c if it cannot be registered
             } catch {
-                backOff() // epoll_ctl: ENOMEM, or ENOSPC (max_user_watches)
+                backOff(error) // epoll_ctl: ENOMEM, or ENOSPC (max_user_watches)
                 continue
             }
             if isTCP { conn.setNoDelay(true) } // as Go: no Nagle delay by default
@@ -335,7 +343,7 @@ public final class Listener: @unchecked Sendable {
     /// accept(2) errors about one pending connection (EINTR aside): retry at once.
     private static let skippable: Set<Int32> = [
         EINTR, ECONNABORTED, EPROTO, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP,
-        ENETUNREACH, EPERM,
+        ENETUNREACH, EPERM, ENOSR, ESOCKTNOSUPPORT, EPROTONOSUPPORT, ETIMEDOUT, // the last four: accept(2)'s "other errors"
     ]
 
     /// Stops listening; a G blocked in `accept` wakes with `.closed`.
