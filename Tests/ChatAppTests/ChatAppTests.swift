@@ -69,18 +69,6 @@ func startChatApp(extraArguments: [String] = [], environment: [String: String] =
     return (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Int]) ?? [:]
 }
 
-/// Inside a G: checks `condition` every 10 ms, for at most `seconds`; returns
-/// whether it held. For conditions that ask the server (a check costs a
-/// connection), where `waitFor`'s yielding loop would flood it.
-func pollUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
-    let deadline = GMP.now + Int64(seconds * 1e9)
-    while !condition() {
-        if GMP.now >= deadline { return false }
-        GMP.sleep(nanoseconds: 10_000_000)
-    }
-    return true
-}
-
 /// The status codes of the HTTP responses in `bytes`, in order (each a head,
 /// then Content-Length bytes of body).
 func responseStatuses(_ bytes: [UInt8]) -> [Int] {
@@ -305,7 +293,7 @@ struct ChatAppTests {
     func slowClientDropped() throws {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2, timeout: 120) { () -> (Bool, Int, Bool) in
+        let r = runG(procs: 2, timeout: 60) { () -> (Bool, Int, Bool) in
             guard let slow = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),
                   let fast = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return (false, 0, false) }
             defer { slow.conn.close(); fast.conn.close() }

@@ -60,10 +60,10 @@ extension ChatAppTests {
             }
             // The server resets each connection (it leaves requests unread):
             // seen here without reading (reading would unblock it).
-            _ = pollUntil(seconds: 15) { conns.allSatisfy { tcpState($0) != 1 } }
+            _ = waitFor(seconds: 15, every: 10_000_000) { conns.allSatisfy { tcpState($0) != 1 } }
             let cut = conns.filter { tcpState($0) != 1 }.count
             var after = serverStats(port)
-            _ = pollUntil(seconds: 10) {
+            _ = waitFor(seconds: 10, every: 10_000_000) {
                 after = serverStats(port)
                 return (after["goroutines"] ?? .max) <= gs0 && (after["fds"] ?? .max) <= fds0
             }
@@ -97,7 +97,7 @@ extension ChatAppTests {
                 try? ws.conn.write(pings)
             }
             var after = before
-            let back = pollUntil(seconds: 15) {
+            let back = waitFor(seconds: 15, every: 10_000_000) {
                 after = serverStats(port)
                 return after["clients"] == 0 && (after["goroutines"] ?? .max) <= gs0 && (after["fds"] ?? .max) <= fds0
             }
@@ -119,7 +119,7 @@ extension ChatAppTests {
         let (app, port) = try startChatApp(extraArguments: ["--stats", "--write-wait-ms", "60000"], stderr: log)
         var stopped = false
         defer { if !stopped { app.terminate(); app.waitUntilExit() } }
-        let r = runG(procs: 2, timeout: 90) { () -> (wrote: Bool, handled: Bool, alive: Bool, back: Bool, served: Bool)? in
+        let r = runG(procs: 2, timeout: 60) { () -> (wrote: Bool, handled: Bool, alive: Bool, back: Bool, served: Bool)? in
             let before = serverStats(port)
             guard let gs0 = before["goroutines"], let fds0 = before["fds"],
                   let m = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
@@ -138,7 +138,7 @@ extension ChatAppTests {
             // Its read pump is gone (no client, and at most the write pump,
             // blocked on the unread socket, above the baseline): it handed
             // /help to the hub, and the hub has finished with it.
-            let handled = pollUntil(seconds: 30) {
+            let handled = waitFor(seconds: 30, every: 10_000_000) {
                 guard app.isRunning else { return true } // died: no use waiting
                 let s = serverStats(port)
                 return s["clients"] == 0 && (s["goroutines"] ?? .max) <= gs0 + 1
@@ -148,7 +148,7 @@ extension ChatAppTests {
             // Now read: the write pump gets through, sends its close and ends.
             m.conn.setReadDeadline(GMP.now + 15_000_000_000)
             while (try? m.conn.read(max: 1 << 16)) != nil {}
-            let back = alive && pollUntil(seconds: 10) {
+            let back = alive && waitFor(seconds: 10, every: 10_000_000) {
                 let s = serverStats(port)
                 return (s["goroutines"] ?? .max) <= gs0 && (s["fds"] ?? .max) <= fds0
             }

@@ -58,12 +58,14 @@ public func rssBytes() -> Int {
 
 /// Inside a G: yields until `condition` holds, for at most `seconds`, and
 /// returns whether it held. Tests wait on the state they need (a G parked on
-/// a channel or a socket), never on a guessed number of yields.
-public func waitFor(seconds: Double = 10, _ condition: () -> Bool) -> Bool {
+/// a channel or a socket), never on a guessed number of yields. With
+/// `every`, it sleeps that many nanoseconds between looks instead of
+/// yielding: for a condition that asks another process (a server's /stats).
+public func waitFor(seconds: Double = 10, every interval: Int64? = nil, _ condition: () -> Bool) -> Bool {
     let deadline = GMP.now + Int64(seconds * 1e9)
     while !condition() {
         if GMP.now >= deadline { return false }
-        GMP.yield()
+        if let interval { GMP.sleep(nanoseconds: interval) } else { GMP.yield() }
     }
     return true
 }
