@@ -109,6 +109,49 @@ func benchTimers() -> Result {
     return Result(name: "timers", ops: n * 10, nsPerOp: Double(t) / Double(n * 10), extra: "")
 }
 
+/// starvation: one G per P runs for 0.5 s without parking while a ticker G
+/// sleeps to a 10 ms schedule; first Gs that compute, then Gs that call
+/// usleep(1 ms) without `GMP.blocking`. The worst lateness of a tick, in ns
+/// (computing) and in ms for both.
+func benchStarvation() -> Result {
+    func worstLateness(blocking: Bool) -> (Int64, Int) {
+        GMP.run { () -> (Int64, Int) in
+            let procs = GMP.procs
+            let period: Int64 = 10_000_000
+            let end = now() + 500_000_000
+            let result = Chan<(Int64, Int)>(capacity: 1)
+            let hogs = WaitGroup(procs)
+            go {
+                var worst: Int64 = 0, ticks = 0
+                var next = now() + period
+                while next < end {
+                    GMP.sleep(nanoseconds: next - now())
+                    worst = max(worst, now() - next)
+                    ticks += 1
+                    next += period
+                }
+                result.send((worst, ticks))
+            }
+            for _ in 0..<procs {
+                go {
+                    var x = 0
+                    while now() < end {
+                        if blocking { usleep(1000) } else { for i in 0..<1000 { x &+= i } }
+                    }
+                    if x == 42 { print(x) } // keep the loop
+                    hogs.done()
+                }
+            }
+            hogs.wait()
+            return result.receive().value ?? (0, 0)
+        }
+    }
+    let (computing, ticks) = worstLateness(blocking: false)
+    let (blocking, _) = worstLateness(blocking: true)
+    return Result(name: "starvation", ops: ticks, nsPerOp: Double(computing),
+                  extra: "worst_late_ms=\(Double(computing) / 1e6) worst_late_blocking_ms=\(Double(blocking) / 1e6)")
+}
+
 /// pingpong: two Gs, two unbuffered channels, 1,000,000 round trips.
 func benchPingPong() -> Result {
     let n = 1_000_000

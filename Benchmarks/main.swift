@@ -25,6 +25,12 @@ let workloads: [Workload] = [
              about: "100,000 Gs started and left blocked; ns per G started, and resident memory per blocked G."),
     Workload(name: "timers", ours: benchTimers, swift: swiftTimers, go: .own, metrics: [.nsPerOp],
              about: "100,000 Gs each sleeping 1 ms ten times; wall time per sleep."),
+    Workload(name: "starvation", ours: benchStarvation, swift: nil, go: .own,
+             metrics: [Metric(key: "worst_late_ms", label: "worst tick lateness ms, computing Gs"),
+                       Metric(key: "worst_late_blocking_ms", label: "worst tick lateness ms, unannounced blocking calls")],
+             about: "one G per P runs 0.5 s without parking (computing, then calling usleep(1 ms) outside "
+                 + "GMP.blocking; Go: a raw nanosleep system call) beside a ticker G on a 10 ms schedule; the worst "
+                 + "lateness of a tick."),
     Workload(name: "pingpong", ours: benchPingPong, swift: swiftPingPong, go: .own, metrics: [.nsPerOp],
              about: "two Gs, two unbuffered channels, 1,000,000 round trips; ns per round trip."),
     Workload(name: "buffered", ours: benchBuffered, swift: swiftBuffered, go: .own, metrics: [.nsPerOp],

@@ -17,9 +17,10 @@ public func go(_ body: consuming @escaping @Sendable () -> Void) {
 /// Code inside a G is ordinary synchronous Swift. Blocking operations of
 /// this package (`sleep`, `yield`, `Mutex.lock`, `WaitGroup.wait`, channel
 /// operations, socket I/O) park the G, not the thread. Scheduling is
-/// cooperative: a G that computes for a long time without parking keeps
-/// its P (sysmon counts it in `Stats.longRuns`); call `GMP.yield()` in long
-/// loops.
+/// cooperative: a G that computes for a long time without parking, or calls
+/// a blocking function outside `GMP.blocking`, keeps its P (sysmon counts it
+/// in `Stats.longRuns`). The work queued behind it still runs: past its 10 ms
+/// slice, sysmon lends a spare P to another thread for it (`Stats.spareLends`).
 ///
 /// Inside the body of `GMP.blocking` the thread has left its P, so the body
 /// runs as a plain thread does: the same operations block the thread instead
@@ -75,7 +76,8 @@ public enum GMP {
         let old = s.procs.load(ordering: .acquiring)
         if n == old { return old }
         // Read after the lock: a G that waited for it may be on another M now.
-        if let (m, g) = currentGWithP() {
+        // On a spare P (which a stop does not count) it resizes as a thread would.
+        if let (m, g) = currentGWithP(), !m.pointee.p!.isSpare {
             m.pointee.action = .resize
             m.pointee.actionWhen = Int64(n)
             gmp_mcall(g.ctx, m.pointee.ctx)
@@ -151,7 +153,8 @@ public enum GMP {
     public static var currentG: G? { currentGWithP()?.1 }
 
     /// Index of the P running the caller, or nil on a plain thread (or during
-    /// a blocking call). For tests and diagnostics.
+    /// a blocking call). A spare P, lent while a G keeps its own P past its
+    /// time slice, has an index of 1024 or more. For tests and diagnostics.
     public static var currentProcessor: Int? { currentM()?.pointee.p?.pointee.id }
 
     /// Whether the caller runs in a G (false inside `GMP.blocking`).

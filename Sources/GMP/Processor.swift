@@ -107,6 +107,8 @@ extension UnsafeMutablePointer where Pointee == PState {
     @inline(__always) var timers: UnsafeMutablePointer<TimerHeap> { pointee.timers }
     @inline(__always) var sysmon: UnsafeMutablePointer<PSysmon> { pointee.sysmon }
     @inline(__always) var sched: UnsafeMutablePointer<PSched> { pointee.sched }
+    /// A spare P, lent beyond GMPPROCS while a G keeps its own P (Spares.swift).
+    @inline(__always) var isSpare: Bool { pointee.id >= Scheduler.maxProcs }
 }
 
 /// Owner-only counter increment: relaxed load + store (no RMW needed).

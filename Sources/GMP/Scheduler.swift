@@ -50,6 +50,21 @@ import Synchronization
 //
 // Scheduling is cooperative: a G runs until it parks, yields, sleeps, blocks
 // or ends. sysmon counts Gs that ran over 10 ms without parking (`longRuns`).
+//
+// A G that keeps its P (it computes, or calls a blocking function without
+// `GMP.blocking`) cannot be preempted: Swift code stopped at an arbitrary
+// instruction may hold malloc's lock or a pthread mutex, and the thread that
+// stopped it could deadlock on the same lock. Nor is the P taken from under
+// it, as a blocking call's is: the running G reaches its P's owner-only
+// state (run queue, caches) through `m.p` without a check, and an ownership
+// check on every `go`, `ready` and channel hand-off would cost the hot paths.
+// Instead the runtime compensates (see Spares.swift), as Java's virtual
+// threads do for a pinned carrier: when sysmon sees a G run past its 10 ms
+// slice while work waits behind it (queued Gs, due timers, the global
+// queue) and no P is idle, it lends a *spare P*, beyond GMPPROCS, to an M.
+// That M steals the hogged P's queue, runs its timers and polls, like any
+// spinning M; when it finds nothing more to do it gives the spare back. The
+// hog itself runs on; GMPPROCS is unchanged.
 
 /// The runtime: one per process.
 final class Scheduler: @unchecked Sendable {
@@ -58,6 +73,8 @@ final class Scheduler: @unchecked Sendable {
     static let shared = Scheduler()
 
     static let maxProcs = 1024
+    /// At most this many spare Ps lent at once (ids `maxProcs...`).
+    static let maxSpares = 64
 
     /// Guards: the global run queue, idle P and M lists, `allm`, `stopWait`.
     let lock = FutexLock()
@@ -87,6 +104,13 @@ final class Scheduler: @unchecked Sendable {
     let stopRequested = Atomic<Bool>(false)
     var stopWait = 0 // lock
     let stopNote = Note()
+    // Spare Ps (lock): the free ones (linked through `sched.link`), every one
+    // ever made (never freed, for stats), and how many are lent now.
+    var spareFree: P?
+    var spareAll: [P] = []
+    let nspare = Atomic<Int>(0)
+    let spareLends = Atomic<Int>(0)
+
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
     /// thread lock would hold the P running and deadlock the resize it waits for.
@@ -539,7 +563,17 @@ final class Scheduler: @unchecked Sendable {
     func findRunnable(_ m: M) -> (G, Bool) {
         top: while true {
             if stopRequested.load(ordering: .acquiring) {
-                gcstopm(m)
+                if m.pointee.p!.isSpare {
+                    // Not counted in the stop: give it back and wait to be woken.
+                    if m.pointee.spinning {
+                        m.pointee.spinning = false
+                        nmspinning.subtract(1, ordering: .sequentiallyConsistent)
+                    }
+                    retireSpare(m)
+                    stopm(m)
+                } else {
+                    gcstopm(m)
+                }
                 continue top
             }
             let p = m.pointee.p!
@@ -605,9 +639,14 @@ final class Scheduler: @unchecked Sendable {
                 lock.unlock()
                 continue top
             }
-            _ = releasep(m)
-            pidleput(p)
-            lock.unlock()
+            if p.isSpare {
+                lock.unlock()
+                retireSpare(m) // nothing left to compensate for here
+            } else {
+                _ = releasep(m)
+                pidleput(p)
+                lock.unlock()
+            }
 
             let wasSpinning = m.pointee.spinning
             if m.pointee.spinning {
@@ -671,7 +710,7 @@ final class Scheduler: @unchecked Sendable {
     /// Tries to steal a G (or runs other Ps' due timers). Returns the G, or
     /// whether timers made new work appear on our P.
     private func stealWork(_ p: P, now: Int64, nprocs: Int) -> (G?, Bool) {
-        if nprocs <= 1 { return (nil, false) }
+        if nprocs <= 1 && !p.isSpare { return (nil, false) } // a spare steals even from the only P
         let step = coprimeStep(nprocs)
         for round in 0..<4 {
             let last = round == 3

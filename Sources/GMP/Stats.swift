@@ -36,6 +36,11 @@ public struct Stats: Sendable, CustomStringConvertible {
     public var longRuns: Int
     /// Ps retaken from blocking calls and handed to other Ms.
     public var handoffs: Int
+    /// Spare Ps lent now, beyond GMPPROCS, because a G keeps its P past its
+    /// time slice while work waits behind it.
+    public var spareProcs: Int
+    /// Times a spare P was lent.
+    public var spareLends: Int
     /// Timer entries on the heaps (armed, or stopped and not yet dropped).
     public var timers: Int
     /// Stacks ever mapped.
@@ -56,15 +61,20 @@ public struct Stats: Sendable, CustomStringConvertible {
             local.append(p.pointee.runq.count)
             ticks.append(Int(p.pointee.schedTick.load(ordering: .relaxed)))
         }
-        // Counters of Ps removed by setProcs stay in their P objects.
+        // Counters of Ps removed by setProcs stay in their P objects, as do
+        // those of spare Ps.
+        var others: [P] = []
         var i = n
         while i < Scheduler.maxProcs, let p = s.allPIfCreated(i) {
+            others.append(p)
+            i += 1
+        }
+        for p in others + s.allSpares() {
             created += p.pointee.created.load(ordering: .relaxed)
             exited += p.pointee.exited.load(ordering: .relaxed)
             parks += p.pointee.parks.load(ordering: .relaxed)
             readies += p.pointee.readies.load(ordering: .relaxed)
             steals += p.pointee.steals.load(ordering: .relaxed)
-            i += 1
         }
         let (idleThreads, threads) = s.lock.withLock { (s.nmidle, s.allm.count) }
         let global = s.runqSize.load(ordering: .relaxed)
@@ -85,6 +95,8 @@ public struct Stats: Sendable, CustomStringConvertible {
             steals: steals,
             longRuns: s.longRuns.load(ordering: .relaxed),
             handoffs: s.handoffs.load(ordering: .relaxed),
+            spareProcs: s.nspare.load(ordering: .relaxed),
+            spareLends: s.spareLends.load(ordering: .relaxed),
             timers: s.timerCount(),
             stacksMapped: s.stackPool.counts().carved)
     }
@@ -94,7 +106,7 @@ public struct Stats: Sendable, CustomStringConvertible {
         "SCHED \(uptimeMs)ms: gmpprocs=\(procs) idleprocs=\(idleProcs) threads=\(threads) "
             + "spinningthreads=\(spinningThreads) idlethreads=\(idleThreads) runqueue=\(globalQueue) "
             + "[\(localQueues.map(String.init).joined(separator: " "))] steals=\(steals) "
-            + "liveg=\(live) parked=\(parked) timers=\(timers) longruns=\(longRuns) handoffs=\(handoffs)"
+            + "liveg=\(live) parked=\(parked) timers=\(timers) longruns=\(longRuns) handoffs=\(handoffs) spareprocs=\(spareProcs)"
     }
 
     public var description: String { traceLine }

@@ -10,6 +10,8 @@ import Glibc
 ///  - counts Gs that have run over 10 ms without parking (`Stats.longRuns`)
 ///    and ends a P's time slice (so `runnext` ping-pong cannot starve its
 ///    queue), since Swift code cannot be preempted;
+///  - lends a spare P (Spares.swift) when such a G holds a P that has work
+///    waiting and no P is idle, and looks every millisecond while one does;
 ///  - polls the network if nobody has for 10 ms;
 ///  - every 250 ms gives back the memory of free stacks that stayed unused
 ///    for the whole period, beyond the warm cache;
@@ -44,7 +46,15 @@ enum Sysmon {
                 s.lastPoll.store(now, ordering: .relaxed)
                 s.injectglist(pl.poll(delayNanoseconds: 0))
             }
-            if retake(s, now: now) > 0 { idle = 0 } else { idle += 1 }
+            let (retaken, hogs) = retake(s, now: now)
+            if retaken > 0 { idle = 0 } else { idle += 1 }
+            if hogs.withWork > s.nspare.load(ordering: .relaxed) && s.npidle.load(ordering: .sequentiallyConsistent) == 0
+                && s.nmspinning.load(ordering: .sequentiallyConsistent) == 0 {
+                s.startSpare()
+            }
+            // While a G holds its P past its slice, look often: work may
+            // arrive behind it at any time (a timer, a socket).
+            if hogs.any > 0 { delay = min(delay, 1000) }
             if now >= nextScavenge {
                 nextScavenge = now + 250_000_000
                 s.stackPool.scavenge(keep: s.stackPool.warmLimit, idleOnly: true)
@@ -57,9 +67,12 @@ enum Sysmon {
         }
     }
 
-    /// Returns how many Ps were retaken from blocking calls.
-    static func retake(_ s: Scheduler, now: Int64) -> Int {
+    /// Returns how many Ps were retaken from blocking calls, and how many
+    /// Ps have a G running past its slice (`any`), of which `withWork` have
+    /// work waiting behind it.
+    static func retake(_ s: Scheduler, now: Int64) -> (Int, hogs: (any: Int, withWork: Int)) {
         var n = 0
+        var hogs = (any: 0, withWork: 0)
         let nprocs = s.procs.load(ordering: .acquiring)
         for i in 0..<nprocs {
             let p = s.allP(i)
@@ -94,6 +107,13 @@ enum Sysmon {
                     p.sysmon.pointee.flagged = true
                     s.longRuns.add(1, ordering: .relaxed)
                 }
+                if p.sysmon.pointee.flagged {
+                    hogs.any += 1
+                    let t = p.pointee.timer0When.load(ordering: .acquiring)
+                    if !p.pointee.runq.isEmpty || (t != 0 && t <= now) || s.runqSize.load(ordering: .acquiring) > 0 {
+                        hogs.withWork += 1
+                    }
+                }
                 let st = p.pointee.schedTick.load(ordering: .relaxed)
                 if st != p.sysmon.pointee.schedTick {
                     p.sysmon.pointee.schedTick = st
@@ -106,6 +126,6 @@ enum Sysmon {
                 continue
             }
         }
-        return n
+        return (n, hogs)
     }
 }

@@ -18,7 +18,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 type result struct {
@@ -128,6 +130,66 @@ func benchTimers() result {
 	}
 	wg.Wait()
 	return result{"timers", n * 10, float64(time.Since(t0).Nanoseconds()) / float64(n*10), ""}
+}
+
+// One goroutine per P runs for 0.5 s without blocking (computing, then in
+// raw nanosleep system calls of 1 ms) beside a ticker on a 10 ms schedule:
+// the worst lateness of a tick.
+func benchStarvation() result {
+	worstLateness := func(blocking bool) (time.Duration, int) {
+		procs := runtime.GOMAXPROCS(0)
+		period := 10 * time.Millisecond
+		end := time.Now().Add(500 * time.Millisecond)
+		done := make(chan struct {
+			worst time.Duration
+			ticks int
+		}, 1)
+		var hogs sync.WaitGroup
+		hogs.Add(procs)
+		go func() {
+			var worst time.Duration
+			ticks := 0
+			next := time.Now().Add(period)
+			for next.Before(end) {
+				time.Sleep(time.Until(next))
+				if late := time.Since(next); late > worst {
+					worst = late
+				}
+				ticks++
+				next = next.Add(period)
+			}
+			done <- struct {
+				worst time.Duration
+				ticks int
+			}{worst, ticks}
+		}()
+		for i := 0; i < procs; i++ {
+			go func() {
+				x := 0
+				ts := syscall.Timespec{Nsec: 1_000_000}
+				for time.Now().Before(end) {
+					if blocking {
+						syscall.Syscall(syscall.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
+					} else {
+						for j := 0; j < 1000; j++ {
+							x += j
+						}
+					}
+				}
+				if x == 42 {
+					fmt.Println(x)
+				}
+				hogs.Done()
+			}()
+		}
+		hogs.Wait()
+		r := <-done
+		return r.worst, r.ticks
+	}
+	computing, ticks := worstLateness(false)
+	blocking, _ := worstLateness(true)
+	return result{"starvation", ticks, float64(computing.Nanoseconds()),
+		fmt.Sprintf("worst_late_ms=%g worst_late_blocking_ms=%g", float64(computing.Nanoseconds())/1e6, float64(blocking.Nanoseconds())/1e6)}
 }
 
 func benchPingPong() result {
@@ -352,7 +414,7 @@ func main() {
 		f    func() result
 	}{
 		{"spawn", benchSpawn}, {"yield", benchYield}, {"spawntree", benchSpawnTree},
-		{"parked", benchParked}, {"timers", benchTimers},
+		{"parked", benchParked}, {"timers", benchTimers}, {"starvation", benchStarvation},
 		{"pingpong", benchPingPong}, {"buffered", benchBuffered}, {"fanin", benchFanIn}, {"select", benchSelect},
 		{"echo", benchEcho}, {"idleconns", benchIdleConns},
 	}

@@ -1,0 +1,98 @@
+import CGMP
+import Synchronization
+
+// Spare Ps: compensation for a G that keeps its P.
+//
+// Swift code cannot be preempted safely, and a P cannot be taken from a G
+// that runs on it without an ownership check on every hot path (see the
+// design comment in Scheduler.swift). So when a G runs past its time slice
+// while work waits behind it, sysmon lends a spare P to an M instead: one
+// more P than GMPPROCS, for as long as there is something to do.
+//
+// Protocol:
+//  - sysmon (`Sysmon.retake`) counts the Ps whose G has run over 10 ms
+//    without a switch and that have work waiting: queued Gs, a due timer, or
+//    Gs on the global queue. If there are more of those than spares lent, no
+//    P is idle and no M spins, it calls `startSpare`: a spare P (a free one,
+//    or a new one up to `maxSpares`) goes to an M that starts spinning.
+//  - The M runs the ordinary scheduler loop on it. A spare P is never a
+//    steal victim, is not in `0..<procs`, and is the only one its M touches:
+//    it steals from the real Ps (even the only one, with GMPPROCS=1), runs
+//    their due timers in its last steal round, polls, and runs what it finds.
+//  - When it finds nothing (or the world is being stopped), the M gives the
+//    spare back (`retireSpare`): anything left in its queue goes to the
+//    global queue, its timers move to P 0's heap (where every M sees them),
+//    and the P returns to the free list. A spare never becomes an idle P,
+//    and is never counted by a stop-the-world: its G may run on while the
+//    world is stopped, touching only its own P and locked shared state.
+//
+// Spare Ps have ids from `Scheduler.maxProcs` up (`GMP.currentProcessor`
+// shows them). A spare's own G is not compensated in turn.
+
+extension Scheduler {
+    /// Lends a spare P to an M (sysmon only). Does nothing while the world is
+    /// being stopped or when every spare is lent.
+    func startSpare() {
+        lock.lock()
+        if stopRequested.load(ordering: .acquiring) {
+            lock.unlock()
+            return
+        }
+        var spare = spareFree
+        if let p = spare {
+            spareFree = p.sched.pointee.link
+            p.sched.pointee.link = nil
+        } else if spareAll.count < Scheduler.maxSpares {
+            let p = P.allocate(capacity: 1)
+            p.initialize(to: PState(id: Scheduler.maxProcs + spareAll.count))
+            spareAll.append(p)
+            spare = p
+        }
+        guard let p = spare else {
+            lock.unlock()
+            return
+        }
+        nspare.add(1, ordering: .relaxed)
+        spareLends.add(1, ordering: .relaxed)
+        lock.unlock()
+        nmspinning.add(1, ordering: .sequentiallyConsistent) // startm's contract for a spinning start
+        startm(p, spinning: true)
+    }
+
+    /// Gives back the spare P that `m` holds (its owner only): its queued Gs
+    /// go to the global queue, its timers to P 0, the P to the free list.
+    /// `m` is left without a P.
+    func retireSpare(_ m: M) {
+        let p = releasep(m)
+        precondition(p.isSpare, "retireSpare: not a spare P")
+        var moved = GList()
+        for item in p.pointee.runq.drain() { moved.push(G.from(bits: item)) }
+        p.pointee.timerLock.lock()
+        let entries = p.timers.pointee.takeAll()
+        p.pointee.timer0When.store(0, ordering: .releasing)
+        p.pointee.timerLock.unlock()
+        var first: Int64 = 0
+        if !entries.isEmpty {
+            let heir = allP(0)
+            heir.pointee.timerLock.lock()
+            for e in entries { heir.timers.pointee.pushOwned(e) }
+            first = heir.timers.pointee.first?.when ?? 0
+            heir.pointee.timer0When.store(first, ordering: .releasing)
+            heir.pointee.timerLock.unlock()
+        }
+        lock.lock()
+        if !moved.isEmpty { globrunqputbatch(moved) }
+        p.pointee.status.store(PStatus.stopped.rawValue, ordering: .releasing)
+        p.sched.pointee.link = spareFree
+        spareFree = p
+        nspare.subtract(1, ordering: .relaxed)
+        lock.unlock()
+        if first != 0 { wakeNetPoller(first) }
+        if !moved.isEmpty { wakeP() }
+    }
+
+    /// Every spare P ever made (for stats).
+    func allSpares() -> [P] {
+        lock.withLock { spareAll }
+    }
+}
