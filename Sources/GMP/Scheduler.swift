@@ -110,6 +110,8 @@ final class Scheduler: @unchecked Sendable {
     var spareAll: [P] = []
     let nspare = Atomic<Int>(0)
     let spareLends = Atomic<Int>(0)
+    /// Ps whose G has run past its slice, as sysmon last saw them.
+    let nhogs = Atomic<Int>(0)
 
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
@@ -562,9 +564,10 @@ final class Scheduler: @unchecked Sendable {
     /// Finds a runnable G for `m` (which holds a P), blocking if there is none.
     func findRunnable(_ m: M) -> (G, Bool) {
         top: while true {
-            if stopRequested.load(ordering: .acquiring) {
+            if stopRequested.load(ordering: .acquiring) || sparesUnwanted(m) {
                 if m.pointee.p!.isSpare {
-                    // Not counted in the stop: give it back and wait to be woken.
+                    // Not counted in a stop, and not wanted once no G holds
+                    // its P past its slice: give it back, wait to be woken.
                     if m.pointee.spinning {
                         m.pointee.spinning = false
                         nmspinning.subtract(1, ordering: .sequentiallyConsistent)

@@ -19,10 +19,14 @@ import Synchronization
 //    steal victim, is not in `0..<procs`, and is the only one its M touches:
 //    it steals from the real Ps (even the only one, with GMPPROCS=1), runs
 //    their due timers in its last steal round, polls, and runs what it finds.
-//  - When it finds nothing (or the world is being stopped), the M gives the
+//  - When it finds nothing, when the world is being stopped, or when there
+//    are more spares lent than Ps with a G past its slice (the hog parked:
+//    `sparesUnwanted`, looked at each time the M schedules), the M gives the
 //    spare back (`retireSpare`): anything left in its queue goes to the
 //    global queue, its timers move to P 0's heap (where every M sees them),
-//    and the P returns to the free list. A spare never becomes an idle P,
+//    and the P returns to the free list. So a G that yields in a loop, or a
+//    pair that ping-pongs, on a spare cannot keep it lent after the hog is
+//    gone: GMPPROCS Ps again. A spare never becomes an idle P,
 //    and is never counted by a stop-the-world: its G may run on while the
 //    world is stopped, touching only its own P and locked shared state.
 //
@@ -89,6 +93,12 @@ extension Scheduler {
         lock.unlock()
         if first != 0 { wakeNetPoller(first) }
         if !moved.isEmpty { wakeP() }
+    }
+
+    /// Whether `m` holds a spare P that is no longer needed: more spares are
+    /// lent than Ps have a G past its slice (sysmon's last count).
+    @inline(__always) func sparesUnwanted(_ m: M) -> Bool {
+        m.pointee.p!.isSpare && nspare.load(ordering: .relaxed) > nhogs.load(ordering: .relaxed)
     }
 
     /// Every spare P ever made (for stats).

@@ -47,6 +47,7 @@ enum Sysmon {
                 s.injectglist(pl.poll(delayNanoseconds: 0))
             }
             let (retaken, hogs) = retake(s, now: now)
+            s.nhogs.store(hogs.any, ordering: .relaxed)
             if retaken > 0 { idle = 0 } else { idle += 1 }
             if hogs.withWork > s.nspare.load(ordering: .relaxed) && s.npidle.load(ordering: .sequentiallyConsistent) == 0
                 && s.nmspinning.load(ordering: .sequentiallyConsistent) == 0 {

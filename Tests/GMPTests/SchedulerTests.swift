@@ -551,6 +551,59 @@ struct SchedulerTests {
         #expect(GMP.stats.spareProcs <= Scheduler.maxSpares)
     }
 
+    @Test("Spare Ps under stress: hogs on every P, 20,000 Gs sleeping and spawning, GMPPROCS changing; every G runs once and every spare is given back")
+    func sparesUnderStress() {
+        setProcs(2)
+        let n = 20_000
+        let runs = Counters(n)
+        let lendsBefore = GMP.stats.spareLends
+        let ok = runG(timeout: 60) { () -> Bool in
+            let wg = WaitGroup(n)
+            let hogs = WaitGroup(3)
+            let end = GMP.now + 300_000_000
+            for h in 0..<3 {
+                go {
+                    var x = 0
+                    while GMP.now < end {
+                        if h == 2 { usleep(500) } else { for i in 0..<1000 { x &+= i } }
+                    }
+                    if x == 42 { print(x) }
+                    hogs.done()
+                }
+            }
+            for i in 0..<n {
+                go {
+                    if i % 3 == 0 { GMP.sleep(nanoseconds: Int64(i % 2_000) * 1_000) }
+                    // Half of them start a G of their own, on whatever P (or spare) runs them.
+                    if i % 2 == 0 {
+                        go { runs.add(i); wg.done() }
+                    } else {
+                        runs.add(i)
+                        wg.done()
+                    }
+                }
+            }
+            // Resizes stop the world (waiting for the hogs) while spares are
+            // lent: the first once the hogs are past their slices.
+            go {
+                GMP.sleep(for: .milliseconds(50))
+                GMP.setProcs(1)
+                GMP.setProcs(3)
+                GMP.setProcs(2)
+            }
+            wg.wait()
+            hogs.wait()
+            // Nothing is left to do: every spare goes back.
+            return waitFor { GMP.stats.spareProcs == 0 }
+        }
+        #expect(ok == true)
+        var wrong = 0
+        for i in 0..<n where runs[i] != 1 { wrong += 1 }
+        #expect(wrong == 0, "Gs that did not run exactly once")
+        #expect(GMP.stats.spareLends > lendsBefore)
+        setProcs(2)
+    }
+
     @Test("Stats describe the scheduler")
     func stats() {
         let s = GMP.stats
