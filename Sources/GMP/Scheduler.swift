@@ -845,8 +845,17 @@ final class Scheduler: @unchecked Sendable {
     // MARK: blocking calls
 
     /// The current G enters a blocking call: its P is left for sysmon to retake.
+    /// A spare P is given back at once instead (sysmon retakes real Ps only,
+    /// and nobody steals from a spare): the Gs queued on it go to the global
+    /// queue, and the G comes back from the call through the slow path.
     @inline(__always) func entersyscall(_ m: M) {
         let p = m.pointee.p!
+        if p.isSpare {
+            retireSpare(m)
+            m.pointee.oldp = p // its status is never .syscall: exitsyscall takes the slow path
+            m.pointee.curg?.s.pointee.status = .syscall
+            return
+        }
         bump(p.pointee.syscallTick)
         m.pointee.oldp = p
         m.pointee.p = nil

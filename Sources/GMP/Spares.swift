@@ -26,7 +26,9 @@ import Synchronization
 //    global queue, its timers move to P 0's heap (where every M sees them),
 //    and the P returns to the free list. So a G that yields in a loop, or a
 //    pair that ping-pongs, on a spare cannot keep it lent after the hog is
-//    gone: GMPPROCS Ps again. A spare never becomes an idle P,
+//    gone: GMPPROCS Ps again. A G on a spare that enters `GMP.blocking`
+//    gives it back the same way (`entersyscall`): sysmon retakes only real
+//    Ps, so the Gs queued on a spare would otherwise wait out the call. A spare never becomes an idle P,
 //    and is never counted by a stop-the-world: its G may run on while the
 //    world is stopped, touching only its own P and locked shared state.
 //

@@ -551,7 +551,7 @@ struct SchedulerTests {
         #expect(GMP.stats.spareProcs <= Scheduler.maxSpares)
     }
 
-    @Test("Spare Ps under stress: hogs on every P, 20,000 Gs sleeping and spawning, GMPPROCS changing; every G runs once and every spare is given back")
+    @Test("Spare Ps under stress: hogs on every P, 20,000 Gs sleeping, spawning and making blocking calls, GMPPROCS changing; every G runs once and every spare is given back")
     func sparesUnderStress() {
         setProcs(2)
         let n = 20_000
@@ -574,6 +574,7 @@ struct SchedulerTests {
             for i in 0..<n {
                 go {
                     if i % 3 == 0 { GMP.sleep(nanoseconds: Int64(i % 2_000) * 1_000) }
+                    if i % 100 == 1 { GMP.blocking { _ = usleep(200) } } // on a spare too: it is given back
                     // Half of them start a G of their own, on whatever P (or spare) runs them.
                     if i % 2 == 0 {
                         go { runs.add(i); wg.done() }
