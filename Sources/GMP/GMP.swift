@@ -36,18 +36,21 @@ public enum GMP {
     ///
     /// Call it from a plain thread (e.g. `main`, a test) or inside
     /// `GMP.blocking`. Calling it from a G traps: use `go` with a `WaitGroup`
-    /// or a channel there.
+    /// or a channel there. If the G can never finish because every G is
+    /// asleep with nothing left to wake one, the process reports the deadlock
+    /// and exits with status 2 (`GMP_DEADLOCK`; see Deadlock.swift for the rule).
     public static func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         if inGoroutine {
             gmp_fatal("fatal error: GMP.run called from inside a goroutine; use go {} and a WaitGroup or channel")
         }
         let box = RunBox<T, E>()
+        let s = Scheduler.shared
         let result: Result<T, E> = withoutActuallyEscaping(body) { escapable in
             box.body = escapable
-            go {
-                box.run()
-            }
+            s.runWaiters.add(1, ordering: .sequentiallyConsistent)
+            s.newproc({ box.run() }, fromRun: true)
             box.done.sleep()
+            s.runWaiters.subtract(1, ordering: .sequentiallyConsistent)
             box.body = nil
             return box.result!
         }
@@ -138,10 +141,12 @@ public enum GMP {
     public static func blocking<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         guard let (m, g) = currentGWithP() else { return try body() }
         let s = Scheduler.shared
+        s.nsyscall.add(1, ordering: .relaxed) // (for the deadlock check: this G can still act)
         s.entersyscall(m)
         let r = Result<T, E> { () throws(E) -> T in try body() }
         // We may be on the same M (the thread never changed during the call).
         s.exitsyscall(m, g)
+        s.nsyscall.subtract(1, ordering: .relaxed)
         return try r.get()
     }
 

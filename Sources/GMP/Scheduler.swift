@@ -113,6 +113,17 @@ final class Scheduler: @unchecked Sendable {
     /// Ps whose G has run past its slice, as sysmon last saw them.
     let nhogs = Atomic<Int>(0)
 
+    // Deadlock detection (Deadlock.swift).
+    let deadlockMode: DeadlockMode
+    /// Set once a plain thread readies or starts a G, waits in the runtime,
+    /// or arms a timer (GMP.run's own G aside): from then on no deadlock is
+    /// reported, since such a thread could wake a G at any time.
+    let foreignSeen = Atomic<Bool>(false)
+    /// Threads blocked in `GMP.run`.
+    let runWaiters = Atomic<Int>(0)
+    /// Gs inside `GMP.blocking`.
+    let nsyscall = Atomic<Int>(0)
+
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
     /// thread lock would hold the P running and deadlock the resize it waits for.
@@ -164,6 +175,7 @@ final class Scheduler: @unchecked Sendable {
         }
         // At most a day between lines: the interval in ns must not overflow.
         schedTraceMs = min(env("GMP_SCHEDTRACE").flatMap { Int($0) } ?? 0, 86_400_000)
+        deadlockMode = DeadlockMode(environment: env("GMP_DEADLOCK"))
         pollerRef.store(UInt(bitPattern: Unmanaged.passRetained(PollerBox(FutexPoller())).toOpaque()),
                         ordering: .releasing)
         gmp_install_overflow_handler()
@@ -414,6 +426,7 @@ final class Scheduler: @unchecked Sendable {
             bump(p.pointee.readies)
             runqput(p, g, next: true)
         } else {
+            if currentM() == nil { noteForeignThread() }
             readiesNoP.add(1, ordering: .relaxed)
             lock.lock()
             globrunqput(g)
@@ -749,8 +762,8 @@ final class Scheduler: @unchecked Sendable {
     // MARK: G lifecycle
 
     /// Makes a G for `fn` and queues it: on the current P's `runnext` (as Go's
-    /// `newproc`), or globally from a plain thread.
-    func newproc(_ fn: consuming @escaping () -> Void) {
+    /// `newproc`), or globally from a plain thread (`fromRun`: `GMP.run`'s own G).
+    func newproc(_ fn: consuming @escaping () -> Void, fromRun: Bool = false) {
         if let m = currentM(), let p = m.pointee.p {
             let g = gfget(p)
             g.s.pointee.fn = consume fn
@@ -760,6 +773,7 @@ final class Scheduler: @unchecked Sendable {
             runqput(p, g, next: true)
             wakeP()
         } else {
+            if !fromRun && currentM() == nil { noteForeignThread() }
             let g = gFreeLock.withLock { gFree.popLast() } ?? G.make()
             g.s.pointee.fn = fn
             g.s.pointee.id = goidGen.add(1, ordering: .relaxed).newValue

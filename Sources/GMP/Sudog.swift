@@ -48,6 +48,7 @@ public struct Sudog: Equatable, @unchecked Sendable {
             sg = Scheduler.shared.sudogGet()
         }
         let g = GMP.currentG
+        if g == nil && currentM() == nil { Scheduler.shared.noteForeignThread() }
         sg.s.pointee.g = g
         if g == nil && sg.s.pointee.note == nil { sg.s.pointee.note = Note() }
         sg.s.pointee.note?.clear()

@@ -13,6 +13,8 @@ import Glibc
 ///  - lends a spare P (Spares.swift) when such a G holds a P that has work
 ///    waiting and no P is idle, and looks every millisecond while one does;
 ///  - polls the network if nobody has for 10 ms;
+///  - reports a deadlock (Deadlock.swift) when every P has been idle, with
+///    nothing that could wake a G, for a second;
 ///  - every 250 ms gives back the memory of free stacks that stayed unused
 ///    for the whole period, beyond the warm cache;
 ///  - prints the `GMP_SCHEDTRACE` line when due.
@@ -36,6 +38,7 @@ enum Sysmon {
         var delay: UInt32 = 20
         var nextScavenge: Int64 = 0
         var nextTrace = s.schedTraceMs > 0 ? gmp_nanotime() + Int64(s.schedTraceMs) * 1_000_000 : Int64.max
+        var deadlock = DeadlockWatch()
         while true {
             if idle == 0 { delay = 20 } else if idle > 50 { delay = min(delay * 2, 10_000) }
             gmp_usleep(delay)
@@ -56,6 +59,11 @@ enum Sysmon {
             // While a G holds its P past its slice, look often: work may
             // arrive behind it at any time (a timer, a socket).
             if hogs.any > 0 { delay = min(delay, 1000) }
+            if s.npidle.load(ordering: .relaxed) == s.procs.load(ordering: .relaxed) {
+                deadlock.check(s, now: now)
+            } else {
+                deadlock.since = 0
+            }
             if now >= nextScavenge {
                 nextScavenge = now + 250_000_000
                 s.stackPool.scavenge(keep: s.stackPool.warmLimit, idleOnly: true)

@@ -221,7 +221,9 @@ extension Scheduler {
         t.armed = true
         let seq = t.seq
         t.lock.unlock()
-        let p = currentM()?.pointee.p ?? allP(0)
+        let m = currentM()
+        if m == nil { noteForeignThread() }
+        let p = m?.pointee.p ?? allP(0)
         p.pointee.timerLock.lock()
         p.timers.pointee.push(TimerEntry(when: when, seq: seq, timer: t))
         if p.timers.pointee.count >= p.timers.pointee.cleanAt { p.timers.pointee.clean() }

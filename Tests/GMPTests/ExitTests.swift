@@ -86,6 +86,45 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         #expect(err.contains("GMP_STACK_SIZE=lots"))
     }
 
+    @Test("A deadlock is reported: every G asleep while GMP.run waits ends the process with Go's message and status 2")
+    func deadlockIsFatal() async {
+        let r = await #expect(processExitsWith: .exitCode(2), observing: [\.standardErrorContent]) {
+            GMP.run {
+                let never = WaitGroup(1)
+                go { never.wait() }
+                never.wait()
+            }
+        }
+        let err = stderrText(r)
+        #expect(err.contains("fatal error: all goroutines are asleep - deadlock!"), "stderr: \(err)")
+        #expect(err.contains("2 goroutine(s) parked"), "stderr: \(err)")
+    }
+
+    @Test("GMP_DEADLOCK=report reports a deadlock and goes on (here a thread the runtime had not seen ends it)")
+    func deadlockReport() async {
+        let r = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            setenv("GMP_DEADLOCK", "report", 1)
+            let wg = WaitGroup(1)
+            let t = Thread {
+                usleep(2_500_000) // past the check's second of grace
+                wg.done()
+            }
+            t.start()
+            GMP.run { wg.wait() }
+            exit(0)
+        }
+        #expect(stderrText(r).contains("all goroutines are asleep - deadlock!"))
+    }
+
+    @Test("Bad GMP_DEADLOCK is a clear error")
+    func badDeadlockMode() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            setenv("GMP_DEADLOCK", "maybe", 1)
+            _ = GMP.procs
+        }
+        #expect(stderrText(r).contains("GMP_DEADLOCK=maybe must be off, report or fatal"))
+    }
+
     @Test("GMP_SCHEDTRACE prints one line per interval")
     func schedTrace() async {
         let r = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {

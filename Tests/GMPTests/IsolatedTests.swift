@@ -77,6 +77,49 @@ import Testing
         }
     }
 
+    /// What keeps a waiting program from being a deadlock.
+    enum NotDeadlocked: String, CaseIterable, Codable, Sendable { case sleeping, blockingCall, threadSeenBefore, checkOff }
+
+    @Test("No deadlock is reported while a G sleeps, sits in a blocking call, waits for a thread the runtime has seen, or with GMP_DEADLOCK=off",
+          arguments: NotDeadlocked.allCases)
+    func notDeadlocked(_ c: NotDeadlocked) async {
+        await #expect(processExitsWith: .success) { [c] in
+            // Each waits 2.5 s: past the check's second of grace.
+            switch c {
+            case .sleeping:
+                GMP.run { GMP.sleep(for: .milliseconds(2_500)) }
+            case .blockingCall:
+                GMP.run {
+                    let wg = WaitGroup(1)
+                    go {
+                        GMP.blocking { _ = usleep(2_500_000) }
+                        wg.done()
+                    }
+                    wg.wait()
+                }
+            case .threadSeenBefore:
+                let wg = WaitGroup(1)
+                let t = Thread {
+                    go {} // this thread has started a G: it may well wake one later
+                    usleep(2_500_000)
+                    wg.done()
+                }
+                t.start()
+                GMP.run { wg.wait() }
+            case .checkOff:
+                setenv("GMP_DEADLOCK", "off", 1)
+                let wg = WaitGroup(1)
+                let t = Thread {
+                    usleep(2_500_000)
+                    wg.done()
+                }
+                t.start()
+                GMP.run { wg.wait() }
+            }
+            exit(0)
+        }
+    }
+
     @Test("Inside GMP.blocking the body runs as a plain thread: a contended Mutex, sleep, yield, setProcs, a nested blocking call")
     func parkingInsideBlocking() async {
         await #expect(processExitsWith: .success) {

@@ -443,6 +443,39 @@ func startEchoServerFromPlainThread() throws -> Listener {
     return try startEchoServer()
 }
 
+@Suite struct NetDeadlockTests {
+    @Test("A G waiting on a socket is not a deadlock: an accept that a client outside the runtime answers after 2.5 s")
+    func socketWaitIsNotDeadlock() async {
+        await #expect(processExitsWith: .success) {
+            let ok = GMP.run { () -> Bool in
+                guard let l = try? Listener(port: 0) else { return false }
+                defer { l.close() }
+                let port = l.port
+                // A raw socket, never seen by the runtime, connects later.
+                let t = Thread {
+                    usleep(2_500_000) // past the deadlock check's second of grace
+                    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                    var addr = sockaddr_in()
+                    addr.sin_family = sa_family_t(AF_INET)
+                    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+                    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+                    _ = withUnsafePointer(to: &addr) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                        }
+                    }
+                    close(fd)
+                }
+                t.start()
+                guard let c = try? l.accept() else { return false }
+                c.close()
+                return true
+            }
+            exit(ok ? 0 : 1)
+        }
+    }
+}
+
 @Suite(.serialized)
 struct NetScaleTests {
     @Test("IPv6 loopback: listen on ::1, dial, echo")
