@@ -106,7 +106,7 @@ func stderrText(_ r: ExitTest.Result?) -> String {
             setenv("GMP_DEADLOCK", "report", 1)
             let wg = WaitGroup(1)
             let t = Thread {
-                usleep(2_500_000) // past the check's second of grace
+                usleep(4_000_000) // well past the check's second of grace, even on a loaded machine
                 wg.done()
             }
             t.start()
