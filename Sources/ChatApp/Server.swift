@@ -1,9 +1,11 @@
 // The chat server's HTTP side and its per-client pumps.
 //
-// A peer controls nothing without a bound. Reads: the request heads (and
+// A peer controls nothing without a bound. Reads: each request head (and
 // any body, which is read and thrown away, never taken for the next request)
-// must arrive within the handshake time-out from the connection's start;
-// after the upgrade, a pong must come within pongWait. Writes: every write to
+// must arrive within the handshake time-out from the connection's start or
+// the previous response; after the upgrade, a pong must come within pongWait.
+// Bodies are read before any response, error responses too, so that closing
+// the connection afterwards never resets it under the response. Writes: every write to
 // a peer has a deadline of writeWait (responses, the 101, error responses,
 // and through `WebSocketConn.writeTimeout` every frame, including the pongs
 // and close frames the read pump sends), so a peer that pipelines requests
@@ -31,8 +33,8 @@ struct ChatConfig: Sendable {
     var pongWait: Int64 = 60_000_000_000
     /// Every write to a peer must finish within this time, or it is closed.
     var writeWait: Int64 = 10_000_000_000
-    /// A connection must send its request heads (and bodies) within this
-    /// time from its start.
+    /// A connection must send each request (head and body) within this time
+    /// from its start or from the previous response.
     var handshakeTimeout: Int64 = 10_000_000_000
     var origins = OriginPolicy.sameHost
     /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON); off by default.
@@ -94,8 +96,8 @@ final class ChatServer: @unchecked Sendable {
 
     private func handle(_ conn: Conn) {
         var buf: [UInt8] = []
-        conn.setReadDeadline(GMP.deadline(afterNanoseconds: config.handshakeTimeout)) // requests must arrive in time
         while true {
+            conn.setReadDeadline(GMP.deadline(afterNanoseconds: config.handshakeTimeout)) // each request in time
             let parsed: (HTTPRequest, Int)?
             do {
                 parsed = try HTTPRequest.parse(buf[...])
@@ -112,13 +114,12 @@ final class ChatServer: @unchecked Sendable {
             buf.removeFirst(used)
             switch req.path {
             case "/ws":
-                guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
+                guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
                 let resp: HTTPResponse
                 do {
                     resp = try acceptWebSocket(req, origins: config.origins) // refuses a body too
                 } catch {
-                    _ = write(conn, rejectWebSocket(error).encode())
-                    conn.close()
+                    _ = answer(req, rejectWebSocket(error), conn, &buf, keepOpen: false)
                     return
                 }
                 conn.setReadDeadline(nil)
@@ -136,28 +137,31 @@ final class ChatServer: @unchecked Sendable {
                 runClient(client)
                 return
             case "/":
-                guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
+                guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
                 let page = HTTPResponse(status: .ok, headers: [("Content-Type", "text/html; charset=utf-8")],
                                         body: Array(homePage.utf8))
                 guard answer(req, page, conn, &buf) else { return }
             case "/stats" where config.stats:
-                guard req.method == "GET" else { respond(conn, .methodNotAllowed); return }
+                guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
                 let body = Array(statsJSON().utf8)
                 let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "application/json")], body: body)
                 guard answer(req, resp, conn, &buf) else { return }
             default:
-                respond(conn, .notFound)
+                refuse(req, .notFound, conn, &buf)
                 return
             }
         }
     }
 
-    /// Answers a request on a connection that may stay open: first reads
-    /// past its body (at most the parser's maxBodyBytes, within the read
-    /// deadline) and throws it away, so that a body is never parsed as the
-    /// next request; then writes `resp`. Returns whether to read the next
-    /// request; otherwise the connection is closed.
-    private func answer(_ req: HTTPRequest, _ resp: HTTPResponse, _ conn: Conn, _ buf: inout [UInt8]) -> Bool {
+    /// Answers a request: first reads past its body (at most the parser's
+    /// maxBodyBytes, within the read deadline) and throws it away, so that a
+    /// body is never parsed as the next request, and a close after the
+    /// response does not reset the connection under it (unread bytes make
+    /// the kernel send a reset); then writes `resp`. Returns whether to read
+    /// the next request (`keepOpen` and keep-alive); otherwise the
+    /// connection is closed.
+    private func answer(_ req: HTTPRequest, _ resp: HTTPResponse, _ conn: Conn, _ buf: inout [UInt8],
+                        keepOpen: Bool = true) -> Bool {
         var left = req.contentLength
         let buffered = min(left, buf.count)
         buf.removeFirst(buffered)
@@ -166,11 +170,16 @@ final class ChatServer: @unchecked Sendable {
             guard let part = try? conn.read(max: min(left, 65536)) else { conn.close(); return false }
             left -= part.count
         }
-        if !write(conn, resp.encode()) || !req.keepAlive {
+        if !write(conn, resp.encode()) || !keepOpen || !req.keepAlive {
             conn.close()
             return false
         }
         return true
+    }
+
+    /// Answers `req` with an error status and closes the connection.
+    private func refuse(_ req: HTTPRequest, _ status: HTTPStatus, _ conn: Conn, _ buf: inout [UInt8]) {
+        _ = answer(req, HTTPResponse(error: HTTPError(status: status, detail: "")), conn, &buf, keepOpen: false)
     }
 
     /// Writes `bytes` to a peer that has not upgraded yet, within writeWait:
@@ -189,11 +198,6 @@ final class ChatServer: @unchecked Sendable {
         let pages = statm.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
         return "{\"clients\":\(hub.clientCount.load(ordering: .relaxed)),\"goroutines\":\(GMP.stats.live),"
             + "\"fds\":\(fds),\"rss_bytes\":\(pages * Int(sysconf(Int32(_SC_PAGESIZE))))}"
-    }
-
-    private func respond(_ conn: Conn, _ status: HTTPStatus) {
-        _ = write(conn, HTTPResponse(error: HTTPError(status: status, detail: "")).encode())
-        conn.close()
     }
 
     private func runClient(_ client: Client) {

@@ -5,8 +5,8 @@
 //                                [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON.
-// --handshake-timeout-ms: a connection's request heads (and bodies) must arrive
-// within this time from its start (10 s). --write-wait-ms: every write to a peer
+// --handshake-timeout-ms: each request head (and body) must arrive within this
+// time from the connection's start or the previous response (10 s). --write-wait-ms: every write to a peer
 // must finish within this time, or the connection is closed (10 s).
 // --ping-period-ms, --pong-wait-ms: the server pings every ping period, and drops a
 // client that sends no pong within the pong wait (54 s, 60 s); the period must be
@@ -87,7 +87,7 @@ while let a = args.popFirst() {
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
                            [--handshake-timeout-ms N] [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
-              --handshake-timeout-ms N  request heads (and bodies) must arrive within N ms of connecting (10000)
+              --handshake-timeout-ms N  each request (head and body) must arrive within N ms of connecting or of the last response (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
               --pong-wait-ms N          drop a client that sends no pong for N ms (60000; alone, the ping

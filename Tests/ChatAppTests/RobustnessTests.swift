@@ -204,6 +204,61 @@ extension ChatAppTests {
         // One response for the request with the body, one for the last: no 404.
         #expect(r == [[200, 200], [200, 200]])
     }
+
+    @Test("An error response to a request with a 500 KB body arrives whole: the body is read first, so the close does not reset the connection")
+    func errorResponseAfterBody() throws {
+        let (app, port) = try startChatApp()
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> [String] in
+            var out: [String] = []
+            for target in ["POST /nothere", "POST /", "POST /ws"] {
+                guard let c = try? Conn.dial("127.0.0.1", port) else { return out }
+                defer { c.close() }
+                c.setReadDeadline(GMP.now + 10_000_000_000)
+                c.setWriteDeadline(GMP.now + 10_000_000_000)
+                let body = [UInt8](repeating: UInt8(ascii: "x"), count: 500_000)
+                try? c.write(Array("\(target) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body)
+                var got: [UInt8] = []
+                var failure = ""
+                while true {
+                    do throws(NetError) { got += try c.read(max: 65536) } catch {
+                        if error != .endOfStream { failure = " (\(error))" }
+                        break
+                    }
+                }
+                out.append(String(decoding: got.prefix(12), as: UTF8.self) + failure)
+            }
+            return out
+        }
+        #expect(r == ["HTTP/1.1 404", "HTTP/1.1 405", "HTTP/1.1 405"])
+    }
+
+    @Test("Each request on a keep-alive connection gets the request time-out afresh, from the previous response")
+    func requestTimeoutPerRequest() throws {
+        let (app, port) = try startChatApp(extraArguments: ["--handshake-timeout-ms", "400"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> [Int] in
+            guard let c = try? Conn.dial("127.0.0.1", port) else { return [] }
+            defer { c.close() }
+            c.setReadDeadline(GMP.now + 10_000_000_000)
+            var statuses: [Int] = []
+            // Three requests 250 ms apart: 750 ms in all, each within 400 ms of the last answer.
+            for i in 0..<3 {
+                if i > 0 { GMP.sleep(for: .milliseconds(250)) } // the passage of time under test
+                try? c.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                var got: [UInt8] = []
+                while responseStatuses(got).count < 1, let part = try? c.read(max: 65536) { got += part }
+                statuses += responseStatuses(got)
+            }
+            // Then silence: the server closes once 400 ms pass with no request.
+            var ended = false
+            if case .failure(let e) = Result(catching: { () throws(NetError) in try c.read(max: 100) }) {
+                ended = e == .endOfStream || e == .connectionReset
+            }
+            return statuses + [ended ? 1 : 0]
+        }
+        #expect(r == [200, 200, 200, 1])
+    }
 }
 
 // MARK: a message is one line
