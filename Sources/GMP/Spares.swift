@@ -28,9 +28,11 @@ import Synchronization
 //    pair that ping-pongs, on a spare cannot keep it lent after the hog is
 //    gone: GMPPROCS Ps again. A G on a spare that enters `GMP.blocking`
 //    gives it back the same way (`entersyscall`): sysmon retakes only real
-//    Ps, so the Gs queued on a spare would otherwise wait out the call. A spare never becomes an idle P,
-//    and is never counted by a stop-the-world: its G may run on while the
-//    world is stopped, touching only its own P and locked shared state.
+//    Ps, so the Gs queued on a spare would otherwise wait out the call.
+//  - A spare never becomes an idle P and is never counted by a
+//    stop-the-world: its G may run on while the world is stopped, touching
+//    only its own P and shared state under its locks. A G on a spare that
+//    calls `setProcs` resizes as a plain thread does.
 //
 // Spare Ps have ids from `Scheduler.maxProcs` up (`GMP.currentProcessor`
 // shows them). A spare's own G is not compensated in turn.
