@@ -392,17 +392,36 @@ func cCompiler() -> String? {
     return nil
 }
 
-/// Builds (once per run) an LD_PRELOAD library whose accept4 fails some
+/// Builds (once per machine and source) an LD_PRELOAD library whose accept4 fails some
 /// accepts: the connections numbered SHIM_FAIL_FROM ..< SHIM_FAIL_FROM +
 /// SHIM_FAIL_COUNT (counting from 1, in the order accepted) are closed and
 /// reported as errno SHIM_FAIL_ERRNO, as accept(2) reports a network error of
 /// a pending connection (or, for EINVAL, a broken listening socket).
 func acceptFaultShim() throws -> String {
-    let dir = NSTemporaryDirectory() + "chatapp-shim-\(getpid())"
+    let source = acceptFaultShimSource
+    // Named by a hash of its source: later runs reuse it, an edited source gets a new one.
+    let hash = source.utf8.reduce(UInt64(14_695_981_039_346_656_037)) { ($0 ^ UInt64($1)) &* 1_099_511_628_211 }
+    let dir = NSTemporaryDirectory() + "chatapp-accept-shim-\(String(hash, radix: 16))"
     let lib = dir + "/accept_fault.so"
     if FileManager.default.fileExists(atPath: lib) { return lib }
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let source = """
+    // Built under a name of its own, then renamed: test cases may race here.
+    let unique = "\(dir)/\(UUID().uuidString)"
+    try source.write(toFile: unique + ".c", atomically: true, encoding: .utf8)
+    guard let cc = cCompiler() else { throw NetError.badAddress("no C compiler") }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: cc)
+    p.arguments = ["-shared", "-fPIC", "-O1", "-o", unique + ".so", unique + ".c", "-ldl"]
+    try p.run()
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw NetError.badAddress("\(cc) failed on the shim") }
+    _ = rename(unique + ".so", lib)
+    unlink(unique + ".c")
+    return lib
+}
+
+/// The shim's C source.
+let acceptFaultShimSource = """
         #define _GNU_SOURCE
         #include <dlfcn.h>
         #include <errno.h>
@@ -424,21 +443,7 @@ func acceptFaultShim() throws -> String {
             }
             return c;
         }
-        """
-    // Built under a name of its own, then renamed: test cases may race here.
-    let unique = "\(dir)/\(UUID().uuidString)"
-    try source.write(toFile: unique + ".c", atomically: true, encoding: .utf8)
-    guard let cc = cCompiler() else { throw NetError.badAddress("no C compiler") }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: cc)
-    p.arguments = ["-shared", "-fPIC", "-O1", "-o", unique + ".so", unique + ".c", "-ldl"]
-    try p.run()
-    p.waitUntilExit()
-    guard p.terminationStatus == 0 else { throw NetError.badAddress("\(cc) failed on the shim") }
-    _ = rename(unique + ".so", lib)
-    unlink(unique + ".c")
-    return lib
-}
+    """
 
 /// Inside a G: a connection upgraded to a WebSocket on `/ws` (the 101
 /// read), or nil if no 101 came within 10 s.
