@@ -145,10 +145,14 @@ public class AnyChan: @unchecked Sendable {
     /// Lock held: waits on `sendq` or `recvq` with the value slot `elem`,
     /// releasing the lock once parked. Returns the waker's verdict: true if
     /// a value was exchanged, false if woken by `close`.
+    /// Always inlined: as a call of its own, each park retained and released
+    /// the channel around it (pingpong 178 -> 222 ns).
+    @inline(__always)
     func parkLocked(elem: UnsafeMutableRawPointer, sending: Bool) -> Bool {
         let sg = Sudog.acquire()
         sg.s.pointee.elem = elem
         sg.s.pointee.chan = identity
+        sg.s.pointee.reason = sending ? .chanSend : .chanReceive
         if sending { sendq.enqueue(sg) } else { recvq.enqueue(sg) }
         sg.park(unlocking: lock)
         let ok = sg.s.pointee.success

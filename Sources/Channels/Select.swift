@@ -430,6 +430,7 @@ public struct Select {
         // armLock) while the scheduler is still releasing the other locks.
         var held = [state.armLock]
         for c in locks { held.append(Self.chan(c)._withUnsafeGuaranteedRef { $0.lock }) }
+        parker.s.pointee.reason = .select
         parker.park(unlocking: held)
 
         // Woken: one case (or the time-out) claimed us.

@@ -78,8 +78,8 @@ extension Scheduler {
         let st = Stats.capture(self)
         var text = "fatal error: all goroutines are asleep - deadlock!\n\n"
         text += "\(st.parked) goroutine(s) parked; none runnable, in a blocking call, sleeping on a timer or waiting "
-        text += "on a socket; GMP.run waits for ever.\n\(st.traceLine)\n"
-        text += "(GMP_DEADLOCK=off turns this check off, =report reports without exiting.)\n"
+        text += "on a socket; GMP.run waits for ever.\n"
+        text += "(GMP_DEADLOCK=off turns this check off, =report reports without exiting.)\n\n" + dump()
         _ = text.withCString { write(2, $0, strlen($0)) }
         if deadlockMode == .fatal { _exit(2) }
     }

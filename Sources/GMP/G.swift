@@ -8,6 +8,26 @@ enum GStatus: UInt8 {
     case idle, runnable, running, waiting, syscall, dead
 }
 
+/// Why a G waits, for the goroutine dump (`GMP.dump()`). Set when it parks.
+public enum WaitReason: UInt8, Sendable {
+    case unknown, chanReceive, chanSend, select, sleep, ioWait, mutex, waitGroup, forever
+
+    /// The words Go's traceback uses.
+    public var description: String {
+        switch self {
+        case .unknown: return "waiting"
+        case .chanReceive: return "chan receive"
+        case .chanSend: return "chan send"
+        case .select: return "select"
+        case .sleep: return "sleep"
+        case .ioWait: return "IO wait"
+        case .mutex: return "Mutex"
+        case .waitGroup: return "WaitGroup"
+        case .forever: return "select (no cases)"
+        }
+    }
+}
+
 /// A goroutine's state, in memory the runtime owns (allocated once, pooled,
 /// never moved). Only the scheduler, and the G itself while it runs, touch it.
 struct GState {
@@ -23,6 +43,13 @@ struct GState {
     /// The timer used by `sleep`, made on first use and kept with the G.
     var sleepTimer: Timer?
     var param: UnsafeMutableRawPointer?
+    /// For the dump: why and since when (sysmon's coarse clock) it waits,
+    /// where its `go` statement is, and its index in the registry.
+    var waitReason = WaitReason.unknown
+    var waitSince: Int64 = 0
+    var goFile: StaticString = ""
+    var goLine: UInt32 = 0
+    var allgIndex = -1
 }
 
 /// A goroutine: a stackful task with its own small stack.

@@ -7,9 +7,10 @@ import Synchronization
 /// The G is queued on the current P's `runnext` (it runs soon, on this
 /// core, as in Go), or on the global queue when called from a plain thread.
 /// It gets its stack when it first runs. Cost: about one small allocation
-/// the first time; pooled Gs are reused.
-public func go(_ body: consuming @escaping @Sendable () -> Void) {
-    Scheduler.shared.newproc(consume body)
+/// the first time; pooled Gs are reused. `file` and `line` (the call site)
+/// are what `GMP.dump()` shows as "created by".
+public func go(_ body: consuming @escaping @Sendable () -> Void, file: StaticString = #fileID, line: UInt = #line) {
+    Scheduler.shared.newproc(consume body, file: file, line: line)
 }
 
 /// The runtime's entry points.
@@ -124,6 +125,7 @@ public enum GMP {
             return
         }
         if g.s.pointee.sleepTimer == nil { g.s.pointee.sleepTimer = Timer(readying: g) }
+        g.noteWait(.sleep)
         m.pointee.action = .sleep
         m.pointee.actionWhen = deadline(afterNanoseconds: nanoseconds)
         gmp_mcall(g.ctx, m.pointee.ctx)
@@ -142,6 +144,7 @@ public enum GMP {
         guard let (m, g) = currentGWithP() else { return try body() }
         let s = Scheduler.shared
         s.nsyscall.add(1, ordering: .relaxed) // (for the deadlock check: this G can still act)
+        g.noteWait(.unknown) // since when it is in the call (the dump shows "blocking call")
         s.entersyscall(m)
         let r = Result<T, E> { () throws(E) -> T in try body() }
         // We may be on the same M (the thread never changed during the call).
@@ -198,7 +201,8 @@ public enum GMP {
     public static func parkForever() -> Never {
         let lock = FutexLock()
         lock.lock()
-        if inGoroutine {
+        if let g = currentG {
+            g.noteWait(.forever)
             park(unlocking: lock)
         } else {
             let n = Note()
@@ -209,6 +213,13 @@ public enum GMP {
 
     /// A cheap per-thread random number (for `select`'s case order).
     public static func fastrand() -> UInt32 { gmp_fastrand() }
+
+    /// `park(unlocking:)` for a G that waits on a socket: the dump shows it
+    /// as "IO wait".
+    public static func parkForIO(unlocking lock: FutexLock) {
+        currentG?.noteWait(.ioWait)
+        park(unlocking: lock)
+    }
 
     /// Makes a G parked by `park(unlocking:)` runnable (Go's `goready`). From
     /// a G it runs next on the caller's P.

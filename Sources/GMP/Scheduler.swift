@@ -124,6 +124,13 @@ final class Scheduler: @unchecked Sendable {
     /// Gs inside `GMP.blocking`.
     let nsyscall = Atomic<Int>(0)
 
+    // The goroutine dump (Dump.swift): every G state there is, guarded by
+    // `allgLock` (each G knows its index), and a clock sysmon keeps (a G that
+    // parks stamps it: no clock read on the park path).
+    let allgLock = FutexLock()
+    var allgs: ContiguousArray<G> = []
+    let coarseNow = Atomic<Int64>(gmp_nanotime())
+
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
     /// thread lock would hold the P running and deadlock the resize it waits for.
@@ -179,6 +186,7 @@ final class Scheduler: @unchecked Sendable {
         pollerRef.store(UInt(bitPattern: Unmanaged.passRetained(PollerBox(FutexPoller())).toOpaque()),
                         ordering: .releasing)
         gmp_install_overflow_handler()
+        startQuitWatcher()
         lock.lock()
         for i in 0..<n {
             let p = makeP(i)
@@ -763,10 +771,13 @@ final class Scheduler: @unchecked Sendable {
 
     /// Makes a G for `fn` and queues it: on the current P's `runnext` (as Go's
     /// `newproc`), or globally from a plain thread (`fromRun`: `GMP.run`'s own G).
-    func newproc(_ fn: consuming @escaping () -> Void, fromRun: Bool = false) {
+    func newproc(_ fn: consuming @escaping () -> Void, fromRun: Bool = false, file: StaticString = "",
+                 line: UInt = 0) {
         if let m = currentM(), let p = m.pointee.p {
             let g = gfget(p)
             g.s.pointee.fn = consume fn
+            g.s.pointee.goFile = file
+            g.s.pointee.goLine = UInt32(truncatingIfNeeded: line)
             g.s.pointee.id = nextGoid(p)
             g.s.pointee.status = .runnable
             bump(p.pointee.created)
@@ -774,8 +785,10 @@ final class Scheduler: @unchecked Sendable {
             wakeP()
         } else {
             if !fromRun && currentM() == nil { noteForeignThread() }
-            let g = gFreeLock.withLock { gFree.popLast() } ?? G.make()
+            let g = gFreeLock.withLock { gFree.popLast() } ?? gmake()
             g.s.pointee.fn = fn
+            g.s.pointee.goFile = file
+            g.s.pointee.goLine = UInt32(truncatingIfNeeded: line)
             g.s.pointee.id = goidGen.add(1, ordering: .relaxed).newValue
             g.s.pointee.status = .runnable
             createdNoP.add(1, ordering: .relaxed)
@@ -810,7 +823,7 @@ final class Scheduler: @unchecked Sendable {
             n += 1
         }
         gFreeLock.unlock()
-        return p.own.pointee.gFree.popLast() ?? G.make()
+        return p.own.pointee.gFree.popLast() ?? gmake()
     }
 
     /// Gives a finished G's stack to `p`'s cache and the G to `p`'s free list.
@@ -835,7 +848,7 @@ final class Scheduler: @unchecked Sendable {
                 if gFree.count < gFreeLimit {
                     gFree.append(g2)
                 } else {
-                    g2.free()
+                    gfree(g2)
                 }
             }
             gFreeLock.unlock()

@@ -24,6 +24,8 @@ public struct SudogState {
     /// Links in a wait queue.
     public var next: Sudog?
     public var prev: Sudog?
+    /// Why the party waits (for the goroutine dump), set before it parks.
+    public var reason = WaitReason.unknown
     /// Thread parker, for plain threads only.
     var note: Note?
     /// For a plain thread waiting on several sudogs at once (`select`): the
@@ -63,6 +65,7 @@ public struct Sudog: Equatable, @unchecked Sendable {
         s.pointee.next = nil
         s.pointee.prev = nil
         s.pointee.success = false
+        s.pointee.reason = .unknown
         s.pointee.g = nil
         s.pointee.sharedNote = nil
         if let m = currentM(), let p = m.pointee.p, p.own.pointee.sudogCache.count < 128 {
@@ -75,7 +78,8 @@ public struct Sudog: Equatable, @unchecked Sendable {
     /// Parks the waiting party, releasing `lock` once it is safely parked
     /// (for a G: on the scheduler's stack). Returns when `ready()` is called.
     public func park(unlocking lock: FutexLock) {
-        if s.pointee.g != nil {
+        if let g = s.pointee.g {
+            g.noteWait(s.pointee.reason)
             GMP.park(unlocking: lock)
         } else {
             let note = s.pointee.note!
@@ -93,7 +97,8 @@ public struct Sudog: Equatable, @unchecked Sendable {
     /// Parks the waiting party, releasing every lock in `locks` once it is
     /// safely parked. For `select`, which holds the locks of all its channels.
     public func park(unlocking locks: [FutexLock]) {
-        if s.pointee.g != nil {
+        if let g = s.pointee.g {
+            g.noteWait(s.pointee.reason)
             GMP.park(unlocking: locks)
         } else {
             let note = s.pointee.note!

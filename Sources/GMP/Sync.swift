@@ -93,6 +93,7 @@ public final class GMPMutex: @unchecked Sendable {
             s = r.original
         }
         waiters.push(w)
+        w.s.pointee.reason = .mutex
         w.park(unlocking: qlock)
         // Woken by unlock: the mutex was handed to us (still locked).
         w.release()
@@ -190,6 +191,7 @@ public final class GMPWaitGroup: @unchecked Sendable {
             if r.exchanged {
                 let w = Sudog.acquire()
                 waiters.push(w)
+                w.s.pointee.reason = .waitGroup
                 w.park(unlocking: qlock)
                 w.release()
                 return

@@ -43,6 +43,7 @@ enum Sysmon {
             if idle == 0 { delay = 20 } else if idle > 50 { delay = min(delay * 2, 10_000) }
             gmp_usleep(delay)
             let now = gmp_nanotime()
+            s.coarseNow.store(now, ordering: .relaxed)
             let pl = s.poller
             if pl.hasWaiters && !s.polling.load(ordering: .acquiring)
                 && s.lastPoll.load(ordering: .relaxed) + tick < now {

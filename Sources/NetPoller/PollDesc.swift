@@ -132,7 +132,7 @@ final class PollDesc: @unchecked Sendable {
             EpollPoller.shared.waiters.add(1, ordering: .relaxed)
             if let g = GMP.currentG {
                 if mode == .read { readWaiter = .g(g) } else { writeWaiter = .g(g) }
-                GMP.park(unlocking: lock)
+                GMP.parkForIO(unlocking: lock)
             } else {
                 let sg = Sudog.acquire()
                 if mode == .read { readWaiter = .thread(sg) } else { writeWaiter = .thread(sg) }

@@ -98,6 +98,26 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         let err = stderrText(r)
         #expect(err.contains("fatal error: all goroutines are asleep - deadlock!"), "stderr: \(err)")
         #expect(err.contains("2 goroutine(s) parked"), "stderr: \(err)")
+        #expect(err.contains("goroutine dump: 2 goroutine(s)"), "stderr: \(err)")
+        #expect(err.contains("goroutine 2 [WaitGroup") && err.contains("created by go at GMPTests/ExitTests.swift:"),
+                "stderr: \(err)")
+    }
+
+    @Test("SIGQUIT prints the goroutine dump and exits with status 2, as Go")
+    func sigquitDumps() async {
+        let r = await #expect(processExitsWith: .exitCode(2), observing: [\.standardErrorContent]) {
+            GMP.run {
+                let wg = WaitGroup(1)
+                go { wg.wait() }
+                GMP.sleep(for: .milliseconds(20))
+                kill(getpid(), SIGQUIT)
+                GMP.sleep(for: .seconds(20)) // the watcher ends the process before
+            }
+        }
+        let err = stderrText(r)
+        #expect(err.contains("SIGQUIT: quit"), "stderr: \(err)")
+        #expect(err.contains(" [WaitGroup") && err.contains("created by go at GMPTests/ExitTests.swift:"), "stderr: \(err)")
+        #expect(err.contains(" [sleep") && err.contains("created by GMP.run"), "stderr: \(err)")
     }
 
     @Test("GMP_DEADLOCK=report reports a deadlock and goes on (here a thread the runtime had not seen ends it)")

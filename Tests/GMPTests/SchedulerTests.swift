@@ -605,6 +605,41 @@ struct SchedulerTests {
         setProcs(2)
     }
 
+    @Test("GMP.dump lists the Gs: why each waits and the go statement that made it; alike Gs are grouped, so 100,000 take one line")
+    func dumpGroupsGs() {
+        setProcs(2)
+        let n = GMP.isThreadSanitized ? 20_000 : 100_000 // TSan: each live G costs a shadow stack
+        let r = runG(timeout: 60) { () -> (String, Int, Int, Int) in
+            let base = settled { GMP.stats.parked }
+            let gate = WaitGroup(1)
+            let mu = Mutex()
+            mu.lock()
+            let lineGate = #line + 1
+            for _ in 0..<n { go { gate.wait() } }
+            let lineMutex = #line + 1
+            go { mu.lock(); mu.unlock() }
+            go { GMP.blocking { gate.wait() } } // waits as a thread, inside a blocking call
+            guard waitFor(seconds: 30, { GMP.stats.parked >= base + n + 1 && mu.hasWaiters }) else { return ("", 0, 0, 0) }
+            let text = GMP.dump()
+            gate.done()
+            mu.unlock()
+            return (text, lineGate, lineMutex, n)
+        }
+        guard let (text, lineGate, lineMutex, count) = r else {
+            Issue.record("timed out")
+            return
+        }
+        let file = "GMPTests/SchedulerTests.swift"
+        // (A state may carry how long the Gs have waited: "[Mutex, 1 s]".)
+        #expect(text.contains("\n\(count) goroutines [WaitGroup"), "dump:\n\(text.prefix(2000))")
+        #expect(text.contains("    created by go at \(file):\(lineGate)\n"))
+        #expect(text.contains(" [Mutex") && text.contains("    created by go at \(file):\(lineMutex)\n"),
+                "dump:\n\(text.prefix(2000))")
+        #expect(text.contains(" [blocking call"))
+        #expect(text.contains("created by GMP.run"))
+        #expect(text.utf8.count < 4096, "a dump of \(count) alike Gs is a few lines, not \(text.utf8.count) bytes")
+    }
+
     @Test("Stats describe the scheduler")
     func stats() {
         let s = GMP.stats

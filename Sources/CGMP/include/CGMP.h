@@ -66,6 +66,10 @@ void gmp_thread_init(gmp_mctx *m);
 
 /// Installs the SIGSEGV/SIGBUS handler that reports a G stack overflow.
 void gmp_install_overflow_handler(void);
+/// Installs the SIGQUIT handler (in place of Swift's backtracer): each
+/// SIGQUIT writes a byte to a pipe. Returns the pipe's (blocking) read end,
+/// for the dump thread to wait on, or -errno.
+int gmp_install_quit_handler(void);
 
 /// Prints `msg` and aborts: used for overflow found by the canary check.
 _Noreturn void gmp_fatal(const char *msg);

@@ -1,0 +1,153 @@
+import CGMP
+import Glibc
+import Synchronization
+
+// The goroutine dump: `GMP.dump()`, printed on SIGQUIT (then exit 2, as Go)
+// and in a deadlock report.
+//
+// Every G state is in a registry (`allgs`, under `allgLock`): a G is added
+// when its state is first made, which pooled Gs skip, and removed when its
+// state is freed. A G records why it parks and since when (sysmon's coarse
+// clock, so the park path reads no clock), and the file and line of the `go`
+// statement that made it (`#fileID`/`#line`, two stores). The dump reads
+// these without stopping anything: a G that changes state meanwhile may show
+// the old one. Gs that wait for the same reason and were made by the same
+// `go` statement are grouped, with a count, so a dump of 100,000 Gs stays a
+// few lines long.
+//
+// SIGQUIT: the handler (C, in place of Swift's backtracer) only writes to a
+// pipe; a thread of its own, which takes no lock but `allgLock` and the
+// scheduler's, prints the dump and exits, so it works when every M is
+// wedged. Stacks are not in the dump yet: a parked G's frames are reachable
+// through its saved frame pointer, but symbolizing them is still to come.
+
+extension G {
+    /// Records, before it parks, why and since when the G waits.
+    @inline(__always) func noteWait(_ reason: WaitReason) {
+        s.pointee.waitReason = reason
+        s.pointee.waitSince = Scheduler.shared.coarseNow.load(ordering: .relaxed)
+    }
+}
+
+extension Scheduler {
+    /// Makes a G state and adds it to the registry.
+    func gmake() -> G {
+        let g = G.make()
+        allgLock.lock()
+        g.s.pointee.allgIndex = allgs.count
+        allgs.append(g)
+        allgLock.unlock()
+        return g
+    }
+
+    /// Takes a G state (on no list, running nowhere) out of the registry
+    /// and frees it.
+    func gfree(_ g: G) {
+        allgLock.lock()
+        let i = g.s.pointee.allgIndex
+        let last = allgs.removeLast()
+        if last != g {
+            allgs[i] = last
+            last.s.pointee.allgIndex = i
+        }
+        allgLock.unlock()
+        g.free()
+    }
+
+    /// Starts the thread that prints the dump on SIGQUIT and exits 2.
+    func startQuitWatcher() {
+        let fd = gmp_install_quit_handler()
+        if fd < 0 { return } // no pipe: SIGQUIT keeps its old action
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+        var tid = pthread_t()
+        let arg = UnsafeMutableRawPointer(bitPattern: Int(fd) + 1) // never nil
+        let r = pthread_create(&tid, &attr, { arg in
+            let fd = Int32(Int(bitPattern: arg) - 1)
+            var b: UInt8 = 0
+            while read(fd, &b, 1) != 1 {} // EINTR: read again
+            let text = "SIGQUIT: quit\n\n" + Scheduler.shared.dump()
+            _ = text.withCString { write(2, $0, strlen($0)) }
+            _exit(2)
+        }, arg)
+        pthread_attr_destroy(&attr)
+        if r != 0 { gmp_fatal("fatal error: cannot start the SIGQUIT watcher") }
+    }
+
+    /// The dump's text (see the comment at the top of this file).
+    func dump() -> String {
+        struct Key: Hashable {
+            let status: GStatus
+            let reason: WaitReason
+            let file: UInt // the StaticString's address
+            let line: UInt32
+        }
+        struct Group {
+            var ids: [Int64] = []
+            var count = 0
+            var oldest: Int64 = .max
+            var file: StaticString = ""
+        }
+        var groups: [Key: Group] = [:]
+        allgLock.lock()
+        for g in allgs {
+            // Field by field: the state also holds references (its function,
+            // its timer) that another M may be changing.
+            let s = g.s
+            let status = s.pointee.status
+            guard status != .idle && status != .dead else { continue }
+            let file = s.pointee.goFile
+            let key = Key(status: status, reason: s.pointee.waitReason, file: UInt(bitPattern: file.utf8Start),
+                          line: s.pointee.goLine)
+            var gr = groups[key] ?? Group(file: file)
+            gr.count += 1
+            if gr.ids.count < 10 { gr.ids.append(s.pointee.id) }
+            if status == .waiting || status == .syscall { gr.oldest = min(gr.oldest, s.pointee.waitSince) }
+            groups[key] = gr
+        }
+        allgLock.unlock()
+        let now = coarseNow.load(ordering: .relaxed)
+        let total = groups.values.reduce(0) { $0 + $1.count }
+        var out = "goroutine dump: \(total) goroutine(s)\n\(Stats.capture(self).traceLine)\n"
+        let ordered = groups.sorted { a, b in
+            a.value.count != b.value.count ? a.value.count > b.value.count : a.value.ids.min()! < b.value.ids.min()!
+        }
+        for (key, gr) in ordered {
+            var state: String
+            switch key.status {
+            case .waiting: state = key.reason.description
+            case .syscall: state = "blocking call"
+            case .runnable: state = "runnable"
+            case .running: state = "running"
+            case .idle, .dead: continue
+            }
+            if gr.oldest != .max {
+                let waited = max(0, now - gr.oldest) / 1_000_000_000
+                if waited >= 60 { state += ", \(waited / 60) minutes" } else if waited > 0 { state += ", \(waited) s" }
+            }
+            let ids = gr.ids.sorted().map(String.init).joined(separator: " ") + (gr.count > gr.ids.count ? " ..." : "")
+            if gr.count == 1 {
+                out += "\ngoroutine \(ids) [\(state)]:\n"
+            } else {
+                out += "\n\(gr.count) goroutines [\(state)]: \(ids)\n"
+            }
+            out += key.line == 0 ? "    created by GMP.run\n" : "    created by go at \(gr.file):\(key.line)\n"
+        }
+        return out
+    }
+}
+
+extension GMP {
+    /// Every live G: its id, state (running, runnable, waiting and why:
+    /// `chan receive`, `chan send`, `select`, `sleep`, `IO wait`, `Mutex`,
+    /// `WaitGroup`; or `blocking call`), how long it has waited, and the file
+    /// and line of the `go` statement that made it. Gs alike (same state,
+    /// same `go` statement) are grouped with a count. Printed on SIGQUIT
+    /// (which then exits with status 2) and in a deadlock report. Taken
+    /// without stopping anything, so approximate while Gs run; no stacks yet.
+    /// Cost: O(Gs ever alive at once).
+    public static func dump() -> String {
+        Scheduler.shared.dump()
+    }
+}
