@@ -37,7 +37,8 @@ struct ChatConfig: Sendable {
     /// from its start or from the previous response.
     var handshakeTimeout: Int64 = 10_000_000_000
     var origins = OriginPolicy.sameHost
-    /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON); off by default.
+    /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON) and
+    /// `GET /debug/goroutines` (`GMP.dump()`); off by default.
     var stats = false
 }
 
@@ -145,6 +146,11 @@ final class ChatServer: @unchecked Sendable {
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
                 let body = Array(statsJSON().utf8)
                 let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "application/json")], body: body)
+                guard answer(req, resp, conn, &buf) else { return }
+            case "/debug/goroutines" where config.stats:
+                guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
+                let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "text/plain; charset=utf-8")],
+                                        body: Array(GMP.dump().utf8))
                 guard answer(req, resp, conn, &buf) else { return }
             default:
                 refuse(req, .notFound, conn, &buf)

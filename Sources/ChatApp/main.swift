@@ -4,7 +4,8 @@
 //                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]
 //                                [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
 //
-// --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON.
+// --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON, and
+// GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT).
 // --handshake-timeout-ms: each request head (and body) must arrive within this
 // time from the connection's start or the previous response (10 s). --write-wait-ms: every write to a peer
 // must finish within this time, or the connection is closed (10 s).
@@ -92,7 +93,8 @@ while let a = args.popFirst() {
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
               --pong-wait-ms N          drop a client that sends no pong for N ms (60000; alone, the ping
                                         period becomes 9/10 of it)
-              --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON)
+              --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON) and
+                                        GET /debug/goroutines (the goroutine dump)
             """)
         exit(0)
     default:

@@ -219,6 +219,28 @@ struct ChatAppTests {
         #expect((after["goroutines"] ?? .max) <= (before["goroutines"] ?? 0), "Gs \(before) -> \(after)")
     }
 
+    @Test("--stats also serves GET /debug/goroutines: the goroutine dump, with a client's pumps and the hub")
+    func goroutineDump() throws {
+        let (app, port) = try startChatApp(extraArguments: ["--stats"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let (plain, plainPort) = try startChatApp()
+        defer { plain.terminate(); plain.waitUntilExit() }
+        let r = runG(procs: 2) { () -> (String, String)? in
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            defer { ws.conn.close() }
+            try? ws.send(text: "hi") // registered and served: its pumps are parked now
+            guard case .text? = try? ws.receive() else { return nil }
+            return (httpGet(port, "/debug/goroutines"), String(httpGet(plainPort, "/debug/goroutines").prefix(12)))
+        }
+        let (dump, notServed) = try #require(r ?? nil)
+        #expect(dump.hasPrefix("HTTP/1.1 200"))
+        #expect(dump.contains("goroutine dump: "), "\(dump)")
+        #expect(dump.contains(" [IO wait"), "the read pump: \(dump)")
+        #expect(dump.contains(" [select"), "the hub and the write pump: \(dump)")
+        #expect(dump.contains("created by go at ChatApp/Server.swift:"), "\(dump)")
+        #expect(notServed == "HTTP/1.1 404")
+    }
+
     @Test("Commands: /nick names broadcasts, /who lists, /msg is private, unknown commands answer the sender alone")
     func commands() throws {
         let (app, port) = try startChatApp()
