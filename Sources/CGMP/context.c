@@ -4,7 +4,6 @@
 // instrumentation: the __tsan_switch_to_fiber call and the assembly switch
 // must not be separated by an instrumented frame, or TSan's shadow stack is
 // pushed on one fiber and popped on the other.
-#define _GNU_SOURCE // pipe2
 #include "CGMP.h"
 
 #include <signal.h>
@@ -17,7 +16,6 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <errno.h>
-#include <fcntl.h>
 
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
@@ -175,35 +173,6 @@ void gmp_install_overflow_handler(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &old_segv);
     sigaction(SIGBUS, &sa, &old_bus);
-}
-
-// MARK: SIGQUIT: the goroutine dump
-
-// The write end of the dump thread's pipe; set before the handler is installed.
-static volatile int gmp_quit_wfd = -1;
-
-// Only wakes the dump thread: write(2) is async-signal-safe, and the write
-// end is non-blocking (a second SIGQUIT while the first is handled is dropped).
-static void quit_handler(int sig) {
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    ssize_t r = write(gmp_quit_wfd, &b, 1);
-    (void)r;
-    errno = saved;
-}
-
-int gmp_install_quit_handler(void) {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
-    fcntl(fds[1], F_SETFL, O_NONBLOCK);
-    gmp_quit_wfd = fds[1];
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = quit_handler;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGQUIT, &sa, NULL) < 0) return -errno;
-    return fds[0];
 }
 
 void gmp_thread_init(gmp_mctx *m) {

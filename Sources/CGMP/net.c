@@ -154,15 +154,36 @@ int gmp_readable(int fd) {
 
 // The write end of the signal pipe; set once, before any handler is installed.
 static volatile int gmp_signal_wfd = -1;
+// The write end of the SIGQUIT dump thread's pipe; likewise.
+static volatile int gmp_quit_wfd = -1;
 
-// Writes the signal's number to the pipe: write(2) is async-signal-safe, and
-// the pipe is non-blocking (a full pipe drops the signal rather than hang).
-static void gmp_signal_handler(int sig) {
+// Writes the signal's number to `fd`: write(2) is async-signal-safe, and the
+// write end is non-blocking (a full pipe drops the signal rather than hang).
+static void write_signal(int fd, int sig) {
     int saved = errno;
     unsigned char b = (unsigned char)sig;
-    ssize_t r = write(gmp_signal_wfd, &b, 1);
+    ssize_t r = write(fd, &b, 1);
     (void)r;
     errno = saved;
+}
+
+static void gmp_signal_handler(int sig) { write_signal(gmp_signal_wfd, sig); }
+
+// Only wakes the dump thread (a second SIGQUIT while it works is dropped).
+static void gmp_quit_handler(int sig) { write_signal(gmp_quit_wfd, sig); }
+
+int gmp_install_quit_handler(void) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
+    fcntl(fds[1], F_SETFL, O_NONBLOCK);
+    gmp_quit_wfd = fds[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = gmp_quit_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGQUIT, &sa, NULL) < 0) return -errno;
+    return fds[0];
 }
 
 int gmp_signal_pipe(int fds[2]) {

@@ -66,10 +66,6 @@ void gmp_thread_init(gmp_mctx *m);
 
 /// Installs the SIGSEGV/SIGBUS handler that reports a G stack overflow.
 void gmp_install_overflow_handler(void);
-/// Installs the SIGQUIT handler (in place of Swift's backtracer): each
-/// SIGQUIT writes a byte to a pipe. Returns the pipe's (blocking) read end,
-/// for the dump thread to wait on, or -errno.
-int gmp_install_quit_handler(void);
 
 /// Prints `msg` and aborts: used for overflow found by the canary check.
 _Noreturn void gmp_fatal(const char *msg);
@@ -155,6 +151,10 @@ int gmp_signal_pipe(int fds[2]);
 /// on != 0: sends `sig` to the signal pipe from now on (and unblocks it on
 /// this thread); on == 0: restores its default action. Returns 0 or -errno.
 int gmp_signal_catch(int sig, int on);
+/// Installs the SIGQUIT handler (in place of Swift's backtracer): each
+/// SIGQUIT writes a byte to a pipe. Returns the pipe's (blocking) read end,
+/// for the goroutine dump thread to wait on, or -errno.
+int gmp_install_quit_handler(void);
 /// Binds and listens; returns 0 or -errno.
 int gmp_bind_listen(int fd, const void *addr, uint32_t len, int backlog);
 /// The local port of a bound socket (host order), or -errno.
