@@ -19,7 +19,7 @@ import Synchronization
 //    nobody waits on the poller (sockets, signals: the outside world can wake
 //    them), and
 //  - all of that has held, with no scheduling counter moving, for a second
-//    (sysmon looks at it whenever every P is idle).
+//    (sysmon looks at each tick; the cheap conditions come first).
 //
 // A thread the runtime has never seen is invisible to it: a G that waits
 // for a value only such a thread will send, more than a second later, is

@@ -60,11 +60,7 @@ enum Sysmon {
             // While a G holds its P past its slice, look often: work may
             // arrive behind it at any time (a timer, a socket).
             if hogs.any > 0 { delay = min(delay, 1000) }
-            if s.npidle.load(ordering: .relaxed) == s.procs.load(ordering: .relaxed) {
-                deadlock.check(s, now: now)
-            } else {
-                deadlock.since = 0
-            }
+            deadlock.check(s, now: now)
             if now >= nextScavenge {
                 nextScavenge = now + 250_000_000
                 s.stackPool.scavenge(keep: s.stackPool.warmLimit, idleOnly: true)
