@@ -147,6 +147,48 @@ void gmp_release_ctx(gmp_gctx *g) {
 #endif
 }
 
+// MARK: stacks of switched-out Gs
+
+// Reads another G's stack while that G may be resumed and running: every
+// word read may be stale or torn into garbage. So the walk never follows a
+// pointer out of [stack_lo, stack_hi) (stacks are never unmapped, so that
+// range is always readable), frame pointers must rise strictly and stay
+// aligned, and a garbage frame only ends the walk early or yields a bogus
+// address, which symbolizes as unknown. The sanitizers are told to look
+// away: the reads race by design, and ASan's redzones on other stacks are
+// not ours to check.
+__attribute__((no_sanitize("thread", "address")))
+int gmp_ctx_frames(const gmp_gctx *g, uintptr_t *pcs, int max) {
+    const volatile gmp_gctx *vg = g;
+    uintptr_t lo = vg->stack_lo, hi = vg->stack_hi;
+    uintptr_t sp = (uintptr_t)vg->sp;
+    if (max <= 0 || lo == 0 || sp < lo || sp >= hi || (sp & 7) != 0) return 0;
+#if defined(__x86_64__)
+    // gmp_ctx_switch's frame: [mxcsr, x87cw, pad][r15 r14 r13 r12 rbx rbp][ret]
+    if (sp + 72 > hi) return 0;
+    uintptr_t pc = ((const volatile uintptr_t *)sp)[8];
+    uintptr_t fp = ((const volatile uintptr_t *)sp)[7];
+#elif defined(__aarch64__)
+    // gmp_ctx_switch's frame: x19..x28, then x29 (fp) at +80, x30 (lr) at +88
+    if (sp + 96 > hi) return 0;
+    uintptr_t pc = ((const volatile uintptr_t *)sp)[11];
+    uintptr_t fp = ((const volatile uintptr_t *)sp)[10];
+#else
+    return 0;
+#endif
+    int n = 0;
+    uintptr_t floor = sp;
+    while (pc != 0 && n < max) {
+        pcs[n++] = pc;
+        if (fp <= floor || fp + 16 > hi || (fp & 7) != 0) break;
+        const volatile uintptr_t *frame = (const volatile uintptr_t *)fp;
+        pc = frame[1];
+        floor = fp;
+        fp = frame[0];
+    }
+    return n;
+}
+
 // MARK: overflow handler
 
 static struct sigaction old_segv, old_bus;

@@ -10,16 +10,16 @@ import Synchronization
 // state is freed. A G records why it parks and since when (sysmon's coarse
 // clock, so the park path reads no clock), and the file and line of the `go`
 // statement that made it (`#fileID`/`#line`, two stores). The dump reads
-// these without stopping anything: a G that changes state meanwhile may show
-// the old one. Gs that wait for the same reason and were made by the same
-// `go` statement are grouped, with a count, so a dump of 100,000 Gs stays a
-// few lines long.
+// these, and each switched-out G's stack (Traceback.swift), without stopping
+// anything: a G that changes state meanwhile may show the old one, or a
+// stale stack. Gs that wait for the same reason at the same stack and were
+// made by the same `go` statement are grouped, with a count, so a dump of
+// 100,000 Gs parked alike is one stack long.
 //
 // SIGQUIT: the handler (C, in place of Swift's backtracer) only writes to a
 // pipe; a thread of its own, which takes no lock but `allgLock` and the
 // scheduler's, prints the dump and exits, so it works when every M is
-// wedged. Stacks are not in the dump yet: a parked G's frames are reachable
-// through its saved frame pointer, but symbolizing them is still to come.
+// wedged.
 
 extension G {
     /// Records, before it parks, why and since when the G waits.
@@ -82,6 +82,7 @@ extension Scheduler {
             let reason: WaitReason
             let file: UInt // the StaticString's address
             let line: UInt32
+            let stack: [UInt]
         }
         struct Group {
             var ids: [Int64] = []
@@ -90,6 +91,8 @@ extension Scheduler {
             var file: StaticString = ""
         }
         var groups: [Key: Group] = [:]
+        let me = GMP.currentG
+        let myStack = Traceback.here() // before the lock: it allocates and reads files
         allgLock.lock()
         for g in allgs {
             // Field by field: the state also holds references (its function,
@@ -99,7 +102,7 @@ extension Scheduler {
             guard status != .idle && status != .dead else { continue }
             let file = s.pointee.goFile
             let key = Key(status: status, reason: s.pointee.waitReason, file: UInt(bitPattern: file.utf8Start),
-                          line: s.pointee.goLine)
+                          line: s.pointee.goLine, stack: g == me ? myStack : g.frames())
             var gr = groups[key] ?? Group(file: file)
             gr.count += 1
             if gr.ids.count < 10 { gr.ids.append(s.pointee.id) }
@@ -107,6 +110,7 @@ extension Scheduler {
             groups[key] = gr
         }
         allgLock.unlock()
+        let stacks = Traceback.symbolize(Set(groups.keys.map(\.stack)))
         let now = coarseNow.load(ordering: .relaxed)
         let total = groups.values.reduce(0) { $0 + $1.count }
         var out = "goroutine dump: \(total) goroutine(s)\n\(Stats.capture(self).traceLine)\n"
@@ -132,6 +136,7 @@ extension Scheduler {
             } else {
                 out += "\n\(gr.count) goroutines [\(state)]: \(ids)\n"
             }
+            out += stacks[key.stack] ?? ""
             out += key.line == 0 ? "    created by GMP.run\n" : "    created by go at \(gr.file):\(key.line)\n"
         }
         return out
@@ -141,12 +146,15 @@ extension Scheduler {
 extension GMP {
     /// Every live G: its id, state (running, runnable, waiting and why:
     /// `chan receive`, `chan send`, `select`, `sleep`, `IO wait`, `Mutex`,
-    /// `WaitGroup`; or `blocking call`), how long it has waited, and the file
-    /// and line of the `go` statement that made it. Gs alike (same state,
-    /// same `go` statement) are grouped with a count. Printed on SIGQUIT
-    /// (which then exits with status 2) and in a deadlock report. Taken
-    /// without stopping anything, so approximate while Gs run; no stacks yet.
-    /// Cost: O(Gs ever alive at once).
+    /// `WaitGroup`; or `blocking call`), how long it has waited, its stack
+    /// (innermost first, demangled, with `file:line` where the binary has
+    /// debug information; none for a G that is running, except the caller's
+    /// own), and the file and line of the `go` statement that made it. Gs
+    /// alike (same state, same stack, same `go` statement) are grouped with a
+    /// count. Printed on SIGQUIT (which then exits with status 2) and in a
+    /// deadlock report. Taken without stopping anything, so approximate
+    /// while Gs run. Cost: O(Gs ever alive at once), plus symbolizing each
+    /// distinct stack once.
     public static func dump() -> String {
         Scheduler.shared.dump()
     }

@@ -118,6 +118,7 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         #expect(err.contains("SIGQUIT: quit"), "stderr: \(err)")
         #expect(err.contains(" [WaitGroup") && err.contains("created by go at GMPTests/ExitTests.swift:"), "stderr: \(err)")
         #expect(err.contains(" [sleep") && err.contains("created by GMP.run"), "stderr: \(err)")
+        #expect(err.contains("WaitGroup.wait()\n") && err.contains("GMP.sleep(for:)\n"), "stacks: \(err)")
     }
 
     @Test("GMP_DEADLOCK=report reports a deadlock and goes on (here a thread the runtime had not seen ends it)")

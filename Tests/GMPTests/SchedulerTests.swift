@@ -605,7 +605,7 @@ struct SchedulerTests {
         setProcs(2)
     }
 
-    @Test("GMP.dump lists the Gs: why each waits and the go statement that made it; alike Gs are grouped, so 100,000 take one line")
+    @Test("GMP.dump lists the Gs: why each waits, its stack and the go statement that made it; alike Gs are grouped, so 100,000 take one stack")
     func dumpGroupsGs() {
         setProcs(2)
         let n = GMP.isThreadSanitized ? 20_000 : 100_000 // TSan: each live G costs a shadow stack
@@ -615,7 +615,7 @@ struct SchedulerTests {
             let mu = Mutex()
             mu.lock()
             let lineGate = #line + 1
-            for _ in 0..<n { go { gate.wait() } }
+            for _ in 0..<n { go { parkedForTheDump(gate) } }
             let lineMutex = #line + 1
             go { mu.lock(); mu.unlock() }
             go { GMP.blocking { gate.wait() } } // waits as a thread, inside a blocking call
@@ -637,7 +637,15 @@ struct SchedulerTests {
                 "dump:\n\(text.prefix(2000))")
         #expect(text.contains(" [blocking call"))
         #expect(text.contains("created by GMP.run"))
-        #expect(text.utf8.count < 4096, "a dump of \(count) alike Gs is a few lines, not \(text.utf8.count) bytes")
+        // Stacks: a parked G's frames, innermost first, named and placed;
+        // the G taking the dump shows its own.
+        let waitLine = parkedForTheDumpWaitLine
+        #expect(text.contains("WaitGroup.wait()\n        "), "dump:\n\(text.prefix(4000))")
+        #expect(text.contains("    parkedForTheDump(_:)\n        ") && text.contains("/\(file):\(waitLine)\n"),
+                "dump:\n\(text.prefix(4000))")
+        #expect(text.range(of: #"\[running\]:\n(    .*\n)*    closure #1 in SchedulerTests.dumpGroupsGs\(\)"#,
+                           options: .regularExpression) != nil, "dump:\n\(text.prefix(4000))")
+        #expect(text.utf8.count < 8192, "a dump of \(count) alike Gs is a few stacks, not \(text.utf8.count) bytes")
     }
 
     @Test("Stats describe the scheduler")
@@ -650,6 +658,12 @@ struct SchedulerTests {
         #expect(s.traceLine.hasPrefix("SCHED "))
     }
 }
+
+/// Where the Gs of `dumpGroupsGs` park: a named frame for their stacks.
+@inline(never) func parkedForTheDump(_ gate: WaitGroup) {
+    gate.wait() // parkedForTheDumpWaitLine is this line
+}
+let parkedForTheDumpWaitLine = #line - 2
 
 extension Array where Element == Int {
     /// A mutating method that parks in the middle (so the caller's modify

@@ -60,6 +60,12 @@ void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg);
 /// Called when the G that owns `g` is finished with it (TSan fiber release).
 void gmp_release_ctx(gmp_gctx *g);
 
+/// The return addresses on a switched-out G's stack, innermost first, found
+/// by walking its saved frame pointers; at most `max`. Safe to call while the
+/// G runs (the walk stays inside its stack; the result is then garbage, not a
+/// crash). Returns how many were stored.
+int gmp_ctx_frames(const gmp_gctx *g, uintptr_t *pcs, int max);
+
 /// Called once at the start of every M thread: alternate signal stack for
 /// the overflow handler, TSan fiber of g0.
 void gmp_thread_init(gmp_mctx *m);

@@ -1,0 +1,120 @@
+import CGMP
+// The symbolizer's entry from raw addresses, `Backtrace(architecture:frames:
+// images:)`, is SPI in the toolchain's Runtime module (SE-0419); its public
+// API only captures the calling thread. If the SPI changes in a later
+// toolchain, this file is the one place to adapt.
+@_spi(Internal) import Runtime
+
+// Stacks for the goroutine dump.
+//
+// A switched-out G's stack ends in gmp_ctx_switch's frame, which holds the
+// G's frame pointer and return address; from there the G's frames are a
+// chain of saved frame pointers (Swift and our C keep frame pointers on
+// x86_64 and AArch64). `gmp_ctx_frames` follows the chain without stopping
+// the G: it never leaves the G's stack (always mapped), so a G that is
+// resumed meanwhile yields a stale or bogus stack, never a crash. A running
+// G has no saved frame to start from and shows no stack, except the G
+// taking the dump, which captures its own. A G in a blocking call is running
+// too, on its M.
+//
+// Symbolizing (ELF symbol tables, DWARF line tables and inlined frames, and
+// demangling) is the Runtime module's; it runs once per distinct stack after
+// the registry lock is released, so a dump of 100,000 Gs parked alike
+// symbolizes one stack.
+
+extension G {
+    /// The G's return addresses, innermost first; empty if it runs (or has
+    /// not run yet).
+    func frames(max: Int = Traceback.depth) -> [UInt] {
+        guard s.pointee.hasStack else { return [] }
+        let status = s.pointee.status
+        guard status == .waiting || status == .runnable else { return [] }
+        return [UInt](unsafeUninitializedCapacity: max) { buf, n in
+            n = Int(gmp_ctx_frames(ctx, UnsafeMutablePointer(OpaquePointer(buf.baseAddress!)), Int32(max)))
+        }
+    }
+}
+
+/// Turns stacks of return addresses into readable lines.
+enum Traceback {
+    /// Frames kept per stack (Go keeps 100; ours are deeper per call because
+    /// of thunks, but a G parked 64 frames deep is already exceptional).
+    static let depth = 64
+
+    /// The calling thread's return addresses, innermost first, without this
+    /// function's own frame.
+    static func here() -> [UInt] {
+        guard let bt = try? Backtrace.capture(algorithm: .fast, limit: depth, offset: 1, top: 0) else { return [] }
+        return bt.frames.compactMap { frame -> UInt? in
+            switch frame {
+            case .returnAddress, .programCounter: UInt(frame.originalProgramCounter)
+            default: nil
+            }
+        }
+    }
+
+    /// Text for each stack, keyed by the stack: a line per frame (inlined
+    /// frames included), the function's demangled name and, where debug
+    /// information has it, `file:line` under it.
+    static func symbolize(_ stacks: Set<[UInt]>) -> [[UInt]: String] {
+        guard !stacks.isEmpty else { return [:] }
+        let images = ImageMap.capture()
+        var out: [[UInt]: String] = [:]
+        for pcs in stacks where !pcs.isEmpty {
+            // The first address is where gmp_ctx_switch returns (a return
+            // address like the rest), or, from `here()`, a return address too.
+            let frames = pcs.map { RichFrame<UInt>.returnAddress($0) }
+            let bt = Backtrace(architecture: architecture, frames: frames, images: images)
+            var text = ""
+            if let sym = bt.symbolicated(with: images) {
+                var frames = sym.frames.filter { f in
+                    switch f.captured {
+                    case .returnAddress, .programCounter: !f.isSwiftThunk
+                    default: false
+                    }
+                }
+                // The bottom frames are the runtime starting the G (the
+                // trampoline, the G's entry, GMP.run's wrapper), which
+                // "created by" already says; they end at the first frame of
+                // user code.
+                while let last = frames.last, isStartup(last) { frames.removeLast() }
+                for f in frames { text += line(f) }
+            } else {
+                for pc in pcs { text += "    0x\(String(pc, radix: 16))\n" }
+            }
+            if pcs.count >= depth { text += "    ...additional frames elided...\n" }
+            out[pcs] = text
+        }
+        return out
+    }
+
+    /// A frame of the runtime's own G start-up: GMP's code, C entry code,
+    /// the standard library's (`Result(catching:)` in `GMP.run`), or unknown.
+    private static func isStartup(_ f: SymbolicatedBacktrace.Frame) -> Bool {
+        guard let symbol = f.symbol else { return true }
+        let raw = symbol.rawName
+        return raw.hasPrefix("$s3GMP") || raw.hasPrefix("gmp_") || symbol.imageName.hasPrefix("libswiftCore")
+    }
+
+    private static func line(_ f: SymbolicatedBacktrace.Frame) -> String {
+        let pc = UInt(f.captured.originalProgramCounter) ?? 0
+        guard let symbol = f.symbol else { return "    0x\(String(pc, radix: 16))\n" }
+        var text = "    \(symbol.name)\(f.inlined ? " [inlined]" : "")\n"
+        if let loc = symbol.sourceLocation, loc.line > 0 {
+            text += "        \(loc.path):\(loc.line)\n"
+        } else if !f.inlined {
+            text += "        \(symbol.imageName) +0x\(String(symbol.offset, radix: 16))\n"
+        }
+        return text
+    }
+
+    private static var architecture: String {
+        #if arch(x86_64)
+        "x86_64"
+        #elseif arch(arm64)
+        "arm64"
+        #else
+        "unknown"
+        #endif
+    }
+}
