@@ -29,6 +29,65 @@ extension G {
     }
 }
 
+/// A G state as the dump saw it.
+struct GView {
+    var status: GStatus
+    var reason: WaitReason
+    var since: Int64
+    var id: Int64
+    var file: StaticString
+    var line: UInt32
+    var stack: [UInt]
+}
+
+extension G {
+    /// Reads what the dump shows of the G, and its stack, while the Ms that
+    /// run it may be changing it (the dump stops nothing). The state is
+    /// copied with `gmp_peek` (plain loads, hidden from TSan: racy by
+    /// design) before and after the stack walk; if the two copies differ
+    /// the G moved meanwhile and it is read again. A G that keeps moving is
+    /// running: it is shown so, with `line` `.max` for "unknown".
+    /// `myStack` is the stack of the calling G, if this is it.
+    func view(myStack: [UInt]?) -> GView {
+        let size = MemoryLayout<GState>.stride
+        return withUnsafeTemporaryAllocation(byteCount: 2 * size, alignment: 16) { buf -> GView in
+            let a = buf.baseAddress!, b = a + size
+            for _ in 0..<4 {
+                gmp_peek(a, UnsafeRawPointer(s), size)
+                guard let status = GStatus(rawValue: a.load(fromByteOffset: Self.statusOffset, as: UInt8.self)) else {
+                    continue
+                }
+                var stack: [UInt] = []
+                if let myStack {
+                    stack = myStack
+                } else if (status == .waiting || status == .runnable) && a.load(fromByteOffset: Self.hasStackOffset, as: Bool.self) {
+                    stack = frames()
+                }
+                gmp_peek(b, UnsafeRawPointer(s), size)
+                guard memcmp(a, b, size) == 0 else { continue }
+                return GView(
+                    status: status,
+                    reason: WaitReason(rawValue: a.load(fromByteOffset: Self.reasonOffset, as: UInt8.self)) ?? .unknown,
+                    since: a.load(fromByteOffset: Self.sinceOffset, as: Int64.self),
+                    id: a.load(fromByteOffset: Self.idOffset, as: Int64.self),
+                    file: a.load(fromByteOffset: Self.fileOffset, as: StaticString.self),
+                    line: a.load(fromByteOffset: Self.lineOffset, as: UInt32.self),
+                    stack: stack)
+            }
+            return GView(status: .running, reason: .unknown, since: 0,
+                         id: a.load(fromByteOffset: Self.idOffset, as: Int64.self), file: "", line: .max, stack: [])
+        }
+    }
+
+    private static let statusOffset = MemoryLayout<GState>.offset(of: \.status)!
+    private static let hasStackOffset = MemoryLayout<GState>.offset(of: \.hasStack)!
+    private static let reasonOffset = MemoryLayout<GState>.offset(of: \.waitReason)!
+    private static let sinceOffset = MemoryLayout<GState>.offset(of: \.waitSince)!
+    private static let idOffset = MemoryLayout<GState>.offset(of: \.id)!
+    private static let fileOffset = MemoryLayout<GState>.offset(of: \.goFile)!
+    private static let lineOffset = MemoryLayout<GState>.offset(of: \.goLine)!
+}
+
 extension Scheduler {
     /// Makes a G state and adds it to the registry.
     func gmake() -> G {
@@ -95,18 +154,14 @@ extension Scheduler {
         let myStack = Traceback.here() // before the lock: it allocates and reads files
         allgLock.lock()
         for g in allgs {
-            // Field by field: the state also holds references (its function,
-            // its timer) that another M may be changing.
-            let s = g.s
-            let status = s.pointee.status
-            guard status != .idle && status != .dead else { continue }
-            let file = s.pointee.goFile
-            let key = Key(status: status, reason: s.pointee.waitReason, file: UInt(bitPattern: file.utf8Start),
-                          line: s.pointee.goLine, stack: g == me ? myStack : g.frames())
-            var gr = groups[key] ?? Group(file: file)
+            let v = g.view(myStack: g == me ? myStack : nil)
+            guard v.status != .idle && v.status != .dead else { continue }
+            let key = Key(status: v.status, reason: v.reason, file: UInt(bitPattern: v.file.utf8Start),
+                          line: v.line, stack: v.stack)
+            var gr = groups[key] ?? Group(file: v.file)
             gr.count += 1
-            if gr.ids.count < 10 { gr.ids.append(s.pointee.id) }
-            if status == .waiting || status == .syscall { gr.oldest = min(gr.oldest, s.pointee.waitSince) }
+            if gr.ids.count < 10 { gr.ids.append(v.id) }
+            if v.status == .waiting || v.status == .syscall { gr.oldest = min(gr.oldest, v.since) }
             groups[key] = gr
         }
         allgLock.unlock()
@@ -137,7 +192,11 @@ extension Scheduler {
                 out += "\n\(gr.count) goroutines [\(state)]: \(ids)\n"
             }
             out += stacks[key.stack] ?? ""
-            out += key.line == 0 ? "    created by GMP.run\n" : "    created by go at \(gr.file):\(key.line)\n"
+            switch key.line {
+            case 0: out += "    created by GMP.run\n"
+            case .max: out += "    (changing while the dump read it)\n"
+            default: out += "    created by go at \(gr.file):\(key.line)\n"
+            }
         }
         return out
     }

@@ -1,4 +1,5 @@
 import CGMP
+import Synchronization
 // The symbolizer's entry from raw addresses, `Backtrace(architecture:frames:
 // images:)`, is SPI in the toolchain's Runtime module (SE-0419); its public
 // API only captures the calling thread. If the SPI changes in a later
@@ -18,18 +19,15 @@ import CGMP
 // too, on its M.
 //
 // Symbolizing (ELF symbol tables, DWARF line tables and inlined frames, and
-// demangling) is the Runtime module's; it runs once per distinct stack after
-// the registry lock is released, so a dump of 100,000 Gs parked alike
-// symbolizes one stack.
+// demangling) is the Runtime module's; it runs after the registry lock is
+// released, once per distinct address (cached across dumps), so a dump of
+// 100,000 Gs parked alike symbolizes one stack.
 
 extension G {
-    /// The G's return addresses, innermost first; empty if it runs (or has
-    /// not run yet).
+    /// The return addresses of a switched-out G (one that has run and now
+    /// waits or is runnable: the caller checks), innermost first.
     func frames(max: Int = Traceback.depth) -> [UInt] {
-        guard s.pointee.hasStack else { return [] }
-        let status = s.pointee.status
-        guard status == .waiting || status == .runnable else { return [] }
-        return [UInt](unsafeUninitializedCapacity: max) { buf, n in
+        [UInt](unsafeUninitializedCapacity: max) { buf, n in
             n = Int(gmp_ctx_frames(ctx, UnsafeMutablePointer(OpaquePointer(buf.baseAddress!)), Int32(max)))
         }
     }
@@ -57,35 +55,66 @@ enum Traceback {
     /// frames included), the function's demangled name and, where debug
     /// information has it, `file:line` under it.
     static func symbolize(_ stacks: Set<[UInt]>) -> [[UInt]: String] {
-        guard !stacks.isEmpty else { return [:] }
-        let images = ImageMap.capture()
+        let known = symbols(for: Set(stacks.joined()))
         var out: [[UInt]: String] = [:]
-        for pcs in stacks where !pcs.isEmpty {
-            // The first address is where gmp_ctx_switch returns (a return
-            // address like the rest), or, from `here()`, a return address too.
-            let frames = pcs.map { RichFrame<UInt>.returnAddress($0) }
-            let bt = Backtrace(architecture: architecture, frames: frames, images: images)
-            var text = ""
-            if let sym = bt.symbolicated(with: images) {
-                var frames = sym.frames.filter { f in
-                    switch f.captured {
-                    case .returnAddress, .programCounter: !f.isSwiftThunk
-                    default: false
-                    }
-                }
-                // The bottom frames are the runtime starting the G (the
-                // trampoline, the G's entry, GMP.run's wrapper), which
-                // "created by" already says; they end at the first frame of
-                // user code.
-                while let last = frames.last, isStartup(last) { frames.removeLast() }
-                for f in frames { text += line(f) }
-            } else {
-                for pc in pcs { text += "    0x\(String(pc, radix: 16))\n" }
-            }
-            if pcs.count >= depth { text += "    ...additional frames elided...\n" }
-            out[pcs] = text
+        for pcs in stacks {
+            var frames = pcs.flatMap { known[$0] ?? [] }
+            // The bottom frames are the runtime starting the G (the
+            // trampoline, the G's entry, GMP.run's wrapper), which
+            // "created by" already says; they end at the first frame of
+            // user code.
+            while let last = frames.last, last.startup { frames.removeLast() }
+            out[pcs] = frames.map(\.text).joined() + (pcs.count >= depth ? "    ...additional frames elided...\n" : "")
         }
         return out
+    }
+
+    /// One frame's text, and whether it belongs to the G's start-up.
+    private struct FrameText {
+        let text: String
+        let startup: Bool
+    }
+
+    /// What each address symbolizes to (several frames where calls were
+    /// inlined into it; none for a thunk), kept across dumps: symbolizing
+    /// reads debug information and is the dump's slowest part. Bounded, in
+    /// case of garbage addresses from stacks that changed while walked. The
+    /// lock is held while symbolizing too: the Runtime module does not say
+    /// its own symbol cache is safe for two threads at once, and two dumps
+    /// at once (SIGQUIT during a /debug/goroutines) should not find out.
+    private static let cache = Synchronization.Mutex<[UInt: [FrameText]]>([:])
+
+    private static func symbols(for pcs: Set<UInt>) -> [UInt: [FrameText]] {
+        cache.withLock { c in
+            let found = symbolize(pcs.filter { c[$0] == nil })
+            if c.count + found.count > 8192 { c.removeAll() }
+            c.merge(found) { a, _ in a }
+            return c.filter { pcs.contains($0.key) }
+        }
+    }
+
+    private static func symbolize(_ missing: Set<UInt>) -> [UInt: [FrameText]] {
+        guard !missing.isEmpty else { return [:] }
+        // Every address is a return address: the first of a switched-out G
+        // is where gmp_ctx_switch returns to, and `here()` keeps only those.
+        let images = ImageMap.capture()
+        let bt = Backtrace(architecture: architecture, frames: missing.map { RichFrame<UInt>.returnAddress($0) },
+                           images: images)
+        var found: [UInt: [FrameText]] = [:]
+        for pc in missing { found[pc] = [] }
+        if let sym = bt.symbolicated(with: images) {
+            for f in sym.frames {
+                switch f.captured {
+                case .returnAddress, .programCounter: break
+                default: continue
+                }
+                guard let pc = UInt(f.captured.originalProgramCounter), !f.isSwiftThunk else { continue }
+                found[pc, default: []].append(FrameText(text: line(f), startup: isStartup(f)))
+            }
+        } else {
+            for pc in missing { found[pc] = [FrameText(text: "    0x\(String(pc, radix: 16))\n", startup: false)] }
+        }
+        return found
     }
 
     /// A frame of the runtime's own G start-up: GMP's code, C entry code,

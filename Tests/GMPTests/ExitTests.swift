@@ -109,9 +109,13 @@ func stderrText(_ r: ExitTest.Result?) -> String {
             GMP.run {
                 let wg = WaitGroup(1)
                 go { wg.wait() }
-                GMP.sleep(for: .milliseconds(20))
-                kill(getpid(), SIGQUIT)
-                GMP.sleep(for: .seconds(20)) // the watcher ends the process before
+                go {
+                    // Once the other two are parked, so that both show their stacks.
+                    while GMP.stats.parked < 2 { GMP.yield() }
+                    kill(getpid(), SIGQUIT)
+                    GMP.sleep(for: .seconds(20)) // the watcher ends the process before
+                }
+                GMP.sleep(for: .seconds(20))
             }
         }
         let err = stderrText(r)

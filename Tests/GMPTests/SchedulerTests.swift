@@ -648,6 +648,33 @@ struct SchedulerTests {
         #expect(text.utf8.count < 8192, "a dump of \(count) alike Gs is a few stacks, not \(text.utf8.count) bytes")
     }
 
+    @Test("GMP.dump taken again and again while Gs run, park and end under it: every dump completes (stacks may be stale, never a crash)")
+    func dumpWhileRunning() {
+        setProcs(2)
+        let dumps = GMP.isThreadSanitized ? 10 : 50
+        let r = runG(timeout: 60) { () -> Int in
+            let stop = Atomic<Bool>(false)
+            let workers = WaitGroup(64)
+            for i in 0..<64 {
+                go {
+                    var n = 0
+                    while !stop.load(ordering: .relaxed) {
+                        n += 1
+                        if n % 3 == 0 { go {} } // Gs ending: their stacks go back to the pool and come out again
+                        if i % 2 == 0 { GMP.yield() } else { GMP.sleep(nanoseconds: 10_000) }
+                    }
+                    workers.done()
+                }
+            }
+            var complete = 0
+            for _ in 0..<dumps where GMP.dump().contains("goroutine dump: ") { complete += 1 }
+            stop.store(true, ordering: .relaxed)
+            workers.wait()
+            return complete
+        }
+        #expect(r == dumps)
+    }
+
     @Test("Stats describe the scheduler")
     func stats() {
         let s = GMP.stats

@@ -66,6 +66,10 @@ void gmp_release_ctx(gmp_gctx *g);
 /// crash). Returns how many were stored.
 int gmp_ctx_frames(const gmp_gctx *g, uintptr_t *pcs, int max);
 
+/// Copies n bytes that other threads may be writing meanwhile, without
+/// telling the sanitizers (racy by design: for the goroutine dump).
+void gmp_peek(void *dst, const void *src, size_t n);
+
 /// Called once at the start of every M thread: alternate signal stack for
 /// the overflow handler, TSan fiber of g0.
 void gmp_thread_init(gmp_mctx *m);
