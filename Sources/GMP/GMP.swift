@@ -144,7 +144,8 @@ public enum GMP {
         guard let (m, g) = currentGWithP() else { return try body() }
         let s = Scheduler.shared
         s.nsyscall.add(1, ordering: .relaxed) // (for the deadlock check: this G can still act)
-        g.noteWait(.unknown) // since when it is in the call (the dump shows "blocking call")
+        g.noteWait(.unknown) // (the dump shows "blocking call")
+        g.s.pointee.waitSince = s.coarseNow.load(ordering: .relaxed)
         s.entersyscall(m)
         let r = Result<T, E> { () throws(E) -> T in try body() }
         // We may be on the same M (the thread never changed during the call).

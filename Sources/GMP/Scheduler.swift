@@ -537,18 +537,21 @@ final class Scheduler: @unchecked Sendable {
                 gmp_fatal("fatal error: G switched to g0 with no action")
             case .parkUnlock:
                 g.s.pointee.status = .waiting
+                g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed)
                 bump(m.pointee.p!.pointee.parks)
                 let l = m.pointee.actionLock!
                 m.pointee.actionLock = nil
                 l.unlock()
             case .parkUnlockAll:
                 g.s.pointee.status = .waiting
+                g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed)
                 bump(m.pointee.p!.pointee.parks)
                 let ls = m.pointee.actionLocks
                 m.pointee.actionLocks = []
                 for l in ls { l.unlock() }
             case .sleep:
                 g.s.pointee.status = .waiting
+                g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed)
                 bump(m.pointee.p!.pointee.parks)
                 addTimer(g.s.pointee.sleepTimer!, when: m.pointee.actionWhen)
             case .yield:
