@@ -1,7 +1,8 @@
 // Cross-architecture check of CGMP's context switch, independent of Swift:
 // built for aarch64 and run under qemu-user by .ci/run (and natively too).
 // Two "goroutines" ping-pong with g0 many times, with floating-point state
-// and callee-saved registers live across switches.
+// and callee-saved registers live across switches; then a switched-out one's
+// stack is walked (gmp_ctx_frames, for the goroutine dump).
 #include "CGMP.h"
 
 #include <stdio.h>
@@ -46,6 +47,18 @@ int main(void) {
         for (int i = 0; i < 2; i++) if (counter[i] >= 0) gmp_gogo(&m, &g[i]);
         live *= 1.0;
         rounds++;
+    }
+    // A switched-out G's stack walks back into `body` (through its saved
+    // frame pointers; built with -fno-omit-frame-pointer) and stops inside
+    // the stack, at the trampoline's zero frame pointer.
+    uintptr_t pcs[16];
+    int n = gmp_ctx_frames(&g[0], pcs, 16);
+    int inBody = 0;
+    for (int i = 0; i < n; i++)
+        if (pcs[i] > (uintptr_t)body && pcs[i] < (uintptr_t)body + 4096) inBody = 1;
+    if (n < 1 || n >= 16 || !inBody) {
+        printf("FAIL: stack walk found %d frames, %s in body\n", n, inBody ? "one" : "none");
+        return 1;
     }
     if (counter[0] != -100000 || counter[1] != -100000 || live != 3.25 || enters != exits) {
         printf("FAIL: counters %ld %ld live %f enters %d exits %d\n", counter[0], counter[1], live, enters, exits);
