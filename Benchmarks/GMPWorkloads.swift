@@ -91,6 +91,33 @@ func benchParked() -> Result {
     return Result(name: "parked", ops: n, nsPerOp: Double(t) / Double(n), extra: "rss_bytes_per_g=\(perG)")
 }
 
+/// idle: 100,000 Gs blocked on a WaitGroup for 3 s (sysmon trims the stacks
+/// of Gs parked over a second); RSS per G after the 3 s.
+func benchIdle() -> Result {
+    let n = 100_000
+    let (perG, trimmed) = GMP.run { () -> (Int, Int) in
+        let before = rssBytes()
+        let gate = WaitGroup(1)
+        let started = WaitGroup(n)
+        let finished = WaitGroup(n)
+        for _ in 0..<n {
+            go {
+                started.done()
+                gate.wait()
+                finished.done()
+            }
+        }
+        started.wait()
+        GMP.sleep(for: .seconds(3))
+        let after = rssBytes()
+        let trimmed = GMP.stats.trimmedStacks
+        gate.done()
+        finished.wait()
+        return ((after - before) / n, trimmed)
+    }
+    return Result(name: "idle", ops: n, nsPerOp: 0, extra: "rss_bytes_per_g=\(perG) trimmed=\(trimmed)")
+}
+
 /// timers: 100,000 Gs each sleeping 1 ms ten times.
 func benchTimers() -> Result {
     let n = 100_000

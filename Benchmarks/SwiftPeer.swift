@@ -259,6 +259,29 @@ func swiftParked() -> Result {
     return Result(name: "parked", ops: n, nsPerOp: Double(t) / Double(n), extra: "rss_bytes_per_g=\(perTask)")
 }
 
+/// idle: 100,000 tasks suspended on a latch for 3 s; RSS per task.
+func swiftIdle() -> Result {
+    let n = 100_000
+    let perTask = runTask { () -> Int in
+        let before = rssBytes()
+        let gate = AsyncLatch(1), started = AsyncLatch(n), finished = AsyncLatch(n)
+        for _ in 0..<n {
+            Task {
+                started.done()
+                await gate.wait()
+                finished.done()
+            }
+        }
+        await started.wait()
+        try? await Task.sleep(nanoseconds: 3_000_000_000)
+        let after = rssBytes()
+        gate.done()
+        await finished.wait()
+        return (after - before) / n
+    }
+    return Result(name: "idle", ops: n, nsPerOp: 0, extra: "rss_bytes_per_g=\(perTask)")
+}
+
 /// timers: 100,000 tasks each `Task.sleep`ing 1 ms ten times.
 func swiftTimers() -> Result {
     let n = 100_000

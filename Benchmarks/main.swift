@@ -23,6 +23,10 @@ let workloads: [Workload] = [
     Workload(name: "parked", ours: benchParked, swift: swiftParked, go: .own,
              metrics: [.nsPerOp, Metric(key: "rss_bytes_per_g", label: "RSS bytes per G")],
              about: "100,000 Gs started and left blocked; ns per G started, and resident memory per blocked G."),
+    Workload(name: "idle", ours: benchIdle, swift: swiftIdle, go: .own,
+             metrics: [Metric(key: "rss_bytes_per_g", label: "RSS bytes per G")],
+             about: "100,000 Gs started and left blocked for 3 s (long enough for sysmon to trim their stacks: "
+                 + "GMP.stackTrimAfter, 1 s); resident memory per blocked G after the 3 s."),
     Workload(name: "timers", ours: benchTimers, swift: swiftTimers, go: .own, metrics: [.nsPerOp],
              about: "100,000 Gs each sleeping 1 ms ten times; wall time per sleep."),
     Workload(name: "starvation", ours: benchStarvation, swift: nil, go: .own,

@@ -154,38 +154,62 @@ void gmp_release_ctx(gmp_gctx *g) {
 // pointer out of [stack_lo, stack_hi) (stacks are never unmapped, so that
 // range is always readable), frame pointers must rise strictly and stay
 // aligned, and a garbage frame only ends the walk early or yields a bogus
-// address, which symbolizes as unknown. The sanitizers are told to look
-// away: the reads race by design, and ASan's redzones on other stacks are
-// not ours to check.
+// address, which symbolizes as unknown. The stack of a trimmed G
+// (Trim.swift) is read from its saved copy, which the walk holds by taking
+// the trim word from DONE to BUSY for the while (an M about to run the G
+// waits, as it does for sysmon). The sanitizers are told to look away: the
+// reads race by design, and ASan's redzones on other stacks are not ours
+// to check.
+typedef struct {
+    uintptr_t hi;
+    const char *copy;   // the saved top of a trimmed stack, or NULL
+    uintptr_t copy_lo;  // the address the copy starts at
+} stack_view;
+
 __attribute__((no_sanitize("thread", "address")))
-int gmp_ctx_frames(const gmp_gctx *g, uintptr_t *pcs, int max) {
-    const volatile gmp_gctx *vg = g;
+static uintptr_t stack_word(const stack_view *v, uintptr_t addr) {
+    if (v->copy == NULL) return *(const volatile uintptr_t *)addr;
+    if (addr < v->copy_lo) return 0; // given back: zeros, as the pages read
+    return *(const volatile uintptr_t *)(v->copy + (addr - v->copy_lo));
+}
+
+__attribute__((no_sanitize("thread", "address")))
+int gmp_ctx_frames(gmp_gctx *g, uintptr_t *pcs, int max) {
+    volatile gmp_gctx *vg = g;
     uintptr_t lo = vg->stack_lo, hi = vg->stack_hi;
     uintptr_t sp = (uintptr_t)vg->sp;
     if (max <= 0 || lo == 0 || sp < lo || sp >= hi || (sp & 7) != 0) return 0;
+    uint32_t expected = GMP_TRIM_DONE;
+    bool held = __atomic_compare_exchange_n(&g->trim, &expected, GMP_TRIM_BUSY, false,
+                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+    stack_view v = {hi, NULL, 0};
+    if (held) {
+        v.copy = g->trim_buf;
+        v.copy_lo = hi - g->trim_len;
+    }
+    int n = 0;
 #if defined(__x86_64__)
     // gmp_ctx_switch's frame: [mxcsr, x87cw, pad][r15 r14 r13 r12 rbx rbp][ret]
-    if (sp + 72 > hi) return 0;
-    uintptr_t pc = ((const volatile uintptr_t *)sp)[8];
-    uintptr_t fp = ((const volatile uintptr_t *)sp)[7];
+    const uintptr_t frame_bytes = 72, pc_at = 64, fp_at = 56;
 #elif defined(__aarch64__)
     // gmp_ctx_switch's frame: x19..x28, then x29 (fp) at +80, x30 (lr) at +88
-    if (sp + 96 > hi) return 0;
-    uintptr_t pc = ((const volatile uintptr_t *)sp)[11];
-    uintptr_t fp = ((const volatile uintptr_t *)sp)[10];
+    const uintptr_t frame_bytes = 96, pc_at = 88, fp_at = 80;
 #else
-    return 0;
+    const uintptr_t frame_bytes = 0, pc_at = 0, fp_at = 0;
 #endif
-    int n = 0;
-    uintptr_t floor = sp;
-    while (pc != 0 && n < max) {
-        pcs[n++] = pc;
-        if (fp <= floor || fp + 16 > hi || (fp & 7) != 0) break;
-        const volatile uintptr_t *frame = (const volatile uintptr_t *)fp;
-        pc = frame[1];
-        floor = fp;
-        fp = frame[0];
+    if (frame_bytes != 0 && sp + frame_bytes <= hi) {
+        uintptr_t pc = stack_word(&v, sp + pc_at);
+        uintptr_t fp = stack_word(&v, sp + fp_at);
+        uintptr_t floor = sp;
+        while (pc != 0 && n < max) {
+            pcs[n++] = pc;
+            if (fp <= floor || fp + 16 > hi || (fp & 7) != 0) break;
+            pc = stack_word(&v, fp + 8);
+            floor = fp;
+            fp = stack_word(&v, fp);
+        }
     }
+    if (held) __atomic_store_n(&g->trim, GMP_TRIM_DONE, __ATOMIC_RELEASE);
     return n;
 }
 
@@ -202,6 +226,80 @@ void gmp_peek(void *dst, const void *src, size_t n) {
     }
     for (; i < n; i++)
         ((char *)dst)[i] = ((const volatile char *)src)[i];
+}
+
+// MARK: idle stack trimming (the protocol is in Sources/GMP/Trim.swift)
+
+// The reads of a parked G's status and stack race with nothing the trim
+// protocol does not order (see Trim.swift), but TSan cannot see that
+// order: the G's status is a plain Swift field and its last writes to its
+// stack were made on another fiber. So those reads, and the copies, are
+// done here uninstrumented, word by word through volatile pointers (a
+// memcpy call would be intercepted, and instrumented, all the same).
+#define GMP_NO_SAN __attribute__((no_sanitize("thread", "address"), noinline))
+
+// After the claim's CAS: a full fence, then a plain load (TSan instruments
+// atomic loads even here).
+GMP_NO_SAN static uint8_t load_u8_after_fence(const uint8_t *p) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return *(const volatile uint8_t *)p;
+}
+
+GMP_NO_SAN static void copy_words(void *dst, const void *src, size_t n) {
+    volatile uint64_t *d = dst;
+    const volatile uint64_t *s = src;
+    for (size_t i = 0; i < n / 8; i++) d[i] = s[i];
+}
+
+GMP_NO_SAN static uintptr_t stack_top_bytes(const gmp_gctx *g) {
+    const volatile gmp_gctx *vg = g;
+    uintptr_t sp = (uintptr_t)vg->sp;
+    if (sp < vg->stack_lo || sp >= vg->stack_hi || (sp & 7) != 0) return 0;
+    return vg->stack_hi - sp;
+}
+
+bool gmp_trim_claim(gmp_gctx *g, const uint8_t *status, uint8_t parked) {
+    uint32_t expected = GMP_TRIM_NONE;
+    if (!__atomic_compare_exchange_n(&g->trim, &expected, GMP_TRIM_BUSY, false,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) return false;
+    if (load_u8_after_fence(status) == parked) return true;
+    __atomic_store_n(&g->trim, GMP_TRIM_NONE, __ATOMIC_RELEASE);
+    return false;
+}
+
+GMP_NO_SAN size_t gmp_trim_save(gmp_gctx *g, size_t max) {
+    size_t n = stack_top_bytes(g);
+    if (n == 0 || n > max) return 0;
+    void *buf = malloc(n);
+    if (buf == NULL) return 0;
+    copy_words(buf, (const void *)(((volatile gmp_gctx *)g)->stack_hi - n), n);
+    g->trim_buf = buf;
+    g->trim_len = (uint32_t)n;
+    return n;
+}
+
+void gmp_trim_publish(gmp_gctx *g) {
+    __atomic_store_n(&g->trim, GMP_TRIM_DONE, __ATOMIC_RELEASE);
+}
+
+void gmp_trim_cancel(gmp_gctx *g) {
+    free(g->trim_buf);
+    g->trim_buf = NULL;
+    g->trim_len = 0;
+    __atomic_store_n(&g->trim, GMP_TRIM_NONE, __ATOMIC_RELEASE);
+}
+
+size_t gmp_trim_restore(gmp_gctx *g) {
+    uint32_t state;
+    while ((state = __atomic_load_n(&g->trim, __ATOMIC_ACQUIRE)) == GMP_TRIM_BUSY) sched_yield();
+    if (state != GMP_TRIM_DONE) return 0;
+    size_t n = g->trim_len;
+    copy_words((void *)(g->stack_hi - n), g->trim_buf, n);
+    free(g->trim_buf);
+    g->trim_buf = NULL;
+    g->trim_len = 0;
+    __atomic_store_n(&g->trim, GMP_TRIM_NONE, __ATOMIC_RELAXED);
+    return n;
 }
 
 // MARK: overflow handler

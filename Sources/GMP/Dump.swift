@@ -82,10 +82,11 @@ extension G {
         }
     }
 
-    private static let statusOffset = MemoryLayout<GState>.offset(of: \.status)!
+    static let statusOffset = MemoryLayout<GState>.offset(of: \.status)!
     private static let hasStackOffset = MemoryLayout<GState>.offset(of: \.hasStack)!
-    private static let reasonOffset = MemoryLayout<GState>.offset(of: \.waitReason)!
-    private static let sinceOffset = MemoryLayout<GState>.offset(of: \.waitSince)!
+    static let reasonOffset = MemoryLayout<GState>.offset(of: \.waitReason)!
+    static let sinceOffset = MemoryLayout<GState>.offset(of: \.waitSince)!
+    static let stackOffset = MemoryLayout<GState>.offset(of: \.stack)!
     private static let idOffset = MemoryLayout<GState>.offset(of: \.id)!
     private static let fileOffset = MemoryLayout<GState>.offset(of: \.goFile)!
     private static let lineOffset = MemoryLayout<GState>.offset(of: \.goLine)!

@@ -101,6 +101,12 @@ public struct G: Hashable, @unchecked Sendable {
     }
 
     @inline(__always) var ctx: UnsafeMutablePointer<gmp_gctx> { s.pointee.ctx }
+    /// `ctx` without reading the state (its place is fixed by `make`): for
+    /// threads that do not own the G (sysmon, the dump), whose read of the
+    /// field would race, to TSan, with the owner's writes to the state.
+    @inline(__always) var ctxUnread: UnsafeMutablePointer<gmp_gctx> {
+        (UnsafeMutableRawPointer(s) + G.ctxOffset).assumingMemoryBound(to: gmp_gctx.self)
+    }
 
     @inline(__always) var bits: UInt { UInt(bitPattern: s) }
 

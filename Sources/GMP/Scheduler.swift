@@ -131,6 +131,15 @@ final class Scheduler: @unchecked Sendable {
     var allgs: ContiguousArray<G> = []
     let coarseNow = Atomic<Int64>(gmp_nanotime())
 
+    // Idle stack trimming (Trim.swift): after how long parked (ns, 0: never),
+    // and counts of stacks trimmed and restored, bytes saved aside now, and
+    // madvise calls made.
+    let trimAfter: Atomic<Int64>
+    let trims = Atomic<Int>(0)
+    let untrims = Atomic<Int>(0)
+    let trimmedBytes = Atomic<Int>(0)
+    let trimCalls = Atomic<Int>(0)
+
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
     /// thread lock would hold the P running and deadlock the resize it waits for.
@@ -183,6 +192,14 @@ final class Scheduler: @unchecked Sendable {
         // At most a day between lines: the interval in ns must not overflow.
         schedTraceMs = min(env("GMP_SCHEDTRACE").flatMap { Int($0) } ?? 0, 86_400_000)
         deadlockMode = DeadlockMode(environment: env("GMP_DEADLOCK"))
+        var trim: Int64 = 1_000_000_000
+        if let s = env("GMP_TRIM_AFTER") {
+            guard let v = Scheduler.parseTrimAfter(s) else {
+                gmp_fatal("fatal error: GMP_TRIM_AFTER=\(s) is not 'off' or a time (milliseconds, or with ms or s)")
+            }
+            trim = v
+        }
+        trimAfter = Atomic(trim)
         pollerRef.store(UInt(bitPattern: Unmanaged.passRetained(PollerBox(FutexPoller())).toOpaque()),
                         ordering: .releasing)
         gmp_install_overflow_handler()
@@ -525,8 +542,10 @@ final class Scheduler: @unchecked Sendable {
             if !inherit { bump(p.pointee.schedTick) }
             bump(p.pointee.switchTick)
             g.s.pointee.status = .running
+            g.s.pointee.waitReason = .unknown // (a later park that does not say why must not look like this one)
             m.pointee.curg = g
             if !g.s.pointee.hasStack { giveStack(p, g) }
+            if gmp_trim_state(g.ctx) != GMP_TRIM_NONE { untrim(g) }
             gmp_gogo(m.pointee.ctx, g.ctx)
             m.pointee.curg = nil
             // Back on g0. m.p may have changed if the G made a blocking call.

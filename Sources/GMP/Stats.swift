@@ -45,6 +45,14 @@ public struct Stats: Sendable, CustomStringConvertible {
     public var timers: Int
     /// Stacks ever mapped.
     public var stacksMapped: Int
+    /// Parked Gs whose stack pages were given back (GMP.stackTrimAfter), now.
+    public var trimmedStacks: Int
+    /// Times a stack was trimmed, ever.
+    public var stackTrims: Int
+    /// Bytes of the trimmed Gs' stacks kept aside (the frames they use).
+    public var trimmedBytes: Int
+    /// madvise calls made to trim stacks, ever (neighbours share one).
+    public var trimCalls: Int
 
     static func capture(_ s: Scheduler) -> Stats {
         let n = s.procs.load(ordering: .acquiring)
@@ -98,7 +106,11 @@ public struct Stats: Sendable, CustomStringConvertible {
             spareProcs: s.nspare.load(ordering: .relaxed),
             spareLends: s.spareLends.load(ordering: .relaxed),
             timers: s.timerCount(),
-            stacksMapped: s.stackPool.counts().carved)
+            stacksMapped: s.stackPool.counts().carved,
+            trimmedStacks: s.trims.load(ordering: .relaxed) - s.untrims.load(ordering: .relaxed),
+            stackTrims: s.trims.load(ordering: .relaxed),
+            trimmedBytes: s.trimmedBytes.load(ordering: .relaxed),
+            trimCalls: s.trimCalls.load(ordering: .relaxed))
     }
 
     /// One line in the style of Go's `GODEBUG=schedtrace`.
@@ -106,7 +118,8 @@ public struct Stats: Sendable, CustomStringConvertible {
         "SCHED \(uptimeMs)ms: gmpprocs=\(procs) idleprocs=\(idleProcs) threads=\(threads) "
             + "spinningthreads=\(spinningThreads) idlethreads=\(idleThreads) runqueue=\(globalQueue) "
             + "[\(localQueues.map(String.init).joined(separator: " "))] steals=\(steals) "
-            + "liveg=\(live) parked=\(parked) timers=\(timers) longruns=\(longRuns) handoffs=\(handoffs) spareprocs=\(spareProcs)"
+            + "liveg=\(live) parked=\(parked) timers=\(timers) longruns=\(longRuns) handoffs=\(handoffs) spareprocs=\(spareProcs) "
+            + "trimmed=\(trimmedStacks)"
     }
 
     public var description: String { traceLine }

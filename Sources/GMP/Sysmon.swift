@@ -17,6 +17,8 @@ import Glibc
 ///    nothing that could wake a G, for a second;
 ///  - every 250 ms gives back the memory of free stacks that stayed unused
 ///    for the whole period, beyond the warm cache;
+///  - every quarter of `trimAfter` trims the stacks of Gs parked longer than
+///    that (Trim.swift);
 ///  - prints the `GMP_SCHEDTRACE` line when due.
 enum Sysmon {
     static func start(_ s: Scheduler) {
@@ -37,6 +39,7 @@ enum Sysmon {
         var idle = 0
         var delay: UInt32 = 20
         var nextScavenge: Int64 = 0
+        var nextTrim: Int64 = 0
         var nextTrace = s.schedTraceMs > 0 ? gmp_nanotime() + Int64(s.schedTraceMs) * 1_000_000 : Int64.max
         var deadlock = DeadlockWatch()
         while true {
@@ -64,6 +67,11 @@ enum Sysmon {
             if now >= nextScavenge {
                 nextScavenge = now + 250_000_000
                 s.stackPool.scavenge(keep: s.stackPool.warmLimit, idleOnly: true)
+            }
+            if now >= nextTrim {
+                let after = s.trimAfter.load(ordering: .relaxed)
+                nextTrim = now + (after > 0 ? max(after / 4, 1_000_000) : 250_000_000)
+                s.trimIdleStacks(now: now)
             }
             if now >= nextTrace {
                 let line = Stats.capture(s).traceLine + "\n"

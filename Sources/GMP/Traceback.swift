@@ -28,7 +28,7 @@ extension G {
     /// waits or is runnable: the caller checks), innermost first.
     func frames(max: Int = Traceback.depth) -> [UInt] {
         [UInt](unsafeUninitializedCapacity: max) { buf, n in
-            n = Int(gmp_ctx_frames(ctx, UnsafeMutablePointer(OpaquePointer(buf.baseAddress!)), Int32(max)))
+            n = Int(gmp_ctx_frames(ctxUnread, UnsafeMutablePointer(OpaquePointer(buf.baseAddress!)), Int32(max)))
         }
     }
 }

@@ -2,7 +2,8 @@
 // built for aarch64 and run under qemu-user by .ci/run (and natively too).
 // Two "goroutines" ping-pong with g0 many times, with floating-point state
 // and callee-saved registers live across switches; then a switched-out one's
-// stack is walked (gmp_ctx_frames, for the goroutine dump).
+// stack is walked (gmp_ctx_frames, for the goroutine dump), trimmed and
+// restored (Trim.swift's steps, done by hand).
 #include "CGMP.h"
 
 #include <stdio.h>
@@ -58,6 +59,28 @@ int main(void) {
         if (pcs[i] > (uintptr_t)body && pcs[i] < (uintptr_t)body + 4096) inBody = 1;
     if (n < 1 || n >= 16 || !inBody) {
         printf("FAIL: stack walk found %d frames, %s in body\n", n, inBody ? "one" : "none");
+        return 1;
+    }
+    // Trim G 0's stack as sysmon does (claim, save the top, give the pages
+    // back, publish), walk it from the copy, restore it and run it again.
+    uint8_t parked = 3;
+    size_t saved = 0, restored = 0;
+    if (gmp_trim_claim(&g[0], &parked, 3)) saved = gmp_trim_save(&g[0], 65536);
+    if (saved == 0 || madvise((void *)g[0].stack_lo, g[0].stack_hi - g[0].stack_lo, MADV_DONTNEED) != 0) {
+        printf("FAIL: trim claim/save\n");
+        return 1;
+    }
+    gmp_trim_publish(&g[0]);
+    int m2 = gmp_ctx_frames(&g[0], pcs, 16);
+    if (m2 != n || gmp_trim_state(&g[0]) != GMP_TRIM_DONE) {
+        printf("FAIL: walk of the trimmed stack found %d frames (%d before)\n", m2, n);
+        return 1;
+    }
+    restored = gmp_trim_restore(&g[0]);
+    long before = counter[0];
+    gmp_gogo(&m, &g[0]); // resumes on the restored frames and switches back
+    if (restored != saved || gmp_trim_state(&g[0]) != GMP_TRIM_NONE || counter[0] != before) {
+        printf("FAIL: restore gave %zu of %zu bytes\n", restored, saved);
         return 1;
     }
     if (counter[0] != -100000 || counter[1] != -100000 || live != 3.25 || enters != exits) {

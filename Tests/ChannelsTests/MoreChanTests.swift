@@ -7,6 +7,53 @@ import Testing
 /// The rest of Go's test/chan programs.
 @Suite(.serialized)
 struct MoreChanTests {
+    @Test("Values handed straight into (or out of) the frames of Gs parked past stackTrimAfter arrive whole: receive, send and select waits keep their stacks")
+    func handOffWithTrimming() {
+        let saved = GMP.stackTrimAfter
+        GMP.stackTrimAfter = .milliseconds(1)
+        defer { GMP.stackTrimAfter = saved }
+        let pairs = 100, rounds = 20
+        let wrong = runG(procs: 2, timeout: 60) { () -> Int in
+            let bad = Atomic<Int>(0)
+            let wg = WaitGroup(3 * pairs)
+            for i in 0..<pairs {
+                let c = Chan<String>(), d = Chan<String>(), e = Chan<String>()
+                // A receiver parked well past the threshold each time; the
+                // value is copied into its frame while it waits.
+                go {
+                    for r in 0..<rounds where c.receive().value != "c \(i) \(r) \(String(repeating: "x", count: r))" {
+                        bad.add(1, ordering: .relaxed)
+                    }
+                    wg.done()
+                }
+                // A sender parked past it; the value is copied out of its frame.
+                go {
+                    for r in 0..<rounds { d.send("d \(i) \(r) \(String(repeating: "y", count: r))") }
+                    wg.done()
+                }
+                // Both ends, with a select in between.
+                go {
+                    for r in 0..<rounds {
+                        GMP.sleep(nanoseconds: 2_000_000 + Int64(GMP.fastrand() % 2_000_000))
+                        c.send("c \(i) \(r) \(String(repeating: "x", count: r))")
+                        GMP.sleep(nanoseconds: 2_000_000)
+                        if d.receive().value != "d \(i) \(r) \(String(repeating: "y", count: r))" { bad.add(1, ordering: .relaxed) }
+                        go { GMP.sleep(nanoseconds: 2_000_000); e.send("e \(r)") }
+                        var got: String?
+                        select { s in
+                            if let v = s.receive(e) { got = v.value ?? "closed" }
+                        }
+                        if got != "e \(r)" { bad.add(1, ordering: .relaxed) }
+                    }
+                    wg.done()
+                }
+            }
+            wg.wait()
+            return bad.load(ordering: .relaxed)
+        }
+        #expect(wrong == 0)
+    }
+
     @Test("test/chan/doubleselect.go: two cases of different selects never both take one value", arguments: procCounts)
     func doubleSelect(procs: Int) {
         let ok = runG(procs: procs) { () -> Bool in

@@ -48,6 +48,41 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         #expect(err.contains("overflowed its stack"), "stderr: \(err)")
     }
 
+    @Test("A trimmed stack (its pages given back) still overflows into its guard and is reported")
+    func trimmedOverflow() async throws {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            setenv("GMP_STACK_SIZE", "64k", 1)
+            setenv("GMP_TRIM_AFTER", "1ms", 1)
+            GMP.run {
+                let gate = WaitGroup(1)
+                let ended = WaitGroup(1)
+                go { gate.wait(); _ = recurseForever(0); ended.done() }
+                while GMP.stats.trimmedStacks < 1 { GMP.sleep(for: .milliseconds(1)) }
+                gate.done()
+                ended.wait()
+            }
+        }
+        let err = stderrText(r)
+        #expect(err.contains("overflowed its stack") && err.contains("64 KiB"), "stderr: \(err)")
+    }
+
+    @Test("Bad GMP_TRIM_AFTER is a clear error; a good one sets GMP.stackTrimAfter")
+    func badTrimAfter() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            setenv("GMP_TRIM_AFTER", "soon", 1)
+            _ = GMP.stackTrimAfter
+        }
+        #expect(stderrText(r).contains("GMP_TRIM_AFTER=soon is not 'off' or a time"))
+        await #expect(processExitsWith: .success) {
+            setenv("GMP_TRIM_AFTER", "250ms", 1)
+            exit(GMP.stackTrimAfter == .milliseconds(250) ? 0 : 1)
+        }
+        await #expect(processExitsWith: .success) {
+            setenv("GMP_TRIM_AFTER", "off", 1)
+            exit(GMP.stackTrimAfter == nil ? 0 : 1)
+        }
+    }
+
     @Test("GMP.run inside a G traps with a message")
     func runInsideG() async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {

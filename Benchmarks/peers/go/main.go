@@ -115,6 +115,29 @@ func benchParked() result {
 	return result{"parked", n, float64(t1.Nanoseconds()) / float64(n), fmt.Sprintf("rss_bytes_per_g=%d", (after-before)/n)}
 }
 
+// 100,000 goroutines blocked for 3 s; resident memory per goroutine after.
+func benchIdle() result {
+	n := 100_000
+	before := rssBytes()
+	var gate, started, finished sync.WaitGroup
+	gate.Add(1)
+	started.Add(n)
+	finished.Add(n)
+	for i := 0; i < n; i++ {
+		go func() {
+			started.Done()
+			gate.Wait()
+			finished.Done()
+		}()
+	}
+	started.Wait()
+	time.Sleep(3 * time.Second)
+	after := rssBytes()
+	gate.Done()
+	finished.Wait()
+	return result{"idle", n, 0, fmt.Sprintf("rss_bytes_per_g=%d", (after-before)/n)}
+}
+
 func benchTimers() result {
 	n := 100_000
 	var wg sync.WaitGroup
@@ -414,7 +437,7 @@ func main() {
 		f    func() result
 	}{
 		{"spawn", benchSpawn}, {"yield", benchYield}, {"spawntree", benchSpawnTree},
-		{"parked", benchParked}, {"timers", benchTimers}, {"starvation", benchStarvation},
+		{"parked", benchParked}, {"idle", benchIdle}, {"timers", benchTimers}, {"starvation", benchStarvation},
 		{"pingpong", benchPingPong}, {"buffered", benchBuffered}, {"fanin", benchFanIn}, {"select", benchSelect},
 		{"echo", benchEcho}, {"idleconns", benchIdleConns},
 	}

@@ -36,8 +36,43 @@ typedef struct gmp_gctx {
     uintptr_t guard_lo;       // PROT_NONE guard page range, [lo, hi); 0 if none
     uintptr_t guard_hi;
     int64_t id;               // goroutine id, for messages
+    uint32_t trim;            // GMP_TRIM_*: atomic, sysmon and the M about to run the G (Trim.swift)
+    uint32_t trim_len;        // bytes of the stack's top saved in trim_buf while GMP_TRIM_DONE
+    void *trim_buf;
     _Alignas(16) char excl[32]; // Swift exclusivity state (swift_task_*ThreadLocalContext)
 } gmp_gctx;
+
+/// Trim states of a G's stack (the protocol is in Sources/GMP/Trim.swift).
+#define GMP_TRIM_NONE 0u  // the stack is whole
+#define GMP_TRIM_BUSY 1u  // sysmon is saving the top aside and giving the pages back
+#define GMP_TRIM_DONE 2u  // the pages are gone; the top is in trim_buf
+
+/// For the M about to run `g`: its trim state (acquire). Anything but
+/// GMP_TRIM_NONE sends it to gmp_trim_restore first.
+static inline uint32_t gmp_trim_state(gmp_gctx *g) {
+    return __atomic_load_n(&g->trim, __ATOMIC_ACQUIRE);
+}
+
+/// sysmon: claims a parked G's stack (NONE -> BUSY), then checks that the G
+/// is still parked (`*status == parked`, loaded after the claim); if it is
+/// not, gives the claim back and returns false.
+bool gmp_trim_claim(gmp_gctx *g, const uint8_t *status, uint8_t parked);
+
+/// sysmon, for a claimed G: copies the live top of its stack, [sp, hi), to
+/// a new malloc'd buffer and records it. Returns the bytes saved, or 0 (then
+/// cancel) if that is more than `max` or memory ran out.
+size_t gmp_trim_save(gmp_gctx *g, size_t max);
+
+/// sysmon, once the claimed G's stack pages are given back: BUSY -> DONE.
+void gmp_trim_publish(gmp_gctx *g);
+
+/// sysmon, for a claimed G it will not trim after all: BUSY -> NONE.
+void gmp_trim_cancel(gmp_gctx *g);
+
+/// For the M about to run `g` when gmp_trim_state was not NONE: waits while
+/// sysmon is busy with it, then copies a saved top back into place (the
+/// pages fault back in) and frees the copy. Returns the bytes restored.
+size_t gmp_trim_restore(gmp_gctx *g);
 
 /// Per-M switch state: where g0 (the thread's own stack) was left.
 typedef struct gmp_mctx {
@@ -61,10 +96,11 @@ void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg);
 void gmp_release_ctx(gmp_gctx *g);
 
 /// The return addresses on a switched-out G's stack, innermost first, found
-/// by walking its saved frame pointers; at most `max`. Safe to call while the
-/// G runs (the walk stays inside its stack; the result is then garbage, not a
-/// crash). Returns how many were stored.
-int gmp_ctx_frames(const gmp_gctx *g, uintptr_t *pcs, int max);
+/// by walking its saved frame pointers (in the saved copy, if the stack is
+/// trimmed); at most `max`. Safe to call while the G runs (the walk stays
+/// inside its stack; the result is then garbage, not a crash). Returns how
+/// many were stored.
+int gmp_ctx_frames(gmp_gctx *g, uintptr_t *pcs, int max);
 
 /// Copies n bytes that other threads may be writing meanwhile, without
 /// telling the sanitizers (racy by design: for the goroutine dump).

@@ -1,0 +1,218 @@
+import CGMP
+import Glibc
+import Synchronization
+
+// Idle stack trimming: a G parked for a while gives its stack pages back.
+//
+// A parked G's stack holds a few hundred bytes to a few KiB of live frames
+// at its top, [sp, hi), but its pages stay resident: a 4 KiB page at least,
+// more if it once ran deeper. sysmon (every quarter of `trimAfter`) looks
+// for Gs parked longer than `trimAfter` (1 s; GMP_TRIM_AFTER, or
+// `GMP.stackTrimAfter`), copies each one's live top to the heap (exactly
+// `hi - sp` bytes), and gives all of its stack pages back with
+// MADV_DONTNEED. The address range stays the G's, so its frames come back
+// at the same addresses (Swift frames point into themselves and cannot
+// move). Neighbouring stacks, and the guard pages between them, go in one
+// madvise call, as the stack pool's scavenger does, so trimming 100,000 Gs
+// is a few hundred calls, not 100,000.
+//
+// The M about to run a G checks its trim word before switching to it (one
+// load in `execute`); a trimmed G gets its top copied back first, so it
+// never runs on half-restored memory. The one page the copy touches faults
+// back in then.
+//
+// Protocol. The trim word (gmp_gctx.trim): NONE -> BUSY (sysmon's claim,
+// a sequentially consistent CAS) -> DONE (release, once the copy is saved
+// and the pages are given back) -> NONE (the M that runs the G, once it has
+// restored it); or BUSY -> NONE (release) when sysmon backs off.
+//  1. sysmon claims, then loads the G's status (sequentially consistent,
+//     after the claim). It trims only a G that is still `.waiting`.
+//  2. Whoever readies a G sets `.runnable` before it publishes the G (run
+//     queue release/exchange, or the global queue's lock), and an M takes a
+//     G from there with an acquire (CAS, lock) before it loads the trim word.
+//  So either sysmon's status load sees the G no longer waiting (it backs
+// off), or the M's trim load sees BUSY or DONE (it waits for DONE, then
+// restores): the store-then-load on each side is ordered (x86 TSO; on
+// AArch64, the seq_cst CAS then load-acquire, and the release/acquire
+// chain through the run queue). A G that stays `.waiting` cannot run, so
+// it cannot end and be freed while sysmon holds its claim outside
+// `allgLock`. A G readied while BUSY waits on its M for the rest of the
+// batch (at most `batch` copies and their madvise calls).
+//
+// Only Gs whose stack nobody else touches while they wait are trimmed:
+// those asleep, in IO wait, or waiting on a Mutex, a WaitGroup or forever.
+// A G waiting on a channel or in select is not: the G that completes its
+// operation copies the value straight into (or out of) the waiter's frame,
+// under the channel's lock, before it readies it (Go's direct hand-off),
+// and that would write into pages given back, or read zeros from them. Go
+// has the same problem when it moves a stack, and solves it by locking the
+// G's channels and adjusting the sudogs' pointers (`syncadjustsudogs`);
+// here the value slot would move to the sudog instead. Not done yet.
+//
+// What a trimmed G costs: its G state and switch context, its closure, its
+// waits (sudog), and its saved top, which is one malloc of the bytes in use.
+// Overflow detection is unchanged: the guard page is not touched (its
+// guard region or PROT_NONE survives MADV_DONTNEED), and an unguarded
+// stack's canary is the zero its lowest word reads as after the trim.
+
+extension G {
+    /// The G's status and since when it waits, read while other threads may
+    /// be changing them (no stack walk, no second look: sysmon's first pass
+    /// over every G, which claims before it relies on anything).
+    func parkedSince() -> (GStatus?, WaitReason, Int64) {
+        var status: UInt8 = 0
+        var reason: UInt8 = 0
+        var since: Int64 = 0
+        gmp_peek(&status, UnsafeRawPointer(s) + G.statusOffset, 1)
+        gmp_peek(&reason, UnsafeRawPointer(s) + G.reasonOffset, 1)
+        gmp_peek(&since, UnsafeRawPointer(s) + G.sinceOffset, 8)
+        return (GStatus(rawValue: status), WaitReason(rawValue: reason) ?? .unknown, since)
+    }
+}
+
+extension WaitReason {
+    /// Whether nothing but the G itself touches its stack while it waits for
+    /// this, so that the stack may be trimmed. A channel send, receive or
+    /// select passes pointers into the waiting G's stack to the G that
+    /// completes it (the value is copied straight into, or out of, the
+    /// waiter's frame, as in Go), which would write into given-back pages, or
+    /// read zeros from them. `unknown` is a park the runtime did not describe
+    /// (`GMP.park` called directly), so it is left alone too.
+    var stackIsPrivate: Bool {
+        switch self {
+        case .sleep, .ioWait, .mutex, .waitGroup, .forever: true
+        case .unknown, .chanReceive, .chanSend, .select: false
+        }
+    }
+}
+
+extension Scheduler {
+    /// Claims at most this many Gs at a time; a G readied meanwhile waits
+    /// for the batch.
+    static let trimBatch = 256
+
+    /// Stacks deeper than this are left whole (copying them aside would
+    /// save little).
+    static let trimMaxSaved = 64 * 1024
+
+    /// sysmon: trims the stacks of Gs parked longer than `trimAfter` (see the
+    /// comment at the top of this file).
+    func trimIdleStacks(now: Int64) {
+        let after = trimAfter.load(ordering: .relaxed)
+        guard after > 0 else { return }
+        var claimed: [G] = []
+        claimed.reserveCapacity(Scheduler.trimBatch)
+        var i = 0
+        while true {
+            allgLock.lock()
+            while i < allgs.count && claimed.count < Scheduler.trimBatch {
+                let g = allgs[i]
+                i += 1
+                // A first look without claiming: parked long enough, with a
+                // stack that is whole (racy reads, hence peeks).
+                let (status, reason, since) = g.parkedSince()
+                guard status == .waiting, reason.stackIsPrivate, since != 0, now - since >= after,
+                      gmp_trim_state(g.ctxUnread) == GMP_TRIM_NONE else { continue }
+                let word = (UnsafeRawPointer(g.s) + G.statusOffset).assumingMemoryBound(to: UInt8.self)
+                if gmp_trim_claim(g.ctxUnread, word, GStatus.waiting.rawValue) { claimed.append(g) }
+            }
+            let more = i < allgs.count
+            allgLock.unlock()
+            if claimed.isEmpty { return }
+            trim(claimed)
+            claimed.removeAll(keepingCapacity: true)
+            if !more { return }
+        }
+    }
+
+    /// Saves the tops of claimed stacks, gives their pages back, and
+    /// publishes them as trimmed.
+    private func trim(_ claimed: [G]) {
+        var ranges: [(lo: UInt, hi: UInt, guardLo: UInt)] = []
+        var trimmed: [G] = []
+        var saved = 0
+        for g in claimed {
+            // Written when the G first ran, before it parked; the G cannot
+            // run (or end) while claimed. Peeked: TSan cannot see that order.
+            var st = Stack(lo: 0, hi: 0, guardLo: 0, guardHi: 0)
+            gmp_peek(&st, UnsafeRawPointer(g.s) + G.stackOffset, MemoryLayout<Stack>.size)
+            let n = gmp_trim_save(g.ctxUnread, Scheduler.trimMaxSaved)
+            if n == 0 {
+                gmp_trim_cancel(g.ctxUnread)
+                continue
+            }
+            saved += n
+            trimmed.append(g)
+            ranges.append((st.lo, st.hi, st.guardLo))
+        }
+        ranges.sort { $0.lo < $1.lo }
+        var i = 0
+        var calls = 0
+        while i < ranges.count {
+            let lo = ranges[i].lo
+            var hi = ranges[i].hi
+            var j = i + 1
+            // Neighbours in one slab: the next stack (or its guard) starts where this one ends.
+            while j < ranges.count, ranges[j].lo == hi || ranges[j].guardLo == hi {
+                hi = ranges[j].hi
+                j += 1
+            }
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), Int(hi - lo), MADV_DONTNEED)
+            calls += 1
+            i = j
+        }
+        for g in trimmed { gmp_trim_publish(g.ctxUnread) }
+        trims.add(trimmed.count, ordering: .relaxed)
+        trimmedBytes.add(saved, ordering: .relaxed)
+        trimCalls.add(calls, ordering: .relaxed)
+    }
+
+    /// The M about to run `g`, whose trim word is not NONE: waits out a trim
+    /// in progress and puts a trimmed G's top back.
+    @inline(never)
+    func untrim(_ g: G) {
+        let n = gmp_trim_restore(g.ctx)
+        if n > 0 {
+            untrims.add(1, ordering: .relaxed)
+            trimmedBytes.subtract(n, ordering: .relaxed)
+        }
+    }
+
+    /// Parses GMP_TRIM_AFTER: `off` or `0` (never trim), or a time of at most
+    /// a day: a number of milliseconds, or with `ms` or `s`. nil if it is
+    /// none of these.
+    static func parseTrimAfter(_ text: String) -> Int64? {
+        let t = String(text.lowercased().filter { $0 != " " })
+        if t == "off" { return 0 }
+        var digits = Substring(t)
+        var unit: Int64 = 1_000_000
+        if t.hasSuffix("ms") {
+            digits = t.dropLast(2)
+        } else if t.hasSuffix("s") {
+            digits = t.dropLast()
+            unit = 1_000_000_000
+        }
+        guard let v = Int64(digits), v >= 0 else { return nil }
+        let (ns, overflow) = v.multipliedReportingOverflow(by: unit)
+        return overflow || ns > 86_400_000_000_000 ? nil : ns // at most a day
+    }
+}
+
+extension GMP {
+    /// How long a G must stay parked before sysmon gives its stack pages back
+    /// (keeping only the bytes its frames use, copied aside until it runs
+    /// again); nil: never. Default 1 s, or `GMP_TRIM_AFTER` (`off`, or
+    /// milliseconds, or with an `ms`/`s` suffix). Shorter saves memory
+    /// sooner, at the cost of a copy and a page fault for each G that wakes
+    /// after it.
+    public static var stackTrimAfter: Duration? {
+        get {
+            let ns = Scheduler.shared.trimAfter.load(ordering: .relaxed)
+            return ns > 0 ? .nanoseconds(ns) : nil
+        }
+        set {
+            let ns = newValue.map { max(1, GMP.nanoseconds($0)) } ?? 0
+            Scheduler.shared.trimAfter.store(ns, ordering: .relaxed)
+        }
+    }
+}
