@@ -207,6 +207,7 @@ func benchChatIdle() -> Result? {
     _ = stdout.fileHandleForReading.availableData
     awaitClients(n, port: port) // and the server has registered them all
     let el = now() - t0
+    usleep(3_000_000) // idle for a while, as a chat server's users mostly are
     let after = rssBytes(pid: app.processIdentifier)
     try? stdin.fileHandleForWriting.close()
     child.waitUntilExit()

@@ -57,7 +57,8 @@ let workloads: [Workload] = [
                  + "Server: ChatApp, or for Go the gorilla/websocket hub (peers/go/chat.go)."),
     Workload(name: "chatidle", ours: benchChatIdle, swift: nil, go: .chatServer,
              metrics: [Metric(key: "rss_bytes_per_conn", label: "RSS bytes per conn")],
-             about: "10,000 idle WebSocket clients (in another process); the server's resident memory per connection."),
+             about: "10,000 WebSocket clients (in another process) connected and then idle for 3 s; the server's "
+                 + "resident memory per connection."),
     Workload(name: "chatchurn", ours: benchChatChurn, swift: nil, go: .chatServer,
              metrics: [Metric(key: "conns_per_s", label: "connections/s", higherIsBetter: true),
                        Metric(key: "rss_growth_kb", label: "RSS growth KiB"), serverCPU],
