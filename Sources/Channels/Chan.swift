@@ -2,9 +2,13 @@ import GMP
 
 // Channels (Go's runtime/chan.go)
 //
-// A channel is a lock, a ring buffer of `capacity` values, and two wait
-// queues of sudogs: receivers waiting for a value (`recvq`) and senders
-// waiting for room or a receiver (`sendq`).
+// A channel is a lock, a ring buffer of `capacity` values (allocated when
+// the first value is buffered), and two wait queues of sudogs: receivers
+// waiting for a value (`recvq`) and senders waiting for room or a receiver
+// (`sendq`). A waiter's value slot is in its sudog when the value fits (32
+// bytes), so that a waker never writes into a parked G's stack, which may
+// be trimmed (GMP's Trim.swift); a bigger value stays in the waiter's frame
+// and pins its stack for the wait.
 //
 // Invariants (under `lock`):
 //  - At least one of `sendq` and `recvq` is empty (select aside: a select
@@ -144,18 +148,29 @@ public class AnyChan: @unchecked Sendable {
 
     /// Lock held: waits on `sendq` or `recvq` with the value slot `elem`,
     /// releasing the lock once parked. Returns the waker's verdict: true if
-    /// a value was exchanged, false if woken by `close`.
+    /// a value was exchanged (a sent value is gone from `elem`, a received
+    /// one is in it), false if woken by `close` (a value to send is still in
+    /// `elem`). With `inSudog` (the value fits `Sudog.slot`) the waker works
+    /// on the sudog's slot, and the value moves between it and `elem` here;
+    /// else on `elem` itself, which pins the stack for the wait (Trim.swift).
     /// Always inlined: as a call of its own, each park retained and released
     /// the channel around it (pingpong 178 -> 222 ns).
     @inline(__always)
-    func parkLocked(elem: UnsafeMutableRawPointer, sending: Bool) -> Bool {
+    func parkLocked(elem: UnsafeMutableRawPointer, sending: Bool, inSudog: Bool) -> Bool {
         let sg = Sudog.acquire()
-        sg.s.pointee.elem = elem
+        if inSudog {
+            if sending { moveValue(from: elem, to: sg.slot) }
+            sg.s.pointee.elem = sg.slot
+        } else {
+            sg.s.pointee.elem = elem
+            sg.s.pointee.pinsStack = true
+        }
         sg.s.pointee.chan = identity
         sg.s.pointee.reason = sending ? .chanSend : .chanReceive
         if sending { sendq.enqueue(sg) } else { recvq.enqueue(sg) }
         sg.park(unlocking: lock)
         let ok = sg.s.pointee.success
+        if inSudog && ok != sending { moveValue(from: sg.slot, to: elem) } // received, or not sent
         sg.release()
         return ok
     }
@@ -224,15 +239,18 @@ extension TryReceived: Equatable where T: Equatable {}
 /// drained.
 public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
     // @unchecked: the buffer and indices are guarded by `lock`.
-    private let buf: UnsafeMutablePointer<T>
+    /// The ring of `capacity` values, made when the first value is buffered
+    /// (guarded by `lock`): a channel that never buffers a value, such as an
+    /// idle client's send queue, costs no buffer.
+    private var buf: UnsafeMutablePointer<T>?
 
     /// Makes a channel. `capacity` 0 (the default) is unbuffered.
     public init(capacity: Int = 0) {
-        buf = .allocate(capacity: Swift.max(capacity, 1))
         super.init(bufferSize: capacity)
     }
 
     deinit {
+        guard let buf else { return }
         var i = st.pointee.recvx
         for _ in 0..<qcount {
             (buf + i).deinitialize(count: 1)
@@ -243,14 +261,22 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
 
     override func bufPush(from elem: UnsafeMutableRawPointer) {
         let x = st.pointee.sendx
-        (buf + x).moveInitialize(from: elem.assumingMemoryBound(to: T.self), count: 1)
+        let b = buf ?? makeBuffer()
+        (b + x).moveInitialize(from: elem.assumingMemoryBound(to: T.self), count: 1)
         st.pointee.sendx = x + 1 == capacity ? 0 : x + 1
         st.pointee.qcount += 1
     }
 
+    @inline(never)
+    private func makeBuffer() -> UnsafeMutablePointer<T> {
+        let b = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(capacity, 1))
+        buf = b
+        return b
+    }
+
     override func bufPop(into elem: UnsafeMutableRawPointer) {
         let x = st.pointee.recvx
-        elem.assumingMemoryBound(to: T.self).moveInitialize(from: buf + x, count: 1)
+        elem.assumingMemoryBound(to: T.self).moveInitialize(from: buf! + x, count: 1) // (pushed before)
         st.pointee.recvx = x + 1 == capacity ? 0 : x + 1
         st.pointee.qcount -= 1
     }
@@ -272,7 +298,10 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
                 wake?.ready()
                 return
             }
-            if !parkLocked(elem: raw, sending: true) { fatalError("send on closed channel") }
+            if !parkLocked(elem: raw, sending: true, inSudog: Sudog.fitsSlot(T.self)) {
+                p.deinitialize(count: 1)
+                fatalError("send on closed channel")
+            }
         }
     }
 
@@ -307,7 +336,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
                 wake?.ready()
                 return received ? .value(p.move()) : .closed
             }
-            return parkLocked(elem: raw, sending: false) ? .value(p.move()) : .closed
+            return parkLocked(elem: raw, sending: false, inSudog: Sudog.fitsSlot(T.self)) ? .value(p.move()) : .closed
         }
     }
 

@@ -15,7 +15,9 @@ import Synchronization
 //     goes (first one channel lock at a time; if none was ready, again
 //     under all the locks, so that "none ready" is a consistent view);
 //  3. none: the `otherwise` case if there is one; else enqueue a sudog on
-//     every case's channel, arm the time-out, and park, releasing all locks
+//     every case's channel (a receive case whose value fits takes it in its
+//     sudog's slot; a send case or a bigger value pins the stack for the
+//     wait, see Chan.swift), arm the time-out, and park, releasing all locks
 //     once parked. The first operation to claim the select (a CAS on its
 //     shared `done` word, see WaitQueue.dequeue) wins; the others skip its
 //     sudogs. After waking, lock again and dequeue the losing sudogs.
@@ -77,6 +79,8 @@ public struct Select {
         var slotFull = false
         var received = false
         var deadline: Int64 = 0
+        /// A receive case whose value fits `Sudog.slot`.
+        var fitsSudog = false
     }
 
     enum Phase { case register, deliver(Int) }
@@ -176,6 +180,7 @@ public struct Select {
             if let c = channel {
                 rec.chan = Unmanaged<AnyChan>.passRetained(c)
                 (rec.slot, rec.slotOnHeap) = slot(for: T.self)
+                rec.fitsSudog = Sudog.fitsSlot(T.self)
             }
             cases.append(rec)
             position += 1
@@ -404,14 +409,24 @@ public struct Select {
         let raw = Unmanaged.passUnretained(state).toOpaque()
         var sudogs: [(Int, Sudog)] = []
         sudogs.reserveCapacity(npoll)
+        // A receive case whose value fits takes it in its sudog's slot, so
+        // the waker does not write into this stack; a send case (whose value
+        // would have to be copied to every case's sudog) or a value too big
+        // pins the stack for the wait (Trim.swift).
+        var pins = false
         for pi in poll {
             let i = Int(pi)
             let sg = sudogs.isEmpty ? parker : Sudog.acquire()
             if !sudogs.isEmpty { parker.shareParker(with: sg) }
-            sg.s.pointee.elem = cases[i].slot
+            let isSend = cases[i].kind == .send
+            if !isSend && cases[i].fitsSudog {
+                sg.s.pointee.elem = sg.slot
+            } else {
+                sg.s.pointee.elem = cases[i].slot
+                pins = true
+            }
             sg.s.pointee.select = raw
             sg.s.pointee.caseIndex = i
-            let isSend = cases[i].kind == .send
             cases[i].chan!._withUnsafeGuaranteedRef { c in
                 sg.s.pointee.chan = c.identity
                 if isSend { c.sendq.enqueue(sg) } else { c.recvq.enqueue(sg) }
@@ -431,6 +446,7 @@ public struct Select {
         var held = [state.armLock]
         for c in locks { held.append(Self.chan(c)._withUnsafeGuaranteedRef { $0.lock }) }
         parker.s.pointee.reason = .select
+        parker.s.pointee.pinsStack = pins
         parker.park(unlocking: held)
 
         // Woken: one case (or the time-out) claimed us.
@@ -445,7 +461,12 @@ public struct Select {
         }
         unlockAll(locks)
         var ok = true
-        for (i, sg) in sudogs where i == winner { ok = sg.s.pointee.success }
+        for (i, sg) in sudogs where i == winner {
+            ok = sg.s.pointee.success
+            if ok && sg.s.pointee.elem == sg.slot { // a received value, in the sudog
+                cases[i].chan!._withUnsafeGuaranteedRef { $0.moveValue(from: sg.slot, to: cases[i].slot!) }
+            }
+        }
         for (_, sg) in sudogs { sg.release() }
         if sudogs.isEmpty { parker.release() }
         withExtendedLifetime(state) {}

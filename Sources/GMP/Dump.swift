@@ -23,12 +23,14 @@ import Synchronization
 // wedged.
 
 extension G {
-    /// Records, before it parks, why the G waits. Since when is stamped on
+    /// Records, before it parks, why the G waits, and whether another party
+    /// will touch its stack meanwhile (then it is not trimmed). Since when is stamped on
     /// g0 once it has parked (`Scheduler.execute`), where the scheduler is at
     /// hand: reaching `Scheduler.shared` from here cost a call per park
     /// (pingpong 4% slower).
-    @inline(__always) func noteWait(_ reason: WaitReason) {
+    @inline(__always) func noteWait(_ reason: WaitReason, pinsStack: Bool = false) {
         s.pointee.waitReason = reason
+        s.pointee.stackPinned = pinsStack
     }
 }
 
@@ -85,6 +87,7 @@ extension G {
     static let statusOffset = MemoryLayout<GState>.offset(of: \.status)!
     private static let hasStackOffset = MemoryLayout<GState>.offset(of: \.hasStack)!
     static let reasonOffset = MemoryLayout<GState>.offset(of: \.waitReason)!
+    static let pinnedOffset = MemoryLayout<GState>.offset(of: \.stackPinned)!
     static let sinceOffset = MemoryLayout<GState>.offset(of: \.waitSince)!
     static let stackOffset = MemoryLayout<GState>.offset(of: \.stack)!
     private static let idOffset = MemoryLayout<GState>.offset(of: \.id)!

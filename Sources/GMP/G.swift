@@ -46,6 +46,8 @@ struct GState {
     /// For the dump: why and since when (sysmon's coarse clock) it waits,
     /// where its `go` statement is, and its index in the registry.
     var waitReason = WaitReason.unknown
+    /// Another party will copy into or out of this G's stack while it waits.
+    var stackPinned = false
     var waitSince: Int64 = 0
     var goFile: StaticString = ""
     var goLine: UInt32 = 0

@@ -139,6 +139,8 @@ final class Scheduler: @unchecked Sendable {
     let untrims = Atomic<Int>(0)
     let trimmedBytes = Atomic<Int>(0)
     let trimCalls = Atomic<Int>(0)
+    /// Where sysmon's next trim pass starts in `allgs` (sysmon only).
+    var trimCursor = 0
 
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
@@ -542,7 +544,9 @@ final class Scheduler: @unchecked Sendable {
             if !inherit { bump(p.pointee.schedTick) }
             bump(p.pointee.switchTick)
             g.s.pointee.status = .running
-            g.s.pointee.waitReason = .unknown // (a later park that does not say why must not look like this one)
+            // (A later park that does not say why must not look like this one.)
+            g.s.pointee.waitReason = .unknown
+            g.s.pointee.stackPinned = false
             m.pointee.curg = g
             if !g.s.pointee.hasStack { giveStack(p, g) }
             if gmp_trim_state(g.ctx) != GMP_TRIM_NONE { untrim(g) }

@@ -8,6 +8,11 @@ import Synchronization
 /// Fields are owned by whoever holds the lock of the queue the sudog is on,
 /// and by the waiting party itself before it enqueues and after it wakes.
 public struct SudogState {
+    /// Room for a value of up to `Sudog.slotSize` bytes (alignment up to 8)
+    /// that the waker moves in or out while the party waits, instead of a
+    /// slot on the party's stack. See `slot`. First, so that its address is
+    /// the state's (no offset to look up on the channel paths).
+    var storage: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     /// The waiting G, or nil for a plain thread (which sleeps on `note`).
     public var g: G?
     /// Value slot of the waiting party: a sender's value to move out, or a
@@ -26,6 +31,12 @@ public struct SudogState {
     public var prev: Sudog?
     /// Why the party waits (for the goroutine dump), set before it parks.
     public var reason = WaitReason.unknown
+    /// Set when `elem` points into the waiting G's own stack: the waker will
+    /// copy a value into or out of it, so the stack must stay whole while
+    /// the G waits (it is not trimmed, Trim.swift). Use `slot` instead where
+    /// the value fits.
+    public var pinsStack = false
+
     /// Thread parker, for plain threads only.
     var note: Note?
     /// For a plain thread waiting on several sudogs at once (`select`): the
@@ -57,6 +68,22 @@ public struct Sudog: Equatable, @unchecked Sendable {
         return sg
     }
 
+    /// Bytes a value may take to live in `slot`.
+    public static let slotSize = 32
+
+    /// A value slot inside the sudog (`slotSize` bytes, 8-aligned), for a
+    /// waiting party's value: a waker that moves a value into or out of it
+    /// touches the sudog, not the waiter's stack, so the waiter's stack can
+    /// be trimmed while it waits.
+    @inline(__always) public var slot: UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(s) // `storage` is the first field (checked in `Scheduler.sudogGet`)
+    }
+
+    /// Whether a `T` fits in `slot`.
+    @inline(__always) public static func fitsSlot<T>(_: T.Type) -> Bool {
+        MemoryLayout<T>.size <= slotSize && MemoryLayout<T>.alignment <= 8
+    }
+
     /// Gives the sudog back (it must be on no queue).
     public func release() {
         s.pointee.elem = nil
@@ -66,6 +93,7 @@ public struct Sudog: Equatable, @unchecked Sendable {
         s.pointee.prev = nil
         s.pointee.success = false
         s.pointee.reason = .unknown
+        s.pointee.pinsStack = false
         s.pointee.g = nil
         s.pointee.sharedNote = nil
         if let m = currentM(), let p = m.pointee.p, p.own.pointee.sudogCache.count < 128 {
@@ -79,7 +107,7 @@ public struct Sudog: Equatable, @unchecked Sendable {
     /// (for a G: on the scheduler's stack). Returns when `ready()` is called.
     public func park(unlocking lock: FutexLock) {
         if let g = s.pointee.g {
-            g.noteWait(s.pointee.reason)
+            g.noteWait(s.pointee.reason, pinsStack: s.pointee.pinsStack)
             GMP.park(unlocking: lock)
         } else {
             let note = s.pointee.note!
@@ -98,7 +126,7 @@ public struct Sudog: Equatable, @unchecked Sendable {
     /// safely parked. For `select`, which holds the locks of all its channels.
     public func park(unlocking locks: [FutexLock]) {
         if let g = s.pointee.g {
-            g.noteWait(s.pointee.reason)
+            g.noteWait(s.pointee.reason, pinsStack: s.pointee.pinsStack)
             GMP.park(unlocking: locks)
         } else {
             let note = s.pointee.note!
@@ -120,6 +148,8 @@ public struct Sudog: Equatable, @unchecked Sendable {
 extension Scheduler {
     func sudogGet() -> Sudog {
         if let sg = sudogLock.withLock({ sudogFree.popLast() }) { return sg }
+        // Sudog.slot relies on this (Swift lays out a struct's fields in order).
+        precondition(MemoryLayout<SudogState>.offset(of: \.storage) == 0, "SudogState.storage must come first")
         let s = UnsafeMutablePointer<SudogState>.allocate(capacity: 1)
         s.initialize(to: SudogState())
         return Sudog(s: s)

@@ -70,7 +70,7 @@ enum Sysmon {
             }
             if now >= nextTrim {
                 let after = s.trimAfter.load(ordering: .relaxed)
-                nextTrim = now + (after > 0 ? max(after / 4, 1_000_000) : 250_000_000)
+                nextTrim = now + (after > 0 ? max(after / 4, 5_000_000) : 250_000_000)
                 s.trimIdleStacks(now: now)
             }
             if now >= nextTrace {

@@ -6,7 +6,8 @@ import Synchronization
 //
 // A parked G's stack holds a few hundred bytes to a few KiB of live frames
 // at its top, [sp, hi), but its pages stay resident: a 4 KiB page at least,
-// more if it once ran deeper. sysmon (every quarter of `trimAfter`) looks
+// more if it once ran deeper. sysmon (every quarter of `trimAfter`, at most
+// every 5 ms, looking at up to `trimScan` Gs each time) looks
 // for Gs parked longer than `trimAfter` (1 s; GMP_TRIM_AFTER, or
 // `GMP.stackTrimAfter`), copies each one's live top to the heap (exactly
 // `hi - sp` bytes), and gives all of its stack pages back with
@@ -39,15 +40,17 @@ import Synchronization
 // `allgLock`. A G readied while BUSY waits on its M for the rest of the
 // batch (at most `batch` copies and their madvise calls).
 //
-// Only Gs whose stack nobody else touches while they wait are trimmed:
-// those asleep, in IO wait, or waiting on a Mutex, a WaitGroup or forever.
-// A G waiting on a channel or in select is not: the G that completes its
-// operation copies the value straight into (or out of) the waiter's frame,
-// under the channel's lock, before it readies it (Go's direct hand-off),
-// and that would write into pages given back, or read zeros from them. Go
-// has the same problem when it moves a stack, and solves it by locking the
-// G's channels and adjusting the sudogs' pointers (`syncadjustsudogs`);
-// here the value slot would move to the sudog instead. Not done yet.
+// Only Gs whose stack nobody else touches while they wait are trimmed. A
+// channel operation completes in the waker, which copies the value into (or
+// out of) the waiter's slot before it readies it (Go's direct hand-off);
+// had the slot been in the waiter's frame, that would write into pages
+// given back, or read zeros from them. So a waiter whose value fits puts it
+// in its sudog (`Sudog.slot`, 32 bytes), and one whose value does not (or a
+// select with a send case) pins its stack for the wait (`pinsStack`), and
+// is not trimmed. Go has the same problem when it moves a stack, and locks
+// the G's channels to adjust the sudogs' pointers (`syncadjustsudogs`).
+// A G parked by a direct `GMP.park` (wait reason unknown) is not trimmed
+// either: the runtime cannot know what its caller handed out.
 //
 // What a trimmed G costs: its G state and switch context, its closure, its
 // waits (sudog), and its saved top, which is one malloc of the bytes in use.
@@ -59,37 +62,36 @@ extension G {
     /// The G's status and since when it waits, read while other threads may
     /// be changing them (no stack walk, no second look: sysmon's first pass
     /// over every G, which claims before it relies on anything).
-    func parkedSince() -> (GStatus?, WaitReason, Int64) {
+    func parkedSince() -> (GStatus?, WaitReason, pinned: Bool, Int64) {
         var status: UInt8 = 0
         var reason: UInt8 = 0
+        var pinned: UInt8 = 1
         var since: Int64 = 0
         gmp_peek(&status, UnsafeRawPointer(s) + G.statusOffset, 1)
         gmp_peek(&reason, UnsafeRawPointer(s) + G.reasonOffset, 1)
+        gmp_peek(&pinned, UnsafeRawPointer(s) + G.pinnedOffset, 1)
         gmp_peek(&since, UnsafeRawPointer(s) + G.sinceOffset, 8)
-        return (GStatus(rawValue: status), WaitReason(rawValue: reason) ?? .unknown, since)
+        return (GStatus(rawValue: status), WaitReason(rawValue: reason) ?? .unknown, pinned != 0, since)
     }
 }
 
 extension WaitReason {
-    /// Whether nothing but the G itself touches its stack while it waits for
-    /// this, so that the stack may be trimmed. A channel send, receive or
-    /// select passes pointers into the waiting G's stack to the G that
-    /// completes it (the value is copied straight into, or out of, the
-    /// waiter's frame, as in Go), which would write into given-back pages, or
-    /// read zeros from them. `unknown` is a park the runtime did not describe
-    /// (`GMP.park` called directly), so it is left alone too.
-    var stackIsPrivate: Bool {
-        switch self {
-        case .sleep, .ioWait, .mutex, .waitGroup, .forever: true
-        case .unknown, .chanReceive, .chanSend, .select: false
-        }
-    }
+    /// Whether a G waiting for this may be trimmed: every wait the runtime
+    /// describes, unless the G's stack is pinned (`GState.stackPinned`).
+    /// `unknown` is a park the runtime did not describe (`GMP.park` called
+    /// directly, with who knows what pointers into the stack handed out),
+    /// so it is left alone.
+    var trimmable: Bool { self != .unknown }
 }
 
 extension Scheduler {
     /// Claims at most this many Gs at a time; a G readied meanwhile waits
     /// for the batch.
     static let trimBatch = 256
+
+    /// G states looked at per pass (sysmon's time is bounded; a pass every
+    /// quarter of `trimAfter` gets round 100,000 Gs in well under a second).
+    static let trimScan = 32_768
 
     /// Stacks deeper than this are left whole (copying them aside would
     /// save little).
@@ -102,21 +104,28 @@ extension Scheduler {
         guard after > 0 else { return }
         var claimed: [G] = []
         claimed.reserveCapacity(Scheduler.trimBatch)
-        var i = 0
+        // At most `trimScan` G states a pass, from where the last one
+        // stopped: the registry also holds every pooled G ever made.
+        var i = trimCursor
+        var scanned = 0
+        defer { trimCursor = i }
         while true {
             allgLock.lock()
-            while i < allgs.count && claimed.count < Scheduler.trimBatch {
+            let limit = min(allgs.count, Scheduler.trimScan)
+            while scanned < limit && claimed.count < Scheduler.trimBatch {
+                if i >= allgs.count { i = 0 }
                 let g = allgs[i]
                 i += 1
+                scanned += 1
                 // A first look without claiming: parked long enough, with a
                 // stack that is whole (racy reads, hence peeks).
-                let (status, reason, since) = g.parkedSince()
-                guard status == .waiting, reason.stackIsPrivate, since != 0, now - since >= after,
+                let (status, reason, pinned, since) = g.parkedSince()
+                guard status == .waiting, reason.trimmable, !pinned, since != 0, now - since >= after,
                       gmp_trim_state(g.ctxUnread) == GMP_TRIM_NONE else { continue }
                 let word = (UnsafeRawPointer(g.s) + G.statusOffset).assumingMemoryBound(to: UInt8.self)
                 if gmp_trim_claim(g.ctxUnread, word, GStatus.waiting.rawValue) { claimed.append(g) }
             }
-            let more = i < allgs.count
+            let more = scanned < limit
             allgLock.unlock()
             if claimed.isEmpty { return }
             trim(claimed)

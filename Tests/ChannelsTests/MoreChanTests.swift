@@ -7,7 +7,7 @@ import Testing
 /// The rest of Go's test/chan programs.
 @Suite(.serialized)
 struct MoreChanTests {
-    @Test("Values handed straight into (or out of) the frames of Gs parked past stackTrimAfter arrive whole: receive, send and select waits keep their stacks")
+    @Test("Gs parked in receive, send and select past stackTrimAfter are trimmed (their values wait in the sudogs), and every value arrives whole; values too big for a sudog pin the stack")
     func handOffWithTrimming() {
         let saved = GMP.stackTrimAfter
         GMP.stackTrimAfter = .milliseconds(1)
@@ -49,6 +49,34 @@ struct MoreChanTests {
                 }
             }
             wg.wait()
+            // Long waits: receivers (plain and in select), senders, and
+            // receivers of a value too big for a sudog (their stacks stay).
+            let n = 50
+            typealias Big = (String, String, String, Int)
+            let c = Chan<String>(), d = Chan<String>(), e = Chan<String>(), big = Chan<Big>()
+            let parked = WaitGroup(4 * n)
+            let trimsBefore = GMP.stats.trimmedStacks
+            for i in 0..<n {
+                go { if c.receive().value?.hasPrefix("c") != true { bad.add(1, ordering: .relaxed) }; parked.done() }
+                go {
+                    var got: String?
+                    select { s in if let v = s.receive(d) { got = v.value } }
+                    if got?.hasPrefix("d") != true { bad.add(1, ordering: .relaxed) }
+                    parked.done()
+                }
+                go { e.send("e\(i)"); parked.done() }
+                go { if big.receive().value?.1 != "big" { bad.add(1, ordering: .relaxed) }; parked.done() }
+            }
+            let trimmed = waitFor(seconds: 20) { GMP.stats.trimmedStacks >= trimsBefore + 3 * n }
+            var seen = Set<String>()
+            for i in 0..<n {
+                c.send("c\(i)")
+                d.send("d\(i)")
+                seen.insert(e.receive().value ?? "")
+                big.send(("a", "big", "c", i))
+            }
+            parked.wait()
+            if seen.count != n || !trimmed { bad.add(1000, ordering: .relaxed) }
             return bad.load(ordering: .relaxed)
         }
         #expect(wrong == 0)
