@@ -232,3 +232,93 @@ func chatIdleClient(port: Int, n: Int) -> Never {
     }
     exit(0)
 }
+
+/// chatfanout: 10,000 idle clients (ours, in another process, so that the
+/// client is never the limit); one of them sends a message and the time until
+/// the last client has it is measured, five times (one message at a time);
+/// every client must get every message. Milliseconds per broadcast, median.
+func benchChatFanout() -> Result? {
+    guard let (app, port) = startChatServer("chatfanout") else { return nil }
+    defer { app.terminate(); app.waitUntilExit() }
+    let n = 10_000, rounds = 5
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: selfPath)
+    child.arguments = ["--chatfanout-client", String(port), String(n), String(rounds)]
+    let stdin = Pipe(), stdout = Pipe()
+    child.standardInput = stdin
+    child.standardOutput = stdout
+    guard (try? child.run()) != nil else { return nil }
+    let out = stdout.fileHandleForReading
+    _ = out.availableData // "connected n" once all n are connected
+    awaitClients(n + 1, port: port) // and the server has registered them all (the sender too)
+    try? stdin.fileHandleForWriting.write(contentsOf: Data("go\n".utf8))
+    var text = ""
+    while !text.contains("\n") {
+        let d = out.availableData
+        if d.isEmpty { break }
+        text += String(decoding: d, as: UTF8.self)
+    }
+    child.waitUntilExit()
+    // "fanout <ms> <ms> ... missing=<k>"
+    let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+    guard fields.first == "fanout" else { note("chatfanout: client said \(text)"); return nil }
+    let times = fields.dropFirst().compactMap { Double($0) }.sorted()
+    let missing = fields.first { $0.hasPrefix("missing=") }.map { String($0.dropFirst(8)) } ?? "?"
+    guard times.count == rounds, missing == "0" else { note("chatfanout: client said \(text)"); return nil }
+    let median = times[rounds / 2]
+    return Result(name: "chatfanout", ops: n, nsPerOp: median * 1e6,
+                  extra: "fanout_ms=\(median) min_ms=\(times[0]) max_ms=\(times[rounds - 1]) missing=0")
+}
+
+/// The client half of `chatfanout`: n reading clients and one sender; on
+/// "go" from stdin, `rounds` broadcasts, each timed from its send until the
+/// last reader has it. Prints "fanout <ms>... missing=<messages not
+/// received in 30 s>".
+func chatFanoutClient(port: Int, n: Int, rounds: Int) -> Never {
+    GMP.run {
+        var readers: [WebSocketConn] = []
+        for _ in 0..<n {
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
+                fatalError("chatfanout client: dial failed")
+            }
+            readers.append(ws)
+        }
+        guard let sender = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
+            fatalError("chatfanout client: dial failed")
+        }
+        // One message per round: each reader counts it in the round's group.
+        let got = (0..<rounds).map { _ in WaitGroup(n) }
+        for ws in readers {
+            go {
+                var round = 0
+                while round < rounds, case .text? = try? ws.receive() {
+                    got[round].done()
+                    round += 1
+                }
+            }
+        }
+        _ = "connected \(n)\n".withCString { write(1, $0, strlen($0)) }
+        var b: UInt8 = 0
+        _ = GMP.blocking { read(0, &b, 1) } // "go"
+        var line = "fanout"
+        var missing = 0
+        for round in 0..<rounds {
+            let t0 = GMP.now
+            try? sender.send(text: "fanout round \(round)")
+            let done = Chan<Bool>(capacity: 1)
+            go { got[round].wait(); _ = done.trySend(true) }
+            var ok = false
+            select { s in
+                if s.receive(done) != nil { ok = true }
+                s.timeout(after: .seconds(30))
+            }
+            if !ok { missing += 1 }
+            line += " \(Double(GMP.now - t0) / 1e6)"
+        }
+        line += " missing=\(missing)\n"
+        _ = line.withCString { write(1, $0, strlen($0)) }
+        for ws in readers { ws.conn.close() }
+        sender.conn.close()
+    }
+    exit(0)
+}

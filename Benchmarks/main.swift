@@ -59,6 +59,11 @@ let workloads: [Workload] = [
              metrics: [Metric(key: "rss_bytes_per_conn", label: "RSS bytes per conn")],
              about: "10,000 WebSocket clients (in another process) connected and then idle for 3 s; the server's "
                  + "resident memory per connection."),
+    Workload(name: "chatfanout", ours: benchChatFanout, swift: nil, go: .chatServer,
+             metrics: [Metric(key: "fanout_ms", label: "ms until the last of 10,000 has a broadcast")],
+             about: "10,000 idle WebSocket clients (ours, in another process) and one more that sends a message; "
+                 + "the time from its send until the last client has it, median of 5 broadcasts, every client "
+                 + "getting every one. Server: ChatApp, or the gorilla/websocket hub."),
     Workload(name: "chatchurn", ours: benchChatChurn, swift: nil, go: .chatServer,
              metrics: [Metric(key: "conns_per_s", label: "connections/s", higherIsBetter: true),
                        Metric(key: "rss_growth_kb", label: "RSS growth KiB"), serverCPU],
@@ -93,6 +98,9 @@ while let a = args.popFirst() {
     case "--chatidle-client":
         let (p, n) = (intArg(a, atLeast: 1), intArg(a, atLeast: 1))
         chatIdleClient(port: p, n: n)
+    case "--chatfanout-client":
+        let (p, n, r) = (intArg(a, atLeast: 1), intArg(a, atLeast: 1), intArg(a, atLeast: 1))
+        chatFanoutClient(port: p, n: n, rounds: r)
     case "--idleconns-client":
         let (p, n) = (intArg(a, atLeast: 1), intArg(a, atLeast: 1))
         idleConnsClient(port: p, n: n)
