@@ -96,6 +96,7 @@ func benchIdleConns() -> Result {
         guard (try? child.run()) != nil else { fatalError("idleconns: cannot start the client process") }
         accepted.wait()
         let el = now() - t0
+        GMP.sleep(for: .seconds(3)) // idle for a while, as idle connections are
         let after = rssBytes()
         try? stdin.fileHandleForWriting.close() // the child exits and its sockets close
         closed.wait()

@@ -48,7 +48,7 @@ let workloads: [Workload] = [
     Workload(name: "idleconns", ours: benchIdleConns, swift: nil, go: .own,
              metrics: [.nsPerOp, Metric(key: "rss_bytes_per_conn", label: "RSS bytes per conn")],
              about: "10,000 idle TCP connections, each held by a G parked in read (clients in another process); "
-                 + "ns per connection set up, and the server's resident memory per connection."),
+                 + "ns per connection set up, and the server's resident memory per connection after 3 s idle."),
     Workload(name: "chat", ours: benchChat, swift: nil, go: .chatServer,
              metrics: [Metric(key: "deliveries_per_s", label: "deliveries/s", higherIsBetter: true),
                        Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms"),

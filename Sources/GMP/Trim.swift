@@ -38,7 +38,8 @@ import Synchronization
 // chain through the run queue). A G that stays `.waiting` cannot run, so
 // it cannot end and be freed while sysmon holds its claim outside
 // `allgLock`. A G readied while BUSY waits on its M for the rest of the
-// batch (at most `batch` copies and their madvise calls).
+// batch (at most `trimBatch` copies and their madvise calls). The dump
+// (gmp_ctx_frames) holds a DONE word at BUSY too, while it walks the copy.
 //
 // Only Gs whose stack nobody else touches while they wait are trimmed. A
 // channel operation completes in the waker, which copies the value into (or
@@ -55,7 +56,8 @@ import Synchronization
 // What a trimmed G costs: its G state and switch context, its closure, its
 // waits (sudog), and its saved top, which is one malloc of the bytes in use.
 // Overflow detection is unchanged: the guard page is not touched (its
-// guard region or PROT_NONE survives MADV_DONTNEED), and an unguarded
+// guard region or PROT_NONE survives MADV_DONTNEED, also when a coalesced
+// range spans it: checked on Linux 6.18), and an unguarded
 // stack's canary is the zero its lowest word reads as after the trim.
 
 extension G {
@@ -213,7 +215,9 @@ extension GMP {
     /// again); nil: never. Default 1 s, or `GMP_TRIM_AFTER` (`off`, or
     /// milliseconds, or with an `ms`/`s` suffix). Shorter saves memory
     /// sooner, at the cost of a copy and a page fault for each G that wakes
-    /// after it.
+    /// after it. While a G is parked, no other thread may touch memory on its
+    /// stack (as with Go's moving stacks): the runtime's own waits keep
+    /// their values off it.
     public static var stackTrimAfter: Duration? {
         get {
             let ns = Scheduler.shared.trimAfter.load(ordering: .relaxed)

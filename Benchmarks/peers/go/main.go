@@ -393,6 +393,7 @@ func benchIdleConns() result {
 	}
 	accepted.Wait()
 	el := time.Since(t0)
+	time.Sleep(3 * time.Second) // idle for a while, as idle connections are
 	after := rssBytes()
 	stdin.Close()
 	closed.Wait()
