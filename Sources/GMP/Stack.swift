@@ -116,23 +116,36 @@ final class StackPool: @unchecked Sendable {
         warm.removeSubrange(0..<(idle - keep))
         warmLowWater = warm.count
         lock.unlock()
-        excess.sort { $0.lo < $1.lo }
-        var i = 0
-        while i < excess.count {
-            let lo = excess[i].lo
-            var hi = excess[i].hi
-            var j = i + 1
-            // Neighbours in one slab: the next stack (or its guard) starts where this one ends.
-            while j < excess.count, excess[j].lo == hi || excess[j].guardLo == hi {
-                hi = excess[j].hi
-                j += 1
-            }
-            _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), Int(hi - lo), MADV_DONTNEED)
-            i = j
-        }
+        StackPool.releasePages(of: &excess)
         lock.lock()
         cold.append(contentsOf: excess)
         lock.unlock()
+    }
+
+    /// Gives the pages of `stacks` back to the kernel (MADV_DONTNEED; the
+    /// address ranges stay mapped), neighbours in one slab in one call: the
+    /// guard page between two neighbours is in the range, and a guard region
+    /// or PROT_NONE page survives it. Sorts `stacks` by address. Returns the
+    /// number of madvise calls.
+    @discardableResult
+    static func releasePages(of stacks: inout [Stack]) -> Int {
+        stacks.sort { $0.lo < $1.lo }
+        var i = 0
+        var calls = 0
+        while i < stacks.count {
+            let lo = stacks[i].lo
+            var hi = stacks[i].hi
+            var j = i + 1
+            // The next stack (or its guard) starts where this one ends.
+            while j < stacks.count, stacks[j].lo == hi || stacks[j].guardLo == hi {
+                hi = stacks[j].hi
+                j += 1
+            }
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), Int(hi - lo), MADV_DONTNEED)
+            calls += 1
+            i = j
+        }
+        return calls
     }
 
     /// Maps one slab and puts its stacks on `cold` (untouched pages cost nothing).

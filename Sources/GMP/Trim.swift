@@ -139,7 +139,7 @@ extension Scheduler {
     /// Saves the tops of claimed stacks, gives their pages back, and
     /// publishes them as trimmed.
     private func trim(_ claimed: [G]) {
-        var ranges: [(lo: UInt, hi: UInt, guardLo: UInt)] = []
+        var stacks: [Stack] = []
         var trimmed: [G] = []
         var saved = 0
         for g in claimed {
@@ -154,24 +154,9 @@ extension Scheduler {
             }
             saved += n
             trimmed.append(g)
-            ranges.append((st.lo, st.hi, st.guardLo))
+            stacks.append(st)
         }
-        ranges.sort { $0.lo < $1.lo }
-        var i = 0
-        var calls = 0
-        while i < ranges.count {
-            let lo = ranges[i].lo
-            var hi = ranges[i].hi
-            var j = i + 1
-            // Neighbours in one slab: the next stack (or its guard) starts where this one ends.
-            while j < ranges.count, ranges[j].lo == hi || ranges[j].guardLo == hi {
-                hi = ranges[j].hi
-                j += 1
-            }
-            _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), Int(hi - lo), MADV_DONTNEED)
-            calls += 1
-            i = j
-        }
+        let calls = StackPool.releasePages(of: &stacks)
         for g in trimmed { gmp_trim_publish(g.ctxUnread) }
         trims.add(trimmed.count, ordering: .relaxed)
         trimmedBytes.add(saved, ordering: .relaxed)
