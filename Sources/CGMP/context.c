@@ -173,12 +173,22 @@ static uintptr_t stack_word(const stack_view *v, uintptr_t addr) {
     return *(const volatile uintptr_t *)(v->copy + (addr - v->copy_lo));
 }
 
+// A switched-out G's saved stack pointer, and its stack's top in *hi; 0 if
+// the pair read is no stack pointer of that stack (no stack, or garbage).
+__attribute__((no_sanitize("thread", "address"), noinline))
+static uintptr_t saved_sp(const gmp_gctx *g, uintptr_t *hi) {
+    const volatile gmp_gctx *vg = g;
+    uintptr_t lo = vg->stack_lo, sp = (uintptr_t)vg->sp;
+    *hi = vg->stack_hi;
+    if (lo == 0 || sp < lo || sp >= *hi || (sp & 7) != 0) return 0;
+    return sp;
+}
+
 __attribute__((no_sanitize("thread", "address")))
 int gmp_ctx_frames(gmp_gctx *g, uintptr_t *pcs, int max) {
-    volatile gmp_gctx *vg = g;
-    uintptr_t lo = vg->stack_lo, hi = vg->stack_hi;
-    uintptr_t sp = (uintptr_t)vg->sp;
-    if (max <= 0 || lo == 0 || sp < lo || sp >= hi || (sp & 7) != 0) return 0;
+    uintptr_t hi;
+    uintptr_t sp = saved_sp(g, &hi);
+    if (max <= 0 || sp == 0) return 0;
     uint32_t expected = GMP_TRIM_DONE;
     bool held = __atomic_compare_exchange_n(&g->trim, &expected, GMP_TRIM_BUSY, false,
                                             __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
@@ -214,10 +224,13 @@ int gmp_ctx_frames(gmp_gctx *g, uintptr_t *pcs, int max) {
 }
 
 // Copies n bytes that other threads may be writing (the goroutine dump's
-// view of G states it does not own): word loads where aligned, which do not
-// tear on the platforms we build for; the caller checks for a copy torn
-// across fields by copying twice. Not instrumented, for the reason above.
-__attribute__((no_sanitize("thread", "address")))
+// view of G states it does not own, and the trimmer's copies of stack
+// tops): word loads where aligned, which do not tear on the platforms we
+// build for; the dump checks for a copy torn across fields by copying
+// twice. Not instrumented, for the reason above, and never inlined into an
+// instrumented caller; a memcpy call would be intercepted, and instrumented,
+// all the same.
+__attribute__((no_sanitize("thread", "address"), noinline))
 void gmp_peek(void *dst, const void *src, size_t n) {
     size_t i = 0;
     if ((((uintptr_t)dst | (uintptr_t)src) & 7) == 0) {
@@ -234,8 +247,7 @@ void gmp_peek(void *dst, const void *src, size_t n) {
 // protocol does not order (see Trim.swift), but TSan cannot see that
 // order: the G's status is a plain Swift field and its last writes to its
 // stack were made on another fiber. So those reads, and the copies, are
-// done here uninstrumented, word by word through volatile pointers (a
-// memcpy call would be intercepted, and instrumented, all the same).
+// done here uninstrumented (the copies with gmp_peek).
 #define GMP_NO_SAN __attribute__((no_sanitize("thread", "address"), noinline))
 
 // After the claim's CAS: a full fence, then a plain load (TSan instruments
@@ -243,19 +255,6 @@ void gmp_peek(void *dst, const void *src, size_t n) {
 GMP_NO_SAN static uint8_t load_u8_after_fence(const uint8_t *p) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return *(const volatile uint8_t *)p;
-}
-
-GMP_NO_SAN static void copy_words(void *dst, const void *src, size_t n) {
-    volatile uint64_t *d = dst;
-    const volatile uint64_t *s = src;
-    for (size_t i = 0; i < n / 8; i++) d[i] = s[i];
-}
-
-GMP_NO_SAN static uintptr_t stack_top_bytes(const gmp_gctx *g) {
-    const volatile gmp_gctx *vg = g;
-    uintptr_t sp = (uintptr_t)vg->sp;
-    if (sp < vg->stack_lo || sp >= vg->stack_hi || (sp & 7) != 0) return 0;
-    return vg->stack_hi - sp;
 }
 
 bool gmp_trim_claim(gmp_gctx *g, const uint8_t *status, uint8_t parked) {
@@ -268,11 +267,13 @@ bool gmp_trim_claim(gmp_gctx *g, const uint8_t *status, uint8_t parked) {
 }
 
 GMP_NO_SAN size_t gmp_trim_save(gmp_gctx *g, size_t max) {
-    size_t n = stack_top_bytes(g);
-    if (n == 0 || n > max) return 0;
+    uintptr_t hi;
+    uintptr_t sp = saved_sp(g, &hi);
+    size_t n = hi - sp;
+    if (sp == 0 || n > max) return 0;
     void *buf = malloc(n);
     if (buf == NULL) return 0;
-    copy_words(buf, (const void *)(((volatile gmp_gctx *)g)->stack_hi - n), n);
+    gmp_peek(buf, (const void *)sp, n);
     g->trim_buf = buf;
     g->trim_len = (uint32_t)n;
     return n;
@@ -294,7 +295,7 @@ size_t gmp_trim_restore(gmp_gctx *g) {
     while ((state = __atomic_load_n(&g->trim, __ATOMIC_ACQUIRE)) == GMP_TRIM_BUSY) sched_yield();
     if (state != GMP_TRIM_DONE) return 0;
     size_t n = g->trim_len;
-    copy_words((void *)(g->stack_hi - n), g->trim_buf, n);
+    gmp_peek((void *)(g->stack_hi - n), g->trim_buf, n);
     free(g->trim_buf);
     g->trim_buf = NULL;
     g->trim_len = 0;

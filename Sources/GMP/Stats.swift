@@ -86,6 +86,7 @@ public struct Stats: Sendable, CustomStringConvertible {
         }
         let (idleThreads, threads) = s.lock.withLock { (s.nmidle, s.allm.count) }
         let global = s.runqSize.load(ordering: .relaxed)
+        let trims = s.trims.load(ordering: .relaxed)
         return Stats(
             uptimeMs: Int((gmp_nanotime() - s.startTime) / 1_000_000),
             procs: n,
@@ -107,8 +108,8 @@ public struct Stats: Sendable, CustomStringConvertible {
             spareLends: s.spareLends.load(ordering: .relaxed),
             timers: s.timerCount(),
             stacksMapped: s.stackPool.counts().carved,
-            trimmedStacks: s.trims.load(ordering: .relaxed) - s.untrims.load(ordering: .relaxed),
-            stackTrims: s.trims.load(ordering: .relaxed),
+            trimmedStacks: trims - s.untrims.load(ordering: .relaxed),
+            stackTrims: trims,
             trimmedBytes: s.trimmedBytes.load(ordering: .relaxed),
             trimCalls: s.trimCalls.load(ordering: .relaxed))
     }
