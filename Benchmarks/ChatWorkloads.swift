@@ -215,16 +215,21 @@ func benchChatIdle() -> Result? {
                   extra: "rss_bytes_per_conn=\((after - before) / n) (server process)")
 }
 
+/// `n` WebSocket clients of the chat server on `port`, dialled one after
+/// another (from a G); a failed dial ends the process with the workload's name.
+func dialChatClients(_ n: Int, port: Int, for workload: String) -> [WebSocketConn] {
+    (0..<n).map { _ in
+        guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
+            fatalError("\(workload) client: dial failed")
+        }
+        return ws
+    }
+}
+
 /// The client half of `chatidle`: n WebSocket clients, held until stdin closes.
 func chatIdleClient(port: Int, n: Int) -> Never {
     GMP.run {
-        var conns: [WebSocketConn] = []
-        for _ in 0..<n {
-            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
-                fatalError("chatidle client: dial failed")
-            }
-            conns.append(ws)
-        }
+        let conns = dialChatClients(n, port: port, for: "chatidle")
         let line = "connected \(n)\n"
         _ = line.withCString { write(1, $0, strlen($0)) }
         waitForStdinToClose()
@@ -276,16 +281,8 @@ func benchChatFanout() -> Result? {
 /// received in 30 s>".
 func chatFanoutClient(port: Int, n: Int, rounds: Int) -> Never {
     GMP.run {
-        var readers: [WebSocketConn] = []
-        for _ in 0..<n {
-            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
-                fatalError("chatfanout client: dial failed")
-            }
-            readers.append(ws)
-        }
-        guard let sender = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
-            fatalError("chatfanout client: dial failed")
-        }
+        let readers = dialChatClients(n, port: port, for: "chatfanout")
+        let sender = dialChatClients(1, port: port, for: "chatfanout")[0]
         // One message per round: each reader counts it in the round's group.
         let got = (0..<rounds).map { _ in WaitGroup(n) }
         for ws in readers {

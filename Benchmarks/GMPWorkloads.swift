@@ -64,10 +64,12 @@ func benchSpawnTree() -> Result {
     return Result(name: "spawntree", ops: total, nsPerOp: Double(t) / Double(total), extra: "depth=\(depth)")
 }
 
-/// parked: 100,000 Gs each blocked on a WaitGroup; ns per spawn and RSS per G.
-func benchParked() -> Result {
-    let n = 100_000
-    let (t, perG) = GMP.run { () -> (Int64, Int) in
+/// Starts `n` Gs that each block on a WaitGroup, holds them blocked for
+/// `hold` after the last has started, then releases them. Returns the ns
+/// to start them all, RSS per G at the end of the hold, and how many stacks
+/// were trimmed then. For `parked` and `idle`.
+func blockGs(_ n: Int, hold: Duration) -> (startNs: Int64, rssPerG: Int, trimmed: Int) {
+    GMP.run { () -> (Int64, Int, Int) in
         let before = rssBytes()
         let gate = WaitGroup(1)
         let started = WaitGroup(n)
@@ -82,11 +84,19 @@ func benchParked() -> Result {
         }
         started.wait()
         let t1 = now() - t0
+        if hold > .zero { GMP.sleep(for: hold) }
         let after = rssBytes()
+        let trimmed = GMP.stats.trimmedStacks
         gate.done()
         finished.wait()
-        return (t1, (after - before) / n)
+        return (t1, (after - before) / n, trimmed)
     }
+}
+
+/// parked: 100,000 Gs each blocked on a WaitGroup; ns per spawn and RSS per G.
+func benchParked() -> Result {
+    let n = 100_000
+    let (t, perG, _) = blockGs(n, hold: .zero)
     GMP.trimStacks()
     return Result(name: "parked", ops: n, nsPerOp: Double(t) / Double(n), extra: "rss_bytes_per_g=\(perG)")
 }
@@ -95,26 +105,7 @@ func benchParked() -> Result {
 /// of Gs parked over a second); RSS per G after the 3 s.
 func benchIdle() -> Result {
     let n = 100_000
-    let (perG, trimmed) = GMP.run { () -> (Int, Int) in
-        let before = rssBytes()
-        let gate = WaitGroup(1)
-        let started = WaitGroup(n)
-        let finished = WaitGroup(n)
-        for _ in 0..<n {
-            go {
-                started.done()
-                gate.wait()
-                finished.done()
-            }
-        }
-        started.wait()
-        GMP.sleep(for: .seconds(3))
-        let after = rssBytes()
-        let trimmed = GMP.stats.trimmedStacks
-        gate.done()
-        finished.wait()
-        return ((after - before) / n, trimmed)
-    }
+    let (_, perG, trimmed) = blockGs(n, hold: .seconds(3))
     return Result(name: "idle", ops: n, nsPerOp: 0, extra: "rss_bytes_per_g=\(perG) trimmed=\(trimmed)")
 }
 

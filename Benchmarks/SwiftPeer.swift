@@ -234,11 +234,11 @@ func swiftSpawnTree() -> Result {
     return Result(name: "spawntree", ops: total, nsPerOp: Double(t) / Double(total), extra: "depth=\(depth)")
 }
 
-/// parked: 100,000 tasks each suspended on a latch; ns per task started and
-/// RSS per task.
-func swiftParked() -> Result {
-    let n = 100_000
-    let (t, perTask) = runTask { () -> (Int64, Int) in
+/// Starts `n` tasks that each suspend on a latch, holds them for
+/// `holdNanoseconds` after the last has started, then releases them.
+/// Returns the ns to start them all and RSS per task at the end of the hold.
+func suspendTasks(_ n: Int, holdNanoseconds: UInt64) -> (startNs: Int64, rssPerTask: Int) {
+    runTask { () -> (Int64, Int) in
         let before = rssBytes()
         let gate = AsyncLatch(1), started = AsyncLatch(n), finished = AsyncLatch(n)
         let t0 = now()
@@ -251,34 +251,26 @@ func swiftParked() -> Result {
         }
         await started.wait()
         let t1 = now() - t0
+        if holdNanoseconds > 0 { try? await Task.sleep(nanoseconds: holdNanoseconds) }
         let after = rssBytes()
         gate.done()
         await finished.wait()
         return (t1, (after - before) / n)
     }
+}
+
+/// parked: 100,000 tasks each suspended on a latch; ns per task started and
+/// RSS per task.
+func swiftParked() -> Result {
+    let n = 100_000
+    let (t, perTask) = suspendTasks(n, holdNanoseconds: 0)
     return Result(name: "parked", ops: n, nsPerOp: Double(t) / Double(n), extra: "rss_bytes_per_g=\(perTask)")
 }
 
 /// idle: 100,000 tasks suspended on a latch for 3 s; RSS per task.
 func swiftIdle() -> Result {
     let n = 100_000
-    let perTask = runTask { () -> Int in
-        let before = rssBytes()
-        let gate = AsyncLatch(1), started = AsyncLatch(n), finished = AsyncLatch(n)
-        for _ in 0..<n {
-            Task {
-                started.done()
-                await gate.wait()
-                finished.done()
-            }
-        }
-        await started.wait()
-        try? await Task.sleep(nanoseconds: 3_000_000_000)
-        let after = rssBytes()
-        gate.done()
-        await finished.wait()
-        return (after - before) / n
-    }
+    let (_, perTask) = suspendTasks(n, holdNanoseconds: 3_000_000_000)
     return Result(name: "idle", ops: n, nsPerOp: 0, extra: "rss_bytes_per_g=\(perTask)")
 }
 

@@ -92,8 +92,11 @@ func benchSpawnTree() result {
 	return result{"spawntree", total, float64(time.Since(t0).Nanoseconds()) / float64(total), fmt.Sprintf("depth=%d", depth)}
 }
 
-func benchParked() result {
-	n := 100_000
+// blockGoroutines starts n goroutines that each block on a WaitGroup,
+// holds them for hold after the last has started, then releases them; it
+// returns the time to start them all and the resident memory per goroutine
+// at the end of the hold.
+func blockGoroutines(n int, hold time.Duration) (time.Duration, int) {
 	before := rssBytes()
 	var gate, started, finished sync.WaitGroup
 	gate.Add(1)
@@ -109,33 +112,24 @@ func benchParked() result {
 	}
 	started.Wait()
 	t1 := time.Since(t0)
+	time.Sleep(hold)
 	after := rssBytes()
 	gate.Done()
 	finished.Wait()
-	return result{"parked", n, float64(t1.Nanoseconds()) / float64(n), fmt.Sprintf("rss_bytes_per_g=%d", (after-before)/n)}
+	return t1, (after - before) / n
+}
+
+func benchParked() result {
+	n := 100_000
+	t, perG := blockGoroutines(n, 0)
+	return result{"parked", n, float64(t.Nanoseconds()) / float64(n), fmt.Sprintf("rss_bytes_per_g=%d", perG)}
 }
 
 // 100,000 goroutines blocked for 3 s; resident memory per goroutine after.
 func benchIdle() result {
 	n := 100_000
-	before := rssBytes()
-	var gate, started, finished sync.WaitGroup
-	gate.Add(1)
-	started.Add(n)
-	finished.Add(n)
-	for i := 0; i < n; i++ {
-		go func() {
-			started.Done()
-			gate.Wait()
-			finished.Done()
-		}()
-	}
-	started.Wait()
-	time.Sleep(3 * time.Second)
-	after := rssBytes()
-	gate.Done()
-	finished.Wait()
-	return result{"idle", n, 0, fmt.Sprintf("rss_bytes_per_g=%d", (after-before)/n)}
+	_, perG := blockGoroutines(n, 3*time.Second)
+	return result{"idle", n, 0, fmt.Sprintf("rss_bytes_per_g=%d", perG)}
 }
 
 func benchTimers() result {
