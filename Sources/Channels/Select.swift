@@ -145,7 +145,7 @@ public struct Select {
     /// A value slot for a `T`: from the arena, or the heap when full. It
     /// needs no channel: a channel passed to this mutating method was
     /// retained and released around the call, a fifth of a select's time.
-    private mutating func slot<T>(for _: T.Type) -> (UnsafeMutableRawPointer, Bool) {
+    mutating func slot<T>(for _: T.Type) -> (UnsafeMutableRawPointer, Bool) {
         let align = MemoryLayout<T>.alignment
         let start = (arenaUsed + align - 1) / align * align
         let size = Swift.max(MemoryLayout<T>.stride, 1)
@@ -265,7 +265,6 @@ public struct Select {
         }
     }
 
-    /// Performs the select; returns the index of the case that fired.
     /// `count` words of scratch from the arena (or the heap: `heap` is set).
     private mutating func scratch(_ count: Int, heap: inout Bool) -> UnsafeMutablePointer<UInt> {
         let start = (arenaUsed + 7) / 8 * 8
@@ -277,17 +276,25 @@ public struct Select {
         return .allocate(capacity: count)
     }
 
-    mutating func run() -> Int {
+    /// Performs the select; returns the index of the case that fired. A
+    /// `SelectSet` passes its wait's time-out and default here instead of as
+    /// cases: `deadlineIndex`/`defaultIndex` are then what fires for them
+    /// (indexes past the cases), -1 for none.
+    mutating func run(deadline extraDeadline: Int64 = 0, deadlineIndex extraDeadlineIndex: Int = -1,
+                      defaultIndex extraDefault: Int = -1) -> Int {
         var heap = false
         let words = scratch(2 * Swift.max(cases.count, 1), heap: &heap)
         defer { if heap { words.deallocate() } }
-        return run(pollBuf: words, lockBuf: words + Swift.max(cases.count, 1))
+        return run(pollBuf: words, lockBuf: words + Swift.max(cases.count, 1),
+                   deadline: extraDeadline, deadlineIndex: extraDeadlineIndex, defaultIndex: extraDefault)
     }
 
-    private mutating func run(pollBuf: UnsafeMutablePointer<UInt>, lockBuf: UnsafeMutablePointer<UInt>) -> Int {
-        var defaultIndex = -1
-        var deadline: Int64 = 0
-        var deadlineIndex = -1
+    private mutating func run(pollBuf: UnsafeMutablePointer<UInt>, lockBuf: UnsafeMutablePointer<UInt>,
+                              deadline extraDeadline: Int64, deadlineIndex extraDeadlineIndex: Int,
+                              defaultIndex extraDefault: Int) -> Int {
+        var defaultIndex = extraDefault
+        var deadline = extraDeadline
+        var deadlineIndex = extraDeadlineIndex
         var npoll = 0
         for i in 0..<cases.count {
             let c = cases[i]

@@ -10,6 +10,20 @@ func stderrText(_ r: ExitTest.Result?) -> String {
 
 /// The channel traps of Go, with Go's messages.
 @Suite struct ChanExitTests {
+    @Test("SelectSet.value(of:) for a case that did not fire traps with a message")
+    func selectSetWrongCase() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>(capacity: 1), d = Chan<Int>(capacity: 1)
+            let set = SelectSet()
+            _ = set.receive(c)
+            let rd = set.receive(d)
+            c.send(1)
+            _ = set.wait()
+            _ = set.value(of: rd)
+        }
+        #expect(stderrText(r).contains("is not the receive that fired last"))
+    }
+
     @Test("send on a closed channel traps")
     func sendOnClosed() async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
