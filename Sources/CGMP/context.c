@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+#include <stdatomic.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <errno.h>
@@ -95,6 +97,50 @@ GMP_NO_TSAN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) {
     __tsan_switch_to_fiber(m->g0fiber, 0);
 #endif
     gmp_ctx_switch(&g->sp, m->g0sp);
+}
+
+int gmp_madvise_ranges(const uintptr_t *addrs, int n, size_t len, int advice) {
+#ifdef SYS_process_madvise
+    // The pidfd to name this process by: PIDFD_SELF (Linux 6.15+) needs no
+    // fd; older kernels get a pidfd of our own, opened once. -2: not tried
+    // yet; -3: process_madvise cannot do it here (any advice, any kernel).
+    static _Atomic int self = -2;
+    enum { PIDFD_SELF_ = -10000 };
+    struct iovec iov[64];
+    for (int i = 0; i < n; i += 64) {
+        int k = n - i < 64 ? n - i : 64;
+        for (int j = 0; j < k; j++) {
+            iov[j].iov_base = (void *)addrs[i + j];
+            iov[j].iov_len = len;
+        }
+        int fd = atomic_load_explicit(&self, memory_order_relaxed);
+        if (fd == -3) return -1;
+        long r = syscall(SYS_process_madvise, fd == -2 ? PIDFD_SELF_ : fd, iov, k, advice, 0);
+        if (r < 0 && fd == -2) {
+            if (errno == EBADF || errno == ESRCH) {
+                int own = (int)syscall(SYS_pidfd_open, getpid(), 0);
+                if (own >= 0) {
+                    r = syscall(SYS_process_madvise, own, iov, k, advice, 0);
+                    int expected = -2;
+                    if (!atomic_compare_exchange_strong(&self, &expected, own)) close(own);
+                }
+            }
+            if (r < 0) {
+                int expected = -2;
+                atomic_compare_exchange_strong(&self, &expected, -3);
+                return -1;
+            }
+        } else if (r >= 0 && fd == -2) {
+            int expected = -2;
+            atomic_compare_exchange_strong(&self, &expected, PIDFD_SELF_);
+        }
+        if (r != (long)((size_t)k * len)) return -1;
+    }
+    return 0;
+#else
+    (void)addrs; (void)n; (void)len; (void)advice;
+    return -1;
+#endif
 }
 
 void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg) {

@@ -20,7 +20,8 @@ struct Stack {
 /// region (`MADV_GUARD_INSTALL`): it splits no mapping and takes the address
 /// space lock only for reading, so it neither counts against
 /// `vm.max_map_count` nor stalls other Ms' page faults, and every stack is
-/// guarded. Elsewhere (or with `GMP_GUARD_PAGES=mprotect`) it is `mprotect`,
+/// guarded; a slab's 64 guard regions go in one `process_madvise` call
+/// (`gmp_madvise_ranges`) where the kernel takes it. Elsewhere (or with `GMP_GUARD_PAGES=mprotect`) it is `mprotect`,
 /// which splits the mapping (two VMAs per stack) and takes the lock for
 /// writing; then only a budget of stacks is guarded, and the rest rely on
 /// the canary checked at every switch. The budget keeps the process well
@@ -159,11 +160,15 @@ final class StackPool: @unchecked Sendable {
             gmp_fatal("fatal error: out of memory allocating goroutine stacks (mmap failed)")
         }
         let b = UInt(bitPattern: base)
+        // Guard regions: the slab's in one call where the kernel can.
+        let batched = withGuards && lightGuards
+            && gmp_madvise_ranges((0..<slabCount).map { b + UInt($0 * unit) }, Int32(slabCount), pageSize,
+                                  StackPool.madvGuardInstall) == 0
         for i in (0..<slabCount).reversed() {
             let start = b + UInt(i * unit)
             if withGuards {
                 let page = UnsafeMutableRawPointer(bitPattern: start)
-                if !lightGuards || madvise(page, pageSize, StackPool.madvGuardInstall) != 0 {
+                if !batched && (!lightGuards || madvise(page, pageSize, StackPool.madvGuardInstall) != 0) {
                     _ = mprotect(page, pageSize, PROT_NONE)
                 }
                 cold.append(Stack(lo: start + UInt(pageSize), hi: start + UInt(unit),
