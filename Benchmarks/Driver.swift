@@ -1,18 +1,20 @@
 // The driver: every run of every implementation in a fresh child process
-// (ours, the Swift concurrency peer, the Go peer), interleaved, repeated;
+// (ours, the Swift concurrency peer, the Go peer, the Tokio peer),
+// interleaved, repeated;
 // the median and spread of each figure.
 import Foundation
 import Glibc
 
 /// An implementation measured side by side.
 enum Impl: String, CaseIterable, Sendable {
-    case ours, swift, go
+    case ours, swift, go, tokio
 
     var title: String {
         switch self {
         case .ours: "GMP (ours)"
         case .swift: "Swift concurrency"
         case .go: "Go"
+        case .tokio: "Tokio"
         }
     }
 }
@@ -25,13 +27,15 @@ enum GoRun {
     case chatServer
 }
 
-/// A workload: our function, the Swift peer's (if any), how Go runs it, and
-/// the figures the table shows.
+/// A workload: our function, the Swift peer's (if any), how Go runs it,
+/// whether the Tokio peer has it, and the figures the table shows.
 struct Workload {
     let name: String
     let ours: () -> Result?
     let swift: (() -> Result?)?
     let go: GoRun?
+    /// `gmppeers-tokio -filter NAME` runs it (Benchmarks/peers/tokio).
+    var tokio = false
     let metrics: [Metric]
     /// One line for the report: what is measured.
     let about: String
@@ -201,9 +205,56 @@ struct GoPeer {
     }
 }
 
+/// The Tokio peer: `Benchmarks/peers/tokio` built once per run from a copy
+/// (so nothing is written into the source tree), or why not. Offline
+/// against Debian's packaged crates when they are installed
+/// (librust-tokio-dev, Tokio 1.24), else cargo fetches the crates.
+struct TokioPeer {
+    let binary: String
+    let version: String
+
+    static func build() -> TokioPeer? {
+        guard let cargo = which("cargo") else {
+            note("Tokio peer: skipped, no `cargo` on PATH (Debian: apt-get install cargo librust-tokio-dev)")
+            return nil
+        }
+        let src = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("peers/tokio").path
+        let dir = NSTemporaryDirectory() + "gmppeers-tokio-\(getpid())"
+        let fm = FileManager.default
+        defer { try? fm.removeItem(atPath: dir) }
+        guard (try? fm.copyItem(atPath: src, toPath: dir)) != nil else {
+            note("Tokio peer: skipped, cannot copy \(src)")
+            return nil
+        }
+        var args = ["build", "--release", "--quiet"]
+        let debian = "/usr/share/cargo/registry"
+        let crates = (try? fm.contentsOfDirectory(atPath: debian)) ?? []
+        if crates.contains(where: { $0.hasPrefix("tokio-1.") }) {
+            args += ["--offline", "--config", "source.crates-io.replace-with=\"debian\"",
+                     "--config", "source.debian.directory=\"\(debian)\""]
+        }
+        guard capture(cargo, args, in: dir, limit: 600) != nil else {
+            note("Tokio peer: skipped, it did not build (Debian: apt-get install librust-tokio-dev)")
+            return nil
+        }
+        let binary = NSTemporaryDirectory() + "gmppeers-tokio-bin-\(getpid())"
+        guard (try? fm.moveItem(atPath: dir + "/target/release/gmppeers-tokio", toPath: binary)) != nil else {
+            note("Tokio peer: skipped, no binary after the build")
+            return nil
+        }
+        // The version cargo resolved, from the lock file it wrote.
+        let lock = (try? String(contentsOfFile: dir + "/Cargo.lock", encoding: .utf8)) ?? ""
+        let blocks = lock.components(separatedBy: "[[package]]")
+        let version = blocks.first { $0.contains("name = \"tokio\"") }?
+            .split(separator: "\n").first { $0.hasPrefix("version = ") }?
+            .split(separator: "\"").dropFirst().first.map { "Tokio \($0)" } ?? "Tokio"
+        return TokioPeer(binary: binary, version: version)
+    }
+}
+
 /// Runs each selected workload `repeats` times per implementation,
 /// interleaved (ours, Swift, Go, ours, ...), each run in a fresh process.
-func measure(_ workloads: [Workload], _ opts: Options, goPeer: GoPeer?) -> [String: [Impl: Series]] {
+func measure(_ workloads: [Workload], _ opts: Options, goPeer: GoPeer?, tokioPeer: TokioPeer?) -> [String: [Impl: Series]] {
     let me = selfPath
     let cores = sysconf(Int32(_SC_NPROCESSORS_ONLN))
     var oursEnv: [String: String] = [:], goEnv: [String: String] = [:]
@@ -234,6 +285,9 @@ func measure(_ workloads: [Workload], _ opts: Options, goPeer: GoPeer?) -> [Stri
                     case .chatServer:
                         cmd = (me, ["--run", w.name, "--chat-server", peer.binary], oursEnv.merging(goEnv) { $1 })
                     }
+                case .tokio:
+                    guard opts.peers, w.tokio, let peer = tokioPeer else { continue }
+                    cmd = (peer.binary, ["-filter", w.name], oursEnv) // GMPPROCS: its worker count
                 }
                 guard let (exe, args, env) = cmd,
                       let out = capture(exe, args, env: env), let res = parseResult(out) else {

@@ -33,10 +33,10 @@ func rows(_ workloads: [Workload], _ results: [String: [Impl: Series]]) -> [Row]
 
 /// The table as aligned text (stdout).
 func textTable(_ rows: [Row]) -> String {
-    let header = ["workload", "figure", "ours", "Swift", "vs Swift", "Go", "vs Go"]
+    let header = ["workload", "figure", "ours", "Swift", "vs Swift", "Go", "vs Go", "Tokio", "vs Tokio"]
     let body = rows.map { r in
         [r.workload.name, r.metric.label, r.cell(.ours), r.cell(.swift), ratioText(r.ratio(.swift)),
-         r.cell(.go), ratioText(r.ratio(.go))]
+         r.cell(.go), ratioText(r.ratio(.go)), r.cell(.tokio), ratioText(r.ratio(.tokio))]
     }
     let widths = header.indices.map { i in ([header] + body).map { $0[i].count }.max()! }
     return ([header] + body).map { cols in
@@ -70,13 +70,14 @@ struct RunInfo {
     var repeats: Int
     var swiftVersion: String
     var goVersion: String?
+    var tokioVersion: String?
     var notes: [String]
 
-    static func current(_ opts: Options, goPeer: GoPeer?, notes: [String]) -> RunInfo {
+    static func current(_ opts: Options, goPeer: GoPeer?, tokioPeer: TokioPeer?, notes: [String]) -> RunInfo {
         let swift = capture(which("swift") ?? "/usr/bin/swift", ["--version"])?
             .split(separator: "\n").first.map(String.init) ?? "unknown"
         return RunInfo(cores: sysconf(Int32(_SC_NPROCESSORS_ONLN)), procs: opts.procs, repeats: opts.repeats,
-                       swiftVersion: swift, goVersion: goPeer?.version, notes: notes)
+                       swiftVersion: swift, goVersion: goPeer?.version, tokioVersion: tokioPeer?.version, notes: notes)
     }
 
     var cpuModel: String {
@@ -102,22 +103,24 @@ func writeReport(path: String, rows: [Row], info: RunInfo) throws {
 
     - Machine: \(info.cores) cores (\(info.cpuModel)), Linux.
     - Processors: \(info.procs.map { "GMPPROCS=\($0), GOMAXPROCS=\($0), Swift's pool pinned to \($0) CPUs" } ?? "every core (GMPPROCS, GOMAXPROCS and Swift's pool at their defaults)").
-    - Peers: Swift concurrency (\(info.swiftVersion)); Go: \(info.goVersion ?? "not measured").
+    - Peers: Swift concurrency (\(info.swiftVersion)); Go: \(info.goVersion ?? "not measured"); \
+    Tokio (the runtime workloads, GMPPROCS worker threads): \(info.tokioVersion ?? "not measured").
     - Each figure is the median of \(info.repeats) runs, ± half the spread (max − min) as a share of the median. \
     Every run is a fresh process, and the runs of ours and of the peers alternate, because this machine is noisy.
-    - **vs Swift**, **vs Go**: our cost over the peer's (ours ÷ peer for times and memory, peer ÷ ours for rates). \
+    - **vs Swift**, **vs Go**, **vs Tokio**: our cost over the peer's (ours ÷ peer for times and memory, peer ÷ ours for rates). \
     Below 1.00 we are better; above, we lose.
 
 
     """
-    md += "| workload | figure | GMP (ours) | Swift concurrency | vs Swift | Go | vs Go |\n|---|---|--:|--:|--:|--:|--:|\n"
+    md += "| workload | figure | GMP (ours) | Swift concurrency | vs Swift | Go | vs Go | Tokio | vs Tokio |\n"
+        + "|---|---|--:|--:|--:|--:|--:|--:|--:|\n"
     for r in rows {
         md += "| \(r.workload.name) | \(r.metric.label) | \(r.cell(.ours)) | \(r.cell(.swift)) | \(ratioText(r.ratio(.swift))) | "
-            + "\(r.cell(.go)) | \(ratioText(r.ratio(.go))) |\n"
+            + "\(r.cell(.go)) | \(ratioText(r.ratio(.go))) | \(r.cell(.tokio)) | \(ratioText(r.ratio(.tokio))) |\n"
     }
     md += "\n![Our cost over each peer's, per figure](\(svgURL.lastPathComponent))\n\n## Where we lose\n\n"
     let losses = rows.flatMap { r in
-        [Impl.swift, .go].compactMap { peer -> String? in
+        [Impl.swift, .go, .tokio].compactMap { peer -> String? in
             guard let x = r.ratio(peer), x > 1.0 else { return nil }
             // Within the noise when the two medians' half-spreads overlap.
             let noise = ((r.series[.ours]?.spread(r.metric.key) ?? 0) + (r.series[peer]?.spread(r.metric.key) ?? 0)) / 2
@@ -152,8 +155,8 @@ func writeReport(path: String, rows: [Row], info: RunInfo) throws {
 /// Horizontal bars of our cost ratio against each peer, on a log scale
 /// centred on 1 (left of the line we are better, right we lose).
 func svgChart(_ rows: [Row]) -> String {
-    let peers: [(Impl, String)] = [(.swift, "#e8743b"), (.go, "#00add8")]
-    let labelW = 230.0, plotW = 520.0, barH = 9.0, rowH = 26.0, top = 48.0
+    let peers: [(Impl, String)] = [(.swift, "#e8743b"), (.go, "#00add8"), (.tokio, "#7b3f98")]
+    let labelW = 230.0, plotW = 520.0, barH = 9.0, rowH = 36.0, top = 48.0
     let lo = -4.0, hi = 4.0 // log2 of the ratio: 1/16 ... 16
     func x(_ ratio: Double) -> Double { labelW + (min(max(log2(ratio), lo), hi) - lo) / (hi - lo) * plotW }
     let height = top + Double(rows.count) * rowH + 40
@@ -167,6 +170,7 @@ func svgChart(_ rows: [Row]) -> String {
     <text x="10" y="18" font-size="14" font-weight="bold">GMP's cost over each peer's (log scale; left of 1× we are better)</text>
     <rect x="\(labelW)" y="26" width="10" height="10" fill="\(peers[0].1)"/><text x="\(labelW + 14)" y="35">vs Swift concurrency</text>
     <rect x="\(labelW + 160)" y="26" width="10" height="10" fill="\(peers[1].1)"/><text x="\(labelW + 174)" y="35">vs Go</text>
+    <rect x="\(labelW + 240)" y="26" width="10" height="10" fill="\(peers[2].1)"/><text x="\(labelW + 254)" y="35">vs Tokio</text>
 
     """
     for tick in [1.0 / 16, 1.0 / 4, 1, 4, 16] {

@@ -2,10 +2,11 @@
 // [--procs N] [--no-peers] [--json] [--report docs/benchmarks.md]`.
 //
 // Every workload of the issues, measured for GMP (ours) and side by side with
-// the peers: Swift concurrency (SwiftPeer.swift) and Go (Benchmarks/peers/go,
-// built with `go` when it is on PATH). Each run is a fresh process; runs of
-// the implementations alternate; each figure is the median over `--repeat`
-// runs (default 3) with its spread. `--run NAME` runs one workload once and
+// the peers: Swift concurrency (SwiftPeer.swift), Go (Benchmarks/peers/go,
+// built with `go` when it is on PATH) and, for the runtime workloads, Tokio
+// (Benchmarks/peers/tokio, built with `cargo` when it is on PATH). Each run
+// is a fresh process; runs of the implementations alternate; each figure is
+// the median over `--repeat` runs (default 3) with its spread. `--run NAME` runs one workload once and
 // prints its JSON result (what the driver does in each child).
 import Foundation
 import GMP
@@ -14,20 +15,20 @@ import Glibc
 let serverCPU = Metric(key: "server_cpu_ms", label: "server CPU ms")
 
 let workloads: [Workload] = [
-    Workload(name: "spawn", ours: benchSpawn, swift: swiftSpawn, go: .own, metrics: [.nsPerOp],
+    Workload(name: "spawn", ours: benchSpawn, swift: swiftSpawn, go: .own, tokio: true, metrics: [.nsPerOp],
              about: "1,000,000 Gs (tasks) that each signal a WaitGroup (a task group); ns per G."),
-    Workload(name: "yield", ours: benchYield, swift: swiftYield, go: .own, metrics: [.nsPerOp],
+    Workload(name: "yield", ours: benchYield, swift: swiftYield, go: .own, tokio: true, metrics: [.nsPerOp],
              about: "2 × procs Gs share 4,000,000 yields; ns per yield."),
-    Workload(name: "spawntree", ours: benchSpawnTree, swift: swiftSpawnTree, go: .own, metrics: [.nsPerOp],
+    Workload(name: "spawntree", ours: benchSpawnTree, swift: swiftSpawnTree, go: .own, tokio: true, metrics: [.nsPerOp],
              about: "a binary tree of Gs of depth 20 (2,097,151), each starting its two children; ns per G."),
-    Workload(name: "parked", ours: benchParked, swift: swiftParked, go: .own,
+    Workload(name: "parked", ours: benchParked, swift: swiftParked, go: .own, tokio: true,
              metrics: [.nsPerOp, Metric(key: "rss_bytes_per_g", label: "RSS bytes per G")],
              about: "100,000 Gs started and left blocked; ns per G started, and resident memory per blocked G."),
-    Workload(name: "idle", ours: benchIdle, swift: swiftIdle, go: .own,
+    Workload(name: "idle", ours: benchIdle, swift: swiftIdle, go: .own, tokio: true,
              metrics: [Metric(key: "rss_bytes_per_g", label: "RSS bytes per G")],
              about: "100,000 Gs started and left blocked for 3 s (long enough for sysmon to trim their stacks: "
                  + "GMP.stackTrimAfter, 1 s); resident memory per blocked G after the 3 s."),
-    Workload(name: "timers", ours: benchTimers, swift: swiftTimers, go: .own, metrics: [.nsPerOp],
+    Workload(name: "timers", ours: benchTimers, swift: swiftTimers, go: .own, tokio: true, metrics: [.nsPerOp],
              about: "100,000 Gs each sleeping 1 ms ten times; wall time per sleep."),
     Workload(name: "starvation", ours: benchStarvation, swift: nil, go: .own,
              metrics: [Metric(key: "worst_late_ms", label: "worst tick lateness ms, computing Gs"),
@@ -35,14 +36,18 @@ let workloads: [Workload] = [
              about: "one G per P runs 0.5 s without parking (computing, then calling usleep(1 ms) outside "
                  + "GMP.blocking; Go: a raw nanosleep system call) beside a ticker G on a 10 ms schedule; the worst "
                  + "lateness of a tick."),
-    Workload(name: "pingpong", ours: benchPingPong, swift: swiftPingPong, go: .own, metrics: [.nsPerOp],
+    Workload(name: "pingpong", ours: benchPingPong, swift: swiftPingPong, go: .own, tokio: true, metrics: [.nsPerOp],
              about: "two Gs, two unbuffered channels, 1,000,000 round trips; ns per round trip."),
-    Workload(name: "buffered", ours: benchBuffered, swift: swiftBuffered, go: .own, metrics: [.nsPerOp],
+    Workload(name: "buffered", ours: benchBuffered, swift: swiftBuffered, go: .own, tokio: true, metrics: [.nsPerOp],
              about: "one producer, one consumer, capacity 1024, 10,000,000 values; ns per value."),
-    Workload(name: "fanin", ours: benchFanIn, swift: swiftFanIn, go: .own, metrics: [.nsPerOp],
+    Workload(name: "fanin", ours: benchFanIn, swift: swiftFanIn, go: .own, tokio: true, metrics: [.nsPerOp],
              about: "8 producers, 1 consumer, capacity 128, 8,000,000 values; ns per value."),
-    Workload(name: "select", ours: benchSelect, swift: nil, go: .own, metrics: [.nsPerOp],
-             about: "one receiver selecting over 4 channels of capacity 16, each fed by a producer; ns per value."),
+    Workload(name: "select", ours: benchSelect, swift: nil, go: .own, tokio: true, metrics: [.nsPerOp],
+             about: "one receiver selecting over 4 channels of capacity 16, each fed by a producer, in a loop over "
+                 + "cases built once (SelectSet; Go: select in a for loop); ns per value."),
+    Workload(name: "selectonce", ours: benchSelectOnce, swift: nil, go: .own, tokio: true, metrics: [.nsPerOp],
+             about: "as select, with a one-off select { } per value (cases registered on every call; Go: the same "
+                 + "select as above); ns per value."),
     Workload(name: "echo", ours: benchEcho, swift: nil, go: .own, metrics: [.nsPerOp],
              about: "100 client Gs × 10,000 round trips of 64 bytes over loopback TCP; ns per round trip."),
     Workload(name: "idleconns", ours: benchIdleConns, swift: nil, go: .own,
@@ -144,9 +149,14 @@ if selected.isEmpty { bad("no workload matches \(opts.filter ?? "")") }
 
 var notes: [String] = []
 var goPeer: GoPeer?
+var tokioPeer: TokioPeer?
 if opts.peers {
     goPeer = GoPeer.build()
     if goPeer == nil { notes.append("Go peer not measured: no `go` on PATH, or Benchmarks/peers/go did not build.") }
+    if selected.contains(where: \.tokio) {
+        tokioPeer = TokioPeer.build()
+        if tokioPeer == nil { notes.append("Tokio peer not measured: no `cargo` on PATH, or Benchmarks/peers/tokio did not build.") }
+    }
 } else {
     note("peers: skipped (--no-peers)")
     notes.append("Peers not measured (--no-peers).")
@@ -156,8 +166,9 @@ if let n = opts.procs, n > cores {
     notes.append("--procs \(n) is more than the \(cores) cores: Swift's pool keeps its default width.")
 }
 note("cores=\(cores), procs=\(opts.procs.map(String.init) ?? "default"), \(opts.repeats) runs each")
-let results = measure(selected, opts, goPeer: goPeer)
+let results = measure(selected, opts, goPeer: goPeer, tokioPeer: tokioPeer)
 if let g = goPeer { try? FileManager.default.removeItem(atPath: g.binary) }
+if let t = tokioPeer { try? FileManager.default.removeItem(atPath: t.binary) }
 let table = rows(selected, results)
 if opts.json {
     for line in jsonLines(selected, results) { print(line) }
@@ -168,7 +179,7 @@ if opts.json {
 }
 if let path = opts.report {
     do {
-        try writeReport(path: path, rows: table, info: .current(opts, goPeer: goPeer, notes: notes))
+        try writeReport(path: path, rows: table, info: .current(opts, goPeer: goPeer, tokioPeer: tokioPeer, notes: notes))
         note("report: \(path)")
     } catch {
         note("Benchmarks: cannot write the report \(path): \(error)")

@@ -434,6 +434,7 @@ func main() {
 		{"spawn", benchSpawn}, {"yield", benchYield}, {"spawntree", benchSpawnTree},
 		{"parked", benchParked}, {"idle", benchIdle}, {"timers", benchTimers}, {"starvation", benchStarvation},
 		{"pingpong", benchPingPong}, {"buffered", benchBuffered}, {"fanin", benchFanIn}, {"select", benchSelect},
+		{"selectonce", func() result { r := benchSelect(); r.name = "selectonce"; return r }},
 		{"echo", benchEcho}, {"idleconns", benchIdleConns},
 	}
 	for _, w := range all {
