@@ -23,6 +23,17 @@ import Synchronization
 // wedged.
 
 extension G {
+    /// Where its `go` statement is (two words and two stores on `go`'s path).
+    @inline(__always) func setCreator(_ file: StaticString, _ line: UInt) {
+        s.pointee.goLine = UInt32(truncatingIfNeeded: line)
+        if file.hasPointerRepresentation {
+            s.pointee.goFile = file.utf8Start
+            s.pointee.goFileCount = UInt32(truncatingIfNeeded: file.utf8CodeUnitCount)
+        } else {
+            s.pointee.goFile = nil
+        }
+    }
+
     /// Records, before it parks, why the G waits, and whether another party
     /// will touch its stack meanwhile (then it is not trimmed). Since when is stamped on
     /// g0 once it has parked (`Scheduler.execute`), where the scheduler is at
@@ -40,9 +51,16 @@ struct GView {
     var reason: WaitReason
     var since: Int64
     var id: Int64
-    var file: StaticString
+    var file: UnsafePointer<UInt8>?
+    var fileCount: UInt32
     var line: UInt32
     var stack: [UInt]
+
+    /// The `go` statement's file name.
+    var fileName: String {
+        guard let file else { return "?" }
+        return String(decoding: UnsafeBufferPointer(start: file, count: Int(fileCount)), as: UTF8.self)
+    }
 }
 
 extension G {
@@ -75,12 +93,14 @@ extension G {
                     reason: WaitReason(rawValue: a.load(fromByteOffset: Self.reasonOffset, as: UInt8.self)) ?? .unknown,
                     since: a.load(fromByteOffset: Self.sinceOffset, as: Int64.self),
                     id: a.load(fromByteOffset: Self.idOffset, as: Int64.self),
-                    file: a.load(fromByteOffset: Self.fileOffset, as: StaticString.self),
+                    file: a.load(fromByteOffset: Self.fileOffset, as: UnsafePointer<UInt8>?.self),
+                    fileCount: a.load(fromByteOffset: Self.fileCountOffset, as: UInt32.self),
                     line: a.load(fromByteOffset: Self.lineOffset, as: UInt32.self),
                     stack: stack)
             }
             return GView(status: .running, reason: .unknown, since: 0,
-                         id: a.load(fromByteOffset: Self.idOffset, as: Int64.self), file: "", line: .max, stack: [])
+                         id: a.load(fromByteOffset: Self.idOffset, as: Int64.self), file: nil, fileCount: 0, line: .max,
+                         stack: [])
         }
     }
 
@@ -89,9 +109,9 @@ extension G {
     static let reasonOffset = MemoryLayout<GState>.offset(of: \.waitReason)!
     static let pinnedOffset = MemoryLayout<GState>.offset(of: \.stackPinned)!
     static let sinceOffset = MemoryLayout<GState>.offset(of: \.waitSince)!
-    static let stackOffset = MemoryLayout<GState>.offset(of: \.stack)!
     private static let idOffset = MemoryLayout<GState>.offset(of: \.id)!
     private static let fileOffset = MemoryLayout<GState>.offset(of: \.goFile)!
+    private static let fileCountOffset = MemoryLayout<GState>.offset(of: \.goFileCount)!
     private static let lineOffset = MemoryLayout<GState>.offset(of: \.goLine)!
 }
 
@@ -100,7 +120,7 @@ extension Scheduler {
     func gmake() -> G {
         let g = G.make()
         allgLock.lock()
-        g.s.pointee.allgIndex = allgs.count
+        g.s.pointee.allgIndex = Int32(allgs.count)
         allgs.append(g)
         allgLock.unlock()
         return g
@@ -110,11 +130,11 @@ extension Scheduler {
     /// and frees it.
     func gfree(_ g: G) {
         allgLock.lock()
-        let i = g.s.pointee.allgIndex
+        let i = Int(g.s.pointee.allgIndex)
         let last = allgs.removeLast()
         if last != g {
             allgs[i] = last
-            last.s.pointee.allgIndex = i
+            last.s.pointee.allgIndex = Int32(i)
         }
         allgLock.unlock()
         g.free()
@@ -154,7 +174,7 @@ extension Scheduler {
             var ids: [Int64] = []
             var count = 0
             var oldest: Int64 = .max
-            var file: StaticString = ""
+            var file = ""
         }
         var groups: [Key: Group] = [:]
         let me = GMP.currentG
@@ -163,9 +183,9 @@ extension Scheduler {
         for g in allgs {
             let v = g.view(myStack: g == me ? myStack : nil)
             guard v.status != .idle && v.status != .dead else { continue }
-            let key = Key(status: v.status, reason: v.reason, file: UInt(bitPattern: v.file.utf8Start),
+            let key = Key(status: v.status, reason: v.reason, file: UInt(bitPattern: v.file),
                           line: v.line, stack: v.stack)
-            var gr = groups[key] ?? Group(file: v.file)
+            var gr = groups[key] ?? Group(file: v.fileName)
             gr.count += 1
             if gr.ids.count < 10 { gr.ids.append(v.id) }
             if v.status == .waiting || v.status == .syscall { gr.oldest = min(gr.oldest, v.since) }

@@ -802,8 +802,7 @@ final class Scheduler: @unchecked Sendable {
         if let m = currentM(), let p = m.pointee.p {
             let g = gfget(p)
             g.s.pointee.fn = consume fn
-            g.s.pointee.goFile = file
-            g.s.pointee.goLine = UInt32(truncatingIfNeeded: line)
+            g.setCreator(file, line)
             g.s.pointee.id = nextGoid(p)
             g.s.pointee.status = .runnable
             bump(p.pointee.created)
@@ -813,8 +812,7 @@ final class Scheduler: @unchecked Sendable {
             if !fromRun && currentM() == nil { noteForeignThread() }
             let g = gFreeLock.withLock { gFree.popLast() } ?? gmake()
             g.s.pointee.fn = fn
-            g.s.pointee.goFile = file
-            g.s.pointee.goLine = UInt32(truncatingIfNeeded: line)
+            g.setCreator(file, line)
             g.s.pointee.id = goidGen.add(1, ordering: .relaxed).newValue
             g.s.pointee.status = .runnable
             createdNoP.add(1, ordering: .relaxed)
@@ -884,7 +882,6 @@ final class Scheduler: @unchecked Sendable {
     private func giveStack(_ p: P, _ g: G) {
         if p.own.pointee.stackCache.isEmpty { stackPool.get(16, into: &p.own.pointee.stackCache) }
         let s = p.own.pointee.stackCache.removeLast()
-        g.s.pointee.stack = s
         g.s.pointee.hasStack = true
         let c = g.ctx
         c.pointee.stack_lo = s.lo

@@ -98,6 +98,9 @@ extension Scheduler {
     /// Stacks deeper than this are left whole (copying them aside would
     /// save little).
     static let trimMaxSaved = 64 * 1024
+    /// Where a G's stack bounds start in its switch state: `stack_lo`,
+    /// `stack_hi`, `guard_lo`, `guard_hi`, in `Stack`'s order.
+    static let ctxStackOffset = MemoryLayout<gmp_gctx>.offset(of: \.stack_lo)!
 
     /// sysmon: trims the stacks of Gs parked longer than `trimAfter` (see the
     /// comment at the top of this file).
@@ -146,7 +149,7 @@ extension Scheduler {
             // Written when the G first ran, before it parked; the G cannot
             // run (or end) while claimed. Peeked: TSan cannot see that order.
             var st = Stack(lo: 0, hi: 0, guardLo: 0, guardHi: 0)
-            gmp_peek(&st, UnsafeRawPointer(g.s) + G.stackOffset, MemoryLayout<Stack>.size)
+            gmp_peek(&st, UnsafeRawPointer(g.ctxUnread) + Scheduler.ctxStackOffset, MemoryLayout<Stack>.size)
             let n = gmp_trim_save(g.ctxUnread, Scheduler.trimMaxSaved)
             if n == 0 {
                 gmp_trim_cancel(g.ctxUnread)
