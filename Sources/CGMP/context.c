@@ -99,7 +99,7 @@ GMP_NO_TSAN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) {
     gmp_ctx_switch(&g->sp, m->g0sp);
 }
 
-int gmp_madvise_ranges(const uintptr_t *addrs, int n, size_t len, int advice) {
+int gmp_madvise_ranges(const uintptr_t *addrs, const size_t *lens, int n, size_t len, int advice) {
 #ifdef SYS_process_madvise
     // The pidfd to name this process by: PIDFD_SELF (Linux 6.15+) needs no
     // fd; older kernels get a pidfd of our own, opened once. -2: not tried
@@ -109,9 +109,11 @@ int gmp_madvise_ranges(const uintptr_t *addrs, int n, size_t len, int advice) {
     struct iovec iov[64];
     for (int i = 0; i < n; i += 64) {
         int k = n - i < 64 ? n - i : 64;
+        size_t total = 0;
         for (int j = 0; j < k; j++) {
             iov[j].iov_base = (void *)addrs[i + j];
-            iov[j].iov_len = len;
+            iov[j].iov_len = lens ? lens[i + j] : len;
+            total += iov[j].iov_len;
         }
         int fd = atomic_load_explicit(&self, memory_order_relaxed);
         if (fd == -3) return -1;
@@ -134,11 +136,11 @@ int gmp_madvise_ranges(const uintptr_t *addrs, int n, size_t len, int advice) {
             int expected = -2;
             atomic_compare_exchange_strong(&self, &expected, PIDFD_SELF_);
         }
-        if (r != (long)((size_t)k * len)) return -1;
+        if (r != (long)total) return -1;
     }
     return 0;
 #else
-    (void)addrs; (void)n; (void)len; (void)advice;
+    (void)addrs; (void)lens; (void)n; (void)len; (void)advice;
     return -1;
 #endif
 }

@@ -21,9 +21,9 @@ struct Stack {
 /// space lock only for reading, so it neither counts against
 /// `vm.max_map_count` nor stalls other Ms' page faults, and every stack is
 /// guarded; a slab's 64 guard regions go in one `process_madvise` call
-/// (`gmp_madvise_ranges`) where the kernel takes it. Elsewhere (or with `GMP_GUARD_PAGES=mprotect`) it is `mprotect`,
-/// which splits the mapping (two VMAs per stack) and takes the lock for
-/// writing; then only a budget of stacks is guarded, and the rest rely on
+/// (`gmp_madvise_ranges`) where the kernel takes it. Elsewhere (or with
+/// `GMP_GUARD_PAGES=mprotect`) it is `mprotect`, which splits the mapping
+/// (two VMAs per stack) and takes the lock for writing; then only a budget of stacks is guarded, and the rest rely on
 /// the canary checked at every switch. The budget keeps the process well
 /// under `vm.max_map_count` (65530 by default), so 100,000 parked Gs work on
 /// a default kernel.
@@ -124,15 +124,18 @@ final class StackPool: @unchecked Sendable {
     }
 
     /// Gives the pages of `stacks` back to the kernel (MADV_DONTNEED; the
-    /// address ranges stay mapped), neighbours in one slab in one call: the
+    /// address ranges stay mapped), neighbours in one slab in one range: the
     /// guard page between two neighbours is in the range, and a guard region
-    /// or PROT_NONE page survives it. Sorts `stacks` by address. Returns the
-    /// number of madvise calls.
+    /// or PROT_NONE page survives it. The ranges go 64 to a system call
+    /// (`gmp_madvise_ranges`), which on Linux 6.16+ also makes them share
+    /// one TLB flush: every range given back is a round of IPIs to the other
+    /// cores running this process, which the Gs there pay for. Sorts
+    /// `stacks` by address. Returns the number of system calls.
     @discardableResult
     static func releasePages(of stacks: inout [Stack]) -> Int {
         stacks.sort { $0.lo < $1.lo }
+        var starts: [UInt] = [], lens: [Int] = []
         var i = 0
-        var calls = 0
         while i < stacks.count {
             let lo = stacks[i].lo
             var hi = stacks[i].hi
@@ -142,11 +145,17 @@ final class StackPool: @unchecked Sendable {
                 hi = stacks[j].hi
                 j += 1
             }
-            _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), Int(hi - lo), MADV_DONTNEED)
-            calls += 1
+            starts.append(lo)
+            lens.append(Int(hi - lo))
             i = j
         }
-        return calls
+        if gmp_madvise_ranges(starts, lens, Int32(starts.count), 0, MADV_DONTNEED) == 0 {
+            return (starts.count + 63) / 64
+        }
+        for (lo, len) in zip(starts, lens) {
+            _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), len, MADV_DONTNEED)
+        }
+        return starts.count
     }
 
     /// Maps one slab and puts its stacks on `cold` (untouched pages cost nothing).
@@ -162,7 +171,7 @@ final class StackPool: @unchecked Sendable {
         let b = UInt(bitPattern: base)
         // Guard regions: the slab's in one call where the kernel can.
         let batched = withGuards && lightGuards
-            && gmp_madvise_ranges((0..<slabCount).map { b + UInt($0 * unit) }, Int32(slabCount), pageSize,
+            && gmp_madvise_ranges((0..<slabCount).map { b + UInt($0 * unit) }, nil, Int32(slabCount), pageSize,
                                   StackPool.madvGuardInstall) == 0
         for i in (0..<slabCount).reversed() {
             let start = b + UInt(i * unit)

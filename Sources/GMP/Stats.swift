@@ -51,7 +51,8 @@ public struct Stats: Sendable, CustomStringConvertible {
     public var stackTrims: Int
     /// Bytes of the trimmed Gs' stacks kept aside (the frames they use).
     public var trimmedBytes: Int
-    /// madvise calls made to trim stacks, ever (neighbours share one).
+    /// System calls made to trim stacks, ever (neighbours share a range, and
+    /// 64 ranges share a call where the kernel batches them).
     public var trimCalls: Int
 
     static func capture(_ s: Scheduler) -> Stats {

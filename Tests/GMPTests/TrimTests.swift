@@ -37,6 +37,7 @@ extension SchedulerTests {
         GMP.stackTrimAfter = .milliseconds(5)
         defer { GMP.stackTrimAfter = saved }
         let n = 200
+        let before = GMP.stats
         let r = runG(timeout: 60) { () -> (intact: Int, trimmed: Bool, dump: String) in
             let gate = WaitGroup(1)
             let done = WaitGroup(n)
@@ -63,6 +64,10 @@ extension SchedulerTests {
             return
         }
         #expect(r.trimmed, "all \(n) parked Gs trimmed")
+        // Batched: neighbours share a range, ranges share a system call.
+        let after = GMP.stats
+        let (trims, calls) = (after.stackTrims - before.stackTrims, after.trimCalls - before.trimCalls)
+        #expect(trims >= n && calls * 4 <= trims, "\(trims) trims in \(calls) system calls")
         #expect(r.intact == n, "frames intact after the wake-up")
         #expect(r.dump.contains("\(n) goroutines [WaitGroup") && r.dump.contains("    deepPark(_:_:_:)\n"),
                 "the stacks of trimmed Gs, read from their saved copies:\n\(r.dump.prefix(3000))")

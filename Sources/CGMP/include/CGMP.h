@@ -92,12 +92,14 @@ void gmp_mcall(gmp_gctx *g, gmp_mctx *m);
 /// entry(arg) on it. entry must never return.
 void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg);
 
-/// Applies madvise `advice` to `n` ranges of `len` bytes, the i-th starting
-/// at addrs[i], in one system call per 64 ranges where the kernel allows it
-/// (process_madvise on this process, which takes any advice since Linux
-/// 6.13). Returns 0 when every range was advised, -1 otherwise: then the
-/// caller advises them one by one (every advice used here is idempotent).
-int gmp_madvise_ranges(const uintptr_t *addrs, int n, size_t len, int advice);
+/// Applies madvise `advice` to `n` ranges, the i-th starting at addrs[i],
+/// lens[i] bytes long (or `len` for all when lens is NULL), in one system
+/// call per 64 ranges where the kernel allows it (process_madvise on this
+/// process, which takes any advice since Linux 6.13; since 6.16 one call's
+/// MADV_DONTNEED ranges share one TLB flush, so one round of IPIs). Returns
+/// 0 when every range was advised, -1 otherwise: then the caller advises
+/// them one by one (every advice used here is idempotent).
+int gmp_madvise_ranges(const uintptr_t *addrs, const size_t *lens, int n, size_t len, int advice);
 
 /// Called when the G that owns `g` is finished with it (TSan fiber release).
 void gmp_release_ctx(gmp_gctx *g);
