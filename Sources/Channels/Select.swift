@@ -90,7 +90,10 @@ public struct Select {
     var phase = Phase.register
     var cases: CaseList
     var position = 0
-    let arena: UnsafeMutableRawPointer
+    var arena: UnsafeMutableRawPointer
+    /// The arena's size: `arenaSize` on the stack of `select { }`; a
+    /// `SelectSet` keeps a smaller one of its own (scratch only).
+    var arenaCapacity = Select.arenaSize
     var arenaUsed = 0
 
     init(arena: UnsafeMutableRawPointer, cases: UnsafeMutablePointer<Case>) {
@@ -149,7 +152,7 @@ public struct Select {
         let align = MemoryLayout<T>.alignment
         let start = (arenaUsed + align - 1) / align * align
         let size = Swift.max(MemoryLayout<T>.stride, 1)
-        if align <= 16 && start + size <= Select.arenaSize {
+        if align <= 16 && start + size <= arenaCapacity {
             arenaUsed = start + size
             return (arena + start, false)
         }
@@ -268,7 +271,7 @@ public struct Select {
     /// `count` words of scratch from the arena (or the heap: `heap` is set).
     private mutating func scratch(_ count: Int, heap: inout Bool) -> UnsafeMutablePointer<UInt> {
         let start = (arenaUsed + 7) / 8 * 8
-        if start + count * 8 <= Select.arenaSize {
+        if start + count * 8 <= arenaCapacity {
             arenaUsed = start + count * 8
             return (arena + start).bindMemory(to: UInt.self, capacity: count)
         }

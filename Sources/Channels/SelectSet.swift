@@ -40,7 +40,8 @@ import GMP
 /// allocated unless it parks (then a sudog per case, and a timer with a
 /// time-out).
 public final class SelectSet {
-    /// The cases and the scratch arena (both on the heap), and `Select.run`.
+    /// The cases and the scratch arena (both on the heap, grown with the
+    /// cases), and `Select.run`.
     private var s: Select
     /// Per case: the channel it was given (retained by this set), nil for none.
     private var channels: [Unmanaged<AnyChan>?] = []
@@ -51,11 +52,18 @@ public final class SelectSet {
 
     /// An empty set of cases.
     public init() {
-        let cases = UnsafeMutablePointer<Select.Case>.allocate(capacity: 8)
-        let arena = UnsafeMutableRawPointer.allocate(byteCount: Select.arenaSize, alignment: 16)
+        // Sized for a pump's two cases; both grow with more (a set lives as
+        // long as its G, so its bytes count per idle connection).
+        let cases = UnsafeMutablePointer<Select.Case>.allocate(capacity: 2)
+        let arena = UnsafeMutableRawPointer.allocate(byteCount: SelectSet.arenaBytes(2), alignment: 16)
         s = Select(arena: arena, cases: cases)
+        s.cases.capacity = 2
         s.cases.onHeap = true
+        s.arenaCapacity = SelectSet.arenaBytes(2)
     }
+
+    /// Scratch a wait needs for `cases` cases: two words each.
+    private static func arenaBytes(_ cases: Int) -> Int { 16 * cases }
 
     deinit {
         for i in 0..<s.cases.count {
@@ -106,6 +114,11 @@ public final class SelectSet {
         let ch = channel.map { Unmanaged<AnyChan>.passRetained($0) }
         if kind == .receive { c.chan = ch }
         s.cases.append(c)
+        if s.arenaCapacity < SelectSet.arenaBytes(s.cases.capacity) {
+            s.arena.deallocate()
+            s.arenaCapacity = SelectSet.arenaBytes(s.cases.capacity)
+            s.arena = .allocate(byteCount: s.arenaCapacity, alignment: 16)
+        }
         channels.append(ch)
         freeSlot.append { p, full in
             let t = p.assumingMemoryBound(to: T.self)
