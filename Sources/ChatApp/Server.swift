@@ -246,32 +246,35 @@ func writePump(_ c: Client, _ cfg: ChatConfig) {
         ticker.stop()
         c.ws.conn.close()
     }
+    // The two cases are built once: the pump waits on them for every message.
+    let set = SelectSet()
+    let queued = set.receive(c.send), pinged = set.receive(ping)
     var open = true
     while open {
         var ok = true
-        select { s in
-            if let r = s.receive(c.send) {
-                guard case .value(let first) = r else {
-                    try? c.ws.close(code: CloseCode.goingAway.rawValue)
-                    open = false
-                    return
-                }
-                var more: [Prepared] = []
-                while case .value(let m) = c.send.tryReceive() { more.append(m) }
-                if more.isEmpty {
-                    ok = (try? c.ws.sendEncoded(first.frame)) != nil // the shared bytes
-                } else {
-                    var joined = first.payload
-                    for m in more { joined.append(UInt8(ascii: "\n")); joined += m.payload }
-                    ok = (try? c.ws.send(Frame(opcode: .text, payload: joined))) != nil
-                }
+        switch set.wait() {
+        case queued:
+            guard case .value(let first) = set.value(of: queued) else {
+                try? c.ws.close(code: CloseCode.goingAway.rawValue)
+                open = false
+                break
             }
-            if s.receive(ping) != nil {
-                let (next, overflow) = nextPing.addingReportingOverflow(cfg.pingPeriod)
-                nextPing = overflow ? .max : next
-                ticker.reset(at: nextPing)
-                ok = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
+            var more: [Prepared] = []
+            while case .value(let m) = c.send.tryReceive() { more.append(m) }
+            if more.isEmpty {
+                ok = (try? c.ws.sendEncoded(first.frame)) != nil // the shared bytes
+            } else {
+                var joined = first.payload
+                for m in more { joined.append(UInt8(ascii: "\n")); joined += m.payload }
+                ok = (try? c.ws.send(Frame(opcode: .text, payload: joined))) != nil
             }
+        case pinged:
+            let (next, overflow) = nextPing.addingReportingOverflow(cfg.pingPeriod)
+            nextPing = overflow ? .max : next
+            ticker.reset(at: nextPing)
+            ok = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
+        default:
+            break
         }
         if !ok { open = false }
     }
