@@ -148,7 +148,7 @@ public struct Select {
     /// A value slot for a `T`: from the arena, or the heap when full. It
     /// needs no channel: a channel passed to this mutating method was
     /// retained and released around the call, a fifth of a select's time.
-    mutating func slot<T>(for _: T.Type) -> (UnsafeMutableRawPointer, Bool) {
+    private mutating func slot<T>(for _: T.Type) -> (UnsafeMutableRawPointer, Bool) {
         let align = MemoryLayout<T>.alignment
         let start = (arenaUsed + align - 1) / align * align
         let size = Swift.max(MemoryLayout<T>.stride, 1)
