@@ -23,10 +23,10 @@ struct Stack {
 /// guarded; a slab's 64 guard regions go in one `process_madvise` call
 /// (`gmp_madvise_ranges`) where the kernel takes it. Elsewhere (or with
 /// `GMP_GUARD_PAGES=mprotect`) it is `mprotect`, which splits the mapping
-/// (two VMAs per stack) and takes the lock for writing; then only a budget of stacks is guarded, and the rest rely on
-/// the canary checked at every switch. The budget keeps the process well
-/// under `vm.max_map_count` (65530 by default), so 100,000 parked Gs work on
-/// a default kernel.
+/// (two VMAs per stack) and takes the lock for writing; then only a budget
+/// of stacks is guarded, and the rest rely on the canary checked at every
+/// switch. The budget keeps the process well under `vm.max_map_count`
+/// (65530 by default), so 100,000 parked Gs work on a default kernel.
 ///
 /// Freed stacks are kept warm (pages intact). sysmon calls `scavenge`
 /// periodically, which `madvise(MADV_DONTNEED)`s warm stacks beyond
