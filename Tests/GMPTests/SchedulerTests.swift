@@ -21,6 +21,42 @@ struct SchedulerTests {
         }
     }
 
+    @Test("A G's floating-point rounding mode is its own: kept across switches, never seen by other Gs", arguments: [1, 2])
+    func roundingModePerG(procs: Int) {
+        // The switch restores MXCSR and the x87 control word only when they
+        // differ from the ones in force: Gs in three modes check both (SSE
+        // division rounds by MXCSR; fegetround reads the x87 control word).
+        let r = runG(procs: procs) { () -> (Bool, Double, Double) in
+            let wg = WaitGroup(3)
+            let good = Atomic<Int>(0)
+            let up = Atomic<UInt64>(0), down = Atomic<UInt64>(0)
+            let (upward, nearest, downward): (Int32, Int32, Int32) = (FE_UPWARD, FE_TONEAREST, FE_DOWNWARD)
+            for mode in [upward, nearest, downward] {
+                go {
+                    fesetround(mode)
+                    let three = Double(Int.random(in: 3...3)) // not folded at compile time
+                    let mine = 1.0 / three
+                    var kept = true
+                    for _ in 0..<2_000 {
+                        GMP.yield()
+                        if fegetround() != mode || 1.0 / three != mine { kept = false }
+                    }
+                    fesetround(nearest)
+                    if kept { good.add(1, ordering: .relaxed) }
+                    if mode == upward { up.store(mine.bitPattern, ordering: .relaxed) }
+                    if mode == downward { down.store(mine.bitPattern, ordering: .relaxed) }
+                    wg.done()
+                }
+            }
+            wg.wait()
+            return (good.load(ordering: .relaxed) == 3 && fegetround() == nearest,
+                    Double(bitPattern: up.load(ordering: .relaxed)), Double(bitPattern: down.load(ordering: .relaxed)))
+        }
+        #expect(r?.0 == true)
+        // The check can tell the modes apart: 1/3 rounds differently up and down.
+        #expect(r.map { $0.1 > $0.2 } == true)
+    }
+
     @Test("GMP.run hands back the value and rethrows the error")
     func runValueAndError() throws {
         struct Boom: Error, Equatable { let code: Int }
