@@ -99,14 +99,14 @@ GMP_NO_TSAN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) {
     gmp_ctx_switch(&g->sp, m->g0sp);
 }
 
-int gmp_madvise_ranges(const uintptr_t *addrs, const size_t *lens, int n, size_t len, int advice) {
-#ifdef SYS_process_madvise
+int gmp_madvise_ranges(const uintptr_t *addrs, const size_t *lens, int n, size_t len, int advice, int *calls_out) {
     // The pidfd to name this process by: PIDFD_SELF (Linux 6.15+) needs no
     // fd; older kernels get a pidfd of our own, opened once. -2: not tried
     // yet; -3: process_madvise cannot do it here (any advice, any kernel).
     static _Atomic int self = -2;
     enum { PIDFD_SELF_ = -10000 };
     struct iovec iov[64];
+    int calls = 0, ok = 1;
     for (int i = 0; i < n; i += 64) {
         int k = n - i < 64 ? n - i : 64;
         size_t total = 0;
@@ -115,34 +115,36 @@ int gmp_madvise_ranges(const uintptr_t *addrs, const size_t *lens, int n, size_t
             iov[j].iov_len = lens ? lens[i + j] : len;
             total += iov[j].iov_len;
         }
+#ifdef SYS_process_madvise
         int fd = atomic_load_explicit(&self, memory_order_relaxed);
-        if (fd == -3) return -1;
-        long r = syscall(SYS_process_madvise, fd == -2 ? PIDFD_SELF_ : fd, iov, k, advice, 0);
-        if (r < 0 && fd == -2) {
-            if (errno == EBADF || errno == ESRCH) {
+        if (fd != -3) {
+            long r = syscall(SYS_process_madvise, fd == -2 ? PIDFD_SELF_ : fd, iov, k, advice, 0);
+            calls++;
+            if (r < 0 && fd == -2 && (errno == EBADF || errno == ESRCH)) {
                 int own = (int)syscall(SYS_pidfd_open, getpid(), 0);
                 if (own >= 0) {
                     r = syscall(SYS_process_madvise, own, iov, k, advice, 0);
+                    calls++;
                     int expected = -2;
-                    if (!atomic_compare_exchange_strong(&self, &expected, own)) close(own);
+                    if (r < 0 || !atomic_compare_exchange_strong(&self, &expected, own)) close(own);
                 }
             }
-            if (r < 0) {
+            if (fd == -2) {
                 int expected = -2;
-                atomic_compare_exchange_strong(&self, &expected, -3);
-                return -1;
+                atomic_compare_exchange_strong(&self, &expected, r < 0 ? -3 : PIDFD_SELF_);
             }
-        } else if (r >= 0 && fd == -2) {
-            int expected = -2;
-            atomic_compare_exchange_strong(&self, &expected, PIDFD_SELF_);
+            if (r == (long)total) continue;
         }
-        if (r != (long)total) return -1;
-    }
-    return 0;
-#else
-    (void)addrs; (void)lens; (void)n; (void)len; (void)advice;
-    return -1;
 #endif
+        // One by one: the kernel cannot batch, or stopped partway (every
+        // advice used here is idempotent, so the whole chunk again).
+        for (int j = 0; j < k; j++) {
+            calls++;
+            if (madvise(iov[j].iov_base, iov[j].iov_len, advice) != 0) ok = 0;
+        }
+    }
+    if (calls_out) *calls_out = calls;
+    return ok ? 0 : -1;
 }
 
 void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg) {

@@ -149,13 +149,9 @@ final class StackPool: @unchecked Sendable {
             lens.append(Int(hi - lo))
             i = j
         }
-        if gmp_madvise_ranges(starts, lens, Int32(starts.count), 0, MADV_DONTNEED) == 0 {
-            return (starts.count + 63) / 64
-        }
-        for (lo, len) in zip(starts, lens) {
-            _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), len, MADV_DONTNEED)
-        }
-        return starts.count
+        var calls: Int32 = 0
+        _ = gmp_madvise_ranges(starts, lens, Int32(starts.count), 0, MADV_DONTNEED, &calls)
+        return Int(calls)
     }
 
     /// Maps one slab and puts its stacks on `cold` (untouched pages cost nothing).
@@ -169,17 +165,18 @@ final class StackPool: @unchecked Sendable {
             gmp_fatal("fatal error: out of memory allocating goroutine stacks (mmap failed)")
         }
         let b = UInt(bitPattern: base)
-        // Guard regions: the slab's in one call where the kernel can.
-        let batched = withGuards && lightGuards
-            && gmp_madvise_ranges((0..<slabCount).map { b + UInt($0 * unit) }, nil, Int32(slabCount), pageSize,
-                                  StackPool.madvGuardInstall) == 0
+        if withGuards {
+            // Guard regions, the slab's in one call where the kernel can;
+            // PROT_NONE pages where they cannot be had.
+            let guards = (0..<slabCount).map { b + UInt($0 * unit) }
+            if !lightGuards || gmp_madvise_ranges(guards, nil, Int32(slabCount), pageSize,
+                                                  StackPool.madvGuardInstall, nil) != 0 {
+                for g in guards { _ = mprotect(UnsafeMutableRawPointer(bitPattern: g), pageSize, PROT_NONE) }
+            }
+        }
         for i in (0..<slabCount).reversed() {
             let start = b + UInt(i * unit)
             if withGuards {
-                let page = UnsafeMutableRawPointer(bitPattern: start)
-                if !batched && (!lightGuards || madvise(page, pageSize, StackPool.madvGuardInstall) != 0) {
-                    _ = mprotect(page, pageSize, PROT_NONE)
-                }
                 cold.append(Stack(lo: start + UInt(pageSize), hi: start + UInt(unit),
                                   guardLo: start, guardHi: start + UInt(pageSize)))
             } else {

@@ -96,10 +96,10 @@ void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg);
 /// lens[i] bytes long (or `len` for all when lens is NULL), in one system
 /// call per 64 ranges where the kernel allows it (process_madvise on this
 /// process, which takes any advice since Linux 6.13; since 6.16 one call's
-/// MADV_DONTNEED ranges share one TLB flush, so one round of IPIs). Returns
-/// 0 when every range was advised, -1 otherwise: then the caller advises
-/// them one by one (every advice used here is idempotent).
-int gmp_madvise_ranges(const uintptr_t *addrs, const size_t *lens, int n, size_t len, int advice);
+/// MADV_DONTNEED ranges share one TLB flush, so one round of IPIs), else
+/// one madvise per range. Returns 0, or -1 if some range could not be
+/// advised; stores the number of system calls made in *calls if not NULL.
+int gmp_madvise_ranges(const uintptr_t *addrs, const size_t *lens, int n, size_t len, int advice, int *calls);
 
 /// Called when the G that owns `g` is finished with it (TSan fiber release).
 void gmp_release_ctx(gmp_gctx *g);
