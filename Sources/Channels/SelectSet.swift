@@ -45,8 +45,8 @@ public final class SelectSet {
     private var s: Select
     /// Per case: the channel it was given (retained by this set), nil for none.
     private var channels: [Unmanaged<AnyChan>?] = []
-    /// Per case: drops the slot's value if it holds one, then frees the slot.
-    private var freeSlot: [(UnsafeMutableRawPointer, Bool) -> Void] = []
+    /// Per case: destroys the value in its slot (which has the case's type).
+    private var deinitSlot: [(UnsafeMutableRawPointer) -> Void] = []
     /// The receive case whose value may still sit in its slot.
     private var lastFired = -1
 
@@ -68,7 +68,8 @@ public final class SelectSet {
     deinit {
         for i in 0..<s.cases.count {
             let c = s.cases[i]
-            if let slot = c.slot { freeSlot[i](slot, c.slotFull) }
+            if c.slotFull { deinitSlot[i](c.slot!) }
+            c.slot!.deallocate()
             channels[i]?.release()
         }
         s.cases.free()
@@ -120,11 +121,7 @@ public final class SelectSet {
             s.arena = .allocate(byteCount: s.arenaCapacity, alignment: 16)
         }
         channels.append(ch)
-        freeSlot.append { p, full in
-            let t = p.assumingMemoryBound(to: T.self)
-            if full { t.deinitialize(count: 1) }
-            t.deallocate()
-        }
+        deinitSlot.append { $0.assumingMemoryBound(to: T.self).deinitialize(count: 1) }
         return s.cases.count - 1
     }
 
@@ -220,11 +217,7 @@ public final class SelectSet {
     private func dropValue(_ i: Int) {
         if lastFired == i { lastFired = -1 }
         guard s.cases[i].kind == .receive else { return }
-        // Full only after a receive fired, from the channel it still has
-        // (setChannel drops the value before it changes the channel).
-        if s.cases[i].slotFull, let ch = channels[i] {
-            ch._withUnsafeGuaranteedRef { $0.deinitSlot(s.cases[i].slot!) }
-        }
+        if s.cases[i].slotFull { deinitSlot[i](s.cases[i].slot!) }
         s.cases[i].slotFull = false
         s.cases[i].received = false
     }
