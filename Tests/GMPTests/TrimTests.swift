@@ -34,11 +34,13 @@ extension SchedulerTests {
     func trimmedGsResume() {
         setProcs(2)
         let saved = GMP.stackTrimAfter
-        GMP.stackTrimAfter = .milliseconds(5)
+        // Off until all of them have parked, so that sysmon's next pass finds
+        // them together: how many passes a slow start spreads them over is
+        // not what the system-call count below is about.
+        GMP.stackTrimAfter = nil
         defer { GMP.stackTrimAfter = saved }
         let n = 200
-        let before = GMP.stats
-        let r = runG(timeout: 60) { () -> (intact: Int, trimmed: Bool, dump: String) in
+        let r = runG(timeout: 60) { () -> (intact: Int, trimmed: Bool, dump: String, trims: Int, calls: Int) in
             let gate = WaitGroup(1)
             let done = WaitGroup(n)
             let intact = Atomic<Int>(0)
@@ -50,14 +52,21 @@ extension SchedulerTests {
                     done.done()
                 }
             }
+            let parked = waitFor(seconds: 20) {
+                gs.all { list in list.count == n && list.allSatisfy { $0.parkedSince().0 == .waiting } }
+            }
+            let before = GMP.stats
+            GMP.stackTrimAfter = .milliseconds(5)
             // Every one of them, not just some G of another test.
-            let trimmed = waitFor(seconds: 20) {
+            let trimmed = parked && waitFor(seconds: 20) {
                 gs.all { list in list.count == n && list.allSatisfy { gmp_trim_state($0.ctxUnread) == GMP_TRIM_DONE } }
             }
+            let after = GMP.stats
             let dump = GMP.dump()
             gate.done()
             done.wait()
-            return (intact.load(ordering: .relaxed), trimmed, dump)
+            return (intact.load(ordering: .relaxed), trimmed, dump,
+                    after.stackTrims - before.stackTrims, after.trimCalls - before.trimCalls)
         }
         guard let r else {
             Issue.record("timed out")
@@ -65,9 +74,7 @@ extension SchedulerTests {
         }
         #expect(r.trimmed, "all \(n) parked Gs trimmed")
         // Batched: neighbours share a range, ranges share a system call.
-        let after = GMP.stats
-        let (trims, calls) = (after.stackTrims - before.stackTrims, after.trimCalls - before.trimCalls)
-        #expect(trims >= n && calls * 4 <= trims, "\(trims) trims in \(calls) system calls")
+        #expect(r.trims >= n && r.calls * 4 <= r.trims, "\(r.trims) trims in \(r.calls) system calls")
         #expect(r.intact == n, "frames intact after the wake-up")
         #expect(r.dump.contains("\(n) goroutines [WaitGroup") && r.dump.contains("    deepPark(_:_:_:)\n"),
                 "the stacks of trimmed Gs, read from their saved copies:\n\(r.dump.prefix(3000))")
