@@ -1,9 +1,19 @@
 // Stack switching glue around the assembly in switch_<arch>.S.
 //
-// Each switch is done from one C function compiled without TSan
+// Each switch is done from one C function compiled without sanitizer
 // instrumentation: the __tsan_switch_to_fiber call and the assembly switch
 // must not be separated by an instrumented frame, or TSan's shadow stack is
 // pushed on one fiber and popped on the other.
+//
+// AddressSanitizer is told of every switch too: __sanitizer_start_switch_fiber
+// (with the stack being switched to) just before, and
+// __sanitizer_finish_switch_fiber on the other side just after; a new G
+// finishes its first switch in gmp_g_started. Without that, ASan takes the
+// G's stack for the thread's and reports false stack overflows (and its
+// no-return handling unpoisons the wrong range). The `fiber` fields, TSan's
+// fibers under TSan, hold the ASan fake stack of the side switched away
+// from under ASan (the two sanitizers never run together).
+#define _GNU_SOURCE // pthread_getattr_np
 #include "CGMP.h"
 
 #include <signal.h>
@@ -25,15 +35,27 @@
 #endif
 #endif
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GMP_ASAN 1
+#endif
+#endif
+
+#ifdef GMP_ASAN
+#include <pthread.h>
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+void __lsan_register_root_region(const void *p, size_t size);
+#endif
+
 #ifdef GMP_TSAN
 void *__tsan_get_current_fiber(void);
 void *__tsan_create_fiber(unsigned flags);
 void __tsan_destroy_fiber(void *fiber);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
-#define GMP_NO_TSAN __attribute__((no_sanitize("thread")))
-#else
-#define GMP_NO_TSAN
 #endif
+#define GMP_SWITCH_FN __attribute__((no_sanitize("thread", "address")))
 
 // Swift runtime (libswiftCore): move the open dynamic-exclusivity accesses
 // of a task between the thread and the task's saved state.
@@ -68,14 +90,37 @@ bool gmp_tsan_enabled(void) {
 #endif
 }
 
-GMP_NO_TSAN void gmp_gogo(gmp_mctx *m, gmp_gctx *g) {
+void gmp_lsan_root(const void *p, size_t n) {
+#ifdef GMP_ASAN
+    __lsan_register_root_region(p, n);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+bool gmp_asan_enabled(void) {
+#ifdef GMP_ASAN
+    return true;
+#else
+    return false;
+#endif
+}
+
+GMP_SWITCH_FN void gmp_gogo(gmp_mctx *m, gmp_gctx *g) {
     current_gctx = g;
     swift_task_enterThreadLocalContext(g->excl);
 #ifdef GMP_TSAN
     __tsan_switch_to_fiber(g->fiber, 0);
 #endif
+#ifdef GMP_ASAN
+    __sanitizer_start_switch_fiber(&m->g0fiber, (const void *)g->stack_lo, g->stack_hi - g->stack_lo);
+#endif
     gmp_ctx_switch(&m->g0sp, g->sp);
     // Back on g0: the G called gmp_mcall (and so is off its stack).
+#ifdef GMP_ASAN
+    __sanitizer_finish_switch_fiber(m->g0fiber, NULL, NULL);
+#endif
     swift_task_exitThreadLocalContext(g->excl);
     current_gctx = NULL;
 }
@@ -91,12 +136,32 @@ static _Noreturn void overflow_fatal(gmp_gctx *g) {
     abort();
 }
 
-GMP_NO_TSAN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) {
+// `last`: the G is finished, and ASan may drop its fake stack.
+GMP_SWITCH_FN __attribute__((always_inline)) static inline void mcall(gmp_gctx *g, gmp_mctx *m, bool last) {
     if (g->guard_hi == 0 && *(volatile uint64_t *)g->stack_lo != GMP_STACK_CANARY) overflow_fatal(g);
 #ifdef GMP_TSAN
     __tsan_switch_to_fiber(m->g0fiber, 0);
 #endif
+#ifdef GMP_ASAN
+    __sanitizer_start_switch_fiber(last ? NULL : &g->fiber, m->g0_lo, m->g0_size);
+#else
+    (void)last;
+#endif
     gmp_ctx_switch(&g->sp, m->g0sp);
+#ifdef GMP_ASAN
+    // Resumed, perhaps on another M.
+    __sanitizer_finish_switch_fiber(g->fiber, NULL, NULL);
+#endif
+}
+
+GMP_SWITCH_FN void gmp_mcall(gmp_gctx *g, gmp_mctx *m) { mcall(g, m, false); }
+
+GMP_SWITCH_FN void gmp_mcall_exit(gmp_gctx *g, gmp_mctx *m) { mcall(g, m, true); }
+
+GMP_SWITCH_FN void gmp_g_started(void) {
+#ifdef GMP_ASAN
+    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
 }
 
 int gmp_madvise_ranges(const uintptr_t *addrs, const size_t *lens, int n, size_t len, int advice, int *calls_out) {
@@ -186,6 +251,12 @@ void gmp_prepare_stack(gmp_gctx *g, void (*entry)(void *), void *arg) {
 #endif
 #ifdef GMP_TSAN
     if (g->fiber == NULL) g->fiber = __tsan_create_fiber(0);
+#endif
+#ifdef GMP_ASAN
+    // A reused stack may hold the poisoned redzones of its last G's frames
+    // that never returned (gEntry's): the new G starts clean.
+    g->fiber = NULL;
+    __asan_unpoison_memory_region((const void *)g->stack_lo, g->stack_hi - g->stack_lo);
 #endif
 }
 
@@ -393,6 +464,20 @@ void gmp_thread_init(gmp_mctx *m) {
     m->g0fiber = __tsan_get_current_fiber();
 #else
     m->g0fiber = NULL;
+#endif
+    m->g0_lo = NULL;
+    m->g0_size = 0;
+#ifdef GMP_ASAN
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void *lo;
+        size_t size;
+        if (pthread_attr_getstack(&attr, &lo, &size) == 0) {
+            m->g0_lo = lo;
+            m->g0_size = size;
+        }
+        pthread_attr_destroy(&attr);
+    }
 #endif
 }
 

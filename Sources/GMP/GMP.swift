@@ -245,6 +245,9 @@ public enum GMP {
     /// Whether this build runs under ThreadSanitizer.
     public static var isThreadSanitized: Bool { gmp_tsan_enabled() }
 
+    /// Whether this build runs under AddressSanitizer.
+    public static var isAddressSanitized: Bool { gmp_asan_enabled() }
+
     /// A snapshot of the scheduler's counters.
     public static var stats: Stats { Stats.capture(Scheduler.shared) }
 

@@ -149,6 +149,8 @@ final class Scheduler: @unchecked Sendable {
 
     // Poller.
     private let pollerRef = Atomic<UInt>(0)
+    /// Pollers replaced by `install`, still retained (guarded by `lock`).
+    private var retiredPollers: [UInt] = []
     let polling = Atomic<Bool>(false)
     let pollUntil = Atomic<Int64>(0)
     let lastPoll = Atomic<Int64>(0)
@@ -512,7 +514,11 @@ final class Scheduler: @unchecked Sendable {
         let old = pollerRef.exchange(UInt(bitPattern: Unmanaged.passRetained(PollerBox(p)).toOpaque()),
                                      ordering: .acquiringAndReleasing)
         // Wake whoever blocks in the old poller. The old one stays retained
-        // (leaked on purpose): an M may still be inside it.
+        // for the process's life, on a list (so that LeakSanitizer sees it is
+        // not lost): an M may still be inside it.
+        lock.lock()
+        retiredPollers.append(old)
+        lock.unlock()
         Unmanaged<PollerBox>.fromOpaque(UnsafeRawPointer(bitPattern: old)!).takeUnretainedValue().poller.wake()
     }
 
@@ -1046,6 +1052,7 @@ final class Scheduler: @unchecked Sendable {
 
 /// The C entry of every G: runs its function, then ends it.
 private let gEntry: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in
+    gmp_g_started()
     do {
         let g = currentM()!.pointee.curg!
         let fn = g.s.pointee.fn.take()!
@@ -1054,7 +1061,7 @@ private let gEntry: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in
     // The G may have moved to another M while it ran: read the M again.
     let m = currentM()!
     m.pointee.action = .exit
-    gmp_mcall(m.pointee.curg!.ctx, m.pointee.ctx)
+    gmp_mcall_exit(m.pointee.curg!.ctx, m.pointee.ctx)
     gmp_fatal("fatal error: a finished G was resumed")
 }
 

@@ -69,7 +69,10 @@ final class StackPool: @unchecked Sendable {
         // Guarded stacks take two VMAs each: leave half of the map budget to the rest of the process.
         guardBudget = maxMaps / 4
         let forced = getenv("GMP_GUARD_PAGES").map { String(cString: $0) }
-        lightGuards = forced != "mprotect" && StackPool.guardRegionsWork(pageSize: pageSize)
+        // Under AddressSanitizer, PROT_NONE guards: LeakSanitizer scans every
+        // slab for pointers (parked Gs hold some only on their stacks) and
+        // skips unreadable pages, but would fault on a guard region.
+        lightGuards = forced != "mprotect" && !gmp_asan_enabled() && StackPool.guardRegionsWork(pageSize: pageSize)
     }
 
     /// `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+; 102 in the kernel's uapi).
@@ -165,6 +168,7 @@ final class StackPool: @unchecked Sendable {
             gmp_fatal("fatal error: out of memory allocating goroutine stacks (mmap failed)")
         }
         let b = UInt(bitPattern: base)
+        gmp_lsan_root(base, bytes)
         if withGuards {
             // Guard regions, the slab's in one call where the kernel can;
             // PROT_NONE pages where they cannot be had.

@@ -1,7 +1,7 @@
 // CGMP: the few things Swift cannot do itself.
 //
 //  - switching stacks (gmp_gogo: g0 -> G, gmp_mcall: G -> g0), in assembly,
-//    with ThreadSanitizer fiber annotations and the Swift runtime's exclusivity
+//    with ThreadSanitizer and AddressSanitizer fiber annotations and the Swift runtime's exclusivity
 //    state carried by the G;
 //  - building the first frame of a new stack;
 //  - futex wait/wake (SYS_futex is not in Swift's Glibc module and syscall() is
@@ -30,7 +30,7 @@ extern "C" {
 /// property, so that no Swift dynamic access is open across a switch.
 typedef struct gmp_gctx {
     void *sp;                 // saved stack pointer while the G is switched out
-    void *fiber;              // ThreadSanitizer fiber (NULL when not under TSan)
+    void *fiber;              // TSan: the G's fiber; ASan: its saved fake stack; else NULL
     uintptr_t stack_lo;       // lowest usable address (the canary lives here)
     uintptr_t stack_hi;       // highest address (exclusive)
     uintptr_t guard_lo;       // PROT_NONE guard page range, [lo, hi); 0 if none
@@ -77,7 +77,9 @@ size_t gmp_trim_restore(gmp_gctx *g);
 /// Per-M switch state: where g0 (the thread's own stack) was left.
 typedef struct gmp_mctx {
     void *g0sp;
-    void *g0fiber;
+    void *g0fiber;  // TSan: g0's fiber; ASan: g0's saved fake stack; else NULL
+    void *g0_lo;    // ASan only: the thread's own stack, [g0_lo, g0_lo + g0_size)
+    size_t g0_size;
 } gmp_mctx;
 
 /// Runs `g` on the current thread (which must be on its g0) until the G
@@ -87,6 +89,12 @@ void gmp_gogo(gmp_mctx *m, gmp_gctx *g);
 /// From a running G: switch back to its M's g0. Returns when some M runs the
 /// G again with gmp_gogo. Checks the stack canary first.
 void gmp_mcall(gmp_gctx *g, gmp_mctx *m);
+
+/// gmp_mcall for the last time: the G has finished (and never resumes).
+void gmp_mcall_exit(gmp_gctx *g, gmp_mctx *m);
+
+/// The first thing a new G does on its own stack (ASan: ends the switch).
+void gmp_g_started(void);
 
 /// Prepares g's stack (stack_lo/stack_hi set) so that the first gmp_gogo calls
 /// entry(arg) on it. entry must never return.
@@ -127,6 +135,13 @@ _Noreturn void gmp_fatal(const char *msg);
 
 /// Whether this build is instrumented by ThreadSanitizer.
 bool gmp_tsan_enabled(void);
+
+/// Whether this build is instrumented by AddressSanitizer.
+bool gmp_asan_enabled(void);
+
+/// Under AddressSanitizer, has LeakSanitizer scan [p, p + n) for pointers
+/// (stack slabs: what only a parked G references is not leaked); else nothing.
+void gmp_lsan_root(const void *p, size_t n);
 
 // MARK: futex
 
