@@ -33,6 +33,11 @@ public enum CloseCode: UInt16, Sendable {
 public struct FrameError: Error, Equatable, Sendable {
     public let code: CloseCode
     public let reason: String
+
+    public init(code: CloseCode, reason: String) {
+        self.code = code
+        self.reason = reason
+    }
 }
 
 /// One WebSocket frame (payload already unmasked).

@@ -62,7 +62,7 @@ public struct HTTPRequest: Sendable {
         let n = name.lowercased(), t = token.lowercased()
         return headers.contains { h in
             h.name.lowercased() == n
-                && h.value.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == t }
+                && h.value.utf8.split(separator: UInt8(ascii: ",")).contains { Substring($0).trimmingSpaces.lowercased() == t }
         }
     }
 
@@ -98,7 +98,18 @@ public struct HTTPRequest: Sendable {
         guard let text = String(validating: head, as: UTF8.self) else {
             throw HTTPError(status: .badRequest, detail: "request head is not UTF-8")
         }
-        var lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
+        // Lines, words and fields are cut at bytes (CR LF, SP, ":", OWS), never
+        // at Characters: a space or colon followed by a combining mark is one
+        // Character, and cutting there would read the head differently from
+        // a byte-level parser in front of us.
+        var lines = text.utf8.split(separator: 10, omittingEmptySubsequences: false).map { Substring($0) }
+        for i in lines.indices {
+            // Every line but the last ended in CR LF (a bare LF is caught below).
+            guard i == lines.count - 1 || lines[i].utf8.last == 13 else {
+                throw HTTPError(status: .badRequest, detail: "control character in the request head")
+            }
+            if i < lines.count - 1 { lines[i] = Substring(lines[i].utf8.dropLast()) }
+        }
         guard !lines.isEmpty else { throw HTTPError(status: .badRequest, detail: "empty request") }
         // A CR or LF left inside a line (a bare one, which another parser may
         // take for a line end), NUL, or another control character: refused.
@@ -107,22 +118,25 @@ public struct HTTPRequest: Sendable {
             throw HTTPError(status: .badRequest, detail: "control character in the request head")
         }
         let requestLine = lines.removeFirst()
-        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
+        let parts = requestLine.utf8.split(separator: 0x20, omittingEmptySubsequences: false).map { Substring($0) }
         guard parts.count == 3, !parts[0].isEmpty, parts[0].unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) }),
-              parts[1].hasPrefix("/") || parts[1] == "*", !parts[1].contains("\t") else {
+              parts[1].utf8.first == UInt8(ascii: "/") || parts[1].utf8.elementsEqual("*".utf8),
+              !parts[1].unicodeScalars.contains("\t") else {
             throw HTTPError(status: .badRequest, detail: "malformed request line")
         }
         let minor: Int
-        switch parts[2] {
-        case "HTTP/1.1": minor = 1
-        case "HTTP/1.0": minor = 0
-        default:
-            if parts[2].hasPrefix("HTTP/") { throw HTTPError(status: .versionNotSupported, detail: String(parts[2])) }
+        if parts[2].utf8.elementsEqual("HTTP/1.1".utf8) {
+            minor = 1
+        } else if parts[2].utf8.elementsEqual("HTTP/1.0".utf8) {
+            minor = 0
+        } else if parts[2].utf8.starts(with: "HTTP/".utf8) {
+            throw HTTPError(status: .versionNotSupported, detail: String(parts[2]))
+        } else {
             throw HTTPError(status: .badRequest, detail: "malformed request line")
         }
         var headers: [(name: String, value: String)] = []
         for line in lines {
-            guard let colon = line.firstIndex(of: ":") else {
+            guard let colon = line.utf8.firstIndex(of: UInt8(ascii: ":")) else {
                 throw HTTPError(status: .badRequest, detail: "header line without a colon")
             }
             let name = line[line.startIndex..<colon]
@@ -130,7 +144,7 @@ public struct HTTPRequest: Sendable {
             guard !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.isASCII && isTokenChar(UInt8($0.value)) }) else {
                 throw HTTPError(status: .badRequest, detail: "malformed header name")
             }
-            headers.append((String(name), String(line[line.index(after: colon)...]).trimmingSpaces))
+            headers.append((String(name), line[line.utf8.index(after: colon)...].trimmingSpaces))
         }
         var req = HTTPRequest(method: String(parts[0]), target: String(parts[1]), minorVersion: minor,
                               headers: headers, contentLength: 0)
@@ -207,11 +221,13 @@ public struct HTTPResponse: Sendable {
 }
 
 extension StringProtocol {
-    /// Without leading and trailing spaces and tabs.
+    /// Without leading and trailing spaces and tabs (HTTP's OWS), taken off
+    /// as bytes: a space that a combining mark follows is still a space.
     var trimmingSpaces: String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return String(s)
+        let s = Substring(self)
+        let u = s.utf8
+        func ows(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
+        guard let first = u.firstIndex(where: { !ows($0) }), let last = u.lastIndex(where: { !ows($0) }) else { return "" }
+        return String(Substring(u[first...last])) // both ends on scalar boundaries
     }
 }

@@ -28,8 +28,8 @@ public enum WebSocketError: Error, Equatable, Sendable {
 /// close) are serialized with a lock, and every write, either G's, gets
 /// `writeTimeout` if set.
 public final class WebSocketConn: @unchecked Sendable {
-    // @unchecked: `pending`, `fragments` are the reader's; writes go through
-    // `writeLock`; `closeSent` is guarded by it; `readLimit`, `onPong` and
+    // @unchecked: `pending` is the reader's; writes go through
+    // `writeLock`; `closeCodeSent` is guarded by it; `readLimit`, `onPong` and
     // `writeTimeout` are set before the reader and writer Gs start (their
     // contract) and only read afterwards.
     public let conn: Conn
@@ -48,7 +48,9 @@ public final class WebSocketConn: @unchecked Sendable {
     public var writeTimeout: Int64?
     private var pending: [UInt8] = []
     private let writeLock = Mutex()
-    private var closeSent = false
+    /// The code of the close frame sent (1005 for one without a body); nil
+    /// until then.
+    private var closeCodeSent: UInt16?
 
     /// Wraps an upgraded connection; `leftover` are bytes read past the handshake.
     public init(conn: Conn, isServer: Bool, readLimit: Int = 1 << 20, leftover: [UInt8] = []) {
@@ -82,83 +84,58 @@ public final class WebSocketConn: @unchecked Sendable {
     /// - Throws: `.closed` when the peer closed (after answering its close
     ///   frame) or a protocol violation closed the connection; `.transport`.
     public func receive() throws(WebSocketError) -> Message {
-        var fragments: [UInt8] = []
-        var kind: Opcode?
+        var assembler = MessageAssembler(readLimit: readLimit)
         while true {
             let f = try nextFrame()
-            switch f.opcode {
-            case .ping:
-                try send(Frame(opcode: .pong, payload: f.payload))
-            case .pong:
-                onPong?(f.payload)
-            case .close:
-                var code: UInt16 = CloseCode.noStatus.rawValue
-                var reason = ""
-                if f.payload.count == 1 {
-                    try? fail(code: .protocolError, reason: "close payload of 1 byte")
-                    throw .closed(code: CloseCode.protocolError.rawValue, reason: "close payload of 1 byte")
-                }
-                if f.payload.count >= 2 {
-                    code = UInt16(f.payload[0]) << 8 | UInt16(f.payload[1])
-                    guard CloseCode.isValidOnWire(code) else { // never echo 1005, 1006, 1015, 0, 5000...
-                        try? fail(code: .protocolError, reason: "invalid close code")
-                        throw .closed(code: CloseCode.protocolError.rawValue, reason: "invalid close code \(code)")
-                    }
-                    guard let r = String(validating: f.payload[2...], as: UTF8.self) else {
-                        try? fail(code: .invalidPayload, reason: "close reason is not UTF-8")
-                        throw .closed(code: CloseCode.invalidPayload.rawValue, reason: "invalid close reason")
-                    }
-                    reason = r
-                }
-                try? close(code: f.payload.count >= 2 ? code : CloseCode.normal.rawValue, reason: "")
-                throw .closed(code: code, reason: reason)
-            case .text, .binary:
-                if kind != nil {
-                    try? fail(code: .protocolError, reason: "new message inside a fragmented one")
-                    throw .closed(code: CloseCode.protocolError.rawValue, reason: "interleaved message")
-                }
-                kind = f.opcode
-                fragments = f.payload
-            case .continuation:
-                if kind == nil {
-                    try? fail(code: .protocolError, reason: "continuation without a message")
-                    throw .closed(code: CloseCode.protocolError.rawValue, reason: "stray continuation")
-                }
-                fragments += f.payload
+            let event: MessageAssembler.Event?
+            do {
+                event = try assembler.push(f)
+            } catch {
+                try? fail(code: error.code, reason: error.reason)
+                throw .closed(code: error.code.rawValue, reason: error.reason)
             }
-            if fragments.count > readLimit {
-                try? fail(code: .messageTooBig, reason: "message over \(readLimit) bytes")
-                throw .closed(code: CloseCode.messageTooBig.rawValue, reason: "message too big")
-            }
-            if let k = kind, f.fin, !f.opcode.isControl {
-                if k == .binary { return .binary(fragments) }
-                guard let s = String(validating: fragments, as: UTF8.self) else {
-                    try? fail(code: .invalidPayload, reason: "text is not UTF-8")
-                    throw .closed(code: CloseCode.invalidPayload.rawValue, reason: "invalid UTF-8")
-                }
-                return .text(s)
+            switch event {
+            case nil:
+                continue
+            case .message(let m):
+                return m
+            case .ping(let payload):
+                try send(Frame(opcode: .pong, payload: payload))
+            case .pong(let payload):
+                onPong?(payload)
+            case .close(let c):
+                // Echo the peer's code (1000 for a close without one).
+                try? close(code: c.code ?? CloseCode.normal.rawValue, reason: "")
+                throw .closed(code: c.code ?? CloseCode.noStatus.rawValue, reason: c.reason)
             }
         }
     }
 
-    /// Sends one frame (masked with a fresh key on the client side).
+    /// Sends one frame: unmasked from a server, masked from a client with a
+    /// fresh key from the system's random source (RFC 6455 section 5.3: a
+    /// key a script could predict would let it steer what a proxy sees).
+    /// - Precondition: a control frame is final and carries at most 125
+    ///   bytes (section 5.5).
     public func send(_ frame: Frame) throws(WebSocketError) {
-        let bytes: [UInt8]
-        if isServer {
-            bytes = frame.encode()
-        } else {
-            let r = GMP.fastrand()
-            bytes = frame.encode(mask: [UInt8(truncatingIfNeeded: r), UInt8(truncatingIfNeeded: r >> 8),
-                                        UInt8(truncatingIfNeeded: r >> 16), UInt8(truncatingIfNeeded: r >> 24)])
-        }
-        try sendEncoded(bytes)
+        precondition(!frame.opcode.isControl || (frame.fin && frame.payload.count <= 125),
+                     "a control frame must be final and carry at most 125 bytes (RFC 6455 section 5.5)")
+        try sendEncoded(isServer ? frame.encode() : frame.encode(mask: secureRandomBytes(4)))
     }
 
     /// Sends bytes that are already a frame (e.g. one encoding shared by many
     /// server connections: a "prepared message").
+    /// - Throws: `.closed` (with the code sent) for a data frame once a close
+    ///   frame has been sent: RFC 6455 section 5.5.1 allows no data after it.
+    /// - Precondition: the frame is masked if and only if this is a client
+    ///   (section 5.1).
     public func sendEncoded(_ bytes: [UInt8]) throws(WebSocketError) {
+        precondition(bytes.count < 2 || (bytes[1] & 0x80 != 0) != isServer,
+                     isServer ? "a server must not mask its frames" : "a client must mask its frames")
         writeLock.lock()
         defer { writeLock.unlock() }
+        if let code = closeCodeSent, let b0 = bytes.first, b0 & 0x08 == 0 {
+            throw .closed(code: code, reason: "a close frame was sent: no more data")
+        }
         if let t = writeTimeout { conn.setWriteDeadline(GMP.deadline(afterNanoseconds: t)) }
         do { try conn.write(bytes) } catch { throw .transport(error) }
     }
@@ -176,21 +153,20 @@ public final class WebSocketConn: @unchecked Sendable {
     /// Sends a close frame (once) with `code` and `reason` (cut to the 123
     /// bytes a control frame has room for, at a character boundary). Code
     /// 1005 (no status) sends a close frame without a body, as gorilla does:
-    /// 1005 itself may not be sent.
+    /// 1005 itself may not be sent. Afterwards data frames are refused
+    /// (section 5.5.1); pongs may still go out.
+    /// - Precondition: `code` is 1005 or may be sent on the wire
+    ///   (`CloseCode.isValidOnWire`): 1006 and 1015 are for reports only,
+    ///   and the reserved ranges belong to the protocol (section 7.4).
     public func close(code: UInt16 = CloseCode.normal.rawValue, reason: String = "") throws(WebSocketError) {
+        precondition(code == CloseCode.noStatus.rawValue || CloseCode.isValidOnWire(code),
+                     "close code \(code) may not be sent (RFC 6455 section 7.4)")
         writeLock.lock()
-        let first = !closeSent
-        closeSent = true
+        let first = closeCodeSent == nil
+        if first { closeCodeSent = code }
         writeLock.unlock()
         guard first else { return }
-        var payload: [UInt8] = []
-        if code != CloseCode.noStatus.rawValue {
-            payload = [UInt8(code >> 8), UInt8(truncatingIfNeeded: code)]
-            for s in reason.unicodeScalars {
-                if payload.count + UTF8.width(s) > 125 { break }
-                payload += String(s).utf8
-            }
-        }
+        let payload = ClosePayload(code: code == CloseCode.noStatus.rawValue ? nil : code, reason: reason).encode()
         try send(Frame(opcode: .close, payload: payload))
     }
 
@@ -205,13 +181,7 @@ public func dialWebSocket(host: String, port: Int, path: String = "/", origin: S
                           readLimit: Int = 1 << 20) throws(WebSocketError) -> WebSocketConn {
     let conn: Conn
     do { conn = try Conn.dial(host, port) } catch { throw .transport(error) }
-    var keyBytes = [UInt8]()
-    for _ in 0..<4 {
-        let r = GMP.fastrand()
-        keyBytes += [UInt8(truncatingIfNeeded: r), UInt8(truncatingIfNeeded: r >> 8),
-                     UInt8(truncatingIfNeeded: r >> 16), UInt8(truncatingIfNeeded: r >> 24)]
-    }
-    let key = Base64.encode(keyBytes)
+    let key = Base64.encode(secureRandomBytes(16)) // a random nonce (section 4.1)
     var req = "GET \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     req += "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
     if let origin { req += "Origin: \(origin)\r\n" }
@@ -240,6 +210,19 @@ public func dialWebSocket(host: String, port: Int, path: String = "/", origin: S
     } catch {
         throw handshakeFailed(conn, error)
     }
+}
+
+/// `n` bytes from the system's random source (getrandom(2) through
+/// `SystemRandomNumberGenerator`): masking keys and handshake nonces.
+func secureRandomBytes(_ n: Int) -> [UInt8] {
+    var rng = SystemRandomNumberGenerator()
+    var out: [UInt8] = []
+    out.reserveCapacity(n + 7)
+    while out.count < n {
+        let r = rng.next()
+        for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: r >> (i * 8))) }
+    }
+    return Array(out.prefix(n))
 }
 
 /// Closes `conn` after a failed handshake and says why.

@@ -33,6 +33,19 @@ private let upgrade = """
         #expect(try parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?.0.keepAlive == false)
     }
 
+    @Test("Found by fuzzing: a head is cut at bytes, not Characters: white space, colons and slashes before a combining mark count")
+    func combiningMarks() throws {
+        // " \u{350}" is one Character; the space is still white space around the value.
+        let (r, _) = try #require(try parse("GET / HTTP/1.1\r\nHost: x\r\nX: \u{350}v\r\n\r\n"))
+        #expect(Array(r.header("x")!.unicodeScalars) == ["\u{350}", "v"])
+        // ":\u{301}" is one Character; the colon still ends the name.
+        #expect(try parse("GET / HTTP/1.1\r\nHost: x\r\nY:\u{301}z\r\n\r\n")?.0.header("y") == "\u{301}z")
+        // "/\u{DD0}" is one Character; the target still starts with "/".
+        #expect(try parse("GET /\u{DD0}a HTTP/1.1\r\nHost: x\r\n\r\n")?.0.target == "/\u{DD0}a")
+        // A space before a combining mark still separates the request line's words.
+        #expect(status("GET / \u{301}HTTP/1.1\r\nHost: x\r\n\r\n") == 400)
+    }
+
     @Test("Incomplete heads ask for more; bad ones get 400, 413, 431, 505")
     func errors() {
         var incomplete = false // parsed without error, but needs more bytes
