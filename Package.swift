@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Channels", targets: ["Channels"]),
         .library(name: "NetPoller", targets: ["NetPoller"]),
         .library(name: "WebSocket", targets: ["WebSocket"]),
+        .library(name: "Chat", targets: ["Chat"]),
         .executable(name: "ChatApp", targets: ["ChatApp"]),
         .executable(name: "Benchmarks", targets: ["Benchmarks"]),
     ],
@@ -29,7 +30,11 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"])]),
         .target(name: "NetPoller", dependencies: ["GMP", "CGMP", "Channels"]),
         .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
-        .executableTarget(name: "ChatApp", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
+        .target(name: "Chat", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
+        .executableTarget(name: "ChatApp", dependencies: ["Chat", "Channels", "NetPoller", "GMP"]),
+        // Fuzz targets (the property checks) and their libFuzzer driver: see Fuzz/README.md.
+        .target(name: "FuzzTargets", dependencies: ["WebSocket", "Chat"]),
+        .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets"]),
         .executableTarget(
             name: "Benchmarks", dependencies: ["GMP", "Channels", "NetPoller", "WebSocket"], path: "Benchmarks",
             exclude: ["peers"]),
@@ -38,7 +43,8 @@ let package = Package(
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP", "GMPTestSupport"]),
         .testTarget(name: "NetPollerTests", dependencies: ["NetPoller", "GMP", "Channels", "GMPTestSupport"]),
         .testTarget(
-            name: "ChatAppTests", dependencies: ["WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
+            name: "ChatAppTests", dependencies: ["Chat", "WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "WebSocket", "Chat"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

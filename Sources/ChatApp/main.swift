@@ -19,6 +19,7 @@
 // Settings come from the config file, then the environment (CHAT_ADDR,
 // GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
 import Channels
+import Chat
 import Foundation
 import GMP
 import Glibc

@@ -237,7 +237,7 @@ struct ChatAppTests {
         #expect(dump.contains("goroutine dump: "), "\(dump)")
         #expect(dump.contains(" [IO wait"), "the read pump: \(dump)")
         #expect(dump.contains(" [select"), "the hub and the write pump: \(dump)")
-        #expect(dump.contains("created by go at ChatApp/Server.swift:"), "\(dump)")
+        #expect(dump.contains("created by go at Chat/Server.swift:"), "\(dump)")
         #expect(dump.contains("    Hub.run()\n") && dump.contains("    writePump(_:_:)\n"), "stacks: \(dump)")
         #expect(notServed == "HTTP/1.1 404")
     }

@@ -1,13 +1,22 @@
 import Foundation
 
-/// Reads a JSON config file into `config`. Keys: "addr" ("HOST:PORT"),
-/// "maxMessage" (bytes), "allowedOrigins" (list of URLs), "anyOrigin"
-/// (bool), "gmpprocs" (int), "stats" (bool: serve `GET /stats`). Returns the GMPPROCS setting if present.
-/// - Throws: a message naming the file and the offending key.
-func loadConfig(path: String, into config: inout ChatConfig) throws(ConfigError) -> Int? {
+/// Reads a JSON config file into `config`: `parseConfig` on the file's bytes.
+/// Returns the GMPPROCS setting if present.
+/// - Throws: a message naming the file and what is wrong.
+public func loadConfig(path: String, into config: inout ChatConfig) throws(ConfigError) -> Int? {
     guard let data = FileManager.default.contents(atPath: path) else {
         throw ConfigError("\(path): cannot read the file")
     }
+    return try parseConfig(data, name: path, into: &config)
+}
+
+/// Parses a JSON config into `config`. Keys: "addr" ("HOST:PORT"),
+/// "maxMessage" (bytes), "allowedOrigins" (list of URLs), "anyOrigin"
+/// (bool), "gmpprocs" (int), "stats" (bool: serve `GET /stats`). A key
+/// seen sets its setting; the others keep theirs. Returns the GMPPROCS
+/// setting if present.
+/// - Throws: a message naming the file (`name`) and the offending key.
+public func parseConfig(_ data: Data, name path: String, into config: inout ChatConfig) throws(ConfigError) -> Int? {
     let any: Any
     do { any = try JSONSerialization.jsonObject(with: data) } catch {
         throw ConfigError("\(path): not valid JSON (\(error.localizedDescription))")
@@ -49,13 +58,14 @@ func loadConfig(path: String, into config: inout ChatConfig) throws(ConfigError)
     return procs
 }
 
-struct ConfigError: Error, CustomStringConvertible {
-    let description: String
+/// A config that cannot be used, and why.
+public struct ConfigError: Error, CustomStringConvertible {
+    public let description: String
     init(_ d: String) { description = d }
 }
 
 /// "HOST:PORT" (or "[v6]:PORT", or ":PORT" for all interfaces).
-func splitAddr(_ s: String) -> (String, Int)? {
+public func splitAddr(_ s: String) -> (String, Int)? {
     guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port) else {
         return nil
     }

@@ -23,32 +23,40 @@ import Synchronization
 import WebSocket
 
 /// Settings of the chat server (gorilla's constants as defaults).
-struct ChatConfig: Sendable {
-    var host = "127.0.0.1"
-    var port = 8080
-    var maxMessage = 512
+public struct ChatConfig: Sendable {
+    /// The address to listen on ("0.0.0.0" for every interface).
+    public var host = "127.0.0.1"
+    /// The port to listen on (0: any free one; `ChatServer.port` tells which).
+    public var port = 8080
+    /// Largest message a client may send, in bytes; larger ones close it with 1009.
+    public var maxMessage = 512
     /// How often the write pump pings (must be shorter than `pongWait`).
-    var pingPeriod: Int64 = 54_000_000_000
+    public var pingPeriod: Int64 = 54_000_000_000
     /// A client must answer (pong) within this time, or it is dropped.
-    var pongWait: Int64 = 60_000_000_000
+    public var pongWait: Int64 = 60_000_000_000
     /// Every write to a peer must finish within this time, or it is closed.
-    var writeWait: Int64 = 10_000_000_000
+    public var writeWait: Int64 = 10_000_000_000
     /// A connection must send each request (head and body) within this time
     /// from its start or from the previous response.
-    var handshakeTimeout: Int64 = 10_000_000_000
-    var origins = OriginPolicy.sameHost
+    public var handshakeTimeout: Int64 = 10_000_000_000
+    /// Which `Origin`s may open a WebSocket.
+    public var origins = OriginPolicy.sameHost
     /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON) and
     /// `GET /debug/goroutines` (`GMP.dump()`); off by default.
-    var stats = false
+    public var stats = false
+
+    /// The defaults.
+    public init() {}
 }
 
-func log(_ s: String) {
+/// Writes one line to standard error (the server's log).
+public func log(_ s: String) {
     let line = s + "\n"
     _ = line.withCString { write(2, $0, strlen($0)) }
 }
 
 /// The chat server: HTTP on `/` (the page) and `/ws` (the socket).
-final class ChatServer: @unchecked Sendable {
+public final class ChatServer: @unchecked Sendable {
     // @unchecked: immutable after init, apart from the listener's own state
     // and the atomic `stopped`.
     let config: ChatConfig
@@ -56,19 +64,20 @@ final class ChatServer: @unchecked Sendable {
     let listener: Listener
     private let stopped = Atomic<Bool>(false)
 
-    init(config: ChatConfig) throws(NetError) {
+    /// Listens on `config.host`:`config.port` (call `serve` to accept).
+    public init(config: ChatConfig) throws(NetError) {
         self.config = config
         listener = try Listener(host: config.host, port: config.port)
     }
 
-    var port: Int { listener.port }
+    public var port: Int { listener.port }
 
     /// Serves until `stop()`, then returns nil; run it in a G. An accept
     /// error that concerns one connection or a passing shortage (fds, memory)
     /// is retried by `Listener.accept` itself (with a back-off, as Go's
     /// http.Server) and logged here; any error it throws is one of the
     /// listening socket itself: serving stops and the error is returned.
-    func serve() -> NetError? {
+    public func serve() -> NetError? {
         let hub = self.hub
         go { hub.run() }
         listener.onAcceptRetry = { error, backoff in
@@ -89,7 +98,7 @@ final class ChatServer: @unchecked Sendable {
 
     /// Stops accepting and asks every client to go away (close 1001). Only
     /// the first call does anything.
-    func stop() {
+    public func stop() {
         if stopped.exchange(true, ordering: .acquiringAndReleasing) { return }
         listener.close()
         hub.quit.close()
@@ -287,7 +296,7 @@ func writePump(_ c: Client, _ cfg: ChatConfig) {
 /// break becomes a space (LF, VT, FF, CR, NEL, LINE and PARAGRAPH
 /// SEPARATOR), so one message is one line and cannot forge another
 /// client's "name: text" line.
-func cleanMessage(_ text: String) -> String {
+public func cleanMessage(_ text: String) -> String {
     var out = String.UnicodeScalarView()
     for u in text.unicodeScalars {
         switch u.value {

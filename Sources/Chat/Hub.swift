@@ -130,8 +130,8 @@ final class Hub: Sendable {
     /// read pump was handing this in).
     private func handle(_ text: String, from: Client, _ clients: inout [ObjectIdentifier: Client]) {
         guard clients[ObjectIdentifier(from)] != nil else { return }
-        if text.hasPrefix("/") {
-            command(text, from: from, &clients)
+        if let cmd = ChatCommand(parsing: text) {
+            command(cmd, from: from, &clients)
             return
         }
         let line = from.name.map { "\($0): \(text)" } ?? text
@@ -142,39 +142,32 @@ final class Hub: Sendable {
     /// Runs a chat command from `from`, a client (hub G only). Replies go to
     /// the sender alone (or, for /msg, to the addressee alone); a reply that
     /// finds a full buffer drops that client, as a broadcast would.
-    private func command(_ text: String, from: Client, _ clients: inout [ObjectIdentifier: Client]) {
-        let parts = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true).map(String.init)
+    private func command(_ cmd: ChatCommand, from: Client, _ clients: inout [ObjectIdentifier: Client]) {
         func reply(_ c: Client, _ line: String) { deliver(Prepared(Array(line.utf8)), to: c, &clients) }
-        switch parts[0] {
-        case "/nick":
-            guard parts.count == 2, parts[1].count <= 32, !parts[1].contains(":") else {
-                reply(from, "error: usage: /nick NAME (one word, at most 32 characters)")
+        switch cmd {
+        case .nick(let name):
+            if clients.values.contains(where: { $0 !== from && $0.name == name }) {
+                reply(from, "error: the name \(name) is taken")
                 return
             }
-            if clients.values.contains(where: { $0 !== from && $0.name == parts[1] }) {
-                reply(from, "error: the name \(parts[1]) is taken")
-                return
-            }
-            from.name = parts[1]
-            reply(from, "you are now \(parts[1])")
-        case "/who":
+            from.name = name
+            reply(from, "you are now \(name)")
+        case .who:
             let names = clients.values.compactMap(\.name).sorted()
             let anonymous = clients.values.filter { $0.name == nil }.count
             reply(from, "online: " + (names + (anonymous > 0 ? ["\(anonymous) without a name"] : [])).joined(separator: ", "))
-        case "/msg":
-            guard parts.count == 3 else {
-                reply(from, "error: usage: /msg NAME TEXT")
+        case .msg(let name, let text):
+            guard let to = clients.values.first(where: { $0.name == name }) else {
+                reply(from, "error: nobody is called \(name)")
                 return
             }
-            guard let to = clients.values.first(where: { $0.name == parts[1] }) else {
-                reply(from, "error: nobody is called \(parts[1])")
-                return
-            }
-            reply(to, "(private) \(from.name ?? "someone"): \(parts[2])")
-        case "/help":
+            reply(to, "(private) \(from.name ?? "someone"): \(text)")
+        case .help:
             reply(from, "commands: /nick NAME, /who, /msg NAME TEXT, /help")
-        default:
-            reply(from, "error: unknown command \(parts[0]) (try /help)")
+        case .usage(let line):
+            reply(from, line)
+        case .unknown(let word):
+            reply(from, "error: unknown command \(word) (try /help)")
         }
     }
 }

@@ -1,0 +1,65 @@
+// The chat's command lines: a message that starts with "/" is a command to
+// the hub, not a broadcast. Parsing is separate from running (Hub.swift), so
+// that what a stranger may type is checked in one place, and fuzzed.
+
+/// A command line, parsed.
+public enum ChatCommand: Equatable, Sendable {
+    /// `/nick NAME`: NAME is one word of 1 to 32 characters without ":".
+    case nick(String)
+    /// `/who`: who is online (anything after it is ignored).
+    case who
+    /// `/msg NAME TEXT`: a private message; TEXT is the rest of the line.
+    case msg(to: String, text: String)
+    /// `/help`.
+    case help
+    /// A known command used wrongly: the line to reply with.
+    case usage(String)
+    /// An unknown command: its first word.
+    case unknown(String)
+
+    /// The longest name `/nick` takes, in characters.
+    public static let maxNameLength = 32
+
+    /// Parses `line`; nil if it is not a command (does not start with "/").
+    /// Words are separated by runs of spaces. Cut at Unicode scalars, not
+    /// Characters: a space that a combining mark follows still separates.
+    public init?(parsing line: String) {
+        let scalars = line.unicodeScalars
+        guard scalars.first == "/" else { return nil }
+        // At most three parts: the command, a word, and the rest of the line
+        // (from its first scalar that is not a space).
+        var parts: [String] = []
+        var i = scalars.startIndex
+        while parts.count < 3 {
+            while i < scalars.endIndex && scalars[i] == " " { i = scalars.index(after: i) }
+            if i == scalars.endIndex { break }
+            if parts.count == 2 {
+                parts.append(String(scalars[i...]))
+                break
+            }
+            let j = scalars[i...].firstIndex(of: " ") ?? scalars.endIndex
+            parts.append(String(scalars[i..<j]))
+            i = j
+        }
+        switch parts[0] {
+        case "/nick":
+            guard parts.count == 2, parts[1].count <= Self.maxNameLength, !parts[1].unicodeScalars.contains(":") else {
+                self = .usage("error: usage: /nick NAME (one word, at most \(Self.maxNameLength) characters)")
+                return
+            }
+            self = .nick(parts[1])
+        case "/who":
+            self = .who
+        case "/msg":
+            guard parts.count == 3 else {
+                self = .usage("error: usage: /msg NAME TEXT")
+                return
+            }
+            self = .msg(to: parts[1], text: parts[2])
+        case "/help":
+            self = .help
+        default:
+            self = .unknown(parts[0])
+        }
+    }
+}

@@ -1,0 +1,18 @@
+import Chat
+import Foundation
+
+// The config file: a config that is taken holds only values the server can
+// use; one that is refused is refused with a message naming the file.
+
+func fuzzConfig(_ bytes: [UInt8]) {
+    var config = ChatConfig()
+    do {
+        let procs = try parseConfig(Data(bytes), name: "fuzz.json", into: &config)
+        check((0...65535).contains(config.port), "port \(config.port)")
+        check(!config.host.isEmpty, "an empty host")
+        check(config.maxMessage > 0, "maxMessage \(config.maxMessage)")
+        if let procs { check((1...1024).contains(procs), "gmpprocs \(procs)") }
+    } catch {
+        check(error.description.hasPrefix("fuzz.json: "), "a message that does not name the file: \(error)")
+    }
+}
