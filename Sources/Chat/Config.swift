@@ -12,7 +12,9 @@ public func loadConfig(path: String, into config: inout ChatConfig) throws(Confi
 
 /// Parses a JSON config into `config`. Keys: "addr" ("HOST:PORT"),
 /// "maxMessage" (bytes), "allowedOrigins" (list of URLs), "anyOrigin"
-/// (bool), "gmpprocs" (int), "stats" (bool: serve `GET /stats`). A key
+/// (bool), "gmpprocs" (int), "stats" (bool: serve `GET /stats`), and the
+/// limits: "rate" (messages a second per connection, 0 for none), "burst"
+/// (messages at once), "maxConns" and "maxConnsPerIP" (0 for none). A key
 /// seen sets its setting; the others keep theirs. Returns the GMPPROCS
 /// setting if present.
 /// - Throws: a message naming the file (`name`) and the offending key.
@@ -46,13 +48,29 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
         case "stats":
             guard let b = value as? Bool else { throw ConfigError("\(path): key 'stats' must be true or false") }
             config.stats = b
+        case "rate":
+            guard let n = value as? Double, !(value is Bool), n >= 0, n.isFinite else {
+                throw ConfigError("\(path): key 'rate' must be a number of messages a second, 0 or more")
+            }
+            config.rate = n
+        case "burst":
+            guard let n = value as? Int, n > 0, !(value is Bool) else {
+                throw ConfigError("\(path): key 'burst' must be a positive integer")
+            }
+            config.burst = n
+        case "maxConns", "maxConnsPerIP":
+            guard let n = value as? Int, n >= 0, !(value is Bool) else {
+                throw ConfigError("\(path): key '\(key)' must be an integer, 0 (no limit) or more")
+            }
+            if key == "maxConns" { config.maxConns = n } else { config.maxConnsPerIP = n }
         case "gmpprocs":
             guard let n = value as? Int, (1...1024).contains(n), !(value is Bool) else {
                 throw ConfigError("\(path): key 'gmpprocs' must be an integer in 1...1024")
             }
             procs = n
         default:
-            throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats)")
+            throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats, "
+                              + "rate, burst, maxConns, maxConnsPerIP)")
         }
     }
     return procs

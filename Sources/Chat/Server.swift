@@ -44,6 +44,17 @@ public struct ChatConfig: Sendable {
     /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON) and
     /// `GET /debug/goroutines` (`GMP.dump()`); off by default.
     public var stats = false
+    /// Messages a second each connection may send (0: no limit); over it a
+    /// message is refused with an error line, and a client that keeps on is
+    /// closed with 1008 (Limits.swift).
+    public var rate = 200.0
+    /// Messages a connection may send at once, above `rate`.
+    public var burst = 200
+    /// Connections open at once (0: no limit); one more gets 503.
+    public var maxConns = 10_000
+    /// Connections open at once from one IP address (0: no limit); one more
+    /// gets 503. Behind a reverse proxy, where every client has its address, 0.
+    public var maxConnsPerIP = 256
 
     /// The defaults.
     public init() {}
@@ -62,11 +73,13 @@ public final class ChatServer: @unchecked Sendable {
     let config: ChatConfig
     let hub = Hub()
     let listener: Listener
+    let limits: ConnectionLimits
     private let stopped = Atomic<Bool>(false)
 
     /// Listens on `config.host`:`config.port` (call `serve` to accept).
     public init(config: ChatConfig) throws(NetError) {
         self.config = config
+        limits = ConnectionLimits(maxTotal: config.maxConns, maxPerAddress: config.maxConnsPerIP)
         listener = try Listener(host: config.host, port: config.port)
     }
 
@@ -92,7 +105,15 @@ public final class ChatServer: @unchecked Sendable {
             } catch {
                 return error
             }
-            go { self.handle(c) }
+            go {
+                let address = ConnectionLimits.address(of: c.remoteAddress)
+                guard self.limits.admit(address) else {
+                    self.handle(c, overLimit: true)
+                    return
+                }
+                self.handle(c, overLimit: false)
+                self.limits.release(address)
+            }
         }
     }
 
@@ -104,7 +125,9 @@ public final class ChatServer: @unchecked Sendable {
         hub.quit.close()
     }
 
-    private func handle(_ conn: Conn) {
+    /// Serves one connection's requests. `overLimit`: it would pass a
+    /// connection limit, and gets 503 to its first request.
+    private func handle(_ conn: Conn, overLimit: Bool) {
         var buf: [UInt8] = []
         while true {
             conn.setReadDeadline(GMP.deadline(afterNanoseconds: config.handshakeTimeout)) // each request in time
@@ -122,6 +145,11 @@ public final class ChatServer: @unchecked Sendable {
                 continue
             }
             buf.removeFirst(used)
+            if overLimit {
+                log("refused \(conn.remoteAddress): too many connections")
+                refuse(req, .serviceUnavailable, conn, &buf)
+                return
+            }
             switch req.path {
             case "/ws":
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
@@ -226,17 +254,38 @@ public final class ChatServer: @unchecked Sendable {
         ws.conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait))
         let conn = ws.conn // not `ws`: the closure is stored in ws, and would keep it alive
         ws.onPong = { _ in conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait)) }
-        while true {
+        var limiter = MessageRateLimiter(rate: cfg.rate, burst: cfg.burst, now: GMP.now)
+        reading: while true {
+            let message: Message
             do {
-                guard case .text(let text) = try ws.receive() else { continue }
-                hub.post(client, cleanMessage(text))
+                message = try ws.receive()
             } catch {
                 log("disconnect \(peer): \(error)")
                 break
             }
+            switch limiter.take(now: GMP.now) {
+            case .pass:
+                guard case .text(let text) = message else { continue }
+                hub.post(client, cleanMessage(text))
+            case .refuse(let first):
+                // Straight back from this G (writes are serialized by the
+                // connection): the hub never sees a flood.
+                if first {
+                    try? ws.send(text: "error: too many messages: at most \(formatRate(cfg.rate)) a second (\(cfg.burst) at once)")
+                }
+            case .close:
+                log("disconnect \(peer): message rate limit")
+                try? ws.close(code: CloseCode.policyViolation.rawValue, reason: "message rate limit")
+                break reading
+            }
         }
         hub.leave(client)
     }
+}
+
+/// A rate as a user reads it: "20", "0.5".
+func formatRate(_ r: Double) -> String {
+    r == r.rounded() && abs(r) < 1e15 ? String(Int64(r)) : String(r)
 }
 
 /// Write pump: queued messages (joined by newlines into one frame when

@@ -3,6 +3,7 @@
 //   swift run -c release ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N]
 //                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]
 //                                [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
+//                                [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON, and
 // GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT).
@@ -12,6 +13,11 @@
 // --ping-period-ms, --pong-wait-ms: the server pings every ping period, and drops a
 // client that sends no pong within the pong wait (54 s, 60 s); the period must be
 // shorter than the wait; given the wait alone, the period is 9/10 of it (gorilla's).
+//
+// --rate, --burst: each connection may send N messages a second, B at once (200, 200; rate 0: no
+// limit); a message over that is refused with an error line, and a client that keeps on is closed
+// with 1008. --max-conns, --max-conns-per-ip: connections open at once, in all and from one IP
+// address (10000, 256; 0: no limit); one more is answered 503 and closed.
 //
 // Exit status: 0 after SIGINT/SIGTERM, 1 if it cannot listen or the listening
 // socket fails (the message says why), 2 for bad arguments or config.
@@ -36,6 +42,14 @@ func milliseconds(_ flag: String, _ value: String?) -> Int64 {
         fail("\(flag) needs a positive number of milliseconds")
     }
     return v * 1_000_000
+}
+
+/// The value of a flag as a count, 0 or more (0 meaning no limit where the flag says so).
+func count(_ flag: String, _ value: String?, minimum: Int = 0) -> Int {
+    guard let v = value.flatMap({ Int($0) }), v >= minimum else {
+        fail("\(flag) needs a whole number, \(minimum) or more")
+    }
+    return v
 }
 
 func parseAddr(_ s: String) -> (String, Int) {
@@ -85,10 +99,23 @@ while let a = args.popFirst() {
         config.origins = .any
     case "--stats":
         config.stats = true
+    case "--rate":
+        let v = args.popFirst().map { $0.hasSuffix("/s") ? String($0.dropLast(2)) : $0 }
+        guard let r = v.flatMap({ Double($0) }), r >= 0, r.isFinite else {
+            fail("--rate needs a number of messages a second (N or N/s), 0 for no limit")
+        }
+        config.rate = r
+    case "--burst":
+        config.burst = count(a, args.popFirst(), minimum: 1)
+    case "--max-conns":
+        config.maxConns = count(a, args.popFirst())
+    case "--max-conns-per-ip":
+        config.maxConnsPerIP = count(a, args.popFirst())
     case "--help", "-h":
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
                            [--handshake-timeout-ms N] [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
+                           [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
               --handshake-timeout-ms N  each request (head and body) must arrive within N ms of connecting or of the last response (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
@@ -96,6 +123,12 @@ while let a = args.popFirst() {
                                         period becomes 9/10 of it)
               --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON) and
                                         GET /debug/goroutines (the goroutine dump)
+              --rate N, --burst B       each connection sends at most N messages a second, B at once (200, 200;
+                                        --rate 0: no limit); more are refused with an error line, and a client
+                                        that keeps on is closed with 1008
+              --max-conns N             connections open at once (10000; 0: no limit); one more gets 503
+              --max-conns-per-ip N      connections open at once from one IP address (256; 0: no limit; set 0
+                                        behind a reverse proxy, where every client has the proxy's address)
             """)
         exit(0)
     default:

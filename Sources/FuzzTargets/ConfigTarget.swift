@@ -11,6 +11,8 @@ func fuzzConfig(_ bytes: [UInt8]) {
         check((0...65535).contains(config.port), "port \(config.port)")
         check(!config.host.isEmpty, "an empty host")
         check(config.maxMessage > 0, "maxMessage \(config.maxMessage)")
+        check(config.rate >= 0 && config.rate.isFinite && config.burst > 0, "rate \(config.rate), burst \(config.burst)")
+        check(config.maxConns >= 0 && config.maxConnsPerIP >= 0, "maxConns \(config.maxConns), per IP \(config.maxConnsPerIP)")
         if let procs { check((1...1024).contains(procs), "gmpprocs \(procs)") }
     } catch {
         check(error.description.hasPrefix("fuzz.json: "), "a message that does not name the file: \(error)")

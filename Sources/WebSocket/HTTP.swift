@@ -25,6 +25,7 @@ public struct HTTPStatus: Equatable, Sendable {
     public static let upgradeRequired = HTTPStatus(code: 426, reason: "Upgrade Required")
     public static let headersTooLarge = HTTPStatus(code: 431, reason: "Request Header Fields Too Large")
     public static let notImplemented = HTTPStatus(code: 501, reason: "Not Implemented")
+    public static let serviceUnavailable = HTTPStatus(code: 503, reason: "Service Unavailable")
     public static let versionNotSupported = HTTPStatus(code: 505, reason: "HTTP Version Not Supported")
 }
 

@@ -281,6 +281,9 @@ struct ChatAppTests {
         defer { unlink(bad); unlink(good) }
         for (content, expected) in [("{\"maxMessage\": \"big\"}", "key 'maxMessage' must be a positive integer"),
                                     ("{\"adr\": \"x\"}", "unknown key 'adr'"),
+                                    ("{\"rate\": -1}", "key 'rate' must be a number of messages a second, 0 or more"),
+                                    ("{\"burst\": 0}", "key 'burst' must be a positive integer"),
+                                    ("{\"maxConnsPerIP\": 1.5}", "key 'maxConnsPerIP' must be an integer, 0 (no limit) or more"),
                                     ("[1, 2]", "the top level must be an object")] {
             try content.write(toFile: bad, atomically: true, encoding: .utf8)
             let p = Process()
@@ -314,7 +317,8 @@ struct ChatAppTests {
 
     @Test("A client that does not read is dropped; the others lose nothing")
     func slowClientDropped() throws {
-        let (app, port) = try startChatApp()
+        // (No message rate limit: one client sends fast enough to fill the slow one's buffer.)
+        let (app, port) = try startChatApp(extraArguments: ["--rate", "0"])
         defer { app.terminate(); app.waitUntilExit() }
         let r = runG(procs: 2, timeout: 60) { () -> (Bool, Int, Bool) in
             guard let slow = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),

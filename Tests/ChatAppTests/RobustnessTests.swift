@@ -116,7 +116,8 @@ extension ChatAppTests {
         // The long write wait keeps the dropped client's write pump blocked
         // (not timed out) while its read pump works through the flood.
         let log = Pipe()
-        let (app, port) = try startChatApp(extraArguments: ["--stats", "--write-wait-ms", "60000"], stderr: log)
+        // (No message rate limit: the buffer is filled by a fast sender.)
+        let (app, port) = try startChatApp(extraArguments: ["--stats", "--write-wait-ms", "60000", "--rate", "0"], stderr: log)
         var stopped = false
         defer { if !stopped { app.terminate(); app.waitUntilExit() } }
         let r = runG(procs: 2, timeout: 60) { () -> (wrote: Bool, handled: Bool, alive: Bool, back: Bool, served: Bool)? in

@@ -1,0 +1,163 @@
+import Channels
+@testable import Chat
+import Foundation
+import GMP
+import GMPTestSupport
+import NetPoller
+import Synchronization
+import Testing
+import WebSocket
+
+@Suite struct RateLimiterTests {
+    @Test("A burst passes, then one message per 1/rate; the first refusal of a run is flagged")
+    func bucket() {
+        var l = MessageRateLimiter(rate: 10, burst: 5, now: 0)
+        for _ in 0..<5 { #expect(l.take(now: 0) == .pass) }
+        #expect(l.take(now: 0) == .refuse(first: true))
+        #expect(l.take(now: 0) == .refuse(first: false))
+        #expect(l.take(now: 100_000_000) == .pass) // a token came back after 0.1 s
+        #expect(l.take(now: 100_000_000) == .refuse(first: true))
+    }
+
+    @Test("A client far over the rate is closed once its refusals pass the burst; one a little over is only refused")
+    func debt() {
+        var flood = MessageRateLimiter(rate: 10, burst: 5, now: 0)
+        var verdicts: [MessageRateLimiter.Verdict] = []
+        for _ in 0..<11 { verdicts.append(flood.take(now: 0)) }
+        #expect(verdicts.prefix(10).allSatisfy { $0 != .close })
+        #expect(verdicts.last == .close) // 5 passed, then the 6th refusal: a debt of 6 > 5
+        // Twice the rate for 60 s: every other message refused, never closed.
+        var fast = MessageRateLimiter(rate: 10, burst: 5, now: 0)
+        var passed = 0, closed = false
+        for i in 1...1200 {
+            switch fast.take(now: Int64(i) * 50_000_000) {
+            case .pass: passed += 1
+            case .close: closed = true
+            case .refuse: break
+            }
+        }
+        #expect(!closed)
+        #expect(passed >= 600 && passed <= 606, "passed \(passed)")
+        // Rate 0: no limit.
+        var none = MessageRateLimiter(rate: 0, burst: 1, now: 0)
+        #expect((0..<10_000).allSatisfy { _ in none.take(now: 0) == .pass })
+    }
+
+    @Test("Connections are counted in total and per address; an address's count goes when its last connection does")
+    func connectionCounts() {
+        #expect(ConnectionLimits.address(of: "10.0.0.1:5555") == "10.0.0.1")
+        #expect(ConnectionLimits.address(of: "[::1]:80") == "[::1]")
+        let l = ConnectionLimits(maxTotal: 3, maxPerAddress: 2)
+        #expect(l.admit("a") && l.admit("a"))
+        #expect(!l.admit("a"))       // per address
+        #expect(l.admit("b"))
+        #expect(!l.admit("c"))       // in total
+        l.release("a")
+        #expect(l.admit("c"))
+        l.release("a"); l.release("b"); l.release("c")
+        #expect(l.counts == (0, 0))
+        let unlimited = ConnectionLimits(maxTotal: 0, maxPerAddress: 0)
+        #expect((0..<1000).allSatisfy { _ in unlimited.admit("x") })
+    }
+}
+
+@Suite(.serialized)
+struct AbuseTests {
+    @Test("A client flooding messages is refused, then closed with 1008; ten well-behaved clients see every one of each other's messages")
+    func flood() throws {
+        let (app, port) = try startChatApp(extraArguments: ["--rate", "50/s", "--burst", "50"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2, timeout: 60) { () -> ([Bool], String?, UInt16?)? in
+            let n = 10, per = 20
+            var polite: [WebSocketConn] = []
+            for _ in 0..<n {
+                guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+                polite.append(ws)
+            }
+            guard let flooder = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            defer { flooder.conn.close() }
+            // Each polite client collects the polite lines until it has all n * per.
+            let results = Chan<Bool>(capacity: n)
+            for ws in polite {
+                go {
+                    var got = Set<String>()
+                    while got.count < n * per {
+                        guard case .text(let t)? = try? ws.receive() else { break }
+                        for line in t.split(separator: "\n") where line.hasPrefix("p") { got.insert(String(line)) }
+                    }
+                    results.send(got.count == n * per)
+                }
+            }
+            // The flooder's reader: the first error line, and how it was closed.
+            let flooderEnd = Chan<(String?, UInt16?)>(capacity: 1)
+            go {
+                var firstError: String?
+                while true {
+                    do throws(WebSocketError) {
+                        if case .text(let t) = try flooder.receive(), firstError == nil,
+                           let line = t.split(separator: "\n").first(where: { $0.hasPrefix("error:") }) {
+                            firstError = String(line)
+                        }
+                    } catch {
+                        if case .closed(let code, _) = error { flooderEnd.send((firstError, code)) } else { flooderEnd.send((firstError, nil)) }
+                        return
+                    }
+                }
+            }
+            go { for i in 0..<20_000 { guard (try? flooder.send(text: "flood \(i)")) != nil else { return } } }
+            for k in 0..<per {
+                for (i, ws) in polite.enumerated() { try? ws.send(text: "p\(i) m\(k)") }
+                GMP.sleep(for: .milliseconds(25)) // 40 a second each: within the limit
+            }
+            var oks: [Bool] = []
+            for _ in 0..<n { oks.append(results.receive().value ?? false) }
+            for ws in polite { ws.conn.close() }
+            guard case .value(let (line, code)) = flooderEnd.receive() else { return nil }
+            return (oks, line, code)
+        }
+        guard let (oks, line, code) = r ?? nil else {
+            Issue.record("no result")
+            return
+        }
+        #expect(oks == Array(repeating: true, count: 10), "well-behaved clients that missed messages: \(oks)")
+        #expect(line == "error: too many messages: at most 50 a second (50 at once)")
+        #expect(code == 1008)
+    }
+
+    @Test("Connections over --max-conns-per-ip or --max-conns get 503 before any upgrade; a freed place is taken again")
+    func connectionLimits() throws {
+        for flags in [["--max-conns-per-ip", "3"], ["--max-conns", "3", "--max-conns-per-ip", "0"]] {
+            let (app, port) = try startChatApp(extraArguments: flags)
+            defer { app.terminate(); app.waitUntilExit() }
+            let r = runG(procs: 2) { () -> (WebSocketError?, Bool)? in
+                var open: [WebSocketConn] = []
+                for _ in 0..<3 {
+                    guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+                    open.append(ws)
+                }
+                defer { for ws in open { ws.conn.close() } }
+                var refused: WebSocketError?
+                do throws(WebSocketError) {
+                    let extra = try dialWebSocket(host: "127.0.0.1", port: port, path: "/ws")
+                    extra.conn.close()
+                } catch {
+                    refused = error
+                }
+                // One leaves; its place is free once the server has seen it go.
+                open.removeFirst().conn.close()
+                let again = waitFor(seconds: 10, every: 10_000_000) {
+                    guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return false }
+                    open.append(ws)
+                    return true
+                }
+                return (refused, again)
+            }
+            guard let (refused, again) = r ?? nil else {
+                Issue.record("\(flags): no result")
+                continue
+            }
+            #expect(refused == .handshake("HTTP/1.1 503 Service Unavailable"), "\(flags)")
+            #expect(again, "\(flags): no place freed")
+        }
+    }
+}
