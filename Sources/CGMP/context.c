@@ -73,8 +73,24 @@ static GMP_TLS uint64_t gmp_rand_state;
 __attribute__((noinline)) void *gmp_get_m(void) { return gmp_current_m; }
 __attribute__((noinline)) void gmp_set_m(void *m) { gmp_current_m = m; }
 
+uint64_t gmp_chaos_seed;
+static _Atomic uint64_t chaos_threads;
+
+void gmp_chaos_set(uint64_t seed) { gmp_chaos_seed = seed; }
+
+// A thread's first random state: from the clock, or under chaos from the
+// seed and the order in which threads first draw (so a seed replays the same
+// choices wherever the threads' interleaving repeats, as on one P).
+static uint64_t rand_seed(void) {
+    if (gmp_chaos_seed == 0) return (uint64_t)gmp_nanotime() | 1;
+    uint64_t z = gmp_chaos_seed + 0x9e3779b97f4a7c15ULL * (atomic_fetch_add(&chaos_threads, 1) + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return (z ^ (z >> 31)) | 1;
+}
+
 __attribute__((noinline)) uint32_t gmp_fastrand(void) {
-    if (gmp_rand_state == 0) gmp_rand_state = (uint64_t)gmp_nanotime() | 1;
+    if (gmp_rand_state == 0) gmp_rand_state = rand_seed();
     gmp_rand_state += 0xa0761d6478bd642fULL;
     __uint128_t r = (__uint128_t)gmp_rand_state * (gmp_rand_state ^ 0xe7037ed1a0b428dbULL);
     return (uint32_t)((uint64_t)(r >> 64) ^ (uint64_t)r);
@@ -459,7 +475,7 @@ void gmp_thread_init(gmp_mctx *m) {
         stack_t ss = { .ss_sp = alt, .ss_flags = 0, .ss_size = size };
         sigaltstack(&ss, NULL);
     }
-    gmp_rand_state = (uint64_t)(uintptr_t)m ^ (uint64_t)gmp_nanotime();
+    gmp_rand_state = gmp_chaos_seed ? rand_seed() : ((uint64_t)(uintptr_t)m ^ (uint64_t)gmp_nanotime());
 #ifdef GMP_TSAN
     m->g0fiber = __tsan_get_current_fiber();
 #else

@@ -287,6 +287,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
 
     /// Sends `value`, parking until a receiver takes it or there is room.
     public func send(_ value: T) {
+        GMP.chaosPoint()
         withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
             let p = slot.baseAddress!
             p.initialize(to: value)
@@ -326,7 +327,8 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
     /// Receives a value, parking until one is available, or `.closed` once
     /// the channel is closed and drained.
     public func receive() -> Received<T> {
-        withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
+        GMP.chaosPoint()
+        return withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
             let p = slot.baseAddress!
             let raw = UnsafeMutableRawPointer(p)
             lock.lock()

@@ -45,6 +45,7 @@ import Synchronization
 /// side effects (variables and properties are). Cost: one lock per distinct channel,
 /// plus a sudog per case and a timer when it has to wait.
 public func select(_ body: (inout Select) -> Void) {
+    GMP.chaosPoint()
     // The cases and their value slots live on this stack (heap only past 8
     // cases or a 512-byte arena).
     withUnsafeTemporaryAllocation(of: Select.Case.self, capacity: 8) { caseBuf in

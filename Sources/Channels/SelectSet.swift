@@ -176,7 +176,8 @@ public final class SelectSet {
     /// (compare it with the cases, or `switch` over them). With every case
     /// off it blocks for ever, as an empty `select {}` does.
     public func wait() -> Int {
-        perform(deadline: 0, timeout: false, otherwise: false)
+        GMP.chaosPoint()
+        return perform(deadline: 0, timeout: false, otherwise: false)
     }
 
     /// As `wait()`, giving up after `duration`: nil when it timed out.
@@ -187,6 +188,7 @@ public final class SelectSet {
     /// As `wait()`, giving up at `deadline` (`GMP.now` time base): nil when
     /// it passed.
     public func wait(deadline: Int64) -> Int? {
+        GMP.chaosPoint()
         let i = perform(deadline: deadline, timeout: true, otherwise: false)
         return i == s.cases.count ? nil : i
     }

@@ -195,7 +195,8 @@ extension Scheduler {
         let stacks = Traceback.symbolize(Set(groups.keys.map(\.stack)))
         let now = coarseNow.load(ordering: .relaxed)
         let total = groups.values.reduce(0) { $0 + $1.count }
-        var out = "goroutine dump: \(total) goroutine(s)\n\(Stats.capture(self).traceLine)\n"
+        let chaos = GMP.chaosSeed.map { " (GMP_CHAOS=\($0))" } ?? ""
+        var out = "goroutine dump: \(total) goroutine(s)\(chaos)\n\(Stats.capture(self).traceLine)\n"
         let ordered = groups.sorted { a, b in
             a.value.count != b.value.count ? a.value.count > b.value.count : a.value.ids.min()! < b.value.ids.min()!
         }

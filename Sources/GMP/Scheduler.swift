@@ -196,6 +196,7 @@ final class Scheduler: @unchecked Sendable {
         // At most a day between lines: the interval in ns must not overflow.
         schedTraceMs = min(env("GMP_SCHEDTRACE").flatMap { Int($0) } ?? 0, 86_400_000)
         deadlockMode = DeadlockMode(environment: env("GMP_DEADLOCK"))
+        Chaos.configure(env("GMP_CHAOS"))
         var trim: Int64 = 1_000_000_000
         if let s = env("GMP_TRIM_AFTER") {
             guard let v = Scheduler.parseTrimAfter(s) else {
@@ -399,7 +400,7 @@ final class Scheduler: @unchecked Sendable {
     /// the ring to the global queue when it is full. Caller owns `p`.
     @inline(__always) func runqput(_ p: P, _ g: G, next: Bool) {
         var item = g.bits
-        if next {
+        if next && !gmp_chaos_coin(2) { // chaos: half the time, the tail (Chaos.swift)
             item = p.pointee.runq.swapRunNext(item)
             if item == 0 { return }
         }
@@ -451,7 +452,7 @@ final class Scheduler: @unchecked Sendable {
     /// on an M that holds a P, else onto the global queue; then `wakeP`.
     func ready(_ g: G) {
         g.s.pointee.status = .runnable
-        if let m = currentM(), let p = m.pointee.p {
+        if let m = currentM(), let p = m.pointee.p, !gmp_chaos_coin(4) { // chaos: a quarter go global
             bump(p.pointee.readies)
             runqput(p, g, next: true)
         } else {
@@ -477,6 +478,7 @@ final class Scheduler: @unchecked Sendable {
     func injectglist(_ list: GList, onto p: P? = nil) {
         if list.isEmpty { return }
         var list = list
+        Chaos.shuffle(&list)
         var cur = list.head
         while let g = cur {
             g.s.pointee.status = .runnable

@@ -53,6 +53,7 @@ public final class GMPMutex: @unchecked Sendable {
     /// Acquires the mutex, parking the G while another holds it.
     @inline(__always)
     public func lock() {
+        GMP.chaosPoint()
         if state.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return }
         lockSlow()
     }
@@ -183,6 +184,7 @@ public final class GMPWaitGroup: @unchecked Sendable {
 
     /// Waits until the counter is zero.
     public func wait() {
+        GMP.chaosPoint()
         var s = state.load(ordering: .acquiring)
         while true {
             if s >> 32 == 0 { return }

@@ -105,7 +105,8 @@ struct SchedulerTests {
         #expect((0..<perP.count).reduce(0) { $0 + perP[$1] } == n)
     }
 
-    @Test("runnext: a G readied by the running G runs next, on the same P")
+    @Test("runnext: a G readied by the running G runs next, on the same P",
+          .disabled(if: GMP.chaosSeed != nil, "GMP_CHAOS skips runnext on purpose"))
     func runNext() {
         setProcs(1)
         let log = Log<String>()
@@ -195,6 +196,9 @@ struct SchedulerTests {
                 }
             }
             started.wait()
+            // A G that has counted itself may not have parked in gate.wait()
+            // yet (found by GMP_CHAOS: this once leaned on runnext's order).
+            _ = waitFor(seconds: 30, every: 1_000_000) { GMP.stats.parked >= n }
             let parked = GMP.stats.parked
             let peak = rssBytes()
             gate.done()

@@ -246,6 +246,25 @@ uint32_t gmp_make_addr(const char *ip, uint16_t port, void *out, int *family);
 void gmp_usleep(uint32_t us);
 void gmp_os_yield(void);
 
+// MARK: chaos scheduling (GMP_CHAOS; Chaos.swift)
+
+/// The GMP_CHAOS seed, 0 when chaos is off. Set once by gmp_chaos_set before
+/// any M starts, read-only afterwards.
+extern uint64_t gmp_chaos_seed;
+
+/// Turns chaos on with `seed` (nonzero). Before any M starts.
+void gmp_chaos_set(uint64_t seed);
+
+/// The seed (0: chaos is off); for Swift, which may not read a C global.
+static inline uint64_t gmp_chaos_get(void) { return gmp_chaos_seed; }
+
+/// Under chaos, true once in `n` times (each thread draws from its own
+/// stream, seeded from the chaos seed and the thread's start order); always
+/// false otherwise, at the cost of one load.
+static inline bool gmp_chaos_coin(uint32_t n) {
+    return gmp_chaos_seed != 0 && gmp_fastrand() % n == 0;
+}
+
 #ifdef __cplusplus
 }
 #endif
