@@ -23,10 +23,13 @@ public enum WebSocketError: Error, Equatable, Sendable {
 /// passes pongs to `onPong`, validates text as UTF-8 (1007), enforces the
 /// read limit (1009), answers a close frame, and fails the connection with
 /// 1002 for a close code that may not be sent (1005, 1006, 1015, reserved or
-/// out of range). Use one reader G and one writer G at a time (as gorilla's
-/// read and write pumps); writes of control frames from the reader (pong,
-/// close) are serialized with a lock, and every write, either G's, gets
-/// `writeTimeout` if set.
+/// out of range). Failing sends the close frame and then shuts the socket
+/// for writing; so does a server once the close handshake is done (it closes
+/// TCP first, RFC 6455 section 7.1.1). Closing the `Conn` is its owner's.
+/// Use one reader G and one writer G at a time (as gorilla's read and write
+/// pumps); writes of control frames from the reader (pong, close) are
+/// serialized with a lock, and every write, either G's, gets `writeTimeout`
+/// if set.
 public final class WebSocketConn: @unchecked Sendable {
     // @unchecked: `pending` is the reader's; writes go through
     // `writeLock`; `closeCodeSent` is guarded by it; `readLimit`, `onPong` and
@@ -104,8 +107,12 @@ public final class WebSocketConn: @unchecked Sendable {
             case .pong(let payload):
                 onPong?(payload)
             case .close(let c):
-                // Echo the peer's code (1000 for a close without one).
+                // Echo the peer's code (1000 for a close without one). Both
+                // close frames have now gone; the server closes TCP first
+                // (section 7.1.1), with a FIN after its frame; a client waits
+                // for the server's (its owner closes the socket).
                 try? close(code: c.code ?? CloseCode.normal.rawValue, reason: "")
+                if isServer { try? conn.closeWrite() }
                 throw .closed(code: c.code ?? CloseCode.noStatus.rawValue, reason: c.reason)
             }
         }
@@ -170,7 +177,12 @@ public final class WebSocketConn: @unchecked Sendable {
         try send(Frame(opcode: .close, payload: payload))
     }
 
+    /// Fails the connection (section 7.1.7): a close frame with `code`,
+    /// then the TCP connection is closed for writing (a FIN after the frame:
+    /// a full close with unread input would send a reset, which can destroy
+    /// the close frame before the peer reads it). Nothing more is read.
     private func fail(code: CloseCode, reason: String) throws(WebSocketError) {
+        defer { try? conn.closeWrite() }
         try close(code: code.rawValue, reason: reason)
     }
 }

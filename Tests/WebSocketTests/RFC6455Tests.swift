@@ -181,6 +181,42 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
         #expect(opcodes == [0x8, 0xA])
     }
 
+    @Test("7.1.1, 7.1.7: a server shuts its side of TCP after the close handshake, and either end after failing: the peer reads the close frame, then end of stream")
+    func tcpClosedAfterClose() {
+        let r = runG(procs: 2) { () -> ([UInt8], NetError?, [UInt8], NetError?)? in
+            // The handshake: the client closes, the server answers and shuts down.
+            guard let (server, client, l) = try? pair() else { return nil }
+            defer { l.close(); server.conn.close(); client.conn.close() }
+            try? client.close(code: 1000)
+            guard case .closed(1000, _)? = { () -> WebSocketError? in
+                do throws(WebSocketError) { _ = try server.receive(); return nil } catch { return error }
+            }() else { return nil }
+            func drain(_ c: Conn) -> ([UInt8], NetError?) {
+                c.setReadDeadline(GMP.now + 10_000_000_000)
+                var got: [UInt8] = []
+                while true {
+                    do throws(NetError) { got += try c.read(max: 1024) } catch { return (got, error) }
+                }
+            }
+            let (echo, end) = drain(client.conn)
+            // Failing: the client sends text that is not UTF-8; the server fails it.
+            guard let (server2, client2, l2) = try? pair() else { return nil }
+            defer { l2.close(); server2.conn.close(); client2.conn.close() }
+            try? client2.send(Frame(opcode: .text, payload: [0xC3, 0x28]))
+            _ = try? server2.receive()
+            let (failure, end2) = drain(client2.conn)
+            return (echo, end, failure, end2)
+        }
+        guard let (echo, end, failure, end2) = r ?? nil else {
+            Issue.record("no connection")
+            return
+        }
+        #expect(rawFrames(echo).map { $0.b0 } == [0x88] && end == .endOfStream, "after the handshake: \(echo), \(String(describing: end))")
+        #expect(rawFrames(failure).map { $0.b0 } == [0x88] && Array(failure.suffix(from: 2).prefix(2)) == [0x03, 0xEF],
+                "after failing: \(failure)")
+        #expect(end2 == .endOfStream)
+    }
+
     @Test("7.4.1: close(code:) refuses codes only for reports (1006, 1015) and reserved ones", arguments: [1006, 1015, 1004, 999, 2000, 5000])
     func unsendableCloseCode(_ code: Int) async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) { [code] in
