@@ -4,15 +4,18 @@
 // `burst` at once). A message over it is refused (the client gets one error
 // line per run of refusals) and never reaches the hub, so a flood cannot fill
 // the other clients' send buffers and get them dropped as slow. Refusals are
-// a debt forgiven at the same rate: a client that keeps sending well past the
-// limit runs its debt over `burst` and is closed with 1008 (policy
-// violation); one that is merely a little fast is only refused.
+// a debt forgiven at the same rate: a client that keeps sending at more than
+// twice the rate runs its debt over `burst` and is closed with 1008 (policy
+// violation); one that is less fast than that only has its excess refused.
+// Control frames (pings) are not counted: each costs one pong, written
+// within the write wait.
 //
-// Connections: counted from accept to the end of the connection's G, in
-// total and per remote address (the IP, without the port). One over either
-// limit is answered 503 to its first request and closed, before any upgrade.
-// Behind a reverse proxy every client has the proxy's address: there,
-// `--max-conns-per-ip 0`.
+// Connections: counted from accept until the connection's G is done with it
+// (its write pump may hold the socket a little longer, up to the write wait),
+// in total and per remote address (the IP, without the port). One over either
+// limit is answered 503 at once, without its request being read, and closed
+// after at most a second: it never reaches the upgrade. Behind a reverse
+// proxy every client has the proxy's address: there, `--max-conns-per-ip 0`.
 import GMP
 
 /// Open connections, in total and per remote address.
@@ -30,6 +33,8 @@ final class ConnectionLimits: @unchecked Sendable {
         self.maxTotal = maxTotal
         self.maxPerAddress = maxPerAddress
     }
+
+    deinit { lock.free() } // (found by LeakSanitizer: the lock's word was never freed)
 
     /// The address part of "IP:port" or "[IPv6]:port".
     static func address(of peer: String) -> String {
