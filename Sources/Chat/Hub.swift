@@ -30,7 +30,8 @@ final class Prepared: Sendable {
 
 /// One connected client: its socket and its send buffer.
 final class Client: @unchecked Sendable {
-    // @unchecked: `ws` is used by one reader and one writer G (its contract);
+    // @unchecked: `ws` is read by one G, the read pump (its contract), and
+    // written by the write pump and the read pump (frames are serialized);
     // `send` is a channel; `name` is read and written by the hub G only.
     let ws: WebSocketConn
     let send = Chan<Prepared>(capacity: 256)

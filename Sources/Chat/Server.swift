@@ -83,6 +83,7 @@ public final class ChatServer: @unchecked Sendable {
         listener = try Listener(host: config.host, port: config.port)
     }
 
+    /// The port it listens on (the one the system picked, for port 0).
     public var port: Int { listener.port }
 
     /// Serves until `stop()`, then returns nil; run it in a G. An accept
@@ -108,10 +109,10 @@ public final class ChatServer: @unchecked Sendable {
             go {
                 let address = ConnectionLimits.address(of: c.remoteAddress)
                 guard self.limits.admit(address) else {
-                    self.handle(c, overLimit: true)
+                    self.refuseOverLimit(c)
                     return
                 }
-                self.handle(c, overLimit: false)
+                self.handle(c)
                 self.limits.release(address)
             }
         }
@@ -125,9 +126,21 @@ public final class ChatServer: @unchecked Sendable {
         hub.quit.close()
     }
 
-    /// Serves one connection's requests. `overLimit`: it would pass a
-    /// connection limit, and gets 503 to its first request.
-    private func handle(_ conn: Conn, overLimit: Bool) {
+    /// A connection over a limit: 503 at once, without reading its request
+    /// (it gets no G for longer than a second), then a short lingering close.
+    private func refuseOverLimit(_ conn: Conn) {
+        log("refused \(conn.remoteAddress): too many connections")
+        let resp = HTTPResponse(error: HTTPError(status: .serviceUnavailable, detail: "too many connections"))
+        conn.setWriteDeadline(GMP.deadline(afterNanoseconds: 1_000_000_000))
+        _ = try? conn.write(resp.encode())
+        try? conn.closeWrite()
+        conn.setReadDeadline(GMP.deadline(afterNanoseconds: 1_000_000_000))
+        while (try? conn.read(max: 4096)) != nil {}
+        conn.close()
+    }
+
+    /// Serves one connection's requests.
+    private func handle(_ conn: Conn) {
         var buf: [UInt8] = []
         while true {
             conn.setReadDeadline(GMP.deadline(afterNanoseconds: config.handshakeTimeout)) // each request in time
@@ -145,11 +158,6 @@ public final class ChatServer: @unchecked Sendable {
                 continue
             }
             buf.removeFirst(used)
-            if overLimit {
-                log("refused \(conn.remoteAddress): too many connections")
-                refuse(req, .serviceUnavailable, conn, &buf)
-                return
-            }
             switch req.path {
             case "/ws":
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
@@ -279,6 +287,9 @@ public final class ChatServer: @unchecked Sendable {
                 break reading
             }
         }
+        // A close frame went out (an answer, a failure, 1008): let it reach
+        // the peer before the write pump closes the socket.
+        if ws.closeFrameSent { ws.linger() }
         hub.leave(client)
     }
 }

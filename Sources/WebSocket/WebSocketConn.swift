@@ -1,5 +1,6 @@
 import GMP
 import NetPoller
+import Synchronization
 
 /// A message received on a WebSocket.
 public enum Message: Equatable, Sendable {
@@ -26,10 +27,9 @@ public enum WebSocketError: Error, Equatable, Sendable {
 /// out of range). Failing sends the close frame and then shuts the socket
 /// for writing; so does a server once the close handshake is done (it closes
 /// TCP first, RFC 6455 section 7.1.1). Closing the `Conn` is its owner's.
-/// Use one reader G and one writer G at a time (as gorilla's read and write
-/// pumps); writes of control frames from the reader (pong, close) are
-/// serialized with a lock, and every write, either G's, gets `writeTimeout`
-/// if set.
+/// Use one reader G at a time. Writes may come from any G (gorilla's write
+/// pump, and the reader's pongs, close frames and replies): each frame is
+/// written whole under a lock, and every write gets `writeTimeout` if set.
 public final class WebSocketConn: @unchecked Sendable {
     // @unchecked: `pending` is the reader's; writes go through
     // `writeLock`; `closeCodeSent` is guarded by it; `readLimit`, `onPong` and
@@ -54,6 +54,9 @@ public final class WebSocketConn: @unchecked Sendable {
     /// The code of the close frame sent (1005 for one without a body); nil
     /// until then.
     private var closeCodeSent: UInt16?
+    /// closeCodeSent != nil, readable without the write lock (which a writer
+    /// blocked on a peer that does not read may hold for the write timeout).
+    private let closeStarted = Atomic<Bool>(false)
 
     /// Wraps an upgraded connection; `leftover` are bytes read past the handshake.
     public init(conn: Conn, isServer: Bool, readLimit: Int = 1 << 20, leftover: [UInt8] = []) {
@@ -158,7 +161,7 @@ public final class WebSocketConn: @unchecked Sendable {
     }
 
     /// Sends a close frame (once) with `code` and `reason` (cut to the 123
-    /// bytes a control frame has room for, at a character boundary). Code
+    /// bytes a control frame has room for, at a Unicode scalar boundary). Code
     /// 1005 (no status) sends a close frame without a body, as gorilla does:
     /// 1005 itself may not be sent. Afterwards data frames are refused
     /// (section 5.5.1); pongs may still go out.
@@ -170,7 +173,10 @@ public final class WebSocketConn: @unchecked Sendable {
                      "close code \(code) may not be sent (RFC 6455 section 7.4)")
         writeLock.lock()
         let first = closeCodeSent == nil
-        if first { closeCodeSent = code }
+        if first {
+            closeCodeSent = code
+            closeStarted.store(true, ordering: .releasing)
+        }
         writeLock.unlock()
         guard first else { return }
         let payload = ClosePayload(code: code == CloseCode.noStatus.rawValue ? nil : code, reason: reason).encode()
@@ -181,6 +187,23 @@ public final class WebSocketConn: @unchecked Sendable {
     /// then the TCP connection is closed for writing (a FIN after the frame:
     /// a full close with unread input would send a reset, which can destroy
     /// the close frame before the peer reads it). Nothing more is read.
+    /// Whether a close frame has been sent, or is being sent (ours, or our
+    /// answer to the peer's). Never waits for a write.
+    public var closeFrameSent: Bool { closeStarted.load(ordering: .acquiring) }
+
+    /// For the reader, once a close frame has gone out: shuts the socket for
+    /// writing, then reads and throws away whatever the peer still sends
+    /// until it closes or `timeout` nanoseconds pass (a lingering close), so
+    /// that the owner's `conn.close()` finds no unread input. Closing with
+    /// unread input makes the kernel send a reset, and a reset can destroy
+    /// the close frame before the peer has read it.
+    public func linger(timeout: Int64 = 1_000_000_000) {
+        try? conn.closeWrite()
+        pending = []
+        conn.setReadDeadline(GMP.deadline(afterNanoseconds: timeout))
+        while (try? conn.read(max: 16384)) != nil {}
+    }
+
     private func fail(code: CloseCode, reason: String) throws(WebSocketError) {
         defer { try? conn.closeWrite() }
         try close(code: code.rawValue, reason: reason)

@@ -132,8 +132,14 @@ struct AbuseTests {
             let r = runG(procs: 2) { () -> (WebSocketError?, Bool)? in
                 var open: [WebSocketConn] = []
                 for _ in 0..<3 {
-                    guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
-                    open.append(ws)
+                    // (Retried: startChatApp's probe connection counts until
+                    // the server has seen it close.)
+                    let ok = waitFor(seconds: 10, every: 10_000_000) {
+                        guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return false }
+                        open.append(ws)
+                        return true
+                    }
+                    guard ok else { return nil }
                 }
                 defer { for ws in open { ws.conn.close() } }
                 var refused: WebSocketError?

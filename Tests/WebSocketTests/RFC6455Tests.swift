@@ -72,7 +72,7 @@ private func assemble(_ frames: [Frame], readLimit: Int = 1 << 20) -> ([MessageA
             #expect(try ClosePayload(parsing: [UInt8(code >> 8), UInt8(code & 0xFF)]).code == code)
         }
         #expect(assemble([Frame(opcode: .close, payload: [0x03, 0xE8, 0xC3, 0x28])]).1 == .invalidPayload)
-        // Encoded: the reason is cut at a character boundary to fit 125 bytes.
+        // Encoded: the reason is cut at a scalar boundary to fit 125 bytes.
         let long = ClosePayload(code: 4000, reason: String(repeating: "é", count: 100)).encode()
         #expect(long.count == 124 && String(validating: long[2...], as: UTF8.self) != nil)
     }
@@ -91,14 +91,22 @@ private func pair() throws -> (server: WebSocketConn, client: WebSocketConn, lis
     return (s, client, l)
 }
 
-/// The frames in `bytes`, raw: (first header byte, mask key or nil, payload length).
+/// The whole frames at the start of `bytes`, raw: (first header byte, mask
+/// key or nil, payload length). A frame cut short ends the list.
 private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length: Int)] {
     var out: [(UInt8, [UInt8]?, Int)] = []
     var i = 0
     while i + 2 <= bytes.count {
         var n = Int(bytes[i + 1] & 0x7F), off = i + 2
-        if n == 126 { n = Int(bytes[i + 2]) << 8 | Int(bytes[i + 3]); off += 2 }
+        if n == 126 {
+            guard off + 2 <= bytes.count else { break }
+            n = Int(bytes[i + 2]) << 8 | Int(bytes[i + 3])
+            off += 2
+        } else if n == 127 {
+            break // not sent by these tests
+        }
         let masked = bytes[i + 1] & 0x80 != 0
+        guard off + (masked ? 4 : 0) + n <= bytes.count else { break }
         let mask = masked ? Array(bytes[off..<(off + 4)]) : nil
         if masked { off += 4 }
         out.append((bytes[i], mask, n))
@@ -183,7 +191,7 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
 
     @Test("7.1.1, 7.1.7: a server shuts its side of TCP after the close handshake, and either end after failing: the peer reads the close frame, then end of stream")
     func tcpClosedAfterClose() {
-        let r = runG(procs: 2) { () -> ([UInt8], NetError?, [UInt8], NetError?)? in
+        let r = runG(procs: 2) { () -> ([UInt8], NetError?, [UInt8], NetError?, [UInt8], NetError?)? in
             // The handshake: the client closes, the server answers and shuts down.
             guard let (server, client, l) = try? pair() else { return nil }
             defer { l.close(); server.conn.close(); client.conn.close() }
@@ -205,9 +213,15 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
             try? client2.send(Frame(opcode: .text, payload: [0xC3, 0x28]))
             _ = try? server2.receive()
             let (failure, end2) = drain(client2.conn)
-            return (echo, end, failure, end2)
+            // And a failing client: the server sends a masked frame.
+            guard let (server3, client3, l3) = try? pair() else { return nil }
+            defer { l3.close(); server3.conn.close(); client3.conn.close() }
+            try? server3.conn.write(Frame(opcode: .text, payload: [1]).encode(mask: [1, 2, 3, 4]))
+            _ = try? client3.receive()
+            let (clientFailure, end3) = drain(server3.conn)
+            return (echo, end, failure, end2, clientFailure, end3)
         }
-        guard let (echo, end, failure, end2) = r ?? nil else {
+        guard let (echo, end, failure, end2, clientFailure, end3) = r ?? nil else {
             Issue.record("no connection")
             return
         }
@@ -215,6 +229,9 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
         #expect(rawFrames(failure).map { $0.b0 } == [0x88] && Array(failure.suffix(from: 2).prefix(2)) == [0x03, 0xEF],
                 "after failing: \(failure)")
         #expect(end2 == .endOfStream)
+        // 1002 from the client, masked as a client's frames are.
+        let f = rawFrames(clientFailure)
+        #expect(f.map { $0.b0 } == [0x88] && f.first?.mask != nil && end3 == .endOfStream, "client failing: \(clientFailure)")
     }
 
     @Test("7.4.1: close(code:) refuses codes only for reports (1006, 1015) and reserved ones", arguments: [1006, 1015, 1004, 999, 2000, 5000])
@@ -230,6 +247,25 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
         }
         let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
         #expect(err.contains("close code \(code) may not be sent (RFC 6455 section 7.4)"), "stderr: \(err)")
+    }
+
+    @Test("5.1: prepared bytes masked the wrong way for their side are never sent", arguments: [true, false])
+    func wrongMasking(_ fromServer: Bool) async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) { [fromServer] in
+            _ = runG(procs: 1) { () -> Bool in
+                guard let (server, client, l) = try? pair() else { return false }
+                defer { l.close(); server.conn.close(); client.conn.close() }
+                let frame = Frame(opcode: .text, payload: [1])
+                if fromServer {
+                    try? server.sendEncoded(frame.encode(mask: [1, 2, 3, 4]))
+                } else {
+                    try? client.sendEncoded(frame.encode())
+                }
+                return true
+            }
+        }
+        let err = String(decoding: r?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains(fromServer ? "a server must not mask its frames" : "a client must mask its frames"), "stderr: \(err)")
     }
 
     @Test("5.5: a control frame over 125 bytes is never sent")
