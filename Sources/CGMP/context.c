@@ -76,7 +76,14 @@ __attribute__((noinline)) void gmp_set_m(void *m) { gmp_current_m = m; }
 uint64_t gmp_chaos_seed;
 static _Atomic uint64_t chaos_threads;
 
-void gmp_chaos_set(uint64_t seed) { gmp_chaos_seed = seed; }
+static _Atomic bool chaos_configured;
+
+void gmp_chaos_set(uint64_t seed) {
+    gmp_chaos_seed = seed;
+    atomic_store(&chaos_configured, true);
+}
+
+bool gmp_chaos_configured(void) { return atomic_load(&chaos_configured); }
 
 // A thread's first random state: from the clock, or under chaos from the
 // seed and the order in which threads first draw (so a seed replays the same

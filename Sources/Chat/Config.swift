@@ -78,6 +78,7 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
 
 /// A config that cannot be used, and why.
 public struct ConfigError: Error, CustomStringConvertible {
+    /// The message: the file's name, then what is wrong with it.
     public let description: String
     init(_ d: String) { description = d }
 }

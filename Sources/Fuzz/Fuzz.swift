@@ -1,6 +1,7 @@
 // The fuzzing driver: one executable for every target in FuzzTargets.
 //
-// Built for libFuzzer (`-sanitize=fuzzer,address -DFUZZING`), main hands
+// Built for libFuzzer (`Fuzz/run`: ASan, libFuzzer's coverage flags,
+// `-DFUZZING` and libFuzzer linked without its own main), main hands
 // the command line to libFuzzer's driver, which runs the target named by the
 // FUZZ_TARGET environment variable (`Fuzz/run` does all of this). Built
 // plainly (`swift run Fuzz TARGET FILE...`), it replays files through a

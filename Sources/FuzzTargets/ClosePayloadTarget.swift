@@ -25,7 +25,7 @@ func fuzzClosePayload(_ bytes: [UInt8]) {
         }
     }
     // Any code that may be sent, and any reason, survive the trip (the
-    // reason cut at a character boundary to fit).
+    // reason cut at a scalar boundary to fit).
     if bytes.count >= 2 {
         let code = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
         let reason = String(decoding: bytes.dropFirst(2), as: UTF8.self)

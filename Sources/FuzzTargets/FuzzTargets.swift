@@ -4,14 +4,16 @@
 // crash, which libFuzzer reports and saves as a reproducer.
 //
 // The same functions serve three callers: the `Fuzz` executable (libFuzzer,
-// built with `-sanitize=fuzzer,address`), its plain build (which replays
+// built by `Fuzz/run` with ASan and coverage), its plain build (which replays
 // files), and FuzzTargetsTests (which replays the corpora in Fuzz/corpus on
 // every test run, so a crash once found stays fixed).
 
 /// A fuzz target: a name (its corpus directory under Fuzz/corpus) and the
 /// function that takes one input.
 public struct FuzzTarget: Sendable {
+    /// The target's name, and its corpus directory's.
     public let name: String
+    /// Runs one input through the parser and checks the properties.
     public let run: @Sendable ([UInt8]) -> Void
 
     /// Every target, by name.

@@ -21,16 +21,37 @@ import Glibc
 // of it does); the OS still decides when threads run. A failure under chaos
 // is reported with its seed: `GMP.chaosSeed`, the goroutine dump's header,
 // and .ci/run's message. Off, each hook costs one load of the seed.
+//
+// A yield point is at the entry of an operation that may block anyway, before
+// it takes any lock, and only on a G (never on g0, in a timer callback or in
+// `GMP.blocking`). Code that calls such an operation while it holds a thread
+// lock (a FutexLock, Synchronization's Mutex) may now yield holding it, as it
+// may already park holding it; on one P that can wedge the thread either way.
 
 enum Chaos {
-    /// Reads GMP_CHAOS (a seed, a nonzero integer; unset, empty or 0: off).
+    /// The seed in a GMP_CHAOS value: nil for off (unset, empty, or zero),
+    /// `.failure` for something that is not a number.
+    static func seed(_ value: String?) -> Result<UInt64, ChaosError>? {
+        guard let value, !value.isEmpty else { return nil }
+        guard let seed = UInt64(value) else { return .failure(ChaosError(value: value)) }
+        return seed == 0 ? nil : .success(seed)
+    }
+
+    struct ChaosError: Error {
+        let value: String
+    }
+
+    /// Reads GMP_CHAOS (a seed, a positive integer; unset, empty or 0: off).
     /// Once, when the scheduler starts, before any M does.
     static func configure(_ value: String?) {
-        guard let value, !value.isEmpty, value != "0" else { return }
-        guard let seed = UInt64(value), seed != 0 else {
-            gmp_fatal("fatal error: GMP_CHAOS=\(value) must be a seed, a positive integer (0: off)")
+        switch seed(value) {
+        case nil:
+            gmp_chaos_set(0)
+        case .success(let s)?:
+            gmp_chaos_set(s)
+        case .failure(let e)?:
+            gmp_fatal("fatal error: GMP_CHAOS=\(e.value) must be a seed, a positive integer (0: off)")
         }
-        gmp_chaos_set(seed)
     }
 
     /// Shuffles `list` under chaos (Fisher-Yates from the thread's stream).
@@ -49,8 +70,9 @@ extension GMP {
     /// The GMP_CHAOS seed this process runs (or, before the scheduler has
     /// started, will run) under, or nil when chaos scheduling is off.
     public static var chaosSeed: UInt64? {
-        if gmp_chaos_get() != 0 { return gmp_chaos_get() }
-        return getenv("GMP_CHAOS").flatMap { UInt64(String(cString: $0)) }.flatMap { $0 == 0 ? nil : $0 }
+        if gmp_chaos_configured() { return gmp_chaos_get() == 0 ? nil : gmp_chaos_get() }
+        if case .success(let s)? = Chaos.seed(getenv("GMP_CHAOS").map { String(cString: $0) }) { return s }
+        return nil
     }
 
     /// A point where, under chaos scheduling, the calling G may yield (one

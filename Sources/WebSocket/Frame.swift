@@ -31,9 +31,12 @@ public enum CloseCode: UInt16, Sendable {
 /// A protocol violation found while decoding: the connection is to be
 /// closed with `code`.
 public struct FrameError: Error, Equatable, Sendable {
+    /// The code to fail the connection with.
     public let code: CloseCode
+    /// What was wrong, for logs and the close frame.
     public let reason: String
 
+    /// A violation to be answered with `code`.
     public init(code: CloseCode, reason: String) {
         self.code = code
         self.reason = reason

@@ -13,8 +13,10 @@ public struct ClosePayload: Equatable, Sendable {
     /// The status code; nil when the payload is empty (reported as 1005, "no
     /// status", which is never sent).
     public var code: UInt16?
+    /// The reason (empty when there is none).
     public var reason: String
 
+    /// A payload with `code` (nil: none, and then no reason is sent) and `reason`.
     public init(code: UInt16?, reason: String = "") {
         self.code = code
         self.reason = reason
@@ -44,7 +46,8 @@ public struct ClosePayload: Equatable, Sendable {
 
     /// The payload on the wire: empty without a code, else the code and as
     /// much of the reason as fits a control frame (125 bytes in all), cut at
-    /// a character boundary.
+    /// a Unicode scalar boundary (valid UTF-8; a combining mark may be cut
+    /// from its base).
     public func encode() -> [UInt8] {
         guard let code else { return [] }
         var payload = [UInt8(code >> 8), UInt8(truncatingIfNeeded: code)]
@@ -77,6 +80,7 @@ public struct MessageAssembler: Sendable {
         case close(ClosePayload)
     }
 
+    /// An assembler for messages of at most `readLimit` bytes.
     public init(readLimit: Int) {
         self.readLimit = readLimit
     }

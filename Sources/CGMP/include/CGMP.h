@@ -252,11 +252,15 @@ void gmp_os_yield(void);
 /// any M starts, read-only afterwards.
 extern uint64_t gmp_chaos_seed;
 
-/// Turns chaos on with `seed` (nonzero). Before any M starts.
+/// Sets the seed (0: chaos off) once the scheduler has read GMP_CHAOS.
+/// Before any M starts.
 void gmp_chaos_set(uint64_t seed);
 
 /// The seed (0: chaos is off); for Swift, which may not read a C global.
 static inline uint64_t gmp_chaos_get(void) { return gmp_chaos_seed; }
+
+/// Whether gmp_chaos_set has run (the scheduler has started).
+bool gmp_chaos_configured(void);
 
 /// Under chaos, true once in `n` times (each thread draws from its own
 /// stream, seeded from the chaos seed and the thread's start order); always
