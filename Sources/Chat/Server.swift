@@ -127,7 +127,7 @@ public final class ChatServer: @unchecked Sendable {
     }
 
     /// A connection over a limit: 503 at once, without reading its request
-    /// (it gets no G for longer than a second), then a short lingering close.
+    /// (its G is done within two seconds), then a short lingering close.
     private func refuseOverLimit(_ conn: Conn) {
         log("refused \(conn.remoteAddress): too many connections")
         let resp = HTTPResponse(error: HTTPError(status: .serviceUnavailable, detail: "too many connections"))

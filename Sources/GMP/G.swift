@@ -10,7 +10,7 @@ enum GStatus: UInt8 {
 
 /// Why a G waits, for the goroutine dump (`GMP.dump()`). Set when it parks.
 public enum WaitReason: UInt8, Sendable {
-    case unknown, chanReceive, chanSend, select, sleep, ioWait, mutex, waitGroup, forever
+    case unknown, chanReceive, chanSend, select, sleep, ioWait, mutex, waitGroup, forever, await
 
     /// The words Go's traceback uses.
     public var description: String {
@@ -24,6 +24,7 @@ public enum WaitReason: UInt8, Sendable {
         case .mutex: return "Mutex"
         case .waitGroup: return "WaitGroup"
         case .forever: return "select (no cases)"
+        case .await: return "await"
         }
     }
 }

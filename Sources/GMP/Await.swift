@@ -1,0 +1,88 @@
+// Async code in a G: `GMP.await { try await something() }`.
+//
+// The closure runs as a Swift task (on Swift's own executor); the G that
+// called parks, as on a channel, and its M and P go on running other Gs.
+// When the task finishes it stores its result and readies the G, which
+// returns the value or rethrows the error. From a plain thread (no G) the
+// thread itself sleeps until then.
+//
+// The hand-over, under `lock`: the task sets `done` and readies the G only
+// if the G has parked (`parked`); the G parks only if the task is not done
+// yet, and is released from the lock once parked (GMP.park(unlocking:)), so
+// the task's ready can never come before the park it ends.
+//
+// The deadlock check sees a task as the plain thread it runs on: the first
+// await turns the check off for the process, as any thread that readies a
+// G does (Deadlock.swift), since the runtime cannot see when a task will
+// finish.
+
+/// What one `GMP.await` call shares with its task.
+private final class AwaitState<T: Sendable>: @unchecked Sendable {
+    // @unchecked: `result`, `done` and `parked` are guarded by `lock`; the
+    // waiting party reads `result` after the hand-over above, which orders it.
+    let lock = FutexLock(compact: ())
+    var result: Result<T, any Error>?
+    var done = false
+    var parked = false
+    /// The G that waits, or nil for a plain thread (which sleeps on `note`).
+    let g: G?
+    let note: Note?
+
+    init(g: G?) {
+        self.g = g
+        note = g == nil ? Note() : nil
+    }
+
+    deinit {
+        lock.free()
+        note?.free()
+    }
+
+    /// The task's end: store the result and wake whoever waits.
+    func finish(_ r: Result<T, any Error>) {
+        lock.lock()
+        result = r
+        done = true
+        let wake = parked
+        lock.unlock()
+        if let g {
+            if wake { GMP.ready(g) }
+        } else {
+            note!.wakeup()
+        }
+    }
+}
+
+extension GMP {
+    /// Runs `body` as a Swift task and waits for it: in a G, only the G
+    /// parks (its M and P run other Gs meanwhile); on a plain thread, the
+    /// thread sleeps. Returns the task's value or rethrows its error.
+    ///
+    /// Cancellation is not bridged yet: the task is not cancelled if the G
+    /// gives up (it cannot), and nothing cancels it from the G's side.
+    public static func `await`<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+        let state = AwaitState<T>(g: currentG)
+        Scheduler.shared.noteForeignThread() // a task will wake us (see the top of the file)
+        Task {
+            let r: Result<T, any Error>
+            do { r = .success(try await body()) } catch { r = .failure(error) }
+            state.finish(r)
+        }
+        if let g = state.g {
+            state.lock.lock()
+            if state.done {
+                state.lock.unlock()
+            } else {
+                state.parked = true
+                g.noteWait(.await)
+                GMP.park(unlocking: state.lock)
+            }
+        } else {
+            state.note!.sleep()
+        }
+        state.lock.lock()
+        let r = state.result!
+        state.lock.unlock()
+        return try r.get()
+    }
+}
