@@ -10,8 +10,35 @@ import WebSocket
 /// chat: the chat server with 100 clients of
 /// ours, each sending 100 messages 10 ms apart; every client must receive
 /// all 10,000. ns per delivery; deliveries/s and p50/p99 latency in `extra`.
+/// Both servers drop a client whose send buffer fills (gorilla's policy): on
+/// a loaded machine a client can fall that far behind, and then the run is
+/// made once more (said on stderr); a second loss fails the workload.
 func benchChat() -> Result? {
-    guard let (app, port) = startChatServer("chat") else { return nil }
+    for attempt in 1...2 {
+        switch chatRun() {
+        case .done(let r):
+            return r
+        case .skipped:
+            return nil
+        case .lost(let got, let total):
+            note("chat: \(got) of \(total) deliveries (the server dropped a slow client)" + (attempt == 1 ? "; once more" : ""))
+        }
+    }
+    return nil
+}
+
+/// How one run of `chat` went.
+enum ChatOutcome {
+    case done(Result)
+    /// Deliveries that did not arrive: the server dropped a client.
+    case lost(got: Int, total: Int)
+    /// No server to run against (said already).
+    case skipped
+}
+
+/// One run of `chat`.
+func chatRun() -> ChatOutcome {
+    guard let (app, port) = startChatServer("chat") else { return .skipped }
     defer { app.terminate(); app.waitUntilExit() }
     let clients = 100, per = 100, total = clients * clients * per
     let (elapsed, lat, serverCPU) = GMP.run { () -> (Int64, [Int64], Int) in
@@ -59,12 +86,12 @@ func benchChat() -> Result? {
         for ws in conns { ws.conn.close() }
         return (el, all.sorted(), cpu)
     }
-    precondition(lat.count == total, "chat: \(lat.count) of \(total) deliveries")
+    guard lat.count == total else { return .lost(got: lat.count, total: total) }
     let p50 = Double(lat[lat.count / 2]) / 1e6, p99 = Double(lat[lat.count * 99 / 100]) / 1e6
     let rate = Double(total) / (Double(elapsed) / 1e9)
     let extra = "deliveries_per_s=\(Int(rate)) p50_ms=\((p50 * 100).rounded() / 100) p99_ms=\((p99 * 100).rounded() / 100)"
         + " server_cpu_ms=\(serverCPU)"
-    return Result(name: "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra)
+    return .done(Result(name: "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra))
 }
 
 /// The chat server the chat workloads run against: nil for ChatApp (the
