@@ -63,7 +63,7 @@ final class ConnectionLimits: @unchecked Sendable {
         perAddress[address] = left > 0 ? left : nil
     }
 
-    /// (connections open, distinct addresses): for `/stats`.
+    /// (connections open, distinct addresses): for tests and diagnostics.
     var counts: (total: Int, addresses: Int) {
         lock.lock()
         defer { lock.unlock() }
