@@ -90,6 +90,8 @@ public class AnyChan: @unchecked Sendable {
     var hasWaitingReceiver: Bool { lock.withLock { !recvq.isEmpty } }
     /// Whether a G is parked sending on this channel. For tests.
     var hasWaitingSender: Bool { lock.withLock { !sendq.isEmpty } }
+    /// How many parties (Gs, tasks, threads, select cases) wait to receive. For tests.
+    var waitingReceivers: Int { lock.withLock { recvq.count } }
 
     var identity: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 

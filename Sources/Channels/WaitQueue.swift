@@ -45,6 +45,17 @@ struct WaitQueue {
 
     var isEmpty: Bool { first == nil }
 
+    /// How many sudogs are queued (a walk; for tests).
+    var count: Int {
+        var n = 0
+        var sg = first
+        while let s = sg {
+            n += 1
+            sg = s.s.pointee.next
+        }
+        return n
+    }
+
     mutating func enqueue(_ sg: Sudog) {
         sg.s.pointee.next = nil
         sg.s.pointee.prev = last
@@ -69,10 +80,13 @@ struct WaitQueue {
         return nil
     }
 
-    /// Removes `sg` if it is still queued here (a losing `select` case).
-    mutating func remove(_ sg: Sudog) {
-        if sg.s.pointee.prev == nil && first != sg { return } // not queued (already dequeued)
+    /// Removes `sg` if it is still queued here (a losing `select` case, a
+    /// cancelled task); returns whether it was.
+    @discardableResult
+    mutating func remove(_ sg: Sudog) -> Bool {
+        if sg.s.pointee.prev == nil && first != sg { return false } // not queued (already dequeued)
         unlink(sg)
+        return true
     }
 
     private mutating func unlink(_ sg: Sudog) {

@@ -1,9 +1,10 @@
 import CGMP
 import Synchronization
 
-/// A record of one waiting party in a wait queue (Go's `sudog`): the G (or
-/// plain thread) that waits, a pointer to its value slot, and which `select`
-/// it belongs to. The building block for channels; cached per P.
+/// A record of one waiting party in a wait queue (Go's `sudog`): the G, the
+/// Swift task, or the plain thread that waits, a pointer to its value slot,
+/// and which `select` it belongs to. The building block for channels; cached
+/// per P.
 ///
 /// Fields are owned by whoever holds the lock of the queue the sudog is on,
 /// and by the waiting party itself before it enqueues and after it wakes.
@@ -13,8 +14,15 @@ public struct SudogState {
     /// slot on the party's stack. See `slot`. First, so that its address is
     /// the state's (no offset to look up on the channel paths).
     var storage: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-    /// The waiting G, or nil for a plain thread (which sleeps on `note`).
+    /// The waiting G, or nil for a task (`resume`) or a plain thread (which
+    /// sleeps on `note`).
     public var g: G?
+    /// For a Swift task that waits (suspended, not blocking a thread): the
+    /// continuation `ready()` resumes. Set by the task before it enqueues.
+    public var resume: UnsafeContinuation<Void, Never>?
+    /// For a task: set, under the queue's lock, by a cancellation that took
+    /// the sudog off its queue before any waker did.
+    public var cancelled = false
     /// Value slot of the waiting party: a sender's value to move out, or a
     /// receiver's uninitialized slot to move a value into.
     public var elem: UnsafeMutableRawPointer?
@@ -68,6 +76,13 @@ public struct Sudog: Equatable, @unchecked Sendable {
         return sg
     }
 
+    /// Takes a sudog for a Swift task, which waits by suspending: it sets
+    /// `resume` before it enqueues the sudog, and `ready()` resumes it.
+    public static func acquireForTask() -> Sudog {
+        Scheduler.shared.noteForeignThread() // a task may ready Gs: see Deadlock.swift
+        return Scheduler.shared.sudogGet()
+    }
+
     /// Bytes a value may take to live in `slot`.
     public static let slotSize = 32
 
@@ -95,6 +110,8 @@ public struct Sudog: Equatable, @unchecked Sendable {
         s.pointee.reason = .unknown
         s.pointee.pinsStack = false
         s.pointee.g = nil
+        s.pointee.resume = nil
+        s.pointee.cancelled = false
         s.pointee.sharedNote = nil
         if let m = currentM(), let p = m.pointee.p, p.own.pointee.sudogCache.count < 128 {
             p.own.pointee.sudogCache.append(self)
@@ -110,10 +127,32 @@ public struct Sudog: Equatable, @unchecked Sendable {
             g.noteWait(s.pointee.reason, pinsStack: s.pointee.pinsStack)
             GMP.park(unlocking: lock)
         } else {
+            if let message = blockedTaskMessage() {
+                lock.unlock()
+                gmp_fatal(message)
+            }
             let note = s.pointee.note!
             lock.unlock()
             note.sleep()
         }
+    }
+
+    /// Nil, unless the plain thread about to sleep here runs a Swift task
+    /// and waits on a channel: sleeping would hold a thread of Swift's
+    /// cooperative pool (as many threads as cores) for as long as the wait
+    /// lasts, and a few such waits hang every task of the process, silently.
+    /// Then the message for the trap that replaces the hang.
+    func blockedTaskMessage() -> String? {
+        let what: String
+        switch s.pointee.reason {
+        case .chanReceive: what = "a channel receive would block; use `try await chan.receive()`"
+        case .chanSend: what = "a channel send would block; use `try await chan.send(value)`"
+        case .select: what = "a select would block; use the async forms of the channel operations"
+        default: return nil
+        }
+        guard withUnsafeCurrentTask(body: { $0 != nil }) else { return nil }
+        return "fatal error: \(what) (in async code a blocking wait holds a thread of Swift's "
+            + "concurrency pool, which can hang every task of the process)"
     }
 
     /// Makes `other` (taken by the same thread for the same wait) wake this
@@ -129,6 +168,10 @@ public struct Sudog: Equatable, @unchecked Sendable {
             g.noteWait(s.pointee.reason, pinsStack: s.pointee.pinsStack)
             GMP.park(unlocking: locks)
         } else {
+            if let message = blockedTaskMessage() {
+                for l in locks { l.unlock() }
+                gmp_fatal(message)
+            }
             let note = s.pointee.note!
             for l in locks { l.unlock() }
             note.sleep()
@@ -139,6 +182,8 @@ public struct Sudog: Equatable, @unchecked Sendable {
     public func ready() {
         if let g = s.pointee.g {
             Scheduler.shared.ready(g)
+        } else if let k = s.pointee.resume {
+            k.resume() // the task may release the sudog at once: do not touch it after this
         } else {
             (s.pointee.sharedNote ?? s.pointee.note!).wakeup()
         }

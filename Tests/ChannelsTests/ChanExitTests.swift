@@ -114,4 +114,58 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         }
         #expect(stderrText(r).contains("send on closed channel"))
     }
+
+    @Test("a blocking receive or select that would wait inside a Swift task traps, pointing to the async form")
+    func blockingInTask() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>()
+            let blocking: () -> Received<Int> = c.receive // the blocking form, by name
+            await Task.detached { _ = blocking() }.value
+        }
+        #expect(stderrText(r).contains("use `try await chan.receive()`"))
+        let s = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>()
+            await Task.detached { select { s in if s.receive(c) != nil {} } }.value
+        }
+        #expect(stderrText(s).contains("a select would block"))
+    }
+
+    @Test("send on a closed channel from async code traps; so does a task's send waiting when the channel is closed")
+    func asyncSendOnClosed() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>(capacity: 1)
+            c.close()
+            try await c.send(1)
+        }
+        #expect(stderrText(r).contains("send on closed channel"))
+        let w = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>()
+            Task { try await c.send(1) }
+            let deadline = Date() + 10
+            while !c.hasWaitingSender && Date() < deadline { await Task.yield() }
+            guard c.hasWaitingSender else { exit(3) }
+            c.close()
+            // A sender left waiting by close would let the process exit 0 here.
+            try await Task.sleep(for: .seconds(5))
+        }
+        #expect(stderrText(w).contains("send on closed channel"))
+    }
+
+    @Test("a task waiting on a channel neither holds the process when GMP.run returns nor makes a slow task a deadlock")
+    func taskWaitingAtExit() async {
+        await #expect(processExitsWith: .success) {
+            let v = GMP.run { () -> Int in
+                let never = Chan<Int>(), a = Chan<Int>(), b = Chan<Int>()
+                Task { _ = try await never.receive() } // left waiting for ever
+                Task {
+                    if case .value(let v) = try await a.receive() { try await b.send(v + 1) }
+                }
+                guard waitFor({ never.hasWaitingReceiver && a.waitingReceivers == 1 }) else { return -1 }
+                // Only the task can answer the G, and only after 1.5 s: longer than the deadlock check's grace.
+                DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) { _ = a.trySend(41) }
+                return b.receive().value ?? -2
+            }
+            if v != 42 { exit(4) }
+        }
+    }
 }

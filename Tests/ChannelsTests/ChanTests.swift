@@ -361,29 +361,33 @@ struct ChanTests {
     @Test("Channel operations from plain threads work with Gs on the other side")
     func plainThreads() {
         setProcs(2)
-        let c = Chan<Int>()
-        let back = Chan<Int>(capacity: 1)
-        let done = Chan<Int>()
-        go {
-            var s = 0
-            for v in c { s += v }
-            back.send(s)
+        let r = onThread { () -> (Received<Int>, Received<Int>, String?) in
+            let c = Chan<Int>()
+            let back = Chan<Int>(capacity: 1)
+            let done = Chan<Int>()
+            go {
+                var s = 0
+                for v in c { s += v }
+                back.send(s)
+            }
+            go {
+                // A G receiving from a plain thread's unbuffered send, and replying.
+                done.send(42)
+            }
+            for i in 1...1000 { c.send(i) } // plain thread blocks on a futex per rendezvous
+            c.close()
+            let sum = back.receive(), answer = done.receive()
+            // Plain thread receiving what a G sends, through a select.
+            let d = Chan<String>()
+            go { d.send("hi") }
+            var got: String?
+            select { s in
+                if let r = s.receive(d) { got = r.value }
+            }
+            return (sum, answer, got)
         }
-        go {
-            // A G receiving from a plain thread's unbuffered send, and replying.
-            done.send(42)
-        }
-        for i in 1...1000 { c.send(i) } // plain thread blocks on a futex per rendezvous
-        c.close()
-        #expect(back.receive() == .value(500_500))
-        #expect(done.receive() == .value(42))
-        // Plain thread receiving what a G sends, through a select.
-        let d = Chan<String>()
-        go { d.send("hi") }
-        var got: String?
-        select { s in
-            if let r = s.receive(d) { got = r.value }
-        }
-        #expect(got == "hi")
+        #expect(r?.0 == .value(500_500))
+        #expect(r?.1 == .value(42))
+        #expect(r?.2 == "hi")
     }
 }

@@ -30,6 +30,23 @@ public func runG<T>(procs: Int? = nil, timeout: Double = 30, _ body: @escaping @
     return slot.value
 }
 
+/// Runs `body` on a new plain thread (no G, no Swift task) and waits for it
+/// at most `timeout` seconds; nil on time-out. For tests of what plain
+/// threads do: a test function runs as a Swift task, where a blocking
+/// channel operation traps instead of waiting (Sudog.blockedTaskMessage).
+public func onThread<T>(timeout: Double = 30, _ body: @escaping @Sendable () -> T) -> T? {
+    let sem = DispatchSemaphore(value: 0)
+    let slot = Slot<T>()
+    let thread = Thread {
+        slot.value = body()
+        sem.signal()
+    }
+    thread.stackSize = 1 << 20
+    thread.start()
+    if sem.wait(timeout: .now() + timeout) == .timedOut { return nil }
+    return slot.value
+}
+
 /// `GMP.setProcs(n)`, bounded: a resize waits for every running G to park,
 /// so a G that an earlier, failed test left running for ever would hang the
 /// rest of the run here. After `seconds` it ends the process with a message
