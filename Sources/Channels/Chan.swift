@@ -234,7 +234,10 @@ extension TryReceived: Equatable where T: Equatable {}
 /// `Chan(capacity: 0)` is unbuffered: a send waits for a receiver (a
 /// rendezvous). With `capacity: n` up to n values are buffered. Blocking
 /// operations park the G (or block a plain thread on a futex); they never
-/// block the M. Channels may be used from Gs and plain threads alike.
+/// block the M. Channels may be used from Gs, plain threads and Swift tasks
+/// alike: in async code `try await send(_:)`, `try await receive()` and
+/// `for await v in channel` suspend the task instead (AsyncChan.swift), and
+/// the blocking forms trap if they would wait there.
 ///
 /// Send on a closed channel, and closing a closed channel, trap with Go's
 /// messages. `for v in channel` receives until the channel is closed and

@@ -12,7 +12,8 @@ import Synchronization
 //    come back), and
 //  - no plain thread has ever touched a G (readied or started one, other than
 //    `GMP.run`'s own), waited in the runtime (a channel, Mutex, WaitGroup or
-//    socket on a thread), or armed a timer: once one has, the check is off
+//    socket on a thread), or armed a timer, and no Swift task has waited on
+//    a channel or been awaited by `GMP.await`: once one has, the check is off
 //    for the life of the process (`foreignSeen`), and
 //  - every P is idle (no spare lent), no M spins, no G is queued, none is in
 //    `GMP.blocking`, no timer is on any heap (a sleeping G is not stuck), and
@@ -21,9 +22,9 @@ import Synchronization
 //  - all of that has held, with no scheduling counter moving, for a second
 //    (sysmon looks at each tick; the cheap conditions come first).
 //
-// A thread the runtime has never seen is invisible to it: a G that waits
-// for a value only such a thread will send, more than a second later, is
-// reported. `GMP_DEADLOCK=off` turns the check off; `report` prints the
+// A thread (or task) the runtime has never seen is invisible to it: a G
+// that waits for a value only such a thread will send, more than a second
+// later, is reported. `GMP_DEADLOCK=off` turns the check off; `report` prints the
 // report and goes on; `fatal` (the default) prints it and exits with status 2.
 
 /// What to do about a deadlock (`GMP_DEADLOCK`).
