@@ -7,6 +7,7 @@ let package = Package(
         .library(name: "GMP", targets: ["GMP"]),
         .library(name: "Channels", targets: ["Channels"]),
         .library(name: "NetPoller", targets: ["NetPoller"]),
+        .library(name: "Contexts", targets: ["Contexts"]),
         .library(name: "WebSocket", targets: ["WebSocket"]),
         .library(name: "Chat", targets: ["Chat"]),
         .executable(name: "ChatApp", targets: ["ChatApp"]),
@@ -29,6 +30,7 @@ let package = Package(
             // exclusivity checks inside the critical sections.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"])]),
         .target(name: "NetPoller", dependencies: ["GMP", "CGMP", "Channels"]),
+        .target(name: "Contexts", dependencies: ["NetPoller", "Channels", "GMP"]),
         .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
         .target(name: "Chat", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
         .executableTarget(name: "ChatApp", dependencies: ["Chat", "Channels", "NetPoller", "GMP"]),
@@ -41,6 +43,7 @@ let package = Package(
         .target(name: "GMPTestSupport", dependencies: ["GMP"], path: "Tests/TestSupport"),
         .testTarget(name: "GMPTests", dependencies: ["GMP", "CGMP", "GMPTestSupport"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP", "GMPTestSupport"]),
+        .testTarget(name: "ContextsTests", dependencies: ["Contexts", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
         .testTarget(name: "NetPollerTests", dependencies: ["NetPoller", "GMP", "Channels", "GMPTestSupport"]),
         .testTarget(
             name: "ChatAppTests", dependencies: ["Chat", "WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),

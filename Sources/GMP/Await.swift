@@ -58,16 +58,25 @@ extension GMP {
     /// parks (its M and P run other Gs meanwhile); on a plain thread, the
     /// thread sleeps. Returns the task's value or rethrows its error.
     ///
-    /// Cancellation is not bridged yet: the task is not cancelled if the G
-    /// gives up (it cannot), and nothing cancels it from the G's side.
+    /// To cancel the task from the G's side, pass a `Context`
+    /// (`GMP.await(context:_:)`, in the Contexts module).
     public static func `await`<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+        try awaitTask(body, started: nil)
+    }
+
+    /// `await(_:)`, calling `started` with the task's handle once it is
+    /// made, before the caller waits (so that it can cancel the task).
+    @_spi(Contexts)
+    public static func awaitTask<T: Sendable>(_ body: @escaping @Sendable () async throws -> T,
+                                              started: ((Task<Void, Never>) -> Void)?) throws -> T {
         let state = AwaitState<T>(g: currentG)
         Scheduler.shared.noteForeignThread() // a task will wake us (see the top of the file)
-        Task {
+        let task = Task {
             let r: Result<T, any Error>
             do { r = .success(try await body()) } catch { r = .failure(error) }
             state.finish(r)
         }
+        started?(task)
         if let g = state.g {
             state.lock.lock()
             if state.done {

@@ -6,6 +6,8 @@ public enum NetError: Error, Equatable, CustomStringConvertible {
     case endOfStream
     /// A deadline passed.
     case timeout
+    /// The operation's context was cancelled (Contexts: `Conn.read(into:context:)`).
+    case canceled
     /// The socket was closed (by this process) while or before the operation ran.
     case closed
     /// The peer reset the connection (ECONNRESET, EPIPE).
@@ -49,6 +51,7 @@ public enum NetError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .endOfStream: return "end of stream"
         case .timeout: return "i/o timeout"
+        case .canceled: return "operation was canceled"
         case .closed: return "use of closed network connection"
         case .connectionReset: return "connection reset by peer"
         case .connectionRefused: return "connection refused"
