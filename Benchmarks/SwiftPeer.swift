@@ -342,3 +342,34 @@ func swiftFanIn() -> Result {
     }
     return Result(name: "fanin", ops: n, nsPerOp: Double(t) / Double(n), extra: "producers=\(producers)")
 }
+
+/// bridge, as Swift concurrency does it without Gs: two tasks, two
+/// AsyncStreams, 200,000 round trips; then 50,000 `await Task { }.value` of
+/// a closure that returns at once (the counterpart of `GMP.await`).
+func swiftBridge() -> Result {
+    let n = 200_000, m = 50_000
+    let (t, tAwait) = runTask { () -> (Int64, Int64) in
+        let (pingStream, ping) = AsyncStream<Int>.makeStream()
+        let (pongStream, pong) = AsyncStream<Int>.makeStream()
+        let echo = Task {
+            for await v in pingStream { pong.yield(v) }
+            pong.finish()
+        }
+        var replies = pongStream.makeAsyncIterator()
+        let t0 = now()
+        for i in 0..<n {
+            ping.yield(i)
+            _ = await replies.next()
+        }
+        let t1 = now() - t0
+        ping.finish()
+        await echo.value
+        let t2 = now()
+        var sum = 0
+        for i in 0..<m { sum &+= await Task { i }.value }
+        precondition(sum == m * (m - 1) / 2)
+        return (t1, now() - t2)
+    }
+    return Result(name: "bridge", ops: n, nsPerOp: Double(t) / Double(n),
+                  extra: "await_ns=\(Double(tAwait) / Double(m))")
+}
