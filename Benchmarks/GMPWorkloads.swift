@@ -280,29 +280,35 @@ func selectOverFour(name: String, _ receiveAll: @escaping @Sendable ([Chan<Int>]
 }
 
 /// bridge: a G and a Swift task, two unbuffered channels, 200,000 round
-/// trips (the task uses the async forms); then 50,000 `GMP.await` calls of
-/// a closure that returns at once (a task made and awaited per call).
+/// trips (the task uses the async forms), once with the task on Swift's
+/// global executor and once on `GMP.executor`; then 50,000 `GMP.await`
+/// calls of a closure that returns at once (a task made and awaited per call).
 func benchBridge() -> Result {
     let n = 200_000, m = 50_000
-    let (t, tAwait) = GMP.run { () -> (Int64, Int64) in
-        let ping = Chan<Int>(), pong = Chan<Int>()
-        let echo = Task {
-            for await v in ping { try? await pong.send(v) }
+    let (t, tExecutor, tAwait) = GMP.run { () -> (Int64, Int64, Int64) in
+        func roundTrips(_ executor: (any TaskExecutor)?) -> Int64 {
+            let ping = Chan<Int>(), pong = Chan<Int>()
+            let echo = Task(executorPreference: executor) {
+                for await v in ping { try? await pong.send(v) }
+            }
+            let t0 = now()
+            for i in 0..<n {
+                ping.send(i)
+                _ = pong.receive()
+            }
+            let t1 = now() - t0
+            ping.close()
+            _ = try? GMP.await { await echo.value }
+            return t1
         }
-        let t0 = now()
-        for i in 0..<n {
-            ping.send(i)
-            _ = pong.receive()
-        }
-        let t1 = now() - t0
-        ping.close()
-        _ = try? GMP.await { await echo.value }
+        let t = roundTrips(nil)
+        let tExecutor = roundTrips(GMP.executor)
         let t2 = now()
         var sum = 0
         for i in 0..<m { sum &+= (try? GMP.await { i }) ?? 0 }
         precondition(sum == m * (m - 1) / 2)
-        return (t1, now() - t2)
+        return (t, tExecutor, now() - t2)
     }
     return Result(name: "bridge", ops: n, nsPerOp: Double(t) / Double(n),
-                  extra: "await_ns=\(Double(tAwait) / Double(m))")
+                  extra: "executor_ns=\(Double(tExecutor) / Double(n)) await_ns=\(Double(tAwait) / Double(m))")
 }

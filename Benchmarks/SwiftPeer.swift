@@ -3,6 +3,7 @@
 // the same parameters as ours. No select, sockets or chat: Swift concurrency
 // has no select, and NIO (its usual network layer) is not a dependency here.
 import Foundation
+import enum GMP.GMP
 import Synchronization
 
 /// A FIFO queue on an array with a moving head (amortised O(1) both ends).
@@ -171,7 +172,10 @@ final class AsyncChannel<T: Sendable>: Sendable {
 func runTask<R: Sendable>(_ body: @escaping @Sendable () async -> R) -> R {
     let done = DispatchSemaphore(value: 0)
     let result = Mutex<R?>(nil)
-    Task.detached {
+    // SWIFT_EXECUTOR=gmp: the top task prefers GMP.executor (its child
+    // tasks inherit that; unstructured `Task { }`s do not), to compare
+    // Swift's global executor with ours on the peer's own code.
+    Task.detached(executorPreference: ProcessInfo.processInfo.environment["SWIFT_EXECUTOR"] == "gmp" ? GMP.executor : nil) {
         let r = await body()
         result.withLock { $0 = r }
         done.signal()
@@ -343,12 +347,13 @@ func swiftFanIn() -> Result {
     return Result(name: "fanin", ops: n, nsPerOp: Double(t) / Double(n), extra: "producers=\(producers)")
 }
 
-/// bridge, as Swift concurrency does it without Gs: two tasks, two
-/// AsyncStreams, 200,000 round trips; then 50,000 `await Task { }.value` of
-/// a closure that returns at once (the counterpart of `GMP.await`).
+/// bridge, as Swift concurrency does it without Gs: two tasks, 200,000
+/// round trips over two AsyncStreams, then over two continuation-based
+/// channels (`AsyncChannel`, as pingpong); then 50,000 `await Task { }.value`
+/// of a closure that returns at once (the counterpart of `GMP.await`).
 func swiftBridge() -> Result {
     let n = 200_000, m = 50_000
-    let (t, tAwait) = runTask { () -> (Int64, Int64) in
+    let (t, tContinuations, tAwait) = runTask { () -> (Int64, Int64, Int64) in
         let (pingStream, ping) = AsyncStream<Int>.makeStream()
         let (pongStream, pong) = AsyncStream<Int>.makeStream()
         let echo = Task {
@@ -364,12 +369,24 @@ func swiftBridge() -> Result {
         let t1 = now() - t0
         ping.finish()
         await echo.value
+        let cping = AsyncChannel<Int>(), cpong = AsyncChannel<Int>()
+        let cecho = Task {
+            while let v = await cping.receive() { await cpong.send(v) }
+        }
         let t2 = now()
+        for i in 0..<n {
+            await cping.send(i)
+            _ = await cpong.receive()
+        }
+        let t3 = now() - t2
+        cping.close()
+        await cecho.value
+        let t4 = now()
         var sum = 0
         for i in 0..<m { sum &+= await Task { i }.value }
         precondition(sum == m * (m - 1) / 2)
-        return (t1, now() - t2)
+        return (t1, t3, now() - t4)
     }
     return Result(name: "bridge", ops: n, nsPerOp: Double(t) / Double(n),
-                  extra: "await_ns=\(Double(tAwait) / Double(m))")
+                  extra: "executor_ns=\(Double(tContinuations) / Double(n)) await_ns=\(Double(tAwait) / Double(m))")
 }

@@ -49,11 +49,13 @@ let workloads: [Workload] = [
              about: "as select, with a one-off select { } per value (cases registered on every call; Go: the same "
                  + "select as above); ns per value."),
     Workload(name: "bridge", ours: benchBridge, swift: swiftBridge, go: nil,
-             metrics: [Metric(key: "ns_per_op", label: "ns per round trip"),
+             metrics: [Metric(key: "ns_per_op", label: "ns per round trip, task on Swift's executor (Swift: AsyncStreams)"),
+                       Metric(key: "executor_ns", label: "ns per round trip, task on GMP.executor (Swift: continuations)"),
                        Metric(key: "await_ns", label: "ns per GMP.await (Swift: await Task { }.value)")],
-             about: "a G and a Swift task (Swift: two tasks) pass a value back and forth over two unbuffered channels "
-                 + "(Swift: two AsyncStreams), 200,000 round trips; then 50,000 GMP.await calls from a G of a closure "
-                 + "that returns at once (Swift: await Task { }.value from a task)."),
+             about: "a G and a Swift task pass a value back and forth over two unbuffered channels, 200,000 round "
+                 + "trips, with the task on Swift's global executor, then on GMP.executor (Swift: two tasks over two "
+                 + "AsyncStreams, then over two continuation-based channels); then 50,000 GMP.await calls from a G of "
+                 + "a closure that returns at once (Swift: await Task { }.value from a task)."),
     Workload(name: "echo", ours: benchEcho, swift: nil, go: .own, metrics: [.nsPerOp],
              about: "100 client Gs × 10,000 round trips of 64 bytes over loopback TCP; ns per round trip."),
     Workload(name: "idleconns", ours: benchIdleConns, swift: nil, go: .own,

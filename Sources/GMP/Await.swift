@@ -1,10 +1,13 @@
 // Async code in a G: `GMP.await { try await something() }`.
 //
-// The closure runs as a Swift task (on Swift's own executor); the G that
-// called parks, as on a channel, and its M and P go on running other Gs.
-// When the task finishes it stores its result and readies the G, which
-// returns the value or rethrows the error. From a plain thread (no G) the
-// thread itself sleeps until then.
+// The closure runs as a Swift task that prefers `GMP.executor` (Executor.swift):
+// its jobs run as Gs, so from a G the task starts on the caller's P and, when
+// it ends, readies the caller there, with no thread of Swift's pool woken
+// either way (what it awaits may run elsewhere: a task it starts without the
+// preference, an actor). The G that called parks, as on a channel, and its
+// M and P go on running other Gs. When the task finishes it stores its
+// result and readies the G, which returns the value or rethrows the error.
+// From a plain thread (no G) the thread itself sleeps until then.
 //
 // The hand-over, under `lock`: the task sets `done` and readies the G only
 // if the G has parked (`parked`); the G parks only if the task is not done
@@ -71,7 +74,7 @@ extension GMP {
                                               started: ((Task<Void, Never>) -> Void)?) throws -> T {
         let state = AwaitState<T>(g: currentG)
         Scheduler.shared.noteForeignThread() // a task will wake us (see the top of the file)
-        let task = Task {
+        let task = Task(executorPreference: GMP.executor) {
             let r: Result<T, any Error>
             do { r = .success(try await body()) } catch { r = .failure(error) }
             state.finish(r)

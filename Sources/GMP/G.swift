@@ -33,7 +33,7 @@ public enum WaitReason: UInt8, Sendable {
 /// never moved). Only the scheduler, and the G itself while it runs, touch it.
 struct GState {
     // Laid out so that what making, running and ending a G touches is in
-    // the first 64 bytes, and the whole is 88 bytes (the switch state starts
+    // the first 64 bytes, and the whole is 89 bytes (the switch state starts
     // at 96, as before the dump's fields came): a G moves between cores, so
     // each cache line it spans is a transfer (spawn was 15% slower when these
     // fields took 144 bytes). The stack's bounds live in `ctx` only.
@@ -59,6 +59,10 @@ struct GState {
     /// The timer used by `sleep`, made on first use and kept with the G.
     var sleepTimer: Timer?
     var waitSince: Int64 = 0
+    /// Set while the G runs a Swift task's job (Executor.swift): it must not
+    /// switch away until the job returns. Past the 88 bytes above, in the
+    /// padding before the switch state (which still starts at 96).
+    var runsJob = false
 
     /// The stack it holds (valid while `hasStack`), from the switch state.
     var stack: Stack {

@@ -563,6 +563,7 @@ final class Scheduler: @unchecked Sendable {
             // Back on g0. m.p may have changed if the G made a blocking call.
             let action = m.pointee.action
             m.pointee.action = .none
+            if g.s.pointee.runsJob && action != .resize { jobSwitchedAway(g) }
             switch action {
             case .none:
                 gmp_fatal("fatal error: G switched to g0 with no action")
@@ -935,6 +936,21 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func exitsyscallSlow(_ m: M, _ g: G) {
+        if g.s.pointee.runsJob {
+            // A task's job must end on the thread it began on (Executor.swift):
+            // wait here for a P instead of handing the G to another M.
+            while true {
+                lock.lock()
+                let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
+                lock.unlock()
+                if let pp {
+                    acquirep(m, pp)
+                    g.s.pointee.status = .running
+                    return
+                }
+                gmp_os_yield()
+            }
+        }
         lock.lock()
         let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
         lock.unlock()

@@ -277,4 +277,28 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
         #expect(n == 1)
         #expect(next == .value(2))
     }
+
+    @Test("A task on GMP.executor and a G round-trip 10,000 times on one P, the task's side on that P too")
+    func executorRoundTrips() {
+        let r = runG(procs: 1) { () -> (Int, Bool) in
+            let ping = Chan<Int>(), pong = Chan<Int>()
+            let onP0 = Atomic<Bool>(true)
+            Task(executorPreference: GMP.executor) {
+                for await v in ping {
+                    if GMP.currentProcessor != 0 { onP0.store(false, ordering: .relaxed) }
+                    try? await pong.send(v + 1)
+                }
+            }
+            var s = 0
+            for i in 0..<10_000 {
+                ping.send(i)
+                s += pong.receive().value ?? 0
+            }
+            ping.close()
+            return (s, onP0.load(ordering: .relaxed))
+        }
+        #expect(r?.0 == (0..<10_000).reduce(0, +) + 10_000)
+        #expect(r?.1 == true)
+    }
+
 }

@@ -168,4 +168,15 @@ func stderrText(_ r: ExitTest.Result?) -> String {
             if v != 42 { exit(4) }
         }
     }
+
+    @Test("a blocking receive that would wait inside a task on GMP.executor traps too: its G must not switch away mid-job")
+    func blockingOnExecutor() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let c = Chan<Int>()
+            let blocking: () -> Received<Int> = c.receive // the blocking form, by name
+            await Task(executorPreference: GMP.executor) { _ = blocking() }.value
+        }
+        #expect(stderrText(r).contains("a task on GMP.executor blocked its goroutine (chan receive)"))
+        #expect(stderrText(r).contains("try await chan.receive()"))
+    }
 }
