@@ -7,12 +7,13 @@ import Glibc
 
 /// An implementation measured side by side.
 enum Impl: String, CaseIterable, Sendable {
-    case ours, swift, go, tokio
+    case ours, swift, swiftgmp, go, tokio
 
     var title: String {
         switch self {
         case .ours: "GMP (ours)"
         case .swift: "Swift concurrency"
+        case .swiftgmp: "Swift on GMP.executor"
         case .go: "Go"
         case .tokio: "Tokio"
         }
@@ -278,6 +279,10 @@ func measure(_ workloads: [Workload], _ opts: Options, goPeer: GoPeer?, tokioPee
                     guard opts.peers, w.swift != nil else { continue }
                     let args = ["--run", w.name, "--impl", "swift"]
                     cmd = swiftPrefix.isEmpty ? (me, args, [:]) : (swiftPrefix[0], swiftPrefix.dropFirst() + [me] + args, [:])
+                case .swiftgmp:
+                    // The Swift peer's own code with its tasks on GMP.executor (SwiftPeer.swift).
+                    guard opts.peers, w.swift != nil else { continue }
+                    cmd = (me, ["--run", w.name, "--impl", "swift"], oursEnv.merging(["SWIFT_EXECUTOR": "gmp"]) { $1 })
                 case .go:
                     guard opts.peers, let g = w.go, let peer = goPeer else { continue }
                     switch g {

@@ -14,6 +14,10 @@ struct Row {
     /// Our cost over the peer's (below 1 we are better).
     func ratio(_ peer: Impl) -> Double? { costRatio(metric, ours: median(.ours), peer: median(peer)) }
 
+    /// The Swift peer's cost on GMP.executor over its cost on Swift's own
+    /// executor (below 1 our executor serves the same Swift code better).
+    var executorRatio: Double? { costRatio(metric, ours: median(.swiftgmp), peer: median(.swift)) }
+
     /// "137 ±4%", or "—" if there is no figure.
     func cell(_ i: Impl) -> String {
         guard let m = median(i) else { return "—" }
@@ -33,9 +37,11 @@ func rows(_ workloads: [Workload], _ results: [String: [Impl: Series]]) -> [Row]
 
 /// The table as aligned text (stdout).
 func textTable(_ rows: [Row]) -> String {
-    let header = ["workload", "figure", "ours", "Swift", "vs Swift", "Go", "vs Go", "Tokio", "vs Tokio"]
+    let header = ["workload", "figure", "ours", "Swift", "vs Swift", "Swift on GMP.executor", "÷ Swift", "Go", "vs Go",
+                  "Tokio", "vs Tokio"]
     let body = rows.map { r in
         [r.workload.name, r.metric.label, r.cell(.ours), r.cell(.swift), ratioText(r.ratio(.swift)),
+         r.cell(.swiftgmp), ratioText(r.executorRatio),
          r.cell(.go), ratioText(r.ratio(.go)), r.cell(.tokio), ratioText(r.ratio(.tokio))]
     }
     let widths = header.indices.map { i in ([header] + body).map { $0[i].count }.max()! }
@@ -109,13 +115,18 @@ func writeReport(path: String, rows: [Row], info: RunInfo) throws {
     Every run is a fresh process, and the runs of ours and of the peers alternate, because this machine is noisy.
     - **vs Swift**, **vs Go**, **vs Tokio**: our cost over the peer's (ours ÷ peer for times and memory, peer ÷ ours for rates). \
     Below 1.00 we are better; above, we lose.
+    - **Swift on GMP.executor**: the Swift peer's own code with every task it makes preferring `GMP.executor` (its jobs \
+    run as Gs, GMPPROCS Ps); **÷ Swift**: its cost over the same code on Swift's global executor (below 1.00 ours serves \
+    it better).
 
 
     """
-    md += "| workload | figure | GMP (ours) | Swift concurrency | vs Swift | Go | vs Go | Tokio | vs Tokio |\n"
-        + "|---|---|--:|--:|--:|--:|--:|--:|--:|\n"
+    md += "| workload | figure | GMP (ours) | Swift concurrency | vs Swift | Swift on GMP.executor | ÷ Swift | Go | vs Go "
+        + "| Tokio | vs Tokio |\n"
+        + "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
     for r in rows {
         md += "| \(r.workload.name) | \(r.metric.label) | \(r.cell(.ours)) | \(r.cell(.swift)) | \(ratioText(r.ratio(.swift))) | "
+            + "\(r.cell(.swiftgmp)) | \(ratioText(r.executorRatio)) | "
             + "\(r.cell(.go)) | \(ratioText(r.ratio(.go))) | \(r.cell(.tokio)) | \(ratioText(r.ratio(.tokio))) |\n"
     }
     md += "\n![Our cost over each peer's, per figure](\(svgURL.lastPathComponent))\n\n## Where we lose\n\n"

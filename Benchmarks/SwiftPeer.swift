@@ -172,10 +172,7 @@ final class AsyncChannel<T: Sendable>: Sendable {
 func runTask<R: Sendable>(_ body: @escaping @Sendable () async -> R) -> R {
     let done = DispatchSemaphore(value: 0)
     let result = Mutex<R?>(nil)
-    // SWIFT_EXECUTOR=gmp: the top task prefers GMP.executor (its child
-    // tasks inherit that; unstructured `Task { }`s do not), to compare
-    // Swift's global executor with ours on the peer's own code.
-    Task.detached(executorPreference: ProcessInfo.processInfo.environment["SWIFT_EXECUTOR"] == "gmp" ? GMP.executor : nil) {
+    Task.detached(executorPreference: peerExecutor) {
         let r = await body()
         result.withLock { $0 = r }
         done.signal()
@@ -183,6 +180,12 @@ func runTask<R: Sendable>(_ body: @escaping @Sendable () async -> R) -> R {
     done.wait()
     return result.withLock { $0! }
 }
+
+/// Where the peer's tasks run: Swift's global executor (nil), or with
+/// SWIFT_EXECUTOR=gmp our `GMP.executor` (the "Swift on GMP.executor"
+/// column: the same Swift code, every task it makes preferring our executor,
+/// since an unstructured `Task { }` would not inherit the preference).
+let peerExecutor: (any TaskExecutor)? = ProcessInfo.processInfo.environment["SWIFT_EXECUTOR"] == "gmp" ? GMP.executor : nil
 
 /// The number of threads Swift's global executor runs tasks on here.
 var swiftWidth: Int { ProcessInfo.processInfo.activeProcessorCount }
@@ -193,7 +196,7 @@ func swiftSpawn() -> Result {
     let t = runTask { () -> Int64 in
         let latch = AsyncLatch(n)
         let t0 = now()
-        for _ in 0..<n { Task { latch.done() } }
+        for _ in 0..<n { Task(executorPreference: peerExecutor) { latch.done() } }
         await latch.wait()
         return now() - t0
     }
@@ -225,13 +228,13 @@ func swiftSpawnTree() -> Result {
         let latch = AsyncLatch(total)
         @Sendable func node(_ d: Int) {
             if d < depth {
-                Task { node(d + 1) }
-                Task { node(d + 1) }
+                Task(executorPreference: peerExecutor) { node(d + 1) }
+                Task(executorPreference: peerExecutor) { node(d + 1) }
             }
             latch.done()
         }
         let t0 = now()
-        Task { node(0) }
+        Task(executorPreference: peerExecutor) { node(0) }
         await latch.wait()
         return now() - t0
     }
@@ -247,7 +250,7 @@ func suspendTasks(_ n: Int, holdNanoseconds: UInt64) -> (startNs: Int64, rssPerT
         let gate = AsyncLatch(1), started = AsyncLatch(n), finished = AsyncLatch(n)
         let t0 = now()
         for _ in 0..<n {
-            Task {
+            Task(executorPreference: peerExecutor) {
                 started.done()
                 await gate.wait()
                 finished.done()
@@ -298,7 +301,7 @@ func swiftPingPong() -> Result {
     let n = 1_000_000
     let t = runTask { () -> Int64 in
         let ping = AsyncChannel<Int>(), pong = AsyncChannel<Int>()
-        let echo = Task {
+        let echo = Task(executorPreference: peerExecutor) {
             while let v = await ping.receive() { await pong.send(v) }
         }
         let t0 = now()
@@ -320,7 +323,7 @@ func swiftBuffered() -> Result {
     let t = runTask { () -> Int64 in
         let c = AsyncChannel<Int>(capacity: 1024)
         let t0 = now()
-        Task {
+        Task(executorPreference: peerExecutor) {
             for i in 0..<n { await c.send(i) }
             c.close()
         }
@@ -339,7 +342,7 @@ func swiftFanIn() -> Result {
         let c = AsyncChannel<Int>(capacity: 128)
         let t0 = now()
         for _ in 0..<producers {
-            Task { for i in 0..<(n / producers) { await c.send(i) } }
+            Task(executorPreference: peerExecutor) { for i in 0..<(n / producers) { await c.send(i) } }
         }
         for _ in 0..<n { _ = await c.receive() }
         return now() - t0
@@ -356,7 +359,7 @@ func swiftBridge() -> Result {
     let (t, tContinuations, tAwait) = runTask { () -> (Int64, Int64, Int64) in
         let (pingStream, ping) = AsyncStream<Int>.makeStream()
         let (pongStream, pong) = AsyncStream<Int>.makeStream()
-        let echo = Task {
+        let echo = Task(executorPreference: peerExecutor) {
             for await v in pingStream { pong.yield(v) }
             pong.finish()
         }
@@ -370,7 +373,7 @@ func swiftBridge() -> Result {
         ping.finish()
         await echo.value
         let cping = AsyncChannel<Int>(), cpong = AsyncChannel<Int>()
-        let cecho = Task {
+        let cecho = Task(executorPreference: peerExecutor) {
             while let v = await cping.receive() { await cpong.send(v) }
         }
         let t2 = now()
@@ -383,7 +386,7 @@ func swiftBridge() -> Result {
         await cecho.value
         let t4 = now()
         var sum = 0
-        for i in 0..<m { sum &+= await Task { i }.value }
+        for i in 0..<m { sum &+= await Task(executorPreference: peerExecutor) { i }.value }
         precondition(sum == m * (m - 1) / 2)
         return (t1, t3, now() - t4)
     }

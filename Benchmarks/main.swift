@@ -2,7 +2,8 @@
 // [--procs N] [--no-peers] [--json] [--report docs/benchmarks.md]`.
 //
 // Every workload of the issues, measured for GMP (ours) and side by side with
-// the peers: Swift concurrency (SwiftPeer.swift), Go (Benchmarks/peers/go,
+// the peers: Swift concurrency (SwiftPeer.swift; also run with its tasks on
+// GMP.executor, SWIFT_EXECUTOR=gmp, as a column of its own), Go (Benchmarks/peers/go,
 // built with `go` when it is on PATH) and, for the runtime workloads, Tokio
 // (Benchmarks/peers/tokio, built with `cargo` when it is on PATH). Each run
 // is a fresh process; runs of the implementations alternate; each figure is
@@ -121,7 +122,10 @@ while let a = args.popFirst() {
         guard let n = args.popFirst() else { bad("--run needs a workload name") }
         runOne = n
     case "--impl":
-        guard let i = args.popFirst().flatMap(Impl.init(rawValue:)), i != .go else { bad("--impl is ours or swift") }
+        // (The "Swift on GMP.executor" column is `--impl swift` with SWIFT_EXECUTOR=gmp.)
+        guard let i = args.popFirst().flatMap(Impl.init(rawValue:)), i == .ours || i == .swift else {
+            bad("--impl is ours or swift")
+        }
         impl = i
     case "--chat-server":
         guard let p = args.popFirst() else { bad("--chat-server needs the Go peer binary") }
