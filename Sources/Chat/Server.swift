@@ -133,9 +133,7 @@ public final class ChatServer: @unchecked Sendable {
         let resp = HTTPResponse(error: HTTPError(status: .serviceUnavailable, detail: "too many connections"))
         conn.setWriteDeadline(GMP.deadline(afterNanoseconds: 1_000_000_000))
         _ = try? conn.write(resp.encode())
-        try? conn.closeWrite()
-        conn.setReadDeadline(GMP.deadline(afterNanoseconds: 1_000_000_000))
-        while (try? conn.read(max: 4096)) != nil {}
+        conn.lingeringShutdown()
         conn.close()
     }
 

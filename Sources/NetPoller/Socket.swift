@@ -237,6 +237,18 @@ public final class Conn: @unchecked Sendable {
         }
     }
 
+    /// The first half of a lingering close: shuts the socket for writing
+    /// (the peer reads end of stream after what was written), then reads and
+    /// drops whatever the peer still sends, until it closes or `timeout`
+    /// nanoseconds pass. A `close()` afterwards finds no unread input:
+    /// closing with unread input makes the kernel send a reset, and a reset
+    /// can destroy the last bytes written before the peer has read them.
+    public func lingeringShutdown(timeout: Int64 = 1_000_000_000) {
+        try? closeWrite()
+        setReadDeadline(GMP.deadline(afterNanoseconds: timeout))
+        while (try? read(max: 16384)) != nil {}
+    }
+
     /// Closes the connection. A G blocked in `read` or `write` wakes with
     /// `.closed`. Closing twice is harmless.
     public func close() {

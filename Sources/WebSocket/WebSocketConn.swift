@@ -183,27 +183,25 @@ public final class WebSocketConn: @unchecked Sendable {
         try send(Frame(opcode: .close, payload: payload))
     }
 
-    /// Fails the connection (section 7.1.7): a close frame with `code`,
-    /// then the TCP connection is closed for writing (a FIN after the frame:
-    /// a full close with unread input would send a reset, which can destroy
-    /// the close frame before the peer reads it). Nothing more is read.
     /// Whether a close frame has been sent, or is being sent (ours, or our
     /// answer to the peer's). Never waits for a write.
     public var closeFrameSent: Bool { closeStarted.load(ordering: .acquiring) }
 
     /// For the reader, once a close frame has gone out: shuts the socket for
     /// writing, then reads and throws away whatever the peer still sends
-    /// until it closes or `timeout` nanoseconds pass (a lingering close), so
-    /// that the owner's `conn.close()` finds no unread input. Closing with
-    /// unread input makes the kernel send a reset, and a reset can destroy
-    /// the close frame before the peer has read it.
+    /// until it closes or `timeout` nanoseconds pass (a lingering close,
+    /// `Conn.lingeringShutdown`), so that the owner's `conn.close()` finds no
+    /// unread input, whose reset could destroy the close frame before the
+    /// peer has read it.
     public func linger(timeout: Int64 = 1_000_000_000) {
-        try? conn.closeWrite()
         pending = []
-        conn.setReadDeadline(GMP.deadline(afterNanoseconds: timeout))
-        while (try? conn.read(max: 16384)) != nil {}
+        conn.lingeringShutdown(timeout: timeout)
     }
 
+    /// Fails the connection (section 7.1.7): a close frame with `code`,
+    /// then the TCP connection is closed for writing (a FIN after the frame:
+    /// a full close with unread input would send a reset, which can destroy
+    /// the close frame before the peer reads it). Nothing more is read.
     private func fail(code: CloseCode, reason: String) throws(WebSocketError) {
         defer { try? conn.closeWrite() }
         try close(code: code.rawValue, reason: reason)

@@ -663,3 +663,41 @@ private func hashBytes(_ h: UInt64, _ bytes: UnsafeRawBufferPointer) -> UInt64 {
     for b in bytes { h = h &* 31 &+ UInt64(b) }
     return h
 }
+
+@Suite struct LingeringShutdownTests {
+    @Test("lingeringShutdown: what was written arrives whole, then end of stream, though the peer sent input nobody read")
+    func writtenArrivesWhole() throws {
+        let listener = try Listener(port: 0)
+        defer { listener.close() }
+        let r = runG(procs: 2) { () -> (Int, NetError?)? in
+            let total = 256 * 1024
+            let served = WaitGroup(1)
+            let sent = Chan<Bool>(capacity: 1)
+            go {
+                defer { served.done() }
+                guard let server = try? listener.accept() else { return }
+                _ = sent.receive() // the client's bytes are in our receive buffer, unread
+                try? server.write([UInt8](repeating: 7, count: total))
+                server.lingeringShutdown(timeout: 5_000_000_000)
+                server.close()
+            }
+            guard let client = try? Conn.dial("127.0.0.1", listener.port) else { return nil }
+            defer { client.close() }
+            try? client.write([UInt8](repeating: 1, count: 1000)) // never read by the server
+            sent.send(true)
+            var got = 0
+            var end: NetError?
+            while true {
+                do throws(NetError) { got += try client.read(max: 65536).count } catch {
+                    end = error
+                    break
+                }
+            }
+            client.close()
+            served.wait()
+            return (got, end)
+        }
+        #expect(r??.0 == 256 * 1024)
+        #expect(r??.1 == .endOfStream)
+    }
+}
