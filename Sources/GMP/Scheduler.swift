@@ -936,28 +936,19 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func exitsyscallSlow(_ m: M, _ g: G) {
-        if g.s.pointee.runsJob {
-            // A task's job must end on the thread it began on (Executor.swift):
-            // wait here for a P instead of handing the G to another M.
-            while true {
-                lock.lock()
-                let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
-                lock.unlock()
-                if let pp {
-                    acquirep(m, pp)
-                    g.s.pointee.status = .running
-                    return
-                }
-                gmp_os_yield()
+        while true {
+            lock.lock()
+            let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
+            lock.unlock()
+            if let pp {
+                acquirep(m, pp)
+                g.s.pointee.status = .running
+                return
             }
-        }
-        lock.lock()
-        let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
-        lock.unlock()
-        if let pp {
-            acquirep(m, pp)
-            g.s.pointee.status = .running
-            return
+            // A task's job must end on the thread it began on (Executor.swift):
+            // it waits here for a P instead of going to another M.
+            if !g.s.pointee.runsJob { break }
+            gmp_os_yield()
         }
         m.pointee.action = .exitSyscall
         gmp_mcall(g.ctx, m.pointee.ctx)
