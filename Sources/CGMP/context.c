@@ -534,3 +534,5 @@ void gmp_usleep(uint32_t us) {
 }
 
 void gmp_os_yield(void) { sched_yield(); }
+
+bool gmp_is_main_thread(void) { return (pid_t)syscall(SYS_gettid) == getpid(); }

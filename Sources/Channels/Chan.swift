@@ -85,10 +85,11 @@ public class AnyChan: @unchecked Sendable {
     /// Number of values in the buffer.
     public var count: Int { lock.withLock { qcount } }
 
-    /// Whether a G is parked receiving from (or selecting on a receive
-    /// from) this channel. For tests, which wait on it rather than guess.
+    /// Whether a party (a G, a task, a thread) waits to receive from (or
+    /// selects on a receive from) this channel. For tests, which wait on it
+    /// rather than guess.
     var hasWaitingReceiver: Bool { lock.withLock { !recvq.isEmpty } }
-    /// Whether a G is parked sending on this channel. For tests.
+    /// Whether a party (a G, a task, a thread) waits to send on this channel. For tests.
     var hasWaitingSender: Bool { lock.withLock { !sendq.isEmpty } }
     /// How many parties (Gs, tasks, threads, select cases) wait to receive. For tests.
     var waitingReceivers: Int { lock.withLock { recvq.count } }

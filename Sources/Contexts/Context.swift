@@ -133,13 +133,15 @@ public final class Context: @unchecked Sendable {
         if deadline <= GMP.now {
             c.cancel(.deadlineExceeded)
         } else {
-            let t = Timer { [weak c] in c?.cancel(.deadlineExceeded) }
-            let armed: Bool = c.withState {
-                if $0.err != nil { return false }
+            // The timer holds the context (as Go's does) until it fires or the
+            // cancel stops it and drops it from `state`; armed under the lock, so
+            // a cancel cannot stop it before it is armed.
+            let t = Timer { [c] in c.cancel(.deadlineExceeded) }
+            c.withState {
+                if $0.err != nil { return }
                 $0.timer = t
-                return true
+                t.reset(at: deadline)
             }
-            if armed { t.reset(at: deadline) }
         }
         return (c, { [c] in c.cancel(.canceled) })
     }

@@ -61,8 +61,12 @@ extension GMP {
     /// parks (its M and P run other Gs meanwhile); on a plain thread, the
     /// thread sleeps. Returns the task's value or rethrows its error.
     ///
-    /// To cancel the task from the G's side, pass a `Context`
-    /// (`GMP.await(context:_:)`, in the Contexts module).
+    /// The task prefers `GMP.executor`: its jobs run as Gs, so `body` is
+    /// async code in full, and a blocking wait inside it (a sync channel
+    /// operation, a socket read, `sleep`, a `Mutex`) traps with a message
+    /// naming the async form; `GMP.blocking` works there. To cancel the task
+    /// from the G's side, pass a `Context` (`GMP.await(context:_:)`, in the
+    /// Contexts module).
     public static func `await`<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
         try awaitTask(body, started: nil)
     }

@@ -84,6 +84,7 @@ extension GMP {
     }
 
     @usableFromInline static func chaosYield() {
-        if currentGWithP() != nil { yield() }
+        // Not in a G running a task's job: it must not switch away (Executor.swift).
+        if let (_, g) = currentGWithP(), !g.s.pointee.runsJob { yield() }
     }
 }

@@ -18,11 +18,18 @@ import CGMP
 // G is marked (`runsJob`) while the job runs, and
 //  - a switch away (a blocking channel operation, select, sleep, yield, a
 //    Mutex or socket wait, GMP.await) traps on the scheduler's side with a
-//    message pointing to the async forms, as a blocking wait on a pool
-//    thread does (Sudog.blockedTaskMessage);
-//  - `GMP.blocking` works: if no P is free when the call returns, the G
-//    waits for one on its own M instead of moving to another.
-// A long computation holds its P as any G's does.
+//    message pointing to the async forms;
+//  - `GMP.blocking` keeps the P for the call instead of leaving it (a G
+//    that left its P could come back on another M); the work queued behind
+//    it runs on a spare P once the call outlasts the G's slice, as for a
+//    long computation, which also holds its P as any G's does;
+//  - chaos scheduling (Chaos.swift) never yields such a G.
+// The blocking channel forms trap for a task on Swift's pool as well, but
+// there only where a thread would sleep in a channel wait (Sudog.swift).
+//
+// The deadlock check cannot see when a suspended task will be enqueued
+// again (by Swift's timers, an actor, another executor), so the first job
+// turns it off for the process, as a plain thread's wait does (Deadlock.swift).
 //
 // Jobs enqueued from outside the runtime (a timer of Swift's, another
 // executor) go to the global run queue, as `go` from a plain thread does.
@@ -34,6 +41,7 @@ public final class GMPTaskExecutor: TaskExecutor {
     /// Starts a G that runs `job`.
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
+        Scheduler.shared.noteForeignThread() // see the top of the file
         go { [self] in
             let g = currentM()!.pointee.curg!
             g.s.pointee.runsJob = true

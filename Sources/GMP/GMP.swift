@@ -140,8 +140,14 @@ public enum GMP {
     /// `select`, `sleep`, `yield`, socket I/O and `setProcs` work there and
     /// block the thread (the G stays put); `currentG` is nil. Only
     /// `park(unlocking:)`, which needs a G with a P, traps.
+    ///
+    /// In a G running a Swift task's job (`GMP.executor`) the body runs with
+    /// the P kept: the job must end on the thread it began on, and without
+    /// its P the G could come back on another. The work queued behind it
+    /// still runs on a spare P once the G has run past its slice (sysmon).
     public static func blocking<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         guard let (m, g) = currentGWithP() else { return try body() }
+        if g.s.pointee.runsJob { return try body() }
         let s = Scheduler.shared
         s.nsyscall.add(1, ordering: .relaxed) // (for the deadlock check: this G can still act)
         g.noteWait(.unknown) // (the dump shows "blocking call")

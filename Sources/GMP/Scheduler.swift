@@ -46,7 +46,8 @@ import Synchronization
 // sysmon (a thread with no P) retakes a P that stayed in `.syscall` over one
 // of its ticks (20 µs and up) when there is other work, and hands it to another
 // M. On return the M takes its P back if it is still `.syscall`, else any idle
-// P, else it queues the G globally and sleeps.
+// P, else it queues the G globally and sleeps. (A G running a Swift task's
+// job must not change M, so for it `GMP.blocking` keeps the P: Executor.swift.)
 //
 // Scheduling is cooperative: a G runs until it parks, yields, sleeps, blocks
 // or ends. sysmon counts Gs that ran over 10 ms without parking (`longRuns`).
@@ -936,19 +937,13 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func exitsyscallSlow(_ m: M, _ g: G) {
-        while true {
-            lock.lock()
-            let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
-            lock.unlock()
-            if let pp {
-                acquirep(m, pp)
-                g.s.pointee.status = .running
-                return
-            }
-            // A task's job must end on the thread it began on (Executor.swift):
-            // it waits here for a P instead of going to another M.
-            if !g.s.pointee.runsJob { break }
-            gmp_os_yield()
+        lock.lock()
+        let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
+        lock.unlock()
+        if let pp {
+            acquirep(m, pp)
+            g.s.pointee.status = .running
+            return
         }
         m.pointee.action = .exitSyscall
         gmp_mcall(g.ctx, m.pointee.ctx)

@@ -141,7 +141,9 @@ public struct Sudog: Equatable, @unchecked Sendable {
     /// and waits on a channel: sleeping would hold a thread of Swift's
     /// cooperative pool (as many threads as cores) for as long as the wait
     /// lasts, and a few such waits hang every task of the process, silently.
-    /// Then the message for the trap that replaces the hang.
+    /// Then the message for the trap that replaces the hang. Not on the main
+    /// thread (the main actor's, not the pool's) nor on the runtime's own
+    /// threads (`GMP.blocking` inside a task's job on `GMP.executor`).
     func blockedTaskMessage() -> String? {
         let what: String
         switch s.pointee.reason {
@@ -150,9 +152,9 @@ public struct Sudog: Equatable, @unchecked Sendable {
         case .select: what = "a select would block; use the async forms of the channel operations"
         default: return nil
         }
-        guard withUnsafeCurrentTask(body: { $0 != nil }) else { return nil }
-        return "fatal error: \(what) (in async code a blocking wait holds a thread of Swift's "
-            + "concurrency pool, which can hang every task of the process)"
+        guard currentM() == nil, !gmp_is_main_thread(), withUnsafeCurrentTask(body: { $0 != nil }) else { return nil }
+        return "fatal error: \(what) (in async code a blocking wait holds the task's thread, on Swift's "
+            + "concurrency pool one of as many as there are cores, which can hang every task of the process)"
     }
 
     /// Makes `other` (taken by the same thread for the same wait) wake this

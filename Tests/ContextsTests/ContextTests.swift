@@ -3,7 +3,7 @@
 import Foundation
 import GMP
 import GMPTestSupport
-import NetPoller
+@testable import NetPoller
 import Synchronization
 import Testing
 
@@ -138,17 +138,23 @@ private func isDone(_ ctx: Context) -> Bool {
         }
         let deadline = Date() + 10
         while ctx.done.waitingReceivers == 0 && Date() < deadline { await Task.yield() }
+        guard ctx.done.waitingReceivers == 1 else {
+            Issue.record("the task never waited on done")
+            return
+        }
         cancel()
-        #expect(try await waiter.value)
+        #expect(try await bounded { try await waiter.value } == true)
         #expect(ctx.err == .canceled)
     }
 
     @Test("GMP.await(context:): cancelling the context (or its deadline) cancels the task; the G gets its CancellationError")
     func awaitCancelledByContext() {
         let r = runG { () -> (String, String, String) in
+            let started = Chan<Bool>(capacity: 1)
             func outcome(_ ctx: Context) -> String {
                 do {
                     return try GMP.await(context: ctx) { () async throws -> String in
+                        _ = started.trySend(true)
                         try await Task.sleep(for: .seconds(30))
                         return "slept"
                     }
@@ -160,10 +166,11 @@ private func isDone(_ ctx: Context) -> Bool {
             }
             let (ctx, cancel) = Context.withCancel(.background)
             go {
-                GMP.sleep(for: .milliseconds(20))
+                _ = started.receive() // the task runs (and goes to sleep, or sees the cancel at once)
                 cancel()
             }
             let byCancel = outcome(ctx)
+            _ = started.tryReceive()
             let (timed, cancelTimed) = Context.withTimeout(.background, .milliseconds(20))
             defer { cancelTimed() }
             let byDeadline = outcome(timed)
@@ -192,9 +199,9 @@ private func isDone(_ ctx: Context) -> Bool {
 
     @Test("withGoroutine: the G's value and error come back to the task; cancelling the task cancels the G's context")
     func withGoroutineBridge() async throws {
-        let v = try await withGoroutine { _ in GMP.inGoroutine ? 42 : -1 }
+        let v = try await bounded { try await withGoroutine { _ in GMP.inGoroutine ? 42 : -1 } }
         #expect(v == 42)
-        await #expect(throws: Boom.self) { try await withGoroutine { _ -> Int in throw Boom() } }
+        await #expect(throws: Boom.self) { _ = try await bounded { try await withGoroutine { _ -> Int in throw Boom() } } }
         let started = Chan<Bool>(capacity: 1)
         let task = Task {
             try await withGoroutine { ctx -> ContextError? in
@@ -203,15 +210,20 @@ private func isDone(_ ctx: Context) -> Bool {
                 return ctx.err
             }
         }
-        _ = try await started.receive()
+        guard try await bounded({ try await started.receive() }) != nil else {
+            Issue.record("the G never started")
+            return
+        }
         task.cancel()
-        #expect(try await task.value == .canceled)
+        #expect(try await bounded { try await task.value } == .canceled)
         // A parent context given to it bounds the G too.
         let (parent, cancelParent) = Context.withTimeout(.background, .milliseconds(20))
         defer { cancelParent() }
-        let e = try await withGoroutine(context: parent) { ctx -> ContextError? in
-            _ = ctx.done.receive()
-            return ctx.err
+        let e = try await bounded {
+            try await withGoroutine(context: parent) { ctx -> ContextError? in
+                _ = ctx.done.receive()
+                return ctx.err
+            }
         }
         #expect(e == .deadlineExceeded)
     }
@@ -237,17 +249,17 @@ private func isDone(_ ctx: Context) -> Bool {
             }
             let (ctx, cancel) = Context.withCancel(.background)
             go {
-                GMP.sleep(for: .milliseconds(20))
-                cancel()
+                if waitFor({ server.pd.hasWaiter(.read) }) { cancel() } // a G is parked in the read
             }
             let byCancel = readError(ctx)
+            cancel() // (if the read never parked, the test fails on byCancel, not here)
             let (timed, cancelTimed) = Context.withTimeout(.background, .milliseconds(20))
             defer { cancelTimed() }
             let byDeadline = readError(timed)
             let already = readError(ctx)
             // No deadline left on the socket: a plain read waits for data and gets it.
             go {
-                GMP.sleep(for: .milliseconds(30))
+                guard waitFor({ server.pd.hasWaiter(.read) }) else { return }
                 try? client.write([1, 2, 3])
             }
             return (byCancel, byDeadline, already, try? server.read(max: 16))

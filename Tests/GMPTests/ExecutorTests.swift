@@ -7,32 +7,32 @@ import Testing
 /// GMP.executor: Swift tasks run as Gs (Executor.swift).
 @Suite(.serialized) struct ExecutorTests {
     @Test("A task preferring GMP.executor runs in a G, before and after it suspends")
-    func runsInGs() async {
-        let r = await Task(executorPreference: GMP.executor) { () -> [Bool] in
+    func runsInGs() async throws {
+        let r = try await bounded { await Task(executorPreference: GMP.executor) { () -> [Bool] in
             var seen = [GMP.inGoroutine]
             await Task.yield()
             seen.append(GMP.inGoroutine)
             try? await Task.sleep(for: .milliseconds(5))
             seen.append(GMP.inGoroutine)
             return seen
-        }.value
+        }.value }
         #expect(r == [true, true, true])
         // Without the preference, a task runs on Swift's pool, not in a G.
-        #expect(await Task { GMP.inGoroutine }.value == false)
+        #expect(try await bounded { await Task { GMP.inGoroutine }.value } == false)
     }
 
     @Test("withTaskExecutorPreference(GMP.executor): child tasks (a task group, async let) run in Gs")
-    func childrenInGs() async {
-        let r = await withTaskExecutorPreference(GMP.executor) { () -> (Int, Bool) in
+    func childrenInGs() async throws {
+        let r = try await bounded { await withTaskExecutorPreference(GMP.executor) { () -> (Int, Bool) in
             async let first = GMP.inGoroutine
             let inGroup = await withTaskGroup(of: Bool.self) { g in
                 for _ in 0..<100 { g.addTask { GMP.inGoroutine } }
                 return await g.reduce(0) { $0 + ($1 ? 1 : 0) }
             }
             return (inGroup, await first)
-        }
-        #expect(r.0 == 100)
-        #expect(r.1)
+        } }
+        #expect(r?.0 == 100)
+        #expect(r?.1 == true)
     }
 
     @Test("GMP.await's task runs as a G: from a G on one P it starts, finishes and hands back on that P")
@@ -44,16 +44,16 @@ import Testing
         #expect(r??.1 == 0)
     }
 
-    @Test("GMP.blocking inside a task on GMP.executor: on one P, while another G computes, the job ends on its own thread")
+    @Test("GMP.blocking inside a task on GMP.executor keeps its P: on one P, beside a G that computes, the job ends on its own thread")
     func blockingInJob() {
         let r = runG(procs: 1) { () -> (Int, Bool)? in
             let stop = Atomic<Bool>(false)
             let wg = WaitGroup(1)
             let spins = Atomic<Int>(0)
             go {
-                // Computes without parking for 200 ms: takes the P while the
-                // task's blocking call is out, so none is free when it returns
-                // (the job waits for the P on its own thread until then).
+                // Computes without parking for 200 ms: had the blocking call
+                // left the P, this G would take it, and the job would come
+                // back on another thread.
                 let end = GMP.now + 200_000_000
                 while !stop.load(ordering: .relaxed) && GMP.now < end { spins.add(1, ordering: .relaxed) }
                 wg.done()
@@ -71,5 +71,40 @@ import Testing
         }
         #expect(r??.0 == 499_500)
         #expect(r??.1 == true)
+    }
+
+    @Test("A G waiting for a task on GMP.executor that sleeps past the deadlock check's grace is not a deadlock")
+    func noFalseDeadlock() async {
+        await #expect(processExitsWith: .success) {
+            let ok = GMP.run { () -> Bool in
+                let wg = WaitGroup(1)
+                Task(executorPreference: GMP.executor) {
+                    try? await Task.sleep(for: .milliseconds(1_500)) // re-enqueued by Swift's timer, not ours
+                    wg.done()
+                }
+                wg.wait()
+                return true
+            }
+            exit(ok ? 0 : 1)
+        }
+    }
+
+    @Test("Under GMP_CHAOS a task's job is never yielded away at a chaos point (an uncontended Mutex, a WaitGroup at zero)")
+    func chaosSparesJobs() async {
+        await #expect(processExitsWith: .success) {
+            setenv("GMP_CHAOS", "5", 1)
+            let n = GMP.run { () -> Int in
+                (try? GMP.await { () async -> Int in
+                    let mu = GMP.Mutex(), wg = WaitGroup(0)
+                    var n = 0
+                    for _ in 0..<1_000 {
+                        mu.withLock { n += 1 }
+                        wg.wait()
+                    }
+                    return n
+                }) ?? -1
+            }
+            exit(n == 1_000 && GMP.chaosSeed == 5 ? 0 : 1)
+        }
     }
 }

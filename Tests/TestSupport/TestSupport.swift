@@ -47,6 +47,37 @@ public func onThread<T>(timeout: Double = 30, _ body: @escaping @Sendable () -> 
     return slot.value
 }
 
+/// A flag that one party, the first to ask, takes.
+private final class Once: Sendable {
+    let taken = Atomic<Bool>(false)
+    func take() -> Bool { !taken.exchange(true, ordering: .acquiringAndReleasing) }
+}
+
+/// From async code: runs `body` in a task and waits for it at most
+/// `seconds`. Returns its value (or rethrows its error), or nil on time-out,
+/// when the task is cancelled and left to end: a hang fails the test instead
+/// of hanging the run.
+public func bounded<T: Sendable>(seconds: Double = 30, _ body: @escaping @Sendable () async throws -> T) async throws -> T? {
+    let once = Once()
+    return try await withUnsafeThrowingContinuation { (k: UnsafeContinuation<T?, any Error>) in
+        let claim = { @Sendable in once.take() }
+        let task = Task {
+            do {
+                let v = try await body()
+                if claim() { k.resume(returning: v) }
+            } catch {
+                if claim() { k.resume(throwing: error) }
+            }
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
+            if claim() {
+                task.cancel()
+                k.resume(returning: nil)
+            }
+        }
+    }
+}
+
 /// `GMP.setProcs(n)`, bounded: a resize waits for every running G to park,
 /// so a G that an earlier, failed test left running for ever would hang the
 /// rest of the run here. After `seconds` it ends the process with a message

@@ -245,6 +245,8 @@ uint32_t gmp_make_addr(const char *ip, uint16_t port, void *out, int *family);
 
 void gmp_usleep(uint32_t us);
 void gmp_os_yield(void);
+/// Whether the calling thread is the process's main thread.
+bool gmp_is_main_thread(void);
 
 // MARK: chaos scheduling (GMP_CHAOS; Chaos.swift)
 
