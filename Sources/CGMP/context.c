@@ -54,6 +54,8 @@ void *__tsan_get_current_fiber(void);
 void *__tsan_create_fiber(unsigned flags);
 void __tsan_destroy_fiber(void *fiber);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
 #endif
 #define GMP_SWITCH_FN __attribute__((no_sanitize("thread", "address")))
 
@@ -104,6 +106,22 @@ __attribute__((noinline)) uint32_t gmp_fastrand(void) {
 }
 // The G running on this thread, for the overflow handler (async-signal-safe read).
 static GMP_TLS gmp_gctx *current_gctx;
+
+void gmp_tsan_release(void *addr) {
+#ifdef GMP_TSAN
+    __tsan_release(addr);
+#else
+    (void)addr;
+#endif
+}
+
+void gmp_tsan_acquire(void *addr) {
+#ifdef GMP_TSAN
+    __tsan_acquire(addr);
+#else
+    (void)addr;
+#endif
+}
 
 bool gmp_tsan_enabled(void) {
 #ifdef GMP_TSAN

@@ -64,11 +64,11 @@ extension AnyChan {
         } onCancel: {
             self.lock.lock()
             let removed = sending ? self.sendq.remove(sg) : self.recvq.remove(sg)
-            let k = sg.s.pointee.resume
             if removed { sg.s.pointee.cancelled = true }
             self.lock.unlock()
-            if removed { k!.resume() }
+            if removed { sg.ready() } // no waker has it: resume the task ourselves
         }
+        sg.resumed()
     }
 }
 

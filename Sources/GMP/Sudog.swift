@@ -180,11 +180,20 @@ public struct Sudog: Equatable, @unchecked Sendable {
         }
     }
 
+    /// For a task that `ready()` resumed, once it runs again: the waker's
+    /// writes to the sudog (the verdict, the value) happen before what the
+    /// task reads next. The resume goes through the concurrency runtime and
+    /// Dispatch, which ThreadSanitizer does not see into; this tells it.
+    public func resumed() {
+        gmp_tsan_acquire(UnsafeMutableRawPointer(s))
+    }
+
     /// Wakes the waiting party. Call it after releasing the queue's lock.
     public func ready() {
         if let g = s.pointee.g {
             Scheduler.shared.ready(g)
         } else if let k = s.pointee.resume {
+            gmp_tsan_release(UnsafeMutableRawPointer(s)) // see `resumed()`
             k.resume() // the task may release the sudog at once: do not touch it after this
         } else {
             (s.pointee.sharedNote ?? s.pointee.note!).wakeup()

@@ -17,7 +17,8 @@ private struct Boom: Error, Equatable {}
             go {
                 while !stop.load(ordering: .relaxed) {
                     // The awaiting G shows as such in the goroutine dump.
-                    if ticks.add(1, ordering: .relaxed).newValue == 20 && GMP.dump().contains(" [await") {
+                    if ticks.add(1, ordering: .relaxed).newValue >= 2 && !sawAwait.load(ordering: .relaxed)
+                        && GMP.dump().contains(" [await") {
                         sawAwait.store(true, ordering: .relaxed)
                     }
                     GMP.sleep(for: .milliseconds(1))
@@ -25,7 +26,12 @@ private struct Boom: Error, Equatable {}
                 wg.done()
             }
             guard let v = try? GMP.await({ () async throws -> Int in
-                try await Task.sleep(for: .milliseconds(100))
+                // Out until the other G has ticked five times and seen us in
+                // the dump (at most 10 s): it can only if this G left the P.
+                let end = ContinuousClock.now + .seconds(10)
+                while (ticks.load(ordering: .relaxed) < 5 || !sawAwait.load(ordering: .relaxed)) && .now < end {
+                    try await Task.sleep(for: .milliseconds(1))
+                }
                 return 42
             }) else { return nil }
             let seen = ticks.load(ordering: .relaxed)
@@ -40,7 +46,7 @@ private struct Boom: Error, Equatable {}
         #expect(v == 42)
         #expect(sawAwait, "no G in the dump waited in [await]")
         // With the P held by the awaiting G, the ticker could not have run at all.
-        #expect(ticks >= 5, "the other G ticked \(ticks) times in 100 ms")
+        #expect(ticks >= 5, "the other G ticked \(ticks) times in 10 s")
     }
 
     @Test("GMP.await rethrows the task's error, from a G and from a plain thread")

@@ -135,6 +135,11 @@ _Noreturn void gmp_fatal(const char *msg);
 
 /// Whether this build is instrumented by ThreadSanitizer.
 bool gmp_tsan_enabled(void);
+/// A release/acquire edge on `addr` for ThreadSanitizer (no-ops in other
+/// builds): for hand-overs it cannot see, such as resuming a Swift task
+/// through the concurrency runtime and Dispatch, which are not instrumented.
+void gmp_tsan_release(void *addr);
+void gmp_tsan_acquire(void *addr);
 
 /// Whether this build is instrumented by AddressSanitizer.
 bool gmp_asan_enabled(void);
