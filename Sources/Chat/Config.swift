@@ -12,7 +12,8 @@ public func loadConfig(path: String, into config: inout ChatConfig) throws(Confi
 
 /// Parses a JSON config into `config`. Keys: "addr" ("HOST:PORT"),
 /// "maxMessage" (bytes), "allowedOrigins" (list of URLs), "anyOrigin"
-/// (bool), "gmpprocs" (int), "stats" (bool: serve `GET /stats`), and the
+/// (bool), "gmpprocs" (int), "stats" (bool: serve `GET /stats`), "metrics"
+/// (bool: serve `GET /metrics`), and the
 /// limits: "rate" (messages a second per connection, 0 for none), "burst"
 /// (messages at once), "maxConns" and "maxConnsPerIP" (0 for none). A key
 /// seen sets its setting; the others keep theirs. Returns the GMPPROCS
@@ -43,11 +44,14 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             }
             config.origins = .allow(list.map { $0.lowercased() })
         case "anyOrigin":
-            guard let b = value as? Bool else { throw ConfigError("\(path): key 'anyOrigin' must be true or false") }
+            guard let b = jsonBool(value) else { throw ConfigError("\(path): key 'anyOrigin' must be true or false") }
             if b { config.origins = .any }
         case "stats":
-            guard let b = value as? Bool else { throw ConfigError("\(path): key 'stats' must be true or false") }
+            guard let b = jsonBool(value) else { throw ConfigError("\(path): key 'stats' must be true or false") }
             config.stats = b
+        case "metrics":
+            guard let b = jsonBool(value) else { throw ConfigError("\(path): key 'metrics' must be true or false") }
+            config.metrics = b
         case "rate":
             guard let n = value as? Double, !(value is Bool), n >= 0, n.isFinite else {
                 throw ConfigError("\(path): key 'rate' must be a number of messages a second, 0 or more")
@@ -69,7 +73,7 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             }
             procs = n
         default:
-            throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats, "
+            throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats, metrics, "
                               + "rate, burst, maxConns, maxConnsPerIP)")
         }
     }
@@ -91,4 +95,12 @@ public func splitAddr(_ s: String) -> (String, Int)? {
     var host = String(s[..<colon])
     if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
     return (host.isEmpty ? "0.0.0.0" : host, port)
+}
+
+/// A JSON `true` or `false`, nil for anything else. (JSONSerialization hands
+/// numbers over as NSNumbers, which also cast to `Bool`: `1 as? Bool` is
+/// true. Its booleans are the NSNumbers of type "c".)
+func jsonBool(_ value: Any) -> Bool? {
+    guard let n = value as? NSNumber, String(cString: n.objCType) == "c" else { return nil }
+    return n.boolValue
 }

@@ -55,6 +55,8 @@ final class Hub: Sendable {
     let quit = Chan<Void>()
     /// The number of registered clients (written by the hub G, read by `/stats`).
     let clientCount = Atomic<Int>(0)
+    /// The server's counters (`/metrics`).
+    let metrics = ChatMetrics()
 
     /// Registers `c`; false if the hub has stopped (then nobody will close
     /// `c.send`, and the caller should close the connection).
@@ -121,6 +123,7 @@ final class Hub: Sendable {
     private func deliver(_ m: Prepared, to c: Client, _ clients: inout [ObjectIdentifier: Client]) {
         guard clients[ObjectIdentifier(c)] != nil else { return }
         if !c.send.trySend(m) {
+            metrics.bump(.slowDrops)
             drop(c, &clients)
             log("dropped slow client \(c.peer)")
         }

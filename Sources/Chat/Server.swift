@@ -44,6 +44,8 @@ public struct ChatConfig: Sendable {
     /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON) and
     /// `GET /debug/goroutines` (`GMP.dump()`); off by default.
     public var stats = false
+    /// Serve `GET /metrics` (Prometheus' text format 0.0.4: Metrics.swift).
+    public var metrics = false
     /// Messages a second each connection may send (0: no limit); over it a
     /// message is refused with an error line, and a client that keeps on is
     /// closed with 1008 (Limits.swift).
@@ -178,6 +180,7 @@ public final class ChatServer: @unchecked Sendable {
                     conn.close()
                     return
                 }
+                hub.metrics.bump(.connections)
                 runClient(client)
                 return
             case "/":
@@ -189,6 +192,12 @@ public final class ChatServer: @unchecked Sendable {
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
                 let body = Array(statsJSON().utf8)
                 let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "application/json")], body: body)
+                guard answer(req, resp, conn, &buf) else { return }
+            case "/metrics" where config.metrics:
+                guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
+                let page = hub.metrics.render(clientsOpen: hub.clientCount.load(ordering: .relaxed))
+                let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                                        body: Array(page.utf8))
                 guard answer(req, resp, conn, &buf) else { return }
             case "/debug/goroutines" where config.stats:
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
@@ -255,7 +264,8 @@ public final class ChatServer: @unchecked Sendable {
         let hub = self.hub
         let cfg = config
         log("connect \(peer)")
-        go { writePump(client, cfg) }
+        let metrics = hub.metrics
+        go { writePump(client, cfg, metrics) }
         // Read pump (this G): messages to the hub until the client goes.
         ws.conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait))
         let conn = ws.conn // not `ws`: the closure is stored in ws, and would keep it alive
@@ -272,6 +282,7 @@ public final class ChatServer: @unchecked Sendable {
             switch limiter.take(now: GMP.now) {
             case .pass:
                 guard case .text(let text) = message else { continue }
+                hub.metrics.bump(.messagesIn)
                 hub.post(client, cleanMessage(text))
             case .refuse(let first):
                 // Straight back from this G (writes are serialized by the
@@ -304,7 +315,7 @@ func formatRate(_ r: Double) -> String {
 ///
 /// The pings come from one timer per client, re-armed by the pump after each
 /// ping (gorilla's ticker), so a select that waits does not make a timer.
-func writePump(_ c: Client, _ cfg: ChatConfig) {
+func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
     let ping = Chan<Void>(capacity: 1)
     let ticker = Timer { _ = ping.trySend(()) }
     var nextPing = GMP.deadline(afterNanoseconds: cfg.pingPeriod) // a fixed schedule, as a ticker's
@@ -328,12 +339,19 @@ func writePump(_ c: Client, _ cfg: ChatConfig) {
             }
             var more: [Prepared] = []
             while case .value(let m) = c.send.tryReceive() { more.append(m) }
+            let bytes: Int
             if more.isEmpty {
                 ok = (try? c.ws.sendEncoded(first.frame)) != nil // the shared bytes
+                bytes = first.frame.count
             } else {
                 var joined = first.payload
                 for m in more { joined.append(UInt8(ascii: "\n")); joined += m.payload }
                 ok = (try? c.ws.send(Frame(opcode: .text, payload: joined))) != nil
+                bytes = frameSize(payload: joined.count)
+            }
+            if ok {
+                metrics.bump(.messagesOut, by: 1 + more.count)
+                metrics.bump(.bytesOut, by: bytes)
             }
         case pinged:
             let (next, overflow) = nextPing.addingReportingOverflow(cfg.pingPeriod)

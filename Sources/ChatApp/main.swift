@@ -3,10 +3,11 @@
 //   swift run -c release ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N]
 //                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]
 //                                [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
-//                                [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
+//                                [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON, and
 // GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT).
+// --metrics serves GET /metrics in Prometheus' text format (0.0.4).
 // --handshake-timeout-ms: each request head (and body) must arrive within this
 // time from the connection's start or the previous response (10 s). --write-wait-ms: every write to a peer
 // must finish within this time, or the connection is closed (10 s).
@@ -99,6 +100,8 @@ while let a = args.popFirst() {
         config.origins = .any
     case "--stats":
         config.stats = true
+    case "--metrics":
+        config.metrics = true
     case "--rate":
         let v = args.popFirst().map { $0.hasSuffix("/s") ? String($0.dropLast(2)) : $0 }
         guard let r = v.flatMap({ Double($0) }), r >= 0, r.isFinite else {
@@ -115,7 +118,7 @@ while let a = args.popFirst() {
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
                            [--handshake-timeout-ms N] [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
-                           [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
+                           [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
               --handshake-timeout-ms N  each request (head and body) must arrive within N ms of connecting or of the last response (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
@@ -123,6 +126,8 @@ while let a = args.popFirst() {
                                         period becomes 9/10 of it)
               --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON) and
                                         GET /debug/goroutines (the goroutine dump)
+              --metrics                 serve GET /metrics (Prometheus text format 0.0.4: connections, messages, bytes,
+                                        slow drops, and the runtime's goroutines, threads, Ps, steals, stacks)
               --rate N, --burst B       each connection sends at most N messages a second, B at once (200, 200;
                                         --rate 0: no limit); more are refused with an error line, and a client
                                         that keeps on is closed with 1008

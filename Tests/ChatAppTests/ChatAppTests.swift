@@ -238,7 +238,7 @@ struct ChatAppTests {
         #expect(dump.contains(" [IO wait"), "the read pump: \(dump)")
         #expect(dump.contains(" [select"), "the hub and the write pump: \(dump)")
         #expect(dump.contains("created by go at Chat/Server.swift:"), "\(dump)")
-        #expect(dump.contains("    Hub.run()\n") && dump.contains("    writePump(_:_:)\n"), "stacks: \(dump)")
+        #expect(dump.contains("    Hub.run()\n") && dump.contains("    writePump(_:_:_:)\n"), "stacks: \(dump)")
         #expect(notServed == "HTTP/1.1 404")
     }
 
