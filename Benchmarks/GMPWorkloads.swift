@@ -180,17 +180,23 @@ func benchPingPong() -> Result {
             for v in ping { pong.send(v) }
             done.done()
         }
-        let t0 = now()
-        for i in 0..<n {
-            ping.send(i)
-            _ = pong.receive()
-        }
-        let t1 = now() - t0
+        let t1 = roundTrips(n, ping, pong)
         ping.close()
         done.wait()
         return t1
     }
     return Result(name: "pingpong", ops: n, nsPerOp: Double(t) / Double(n), extra: "ns per round trip")
+}
+
+/// Inside a G: `n` round trips (send on `ping`, receive the echo from
+/// `pong`) with whoever echoes; the time they took.
+func roundTrips(_ n: Int, _ ping: Chan<Int>, _ pong: Chan<Int>) -> Int64 {
+    let t0 = now()
+    for i in 0..<n {
+        ping.send(i)
+        _ = pong.receive()
+    }
+    return now() - t0
 }
 
 /// buffered: one producer, one consumer, capacity 1024, 10,000,000 values.
@@ -286,23 +292,18 @@ func selectOverFour(name: String, _ receiveAll: @escaping @Sendable ([Chan<Int>]
 func benchBridge() -> Result {
     let n = 200_000, m = 50_000
     let (t, tExecutor, tAwait) = GMP.run { () -> (Int64, Int64, Int64) in
-        func roundTrips(_ executor: (any TaskExecutor)?) -> Int64 {
+        func withTask(on executor: (any TaskExecutor)?) -> Int64 {
             let ping = Chan<Int>(), pong = Chan<Int>()
             let echo = Task(executorPreference: executor) {
                 for await v in ping { try? await pong.send(v) }
             }
-            let t0 = now()
-            for i in 0..<n {
-                ping.send(i)
-                _ = pong.receive()
-            }
-            let t1 = now() - t0
+            let t1 = roundTrips(n, ping, pong)
             ping.close()
             _ = try? GMP.await { await echo.value }
             return t1
         }
-        let t = roundTrips(nil)
-        let tExecutor = roundTrips(GMP.executor)
+        let t = withTask(on: nil)
+        let tExecutor = withTask(on: GMP.executor)
         let t2 = now()
         var sum = 0
         for i in 0..<m { sum &+= (try? GMP.await { i }) ?? 0 }

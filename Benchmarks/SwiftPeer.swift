@@ -299,22 +299,26 @@ func swiftTimers() -> Result {
 /// pingpong: two tasks, two unbuffered channels, 1,000,000 round trips.
 func swiftPingPong() -> Result {
     let n = 1_000_000
-    let t = runTask { () -> Int64 in
-        let ping = AsyncChannel<Int>(), pong = AsyncChannel<Int>()
-        let echo = Task(executorPreference: peerExecutor) {
-            while let v = await ping.receive() { await pong.send(v) }
-        }
-        let t0 = now()
-        for i in 0..<n {
-            await ping.send(i)
-            _ = await pong.receive()
-        }
-        let t1 = now() - t0
-        ping.close()
-        await echo.value
-        return t1
-    }
+    let t = runTask { await channelRoundTrips(n) }
     return Result(name: "pingpong", ops: n, nsPerOp: Double(t) / Double(n), extra: "ns per round trip")
+}
+
+/// `n` round trips between this task and an echo task over two
+/// `AsyncChannel`s (continuation-based); the time they took.
+func channelRoundTrips(_ n: Int) async -> Int64 {
+    let ping = AsyncChannel<Int>(), pong = AsyncChannel<Int>()
+    let echo = Task(executorPreference: peerExecutor) {
+        while let v = await ping.receive() { await pong.send(v) }
+    }
+    let t0 = now()
+    for i in 0..<n {
+        await ping.send(i)
+        _ = await pong.receive()
+    }
+    let t1 = now() - t0
+    ping.close()
+    await echo.value
+    return t1
 }
 
 /// buffered: one producer task, one consumer, capacity 1024, 10,000,000 values.
@@ -372,18 +376,7 @@ func swiftBridge() -> Result {
         let t1 = now() - t0
         ping.finish()
         await echo.value
-        let cping = AsyncChannel<Int>(), cpong = AsyncChannel<Int>()
-        let cecho = Task(executorPreference: peerExecutor) {
-            while let v = await cping.receive() { await cpong.send(v) }
-        }
-        let t2 = now()
-        for i in 0..<n {
-            await cping.send(i)
-            _ = await cpong.receive()
-        }
-        let t3 = now() - t2
-        cping.close()
-        await cecho.value
+        let t3 = await channelRoundTrips(n)
         let t4 = now()
         var sum = 0
         for i in 0..<m { sum &+= await Task(executorPreference: peerExecutor) { i }.value }

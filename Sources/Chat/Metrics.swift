@@ -68,9 +68,6 @@ final class ChatMetrics: Sendable {
     }
 }
 
-/// Bytes of a server's (unmasked) WebSocket frame with `payload` bytes.
-func frameSize(payload n: Int) -> Int { n + (n < 126 ? 2 : n < 65536 ? 4 : 10) }
-
 /// A page in Prometheus' text format (0.0.4), built family by family.
 struct PrometheusText {
     enum Kind: String { case counter, gauge }

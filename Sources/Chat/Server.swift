@@ -346,8 +346,9 @@ func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
             } else {
                 var joined = first.payload
                 for m in more { joined.append(UInt8(ascii: "\n")); joined += m.payload }
-                ok = (try? c.ws.send(Frame(opcode: .text, payload: joined))) != nil
-                bytes = frameSize(payload: joined.count)
+                let frame = Frame(opcode: .text, payload: joined).encode() // a server's: unmasked
+                ok = (try? c.ws.sendEncoded(frame)) != nil
+                bytes = frame.count
             }
             if ok {
                 metrics.bump(.messagesOut, by: 1 + more.count)

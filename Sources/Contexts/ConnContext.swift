@@ -74,16 +74,14 @@ private final class Ended: @unchecked Sendable {
 
     /// Runs `f` under the lock, unless the call has ended.
     func unlessEnded(_ f: () -> Void) {
-        lock.lock()
-        if !ended { f() }
-        lock.unlock()
+        lock.withLock { if !ended { f() } }
     }
 
     /// Marks the call ended and runs `f`, under the lock.
     func end(_ f: () -> Void) {
-        lock.lock()
-        ended = true
-        f()
-        lock.unlock()
+        lock.withLock {
+            ended = true
+            f()
+        }
     }
 }

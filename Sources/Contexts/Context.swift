@@ -97,9 +97,7 @@ public final class Context: @unchecked Sendable {
 
     /// Runs `body` on the state under the lock.
     private func withState<R>(_ body: (inout State) -> R) -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&state)
+        lock.withLock { body(&state) }
     }
 
     /// How many children are registered (for tests: a cancelled child leaves).
