@@ -238,7 +238,6 @@ struct ChanTests {
         let ok = runG(timeout: 30) { () -> Bool in
             let c = Chan<Int>()
             let woke = Chan<Bool>(capacity: 100)
-            let base = settled { GMP.stats.parked }
             for _ in 0..<40 { go { woke.send(c.receive() == .closed) } }
             for _ in 0..<5 {
                 go {
@@ -248,9 +247,10 @@ struct ChanTests {
                 }
             }
             for _ in 0..<5 { Thread.detachNewThread { woke.send(c.receive() == .closed) } }
-            // Wait until the 45 Gs are parked on the channel (the threads can
-            // be late: they see the channel closed then, which is fine too).
-            guard waitFor({ GMP.stats.parked >= base + 45 }) else { return false }
+            // Wait until all 50 wait on the channel. (Counted on the channel,
+            // not as GMP.stats.parked over a baseline: a G an earlier test left
+            // sleeping can wake meanwhile and the sum never add up.)
+            guard waitFor({ c.waitingReceivers == 50 }) else { return false }
             c.close()
             for _ in 0..<50 { guard woke.receive() == .value(true) else { return false } }
             return true

@@ -240,7 +240,6 @@ struct SelectTests {
     func duplicateChannel(procs: Int) {
         let ok = runG(procs: procs) { () -> Bool in
             let c = Chan<Int>(), d = Chan<Int>(), e = Chan<Int>()
-            let base = settled { GMP.stats.parked }
             // A: select on c twice and d.
             go {
                 select { s in
@@ -250,11 +249,11 @@ struct SelectTests {
                 }
                 e.send(9)
             }
-            guard waitFor({ GMP.stats.parked >= base + 1 }) else { return false } // A is queued on c first
+            guard waitFor({ c.waitingReceivers == 2 }) else { return false } // A is queued on c first, twice
             // B: a plain receive on c, queued behind A's two sudogs.
             let got = Chan<Int>(capacity: 1)
             go { got.send(c.receive().value ?? -1) }
-            guard waitFor({ GMP.stats.parked >= base + 2 }) else { return false }
+            guard waitFor({ c.waitingReceivers == 3 }) else { return false }
             d.send(7)   // wakes A, which takes itself off c's queue
             guard e.receive() == .value(9) else { return false }
             c.send(8)   // must wake B (a corrupted queue would pick A's stale sudog)

@@ -672,17 +672,25 @@ struct SchedulerTests {
         setProcs(2)
         let n = GMP.isThreadSanitized ? 20_000 : 100_000 // TSan: each live G costs a shadow stack
         let r = runG(timeout: 60) { () -> (String, Int, Int, Int) in
-            let base = settled { GMP.stats.parked }
             let gate = WaitGroup(1)
             let mu = Mutex()
             mu.lock()
+            // Not a baseline of GMP.stats.parked: a G an earlier test left
+            // sleeping may wake under this one and the count never add up.
+            // The Gs count themselves in; the dump is retaken until it
+            // shows them all parked.
+            let arrived = Atomic<Int>(0)
             let lineGate = #line + 1
-            for _ in 0..<n { go { parkedForTheDump(gate) } }
+            for _ in 0..<n { go { arrived.add(1, ordering: .relaxed); parkedForTheDump(gate) } }
             let lineMutex = #line + 1
             go { mu.lock(); mu.unlock() }
             go { GMP.blocking { gate.wait() } } // waits as a thread, inside a blocking call
-            guard waitFor(seconds: 30, { GMP.stats.parked >= base + n + 1 && mu.hasWaiters }) else { return ("", 0, 0, 0) }
-            let text = GMP.dump()
+            var text = ""
+            guard waitFor(seconds: 30, every: 1_000_000, {
+                guard arrived.load(ordering: .relaxed) == n && mu.hasWaiters else { return false }
+                text = GMP.dump()
+                return text.contains("\n\(n) goroutines [WaitGroup") && text.contains(" [blocking call")
+            }) else { return ("", 0, 0, 0) }
             gate.done()
             mu.unlock()
             return (text, lineGate, lineMutex, n)
