@@ -1,13 +1,21 @@
-// The chat's command lines: a message that starts with "/" is a command to
-// the hub, not a broadcast. Parsing is separate from running (Hub.swift), so
-// that what a stranger may type is checked in one place, and fuzzed.
+// The chat's command lines: a message that starts with "/" is a command,
+// not a broadcast. Parsing is separate from running (the client's read pump
+// in Server.swift, the directory G in Directory.swift, the room's hub G in
+// Room.swift), so that what a stranger may type is checked in one place,
+// and fuzzed.
 
 /// A command line, parsed.
 public enum ChatCommand: Equatable, Sendable {
     /// `/nick NAME`: NAME is one word of 1 to 32 characters without ":".
     case nick(String)
-    /// `/who`: who is online (anything after it is ignored).
+    /// `/who`: who is in the current room (anything after it is ignored).
     case who
+    /// `/join ROOM`: moves to ROOM (creating it); a name is `isRoomName`.
+    case join(String)
+    /// `/leave`: back to the lobby (anything after it is ignored).
+    case leave
+    /// `/rooms`: the rooms and their member counts.
+    case rooms
     /// `/msg NAME TEXT`: a private message; TEXT is the rest of the line.
     case msg(to: String, text: String)
     /// `/help`.
@@ -19,6 +27,25 @@ public enum ChatCommand: Equatable, Sendable {
 
     /// The longest name `/nick` takes, in characters.
     public static let maxNameLength = 32
+
+    /// The room every client starts in.
+    public static let lobby = "lobby"
+
+    /// Whether `s` is a room name: 1 to 32 of a-z, 0-9, "_" and "-" (so
+    /// also a safe directory name for the room's history).
+    public static func isRoomName(_ s: some StringProtocol) -> Bool {
+        let u = s.utf8
+        return (1...32).contains(u.count) && u.allSatisfy {
+            ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z")) || ($0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9"))
+                || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: "-")
+        }
+    }
+
+    /// What a room name is, for error lines.
+    public static let roomNameRule = "a room name is 1 to 32 characters of a-z, 0-9, _ and -"
+
+    /// The reply to `/help`.
+    public static let helpLine = "commands: /join ROOM, /leave, /rooms, /who, /nick NAME, /msg NAME TEXT, /help"
 
     /// Parses `line`; nil if it is not a command (does not start with "/").
     /// Words are separated by runs of spaces. Cut at Unicode scalars, not
@@ -50,6 +77,16 @@ public enum ChatCommand: Equatable, Sendable {
             self = .nick(parts[1])
         case "/who":
             self = .who
+        case "/join":
+            guard parts.count == 2, Self.isRoomName(parts[1]) else {
+                self = .usage("error: usage: /join ROOM (\(Self.roomNameRule))")
+                return
+            }
+            self = .join(parts[1])
+        case "/leave":
+            self = .leave
+        case "/rooms":
+            self = .rooms
         case "/msg":
             guard parts.count == 3 else {
                 self = .usage("error: usage: /msg NAME TEXT")

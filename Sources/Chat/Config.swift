@@ -15,7 +15,10 @@ public func loadConfig(path: String, into config: inout ChatConfig) throws(Confi
 /// (bool), "gmpprocs" (int), "stats" (bool: serve `GET /stats`), "metrics"
 /// (bool: serve `GET /metrics`), and the
 /// limits: "rate" (messages a second per connection, 0 for none), "burst"
-/// (messages at once), "maxConns" and "maxConnsPerIP" (0 for none). A key
+/// (messages at once), "maxConns" and "maxConnsPerIP" (0 for none); rooms
+/// and history: "dataDir" (a directory, or null for memory only), "fsync"
+/// ("always", "interval", "never"), "history", "retain", "maxRooms",
+/// "joinsPerMinute". A key
 /// seen sets its setting; the others keep theirs. Returns the GMPPROCS
 /// setting if present.
 /// - Throws: a message naming the file (`name`) and the offending key.
@@ -67,6 +70,30 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
                 throw ConfigError("\(path): key '\(key)' must be an integer, 0 (no limit) or more")
             }
             if key == "maxConns" { config.maxConns = n } else { config.maxConnsPerIP = n }
+        case "dataDir":
+            if value is NSNull {
+                config.dataDir = nil
+            } else {
+                guard let s = value as? String, !s.isEmpty else {
+                    throw ConfigError("\(path): key 'dataDir' must be a directory, or null to keep history in memory")
+                }
+                config.dataDir = s
+            }
+        case "fsync":
+            guard let s = value as? String, let f = FsyncPolicy(rawValue: s) else {
+                throw ConfigError("\(path): key 'fsync' must be \"always\", \"interval\" or \"never\"")
+            }
+            config.fsync = f
+        case "history", "maxRooms":
+            guard let n = value as? Int, n >= 0, !(value is Bool) else {
+                throw ConfigError("\(path): key '\(key)' must be an integer, 0 or more")
+            }
+            if key == "history" { config.history = n } else { config.maxRooms = n }
+        case "retain", "joinsPerMinute":
+            guard let n = value as? Int, n > 0, !(value is Bool) else {
+                throw ConfigError("\(path): key '\(key)' must be a positive integer")
+            }
+            if key == "retain" { config.retain = n } else { config.joinsPerMinute = n }
         case "gmpprocs":
             guard let n = value as? Int, (1...1024).contains(n), !(value is Bool) else {
                 throw ConfigError("\(path): key 'gmpprocs' must be an integer in 1...1024")
@@ -74,7 +101,7 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             procs = n
         default:
             throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats, metrics, "
-                              + "rate, burst, maxConns, maxConnsPerIP)")
+                              + "rate, burst, maxConns, maxConnsPerIP, dataDir, fsync, history, retain, maxRooms, joinsPerMinute)")
         }
     }
     return procs

@@ -6,8 +6,13 @@ import Synchronization
 //
 // The server's counters are atomics, bumped where things happen: an upgrade
 // (connections), the read pump (messages in), the write pump (messages and
-// bytes out), the hub (clients dropped as slow). The page is rendered on
-// each request from them, the hub's client count, and the runtime's own
+// bytes out), whoever finds a send buffer full (clients dropped as slow),
+// the log G or the hub (history appends, failures). Two histograms: the
+// time from a message's receipt (its read pump) to its last write to a local
+// client (the write pump, or the hub, that lets go of it last: `Prepared`),
+// and the time each fsync of the history takes. The page is rendered on
+// each request from them, the open clients, the rooms' member counts (the
+// fullest 20 by name; the rest summed under no label), and the runtime's own
 // figures (`GMP.stats`). Every family gets its `# HELP` and `# TYPE` lines
 // before its samples; counters end in `_total`; help text and label values
 // are escaped as the format says (backslash, newline, and in label values
@@ -20,8 +25,19 @@ final class ChatMetrics: Sendable {
     let messagesOut = Atomic<Int>(0)
     let bytesOut = Atomic<Int>(0)
     let slowDrops = Atomic<Int>(0)
+    let historyAppends = Atomic<Int>(0)
+    let historyErrors = Atomic<Int>(0)
+    /// Rooms loaded now (a gauge, set by the directory).
+    let roomsLoaded = Atomic<Int>(0)
+    let deliverySeconds = Histogram(bounds: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                             0.25, 0.5, 1, 2.5, 5])
+    let fsyncSeconds = Histogram(bounds: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                          0.25, 0.5, 1])
 
-    enum Counter { case connections, messagesIn, messagesOut, bytesOut, slowDrops }
+    /// Rooms labelled one by one in `chat_room_members` (the fullest).
+    static let labelledRooms = 20
+
+    enum Counter { case connections, messagesIn, messagesOut, bytesOut, slowDrops, historyAppends, historyErrors }
 
     func bump(_ counter: Counter, by n: Int = 1) {
         switch counter {
@@ -30,11 +46,14 @@ final class ChatMetrics: Sendable {
         case .messagesOut: messagesOut.add(n, ordering: .relaxed)
         case .bytesOut: bytesOut.add(n, ordering: .relaxed)
         case .slowDrops: slowDrops.add(n, ordering: .relaxed)
+        case .historyAppends: historyAppends.add(n, ordering: .relaxed)
+        case .historyErrors: historyErrors.add(n, ordering: .relaxed)
         }
     }
 
-    /// The page: the server's families, then the runtime's.
-    func render(clientsOpen: Int) -> String {
+    /// The page: the server's families, then the runtime's. `rooms`: every
+    /// loaded room and its members, the fullest first.
+    func render(clientsOpen: Int, rooms: [(name: String, members: Int)] = []) -> String {
         var p = PrometheusText()
         p.family("chat_connections_open", .gauge, "WebSocket clients connected now.", clientsOpen)
         p.family("chat_connections_total", .counter, "WebSocket connections accepted (upgraded).",
@@ -48,6 +67,20 @@ final class ChatMetrics: Sendable {
         p.family("chat_clients_dropped_slow_total", .counter,
                  "Clients dropped because their send buffer (256 messages) was full.",
                  slowDrops.load(ordering: .relaxed))
+        p.family("chat_rooms_loaded", .gauge, "Rooms loaded (with members, or with history kept in memory only).",
+                 roomsLoaded.load(ordering: .relaxed))
+        let top = rooms.prefix(Self.labelledRooms).sorted { $0.name < $1.name }
+        let rest = rooms.dropFirst(Self.labelledRooms).reduce(0) { $0 + $1.members }
+        p.family("chat_room_members", .gauge,
+                 "Members per room: the \(Self.labelledRooms) fullest rooms by name, the rest summed without a label.",
+                 samples: top.map { (["room": $0.name], $0.members) } + (rooms.count > Self.labelledRooms ? [([:], rest)] : []))
+        p.histogram("chat_delivery_seconds", "Time from a message's receipt to its last write to a client of this server.",
+                    deliverySeconds)
+        p.family("chat_history_appends_total", .counter, "Messages appended to the rooms' history.",
+                 historyAppends.load(ordering: .relaxed))
+        p.family("chat_history_errors_total", .counter, "Messages refused because the history could not be written.",
+                 historyErrors.load(ordering: .relaxed))
+        p.histogram("chat_history_fsync_seconds", "Time each fsync of a room's history took.", fsyncSeconds)
         let s = GMP.stats
         p.family("gmp_goroutines", .gauge, "Goroutines by state.",
                  samples: [(["state": "live"], s.live), (["state": "runnable"], s.runnable),
@@ -93,6 +126,14 @@ struct PrometheusText {
         }
     }
 
+    /// A histogram family: cumulative buckets by `le`, then `_sum` and `_count`.
+    mutating func histogram(_ name: String, _ help: String, _ h: Histogram) {
+        text += "# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) histogram\n"
+        let (buckets, count, sum) = h.snapshot()
+        for (bound, n) in buckets { text += "\(name)_bucket{le=\"\(bound)\"} \(n)\n" }
+        text += "\(name)_bucket{le=\"+Inf\"} \(count)\n\(name)_sum \(sum)\n\(name)_count \(count)\n"
+    }
+
     /// HELP text: backslash and line feed escaped.
     static func escapeHelp(_ s: String) -> String {
         s.replacingAll([("\\", "\\\\"), ("\n", "\\n")])
@@ -112,5 +153,50 @@ extension String {
             if let e = pairs.first(where: { $0.0 == u }) { out += e.1 } else { out.unicodeScalars.append(u) }
         }
         return out
+    }
+}
+
+/// A histogram of durations: an atomic count per bucket (observations at
+/// or below its bound, in seconds, and above the one before), their count
+/// and their sum. Observing is a few relaxed atomic adds; a snapshot taken
+/// while others observe may be off by those in flight, never torn.
+final class Histogram: @unchecked Sendable {
+    // @unchecked: `counts` is a fixed array of atomics, allocated in init and
+    // freed in deinit; everything else is immutable or atomic.
+    let bounds: [Double]
+    private let boundsNanoseconds: [Int64]
+    private let counts: UnsafeMutablePointer<Atomic<Int>>
+    private let total = Atomic<Int>(0)
+    private let sumNanoseconds = Atomic<Int>(0)
+
+    init(bounds: [Double]) {
+        self.bounds = bounds
+        boundsNanoseconds = bounds.map { Int64($0 * 1e9) }
+        counts = .allocate(capacity: bounds.count)
+        for i in 0..<bounds.count { (counts + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        counts.deinitialize(count: bounds.count)
+        counts.deallocate()
+    }
+
+    func observe(nanoseconds ns: Int64) {
+        let ns = max(ns, 0)
+        if let i = boundsNanoseconds.firstIndex(where: { ns <= $0 }) { counts[i].add(1, ordering: .relaxed) }
+        total.add(1, ordering: .relaxed)
+        sumNanoseconds.add(Int(ns), ordering: .relaxed)
+    }
+
+    /// Cumulative counts per bound (as the format writes them), the count, the sum in seconds.
+    func snapshot() -> (buckets: [(String, Int)], count: Int, sum: Double) {
+        var running = 0
+        var buckets: [(String, Int)] = []
+        for (i, b) in bounds.enumerated() {
+            running += counts[i].load(ordering: .relaxed)
+            buckets.append((b == b.rounded() ? String(Int(b)) : String(b), running))
+        }
+        let count = max(total.load(ordering: .relaxed), running)
+        return (buckets, count, Double(sumNanoseconds.load(ordering: .relaxed)) / 1e9)
     }
 }

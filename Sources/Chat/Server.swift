@@ -57,6 +57,21 @@ public struct ChatConfig: Sendable {
     /// Connections open at once from one IP address (0: no limit); one more
     /// gets 503. Behind a reverse proxy, where every client has its address, 0.
     public var maxConnsPerIP = 256
+    /// Where the rooms' history is kept (History.swift), one directory per
+    /// room; nil: in memory only (the newest max(history, 128) per room, lost
+    /// at exit). ChatApp's default is "./chat-data".
+    public var dataDir: String?
+    /// When the history is flushed to the disk.
+    public var fsync = FsyncPolicy.interval
+    /// Messages a client gets when it joins a room (without `since`).
+    public var history = 50
+    /// Messages kept on disk per room, at least (older segments are removed).
+    public var retain = 10_000
+    /// Rooms loaded at once, besides the lobby; a join that would load one
+    /// more is refused.
+    public var maxRooms = 1_000
+    /// Rooms a client may join in a minute (`/join`, `/leave`), `joinsPerMinute` at once.
+    public var joinsPerMinute = 30
 
     /// The defaults.
     public init() {}
@@ -68,21 +83,50 @@ public func log(_ s: String) {
     _ = line.withCString { write(2, $0, strlen($0)) }
 }
 
-/// The chat server: HTTP on `/` (the page) and `/ws` (the socket).
+/// Why a server cannot start.
+public enum ChatStartError: Error, CustomStringConvertible {
+    /// The data directory cannot be created, written or read back.
+    case store(StoreError)
+    /// The address cannot be listened on.
+    case listen(host: String, port: Int, NetError)
+
+    public var description: String {
+        switch self {
+        case .store(let e): "\(e)"
+        case .listen(let host, let port, let e): "cannot listen on \(host):\(port): \(e)"
+        }
+    }
+}
+
+/// The chat server: HTTP on `/` (the page), `/ws` (the socket), and
+/// optionally `/stats`, `/metrics` and `/debug/goroutines`.
 public final class ChatServer: @unchecked Sendable {
     // @unchecked: immutable after init, apart from the listener's own state
-    // and the atomic `stopped`.
+    // and the atomics.
     let config: ChatConfig
-    let hub = Hub()
+    let metrics = ChatMetrics()
+    /// Closed to shut down: rooms send close 1001 to their members.
+    let quit = Chan<Void>()
+    let directory: Directory
     let listener: Listener
     let limits: ConnectionLimits
+    /// WebSocket clients connected now.
+    let clientsOpen = Atomic<Int>(0)
     private let stopped = Atomic<Bool>(false)
 
-    /// Listens on `config.host`:`config.port` (call `serve` to accept).
-    public init(config: ChatConfig) throws(NetError) {
+    /// Opens the data directory (checking every room's log, cutting torn
+    /// tails) and listens on `config.host`:`config.port` (call `serve` to accept).
+    public init(config: ChatConfig) throws(ChatStartError) {
         self.config = config
+        let store = StoreSettings(dataDir: config.dataDir, retain: config.retain, maxRooms: config.maxRooms)
+        let onDisk: Set<String>
+        do { onDisk = try Directory.openStore(store, policy: config.fsync) } catch { throw .store(error) }
+        let settings = RoomSettings(history: config.history, policy: config.fsync, metrics: metrics, quit: quit)
+        directory = Directory(store: store, settings: settings, onDisk: onDisk)
         limits = ConnectionLimits(maxTotal: config.maxConns, maxPerAddress: config.maxConnsPerIP)
-        listener = try Listener(host: config.host, port: config.port)
+        do { listener = try Listener(host: config.host, port: config.port) } catch {
+            throw .listen(host: config.host, port: config.port, error)
+        }
     }
 
     /// The port it listens on (the one the system picked, for port 0).
@@ -94,8 +138,8 @@ public final class ChatServer: @unchecked Sendable {
     /// http.Server) and logged here; any error it throws is one of the
     /// listening socket itself: serving stops and the error is returned.
     public func serve() -> NetError? {
-        let hub = self.hub
-        go { hub.run() }
+        let directory = self.directory
+        go { directory.run() }
         listener.onAcceptRetry = { error, backoff in
             log("accept: \(error); retrying" + (backoff > 0 ? " in \(backoff / 1_000_000) ms" : ""))
         }
@@ -125,7 +169,19 @@ public final class ChatServer: @unchecked Sendable {
     public func stop() {
         if stopped.exchange(true, ordering: .acquiringAndReleasing) { return }
         listener.close()
-        hub.quit.close()
+        quit.close()
+    }
+
+    /// After `stop()`: waits until every room has ended and its history is
+    /// synced (unless the policy is `never`), at most `nanoseconds`. Whether
+    /// it got there.
+    public func waitUntilStopped(nanoseconds: Int64) -> Bool {
+        var done = false
+        select { s in
+            if s.receive(directory.finished) != nil { done = true }
+            if s.timeout(after: .nanoseconds(nanoseconds)) {}
+        }
+        return done
     }
 
     /// A connection over a limit: 503 at once, without reading its request
@@ -161,6 +217,13 @@ public final class ChatServer: @unchecked Sendable {
             switch req.path {
             case "/ws":
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
+                let options: SocketOptions
+                switch SocketOptions.parse(req.query) {
+                case .success(let o): options = o
+                case .failure(let e):
+                    _ = answer(req, HTTPResponse(error: e), conn, &buf, keepOpen: false)
+                    return
+                }
                 let resp: HTTPResponse
                 do {
                     resp = try acceptWebSocket(req, origins: config.origins) // refuses a body too
@@ -168,20 +231,7 @@ public final class ChatServer: @unchecked Sendable {
                     _ = answer(req, rejectWebSocket(error), conn, &buf, keepOpen: false)
                     return
                 }
-                conn.setReadDeadline(nil)
-                let ws = WebSocketConn(conn: conn, isServer: true, readLimit: config.maxMessage, leftover: buf)
-                ws.writeTimeout = config.writeWait
-                let client = Client(ws: ws, peer: conn.remoteAddress)
-                // Registered before the 101 goes out: once a client has its
-                // handshake answer, it receives every later broadcast.
-                guard hub.join(client) else { conn.close(); return } // stopping
-                if !write(conn, resp.encode()) {
-                    hub.leave(client)
-                    conn.close()
-                    return
-                }
-                hub.metrics.bump(.connections)
-                runClient(client)
+                upgrade(conn, req, resp, options, &buf)
                 return
             case "/":
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
@@ -195,7 +245,7 @@ public final class ChatServer: @unchecked Sendable {
                 guard answer(req, resp, conn, &buf) else { return }
             case "/metrics" where config.metrics:
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
-                let page = hub.metrics.render(clientsOpen: hub.clientCount.load(ordering: .relaxed))
+                let page = metrics.render(clientsOpen: clientsOpen.load(ordering: .relaxed), rooms: directory.list())
                 let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
                                         body: Array(page.utf8))
                 guard answer(req, resp, conn, &buf) else { return }
@@ -254,23 +304,87 @@ public final class ChatServer: @unchecked Sendable {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count).map { $0 - 1 } ?? -1
         let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
         let pages = statm.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
-        return "{\"clients\":\(hub.clientCount.load(ordering: .relaxed)),\"goroutines\":\(GMP.stats.live),"
+        return "{\"clients\":\(clientsOpen.load(ordering: .relaxed)),\"goroutines\":\(GMP.stats.live),"
             + "\"fds\":\(fds),\"rss_bytes\":\(pages * Int(sysconf(Int32(_SC_PAGESIZE))))}"
     }
 
-    private func runClient(_ client: Client) {
+    /// A WebSocket request that passed the handshake checks: joins the
+    /// room, writes the 101, catches up from the log if `since` asks for
+    /// more than the room's tail (Room.swift: the seam), then runs the client.
+    private func upgrade(_ conn: Conn, _ req: HTTPRequest, _ resp: HTTPResponse, _ options: SocketOptions,
+                         _ buf: inout [UInt8]) {
+        conn.setReadDeadline(nil)
+        let ws = WebSocketConn(conn: conn, isServer: true, readLimit: config.maxMessage, leftover: buf)
+        ws.writeTimeout = config.writeWait
+        let client = Client(ws: ws, peer: conn.remoteAddress, format: options.format)
+        let room: Room
+        switch directory.join(options.room) {
+        case nil:
+            conn.close() // stopping
+            return
+        case .failure(let refusal)?:
+            let detail = String(refusal.description.dropFirst("error: ".count))
+            _ = write(conn, HTTPResponse(error: HTTPError(status: .serviceUnavailable, detail: detail)).encode())
+            conn.close()
+            return
+        case .success(let r)?:
+            room = r
+        }
+        func giveUp() {
+            room.leave(client)
+            directory.leave(room)
+            conn.close()
+        }
+        // Registered before the 101 goes out (unless the log must be read):
+        // once a client has its handshake answer, it receives every later
+        // message.
+        var answer = room.join(client, since: options.since)
+        guard answer != nil, write(conn, resp.encode()) else { giveUp(); return }
+        if answer == .readLog {
+            guard let dataDir = config.dataDir, var since = options.since else { giveUp(); return } // (cannot be)
+            let dir = dataDir + "/" + room.name
+            while answer == .readLog {
+                let entries = RoomLog.read(dir: dir, after: since, limit: 1_000)
+                do {
+                    if let first = entries.first, first.seq > since + 1 {
+                        try ws.sendEncoded(Prepared.gap(room: room.name, from: since + 1, to: first.seq - 1).frame(client.format)!)
+                    }
+                    var chunk = entries[...]
+                    while !chunk.isEmpty {
+                        try ws.sendEncoded(Prepared.messages(chunk.prefix(64), room: room.name).frame(client.format)!)
+                        chunk = chunk.dropFirst(64)
+                    }
+                } catch {
+                    giveUp()
+                    return
+                }
+                since = entries.last?.seq ?? since
+                // An empty read (retention took it all meanwhile): the hub
+                // reports the gap and serves its tail instead.
+                answer = room.join(client, since: since, fromDisk: true, mayReadLog: !entries.isEmpty)
+                if answer == nil { giveUp(); return }
+            }
+        }
+        metrics.bump(.connections)
+        clientsOpen.add(1, ordering: .relaxed)
+        runClient(client, room)
+        clientsOpen.subtract(1, ordering: .relaxed)
+    }
+
+    private func runClient(_ client: Client, _ joined: Room) {
         let ws = client.ws
         let peer = client.peer
-        let hub = self.hub
         let cfg = config
         log("connect \(peer)")
-        let metrics = hub.metrics
+        let metrics = self.metrics
         go { writePump(client, cfg, metrics) }
-        // Read pump (this G): messages to the hub until the client goes.
+        // Read pump (this G): messages to the room until the client goes.
         ws.conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait))
         let conn = ws.conn // not `ws`: the closure is stored in ws, and would keep it alive
         ws.onPong = { _ in conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait)) }
         var limiter = MessageRateLimiter(rate: cfg.rate, burst: cfg.burst, now: GMP.now)
+        var joins = MessageRateLimiter(rate: Double(cfg.joinsPerMinute) / 60, burst: cfg.joinsPerMinute, now: GMP.now)
+        var room = joined
         reading: while true {
             let message: Message
             do {
@@ -282,13 +396,21 @@ public final class ChatServer: @unchecked Sendable {
             switch limiter.take(now: GMP.now) {
             case .pass:
                 guard case .text(let text) = message else { continue }
-                hub.metrics.bump(.messagesIn)
-                hub.post(client, cleanMessage(text))
+                let receivedAt = GMP.now
+                metrics.bump(.messagesIn)
+                let line = cleanMessage(text)
+                if let cmd = ChatCommand(parsing: line) {
+                    guard let next = command(cmd, client, room, &joins) else { break reading } // stopping
+                    room = next
+                } else {
+                    room.post(client, line, receivedAt: receivedAt)
+                }
             case .refuse(let first):
                 // Straight back from this G (writes are serialized by the
-                // connection): the hub never sees a flood.
+                // connection): the room never sees a flood.
                 if first {
-                    try? ws.send(text: "error: too many messages: at most \(formatRate(cfg.rate)) a second (\(cfg.burst) at once)")
+                    let line = "error: too many messages: at most \(formatRate(cfg.rate)) a second (\(cfg.burst) at once)"
+                    try? ws.sendEncoded(Prepared.error(line).frame(client.format)!)
                 }
             case .close:
                 log("disconnect \(peer): message rate limit")
@@ -299,7 +421,98 @@ public final class ChatServer: @unchecked Sendable {
         // A close frame went out (an answer, a failure, 1008): let it reach
         // the peer before the write pump closes the socket.
         if ws.closeFrameSent { ws.linger() }
-        hub.leave(client)
+        room.leave(client)
+        directory.leave(room)
+        directory.forget(client)
+        client.kick() // the write pump says goodbye (1001) if it can, and closes
+    }
+
+    /// Runs a command from `client`, now in `room`; the room it is in after
+    /// (nil: the server is stopping). Replies go to the client's buffer.
+    private func command(_ cmd: ChatCommand, _ client: Client, _ room: Room, _ joins: inout MessageRateLimiter) -> Room? {
+        func reply(_ m: Prepared) { client.offer(m, metrics) }
+        switch cmd {
+        case .who:
+            room.who(client)
+        case .join(let name) where name == room.name:
+            reply(.error("error: you are in \(room.name) already"))
+        case .leave where room.name == ChatCommand.lobby:
+            reply(.error("error: you are in \(room.name) already"))
+        case .join(let name):
+            return move(client, from: room, to: name, &joins)
+        case .leave:
+            return move(client, from: room, to: ChatCommand.lobby, &joins)
+        case .rooms:
+            reply(.rooms(directory.list()))
+        case .nick(let name):
+            reply(directory.nick(client, name).map { Prepared.error($0) } ?? .info("you are now \(name)"))
+        case .msg(let to, let text):
+            directory.msg(from: client, to: to, text: text)
+        case .help:
+            reply(.info(ChatCommand.helpLine))
+        case .usage(let line):
+            reply(.error(line))
+        case .unknown(let word):
+            reply(.error("error: unknown command \(word) (try /help)"))
+        }
+        return room
+    }
+
+    /// `/join` and `/leave`: into the room `name` (its history comes with
+    /// the "joined" line), out of `room`, within the joins a minute.
+    private func move(_ client: Client, from room: Room, to name: String, _ joins: inout MessageRateLimiter) -> Room? {
+        guard case .pass = joins.take(now: GMP.now) else {
+            client.offer(.error("error: too many joins: at most \(config.joinsPerMinute) a minute"), metrics)
+            return room
+        }
+        switch directory.join(name) {
+        case nil:
+            return nil
+        case .failure(let refusal)?:
+            client.offer(.error(refusal.description), metrics)
+            return room
+        case .success(let next)?:
+            room.leave(client)
+            directory.leave(room)
+            guard next.join(client, since: nil) != nil else {
+                directory.leave(next)
+                return nil
+            }
+            return next
+        }
+    }
+}
+
+/// What `/ws?room=R&since=SEQ&format=F` asks for.
+struct SocketOptions: Equatable {
+    var room = ChatCommand.lobby
+    /// The newest message the client has of `room` (nil: it gets the last `history`).
+    var since: UInt64?
+    var format = ChatFormat.json
+
+    /// The options of a query, or the 400 to answer; unknown fields are ignored.
+    static func parse(_ query: [(name: String, value: String)]?) -> Result<SocketOptions, HTTPError> {
+        func bad(_ detail: String) -> Result<SocketOptions, HTTPError> {
+            .failure(HTTPError(status: .badRequest, detail: detail))
+        }
+        guard let query else { return bad("the query is not well formed") }
+        var o = SocketOptions()
+        for (name, value) in query {
+            switch name {
+            case "room":
+                guard ChatCommand.isRoomName(value) else { return bad("room: \(ChatCommand.roomNameRule)") }
+                o.room = value
+            case "since":
+                guard let n = UInt64(value) else { return bad("since: a message number (0 or more) is wanted") }
+                o.since = n
+            case "format":
+                guard let f = ChatFormat(rawValue: value) else { return bad("format: json or text") }
+                o.format = f
+            default:
+                continue
+            }
+        }
+        return .success(o)
     }
 }
 
@@ -308,9 +521,10 @@ func formatRate(_ r: Double) -> String {
     r == r.rounded() && abs(r) < 1e15 ? String(Int64(r)) : String(r)
 }
 
-/// Write pump: queued messages (joined by newlines into one frame when
-/// several wait), pings every `pingPeriod`; close 1001 when the hub lets go.
-/// Each write must finish within writeWait (`ws.writeTimeout`, set at the
+/// Write pump: queued lines (joined by newlines into one frame when several
+/// wait), pings every `pingPeriod`; once the client is kicked (dropped as
+/// slow, gone, or the server stops), what is queued, then close 1001. Each
+/// write must finish within writeWait (`ws.writeTimeout`, set at the
 /// upgrade), or the pump closes the connection.
 ///
 /// The pings come from one timer per client, re-armed by the pump after each
@@ -324,49 +538,54 @@ func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
         ticker.stop()
         c.ws.conn.close()
     }
-    // The two cases are built once: the pump waits on them for every message.
+    /// Writes `first` and whatever else is queued, as one frame.
+    func flush(_ first: Prepared) -> Bool {
+        var more: [Prepared] = []
+        while case .value(let m) = c.send.tryReceive() { more.append(m) }
+        let ok: Bool, bytes: Int
+        if more.isEmpty {
+            let frame = first.frame(c.format)! // the shared bytes (offer queues only what has this format)
+            ok = (try? c.ws.sendEncoded(frame)) != nil
+            bytes = frame.count
+        } else {
+            var joined = first.payload(c.format)!
+            for m in more { joined.append(UInt8(ascii: "\n")); joined += m.payload(c.format)! }
+            let frame = Frame(opcode: .text, payload: joined).encode() // a server's: unmasked
+            ok = (try? c.ws.sendEncoded(frame)) != nil
+            bytes = frame.count
+        }
+        if ok {
+            metrics.bump(.messagesOut, by: 1 + more.count)
+            metrics.bump(.bytesOut, by: bytes)
+        }
+        first.release(metrics)
+        for m in more { m.release(metrics) }
+        return ok
+    }
+    // The cases are built once: the pump waits on them for every message.
     let set = SelectSet()
-    let queued = set.receive(c.send), pinged = set.receive(ping)
+    let queued = set.receive(c.send), pinged = set.receive(ping), kicked = set.receive(c.kicked)
     var open = true
     while open {
-        var ok = true
         switch set.wait() {
         case queued:
-            guard case .value(let first) = set.value(of: queued) else {
-                try? c.ws.close(code: CloseCode.goingAway.rawValue)
-                open = false
-                break
-            }
-            var more: [Prepared] = []
-            while case .value(let m) = c.send.tryReceive() { more.append(m) }
-            let bytes: Int
-            if more.isEmpty {
-                ok = (try? c.ws.sendEncoded(first.frame)) != nil // the shared bytes
-                bytes = first.frame.count
-            } else {
-                var joined = first.payload
-                for m in more { joined.append(UInt8(ascii: "\n")); joined += m.payload }
-                let frame = Frame(opcode: .text, payload: joined).encode() // a server's: unmasked
-                ok = (try? c.ws.sendEncoded(frame)) != nil
-                bytes = frame.count
-            }
-            if ok {
-                metrics.bump(.messagesOut, by: 1 + more.count)
-                metrics.bump(.bytesOut, by: bytes)
-            }
+            if case .value(let first) = set.value(of: queued) { open = flush(first) }
         case pinged:
             let (next, overflow) = nextPing.addingReportingOverflow(cfg.pingPeriod)
             nextPing = overflow ? .max : next
             ticker.reset(at: nextPing)
-            ok = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
+            open = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
+        case kicked:
+            if case .value(let first) = c.send.tryReceive() { _ = flush(first) }
+            try? c.ws.close(code: CloseCode.goingAway.rawValue)
+            open = false
         default:
             break
         }
-        if !ok { open = false }
     }
 }
 
-/// A chat message as the hub gets it (gorilla: newlines become spaces, the
+/// A chat message as the room gets it (gorilla: newlines become spaces, the
 /// surrounding space is trimmed). Compared as Unicode scalars, not
 /// Characters: "\r\n" is one Character, equal to neither "\r" nor "\n",
 /// and would survive. Every scalar a page or a terminal may show as a line

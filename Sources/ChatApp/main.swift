@@ -4,6 +4,8 @@
 //                                [--allow-origin URL]... [--any-origin] [--handshake-timeout-ms N]
 //                                [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
 //                                [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
+//                                [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N]
+//                                [--retain N] [--max-rooms N] [--joins-per-minute N]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON, and
 // GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT).
@@ -19,6 +21,11 @@
 // limit); a message over that is refused with an error line, and a client that keeps on is closed
 // with 1008. --max-conns, --max-conns-per-ip: connections open at once, in all and from one IP
 // address (10000, 256; 0: no limit); one more is answered 503 and closed.
+//
+// --data-dir: where each room's history is logged (./chat-data); --memory keeps it in memory only.
+// --fsync: when the log is flushed to the disk (interval: within 100 ms). --history: messages a
+// client gets on joining a room (50). --retain: messages kept per room on disk (10000). --max-rooms:
+// rooms loaded at once besides the lobby (1000). --joins-per-minute: /join and /leave per client (30).
 //
 // Exit status: 0 after SIGINT/SIGTERM, 1 if it cannot listen or the listening
 // socket fails (the message says why), 2 for bad arguments or config.
@@ -59,6 +66,7 @@ func parseAddr(_ s: String) -> (String, Int) {
 }
 
 var config = ChatConfig()
+config.dataDir = "chat-data"
 var procs: Int?
 // 1. The config file (named by a flag, but read first: flags override it).
 let argv = Array(CommandLine.arguments.dropFirst())
@@ -114,11 +122,31 @@ while let a = args.popFirst() {
         config.maxConns = count(a, args.popFirst())
     case "--max-conns-per-ip":
         config.maxConnsPerIP = count(a, args.popFirst())
+    case "--data-dir":
+        guard let v = args.popFirst(), !v.isEmpty else { fail("--data-dir needs a directory") }
+        config.dataDir = v
+    case "--memory":
+        config.dataDir = nil
+    case "--fsync":
+        guard let v = args.popFirst().flatMap({ FsyncPolicy(rawValue: $0) }) else {
+            fail("--fsync needs always, interval or never")
+        }
+        config.fsync = v
+    case "--history":
+        config.history = count(a, args.popFirst())
+    case "--retain":
+        config.retain = count(a, args.popFirst(), minimum: 1)
+    case "--max-rooms":
+        config.maxRooms = count(a, args.popFirst())
+    case "--joins-per-minute":
+        config.joinsPerMinute = count(a, args.popFirst(), minimum: 1)
     case "--help", "-h":
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
                            [--handshake-timeout-ms N] [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
                            [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
+                           [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N] [--retain N]
+                           [--max-rooms N] [--joins-per-minute N]
               --handshake-timeout-ms N  each request (head and body) must arrive within N ms of connecting or of the last response (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
@@ -134,6 +162,14 @@ while let a = args.popFirst() {
               --max-conns N             connections open at once (10000; 0: no limit); one more gets 503
               --max-conns-per-ip N      connections open at once from one IP address (256; 0: no limit; set 0
                                         behind a reverse proxy, where every client has the proxy's address)
+              --data-dir DIR            where each room's history is logged (./chat-data); checked and repaired at start
+              --memory                  keep history in memory only (the newest 128, or --history, per room)
+              --fsync MODE              always (before a message is acknowledged), interval (within 100 ms; the
+                                        default) or never
+              --history N               messages a client gets when it joins a room (50)
+              --retain N                messages kept per room on disk, at least (10000)
+              --max-rooms N             rooms loaded at once besides the lobby (1000)
+              --joins-per-minute N      /join and /leave per client in a minute (30)
             """)
         exit(0)
     default:
@@ -148,6 +184,9 @@ if config.pingPeriod >= config.pongWait {
 }
 
 if let procs { GMP.setProcs(procs) }
+// Past a file size limit (ulimit -f), a write fails with EFBIG and the
+// history reports it; the signal would kill the server instead.
+signal(SIGXFSZ, SIG_IGN)
 
 let code: Int32 = GMP.run { () -> Int32 in
     // SIGINT/SIGTERM: stop accepting, close every client with 1001, exit 0.
@@ -159,7 +198,7 @@ let code: Int32 = GMP.run { () -> Int32 in
     do {
         server = try ChatServer(config: config)
     } catch {
-        log("ChatApp: cannot listen on \(config.host):\(config.port): \(error)")
+        log("ChatApp: \(error)")
         return 1
     }
     go {
@@ -174,7 +213,8 @@ let code: Int32 = GMP.run { () -> Int32 in
         log("ChatApp: the listening socket failed: \(failure); closing every client")
         server.stop()
     }
-    // Let the write pumps flush their close frames.
+    // Let the rooms sync their history, and the write pumps flush their close frames.
+    if !server.waitUntilStopped(nanoseconds: 5_000_000_000) { log("ChatApp: the history did not sync within 5 s") }
     GMP.sleep(for: .milliseconds(200))
     log(failure == nil ? "chat server stopped" : "chat server stopped after an error")
     return failure == nil ? 0 : 1

@@ -29,12 +29,16 @@ func fuzzChatLine(_ bytes: [UInt8]) {
     case .msg(let to, let body):
         check(word(to) && !body.isEmpty && body.unicodeScalars.first != " ", "msg to \(to): \(body)")
         check(ChatCommand(parsing: "/msg \(to) \(body)") == cmd, "/msg \(to) \(body) reads back differently")
+    case .join(let room):
+        check(ChatCommand.isRoomName(room), "join \(room)")
+        check(ChatCommand(parsing: "/join \(room)") == cmd, "/join \(room) reads back differently")
     case .unknown(let w):
         check(w.unicodeScalars.first == "/" && word(w), "unknown command \(w)")
-        check(!["/nick", "/who", "/msg", "/help"].contains(w), "a known command \(w) taken for unknown")
+        check(!["/nick", "/who", "/msg", "/help", "/join", "/leave", "/rooms"].contains(w),
+              "a known command \(w) taken for unknown")
     case .usage(let line):
         check(line.hasPrefix("error: usage: "), "usage line \(line)")
-    case .who, .help:
+    case .who, .help, .leave, .rooms:
         break
     }
 }

@@ -77,6 +77,51 @@ public struct HTTPRequest: Sendable {
     /// The path part of the target (without the query).
     public var path: String { String(target.split(separator: "?", maxSplits: 1).first ?? "") }
 
+    /// The query's fields, in order: `a=1&b=x%20y` is [("a", "1"), ("b", "x y")].
+    /// "+" is a space and %XX a byte (form encoding); a field without "="
+    /// has the value ""; nil if an escape is malformed or the bytes are not UTF-8.
+    public var query: [(name: String, value: String)]? {
+        guard let q = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return [] }
+        var out: [(name: String, value: String)] = []
+        for field in target.utf8[target.utf8.index(after: q)...].split(separator: UInt8(ascii: "&")) {
+            let parts = field.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
+            guard let name = Self.formDecode(parts[0]), let value = parts.count > 1 ? Self.formDecode(parts[1]) : "" else {
+                return nil
+            }
+            out.append((name, value))
+        }
+        return out
+    }
+
+    private static func formDecode(_ bytes: some Collection<UInt8>) -> String? {
+        var out: [UInt8] = []
+        var i = bytes.startIndex
+        func hex(_ b: UInt8) -> UInt8? {
+            switch b {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
+            default: nil
+            }
+        }
+        while i != bytes.endIndex {
+            let b = bytes[i]
+            i = bytes.index(after: i)
+            if b == UInt8(ascii: "+") {
+                out.append(UInt8(ascii: " "))
+            } else if b == UInt8(ascii: "%") {
+                guard i != bytes.endIndex, let h = hex(bytes[i]) else { return nil }
+                i = bytes.index(after: i)
+                guard i != bytes.endIndex, let l = hex(bytes[i]) else { return nil }
+                i = bytes.index(after: i)
+                out.append(h << 4 | l)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+
     /// Parses the request head at the start of `bytes`. Returns the request
     /// and the number of bytes its head took, or nil if the head is not
     /// complete yet (and within `maxHeaderBytes`). The body, if any

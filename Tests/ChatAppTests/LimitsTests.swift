@@ -71,10 +71,10 @@ struct AbuseTests {
             let n = 10, per = 20
             var polite: [WebSocketConn] = []
             for _ in 0..<n {
-                guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+                guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
                 polite.append(ws)
             }
-            guard let flooder = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            guard let flooder = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { flooder.conn.close() }
             // Each polite client collects the polite lines until it has all n * per.
             let results = Chan<Bool>(capacity: n)
@@ -135,7 +135,7 @@ struct AbuseTests {
                     // (Retried: startChatApp's probe connection counts until
                     // the server has seen it close.)
                     let ok = waitFor(seconds: 10, every: 10_000_000) {
-                        guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return false }
+                        guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return false }
                         open.append(ws)
                         return true
                     }
@@ -144,7 +144,7 @@ struct AbuseTests {
                 defer { for ws in open { ws.conn.close() } }
                 var refused: WebSocketError?
                 do throws(WebSocketError) {
-                    let extra = try dialWebSocket(host: "127.0.0.1", port: port, path: "/ws")
+                    let extra = try dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text")
                     extra.conn.close()
                 } catch {
                     refused = error
@@ -152,7 +152,7 @@ struct AbuseTests {
                 // One leaves; its place is free once the server has seen it go.
                 open.removeFirst().conn.close()
                 let again = waitFor(seconds: 10, every: 10_000_000) {
-                    guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return false }
+                    guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return false }
                     open.append(ws)
                     return true
                 }

@@ -8,9 +8,10 @@ import WebSocket
 
 /// A Prometheus text page read back: each family's declared type, and each
 /// sample's value by its name with labels ("name{a=\"b\"}"). Records an issue
-/// for any line the format does not allow here.
-private func parsePage(_ page: String) -> (types: [String: String], samples: [String: Int]) {
-    var types: [String: String] = [:], helps: Set<String> = [], samples: [String: Int] = [:]
+/// for any line the format does not allow here. A histogram's samples are
+/// its name with _bucket (cumulative, by `le`, the last "+Inf"), _sum and _count.
+private func parsePage(_ page: String) -> (types: [String: String], samples: [String: Double]) {
+    var types: [String: String] = [:], helps: Set<String> = [], samples: [String: Double] = [:]
     for line in page.split(separator: "\n", omittingEmptySubsequences: false) where !line.isEmpty {
         let parts = line.split(separator: " ", maxSplits: 3)
         if line.hasPrefix("# HELP ") {
@@ -19,10 +20,15 @@ private func parsePage(_ page: String) -> (types: [String: String], samples: [St
             #expect(helps.contains(String(parts[2])), "TYPE before HELP: \(line)")
             types[String(parts[2])] = String(parts[3])
         } else {
-            let key = String(parts[0]), name = String(key.prefix { $0 != "{" })
+            let key = String(parts[0])
+            var name = String(key.prefix { $0 != "{" })
+            for suffix in ["_bucket", "_sum", "_count"] where name.hasSuffix(suffix) {
+                let base = String(name.dropLast(suffix.count))
+                if types[base] == "histogram" { name = base }
+            }
             #expect(types[name] != nil, "a sample before its TYPE line: \(line)")
             #expect(types[name] != "counter" || name.hasSuffix("_total"), "a counter not ending in _total: \(name)")
-            guard parts.count == 2, let v = Int(parts[1]) else {
+            guard parts.count == 2, let v = Double(parts[1]) else {
                 Issue.record("not 'name value': \(line)")
                 continue
             }
@@ -56,8 +62,8 @@ private func parsePage(_ page: String) -> (types: [String: String], samples: [St
         let (plain, plainPort) = try startChatApp()
         defer { plain.terminate(); plain.waitUntilExit() }
         let r = runG(procs: 2) { () -> (String, String)? in
-            guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),
-                  let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text"),
+                  let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer {
                 a.conn.close()
                 b.conn.close()
@@ -76,7 +82,7 @@ private func parsePage(_ page: String) -> (types: [String: String], samples: [St
             var page = ""
             _ = waitFor(seconds: 10, every: 5_000_000) {
                 page = httpGet(port, "/metrics")
-                return page.contains("\nchat_messages_out_total 6\n")
+                return page.contains("\nchat_messages_out_total 6\n") && page.contains("\nchat_delivery_seconds_count 3\n")
             }
             return (page, String(httpGet(plainPort, "/metrics").prefix(12)))
         }
@@ -94,6 +100,16 @@ private func parsePage(_ page: String) -> (types: [String: String], samples: [St
         // At least the three joined into one frame per client: "m0\nm1\nm2" and a 2-byte header.
         #expect((samples["chat_bytes_written_total"] ?? 0) >= 2 * (8 + 2))
         #expect(samples["chat_clients_dropped_slow_total"] == 0)
+        #expect(samples["chat_room_members{room=\"lobby\"}"] == 2 && samples["chat_rooms_loaded"] == 1)
+        #expect(samples["chat_history_appends_total"] == 3 && samples["chat_history_errors_total"] == 0)
+        // Each message's receipt-to-last-write time, observed once it reached both clients.
+        #expect(types["chat_delivery_seconds"] == "histogram")
+        #expect(samples["chat_delivery_seconds_count"] == 3 && samples["chat_delivery_seconds_bucket{le=\"+Inf\"}"] == 3)
+        #expect((samples["chat_delivery_seconds_sum"] ?? -1) > 0)
+        let buckets = samples.filter { $0.key.hasPrefix("chat_delivery_seconds_bucket") }
+            .sorted { (Double($0.key.split(separator: "\"")[1]) ?? .infinity) < (Double($1.key.split(separator: "\"")[1]) ?? .infinity) }
+        #expect(buckets.count == 16 && zip(buckets, buckets.dropFirst()).allSatisfy { $0.value <= $1.value }, "cumulative: \(buckets)")
+        #expect(samples["chat_history_fsync_seconds_count"] == 0) // history in memory: no fsync
         #expect((samples["gmp_goroutines{state=\"live\"}"] ?? 0) > 0)
         #expect((samples["gmp_procs{state=\"all\"}"] ?? 0) > 0)
     }

@@ -83,7 +83,7 @@ extension ChatAppTests {
         let r = runG(procs: 2, timeout: 45) { () -> (Bool, [String: Int], [String: Int])? in
             let before = serverStats(port)
             guard let gs0 = before["goroutines"], let fds0 = before["fds"],
-                  let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+                  let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { ws.conn.close() }
             // Registered before its 101: the server holds it from here.
             // 200,000 pings: 25 MB of pongs, more than the socket buffers hold.
@@ -121,9 +121,10 @@ extension ChatAppTests {
         var stopped = false
         defer { if !stopped { app.terminate(); app.waitUntilExit() } }
         let r = runG(procs: 2, timeout: 60) { () -> (wrote: Bool, handled: Bool, alive: Bool, back: Bool, served: Bool)? in
+            loadLobby(port)
             let before = serverStats(port)
             guard let gs0 = before["goroutines"], let fds0 = before["fds"],
-                  let m = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+                  let m = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { m.conn.close() }
             // 40,000 masked 500-byte messages in one go, never reading: the
             // copies the server sends back fill its buffers and the hub drops
@@ -155,7 +156,7 @@ extension ChatAppTests {
             }
             // And it serves another client.
             var served = false
-            if alive, let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") {
+            if alive, let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") {
                 try? ws.send(text: "still here")
                 if case .text(let t)? = try? ws.receive() { served = t == "still here" }
                 ws.conn.close()
@@ -270,8 +271,8 @@ extension ChatAppTests {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
         let r = runG(procs: 2) { () -> [String] in
-            guard let alice = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),
-                  let mallory = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return [] }
+            guard let alice = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text"),
+                  let mallory = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return [] }
             defer { alice.conn.close(); mallory.conn.close() }
             func next(_ ws: WebSocketConn) -> String {
                 if case .text(let t)? = try? ws.receive() { return t }
@@ -303,8 +304,8 @@ extension ChatAppTests {
         let (app, port) = try startChatApp(extraArguments: ["--ping-period-ms", "100", "--pong-wait-ms", "1000"])
         defer { app.terminate(); app.waitUntilExit() }
         let r = runG(procs: 2, timeout: 30) { () -> (pings: Int, alive: Bool, silentEnded: Bool, silentAfter: Int64)? in
-            guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws"),
-                  let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { return nil }
+            guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text"),
+                  let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { a.conn.close(); b.conn.close() }
             let t0 = GMP.now
             // b is silent: it reads raw bytes (pings) and never answers.

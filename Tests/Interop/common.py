@@ -3,6 +3,7 @@ the ChatApp binary on a free port."""
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -24,13 +25,17 @@ class Tally:
         sys.exit(1 if self.failed else 0)
 
 
-def start_chat_app(binary):
-    """Starts ChatApp on a free port; waits (at most 10 s) until it accepts."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
+def start_chat_app(binary, data_dir=None, port=None):
+    """Starts ChatApp on a free port (or `port`), its history in `data_dir`
+    (a new temporary directory by default); waits (at most 10 s) until it
+    accepts."""
+    if port is None:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+    data_dir = data_dir or tempfile.mkdtemp(prefix="chat-interop-")
+    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir], stderr=subprocess.DEVNULL)
     deadline = time.time() + 10
     while time.time() < deadline:
         try:

@@ -21,7 +21,7 @@ check = tally.check
 async def main(binary):
     proc, port = start_chat_app(binary)
     try:
-        url = f"ws://127.0.0.1:{port}/ws"
+        url = f"ws://127.0.0.1:{port}/ws?format=text"
         async with websockets.connect(url) as a, websockets.connect(url) as b:
             await a.send(" hello\nfrom python ")
             got_a = await asyncio.wait_for(a.recv(), 5)

@@ -1,0 +1,225 @@
+import Channels
+import Foundation
+import GMP
+import Glibc
+
+// The directory G: which rooms are loaded, who is in each, and the names
+// taken by `/nick`. Read pumps ask it by request, each with a reply channel
+// of one slot, so it never waits on a client; rooms never ask it anything.
+//
+// It counts a room's members itself, from the joins it grants and the
+// leaves it is told of: a room whose count falls to 0 is ended (`closing`)
+// and unloaded, and the directory waits until its log G has synced and
+// closed its files (`finished`) before it goes on, so a room loaded again
+// never has two writers. Without a data directory a room that has messages
+// stays loaded (its tail is its history). Loaded rooms are bounded by
+// `maxRooms` (the lobby does not count); rooms on disk cost nothing until
+// someone joins them, and are listed by `/rooms` with 0 members.
+//
+// On start (`openStore`) the data directory is created if need be, proved
+// writable, and every room's log in it is read back once: a torn or corrupt
+// tail is cut off there, and reported in the server's log.
+
+/// Where and how rooms keep their history.
+struct StoreSettings: Sendable {
+    /// The data directory (nil: history in memory only).
+    var dataDir: String?
+    /// Messages kept per room on disk at least.
+    var retain = 10_000
+    /// Rooms loaded at once, besides the lobby.
+    var maxRooms = 1_000
+}
+
+final class Directory: @unchecked Sendable {
+    // @unchecked: the `let`s are channels and settings; the state below is
+    // owned by the directory's G (`run`).
+    enum Request: Sendable {
+        case join(String, Chan<Result<Room, RoomRefusal>>)
+        case leave(Room)
+        case rooms(Chan<[(name: String, members: Int)]>)
+        case nick(Client, String, Chan<String?>)
+        case forget(Client)
+        case msg(from: Client, to: String, text: String)
+    }
+
+    private let requests = Chan<Request>()
+    private let store: StoreSettings
+    private let settings: RoomSettings
+    /// Closed when the directory has ended and every room has synced.
+    let finished = Chan<Void>()
+    private var rooms: [String: (room: Room, count: Int)] = [:]
+    private var onDisk: Set<String>
+    private var names: [String: Client] = [:]
+
+    init(store: StoreSettings, settings: RoomSettings, onDisk: Set<String>) {
+        self.store = store
+        self.settings = settings
+        self.onDisk = onDisk
+    }
+
+    /// Prepares `settings.dataDir` (see the top of this file): the names of
+    /// the rooms found there, with every log checked and cut back to its
+    /// last whole record.
+    /// - Throws: why the directory cannot be used.
+    static func openStore(_ store: StoreSettings, policy: FsyncPolicy) throws(StoreError) -> Set<String> {
+        guard let dir = store.dataDir else { return [] }
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            throw StoreError("cannot create the data directory \(dir): \(error.localizedDescription)")
+        }
+        let probe = dir + "/.write-test"
+        let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw StoreError("cannot write in the data directory \(dir)", errno: errno) }
+        let wrote = write(fd, "ok", 2), e = errno
+        close(fd)
+        unlink(probe)
+        if wrote != 2 { throw StoreError("cannot write in the data directory \(dir)", errno: wrote < 0 ? e : ENOSPC) }
+        var found: Set<String> = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where ChatCommand.isRoomName(name) {
+            let (_, _, notes) = try RoomLog.open(dir: dir + "/" + name, policy: policy, retain: store.retain, tailLength: 0)
+            for n in notes { log("history: \(n)") }
+            found.insert(name)
+        }
+        return found
+    }
+
+    // MARK: - Asking it (read pumps)
+
+    private func ask<T>(_ make: (Chan<T>) -> Request) -> T? {
+        let reply = Chan<T>(capacity: 1)
+        guard tell(make(reply)) else { return nil }
+        return reply.receive().value
+    }
+
+    private func tell(_ r: Request) -> Bool {
+        var sent = false
+        select { s in
+            if s.send(requests, r) { sent = true }
+            if s.receive(settings.quit) != nil {}
+        }
+        return sent
+    }
+
+    /// The room `name`, loaded if need be, with the caller counted in; nil
+    /// if the server is stopping.
+    func join(_ name: String) -> Result<Room, RoomRefusal>? { ask { .join(name, $0) } }
+
+    /// Uncounts the caller from `room` (after it left the room's hub).
+    func leave(_ room: Room) { _ = tell(.leave(room)) }
+
+    /// Rooms and their member counts, the fullest first (at most 100).
+    func list() -> [(name: String, members: Int)] { ask { .rooms($0) } ?? [] }
+
+    /// Gives `client` the name `name`; the error line if it is taken.
+    func nick(_ client: Client, _ name: String) -> String? { ask { .nick(client, name, $0) } ?? nil }
+
+    /// Frees `client`'s name (it has gone).
+    func forget(_ client: Client) { _ = tell(.forget(client)) }
+
+    /// A private message from `from` to the client called `to`.
+    func msg(from: Client, to: String, text: String) { _ = tell(.msg(from: from, to: to, text: text)) }
+
+    // MARK: - The directory's G
+
+    /// The loop; run it in its own G. Ends when the server stops, once
+    /// every room has ended and synced (then `finished` is closed).
+    func run() {
+        var running = true
+        while running {
+            select { s in
+                if let r = s.receive(requests), case .value(let req) = r { handle(req) }
+                if s.receive(settings.quit) != nil { running = false }
+            }
+        }
+        for (_, entry) in rooms { _ = entry.room.finished.receive() } // the hubs saw quit too
+        finished.close()
+    }
+
+    private func handle(_ req: Request) {
+        let metrics = settings.metrics
+        switch req {
+        case .join(let name, let reply):
+            if let entry = rooms[name] {
+                rooms[name]!.count = entry.count + 1
+                reply.send(.success(entry.room))
+                return
+            }
+            if name != ChatCommand.lobby && rooms.count - (rooms[ChatCommand.lobby] == nil ? 0 : 1) >= store.maxRooms {
+                reply.send(.failure(.tooManyRooms(store.maxRooms)))
+                return
+            }
+            let room: Room
+            if let dir = store.dataDir {
+                do {
+                    let (roomLog, tail, notes) = try RoomLog.open(dir: dir + "/" + name, policy: settings.policy,
+                                                                  retain: store.retain, tailLength: settings.tailLength)
+                    for n in notes { log("history: \(n)") }
+                    room = Room(name: name, settings: settings, tail: tail, log: roomLog)
+                } catch {
+                    log("history of \(name): \(error)")
+                    reply.send(.failure(.store(error)))
+                    return
+                }
+                onDisk.insert(name)
+            } else {
+                room = Room(name: name, settings: settings, tail: [], log: nil)
+            }
+            room.start()
+            rooms[name] = (room, 1)
+            metrics.roomsLoaded.store(rooms.count, ordering: .relaxed)
+            reply.send(.success(room))
+        case .leave(let room):
+            guard let entry = rooms[room.name], entry.room === room else { return }
+            if entry.count > 1 {
+                rooms[room.name]!.count = entry.count - 1
+                return
+            }
+            if !room.logged && room.newest.load(ordering: .relaxed) > 0 { // its tail is its history
+                rooms[room.name]!.count = 0
+                return
+            }
+            rooms.removeValue(forKey: room.name)
+            metrics.roomsLoaded.store(rooms.count, ordering: .relaxed)
+            room.closing.close()
+            _ = room.finished.receive() // synced and closed: it may be loaded again
+        case .rooms(let reply):
+            var counts: [String: Int] = [:]
+            for name in onDisk { counts[name] = 0 }
+            for (name, entry) in rooms { counts[name] = entry.room.members.load(ordering: .relaxed) }
+            let list = counts.map { (name: $0.key, members: $0.value) }
+                .sorted { $0.members != $1.members ? $0.members > $1.members : $0.name < $1.name }
+            reply.send(Array(list.prefix(100)))
+        case .nick(let client, let name, let reply):
+            if let holder = names[name], holder !== client {
+                reply.send("error: the name \(name) is taken")
+                return
+            }
+            if let old = client.name, names[old] === client { names.removeValue(forKey: old) }
+            names[name] = client
+            client.name = name
+            reply.send(nil)
+        case .forget(let client):
+            if let name = client.name, names[name] === client { names.removeValue(forKey: name) }
+        case .msg(let from, let to, let text):
+            guard let target = names[to] else {
+                from.offer(.error("error: nobody is called \(to)"), metrics)
+                return
+            }
+            target.offer(.privateMessage(from: from.name ?? "someone", text: text), metrics)
+        }
+    }
+}
+
+/// Why a join was refused.
+enum RoomRefusal: Error, CustomStringConvertible {
+    case tooManyRooms(Int)
+    case store(StoreError)
+
+    var description: String {
+        switch self {
+        case .tooManyRooms(let n): "error: too many rooms (at most \(n)); join one that exists (/rooms)"
+        case .store(let e): "error: the room's history cannot be opened (\(e))"
+        }
+    }
+}

@@ -1,0 +1,130 @@
+import Synchronization
+import WebSocket
+
+// What the server sends a client, in its two formats. The default is a
+// small JSON object per line (the envelope); `/ws?format=text` gives
+// gorilla's protocol, plain lines, for gorilla's page and clients written
+// for it. Several lines queued for one client go out joined by "\n" in one
+// frame, in either format (gorilla's write pump does so).
+//
+//   {"type":"message","room":"lobby","seq":12,"time":1733212345678,"from":"ann","text":"hi"}
+//       text: "ann: hi" ("hi" without a name)
+//   {"type":"ack","room":"lobby","seq":12}          to the sender, once the message is in the log
+//   {"type":"joined","room":"lobby","seq":11}       the room, and its newest message then
+//   {"type":"gap","room":"lobby","from":1,"to":40}  since asked for messages no longer kept
+//   {"type":"rooms","rooms":[{"name":"lobby","members":3}]}     text: "rooms: lobby (3)"
+//   {"type":"who","room":"lobby","names":["ann"],"anonymous":1} text: "online: ann, 1 without a name"
+//   {"type":"private","from":"ann","text":"hi"}      text: "(private) ann: hi"
+//   {"type":"info","text":"…"} and {"type":"error","text":"…"}  text: the line itself
+//
+// Acks and "joined" have no text form: gorilla's page would show them. A
+// text client gets no history when it joins a room either (gorilla's
+// protocol: what is said after it came), unless it asks with `since`.
+
+/// A client's wire format.
+public enum ChatFormat: String, Sendable {
+    case json, text
+}
+
+/// A line for clients, encoded once per format (payload and frame): the
+/// hub hands the same object to every write pump.
+final class Prepared: Sendable {
+    let json: [UInt8]
+    let jsonFrame: [UInt8]
+    /// nil: nothing to send a text client.
+    let text: [UInt8]?
+    let textFrame: [UInt8]?
+    /// For a room's message: when its sender's read pump took it (GMP.now),
+    /// and how many holders it still has (the hub while it delivers, and
+    /// each send buffer it sits in). Whoever lets go last observes the
+    /// receipt-to-last-write time (Metrics.swift). 0: not a message.
+    let receivedAt: Int64
+    let holders = Atomic<Int>(1)
+
+    init(json: String, text: String?, receivedAt: Int64 = 0) {
+        self.json = Array(json.utf8)
+        jsonFrame = Frame(opcode: .text, payload: self.json).encode()
+        self.text = text.map { Array($0.utf8) }
+        textFrame = self.text.map { Frame(opcode: .text, payload: $0).encode() }
+        self.receivedAt = receivedAt
+    }
+
+    func payload(_ f: ChatFormat) -> [UInt8]? { f == .json ? json : text }
+    func frame(_ f: ChatFormat) -> [UInt8]? { f == .json ? jsonFrame : textFrame }
+
+    /// A room's message.
+    static func message(_ e: Entry, room: String, receivedAt: Int64 = 0) -> Prepared {
+        var j = "{\"type\":\"message\",\"room\":\(jsonString(room)),\"seq\":\(e.seq),\"time\":\(e.time)"
+        if !e.from.isEmpty { j += ",\"from\":\(jsonString(e.from))" }
+        j += ",\"text\":\(jsonString(e.text))}"
+        return Prepared(json: j, text: e.from.isEmpty ? e.text : "\(e.from): \(e.text)", receivedAt: receivedAt)
+    }
+
+    /// Several messages as one line each, in one object (history on a join).
+    static func messages(_ es: some Collection<Entry>, room: String) -> Prepared {
+        let parts = es.map { message($0, room: room) }
+        return Prepared(json: parts.map { String(decoding: $0.json, as: UTF8.self) }.joined(separator: "\n"),
+                        text: parts.map { String(decoding: $0.text!, as: UTF8.self) }.joined(separator: "\n"))
+    }
+
+    static func ack(room: String, seq: UInt64) -> Prepared {
+        Prepared(json: "{\"type\":\"ack\",\"room\":\(jsonString(room)),\"seq\":\(seq)}", text: nil)
+    }
+
+    static func joined(room: String, seq: UInt64) -> Prepared {
+        Prepared(json: "{\"type\":\"joined\",\"room\":\(jsonString(room)),\"seq\":\(seq)}", text: nil)
+    }
+
+    static func gap(room: String, from: UInt64, to: UInt64) -> Prepared {
+        let line = "messages \(from) to \(to) of \(room) are no longer kept"
+        return Prepared(json: "{\"type\":\"gap\",\"room\":\(jsonString(room)),\"from\":\(from),\"to\":\(to)}", text: line)
+    }
+
+    static func privateMessage(from: String, text: String) -> Prepared {
+        Prepared(json: "{\"type\":\"private\",\"from\":\(jsonString(from)),\"text\":\(jsonString(text))}",
+                 text: "(private) \(from): \(text)")
+    }
+
+    static func info(_ line: String) -> Prepared {
+        Prepared(json: "{\"type\":\"info\",\"text\":\(jsonString(line))}", text: line)
+    }
+
+    /// An error line; `line` starts with "error: ", which the JSON form leaves out.
+    static func error(_ line: String) -> Prepared {
+        let bare = line.hasPrefix("error: ") ? String(line.dropFirst(7)) : line
+        return Prepared(json: "{\"type\":\"error\",\"text\":\(jsonString(bare))}", text: "error: " + bare)
+    }
+
+    static func rooms(_ list: [(name: String, members: Int)]) -> Prepared {
+        let j = list.map { "{\"name\":\(jsonString($0.name)),\"members\":\($0.members)}" }.joined(separator: ",")
+        return Prepared(json: "{\"type\":\"rooms\",\"rooms\":[\(j)]}",
+                        text: "rooms: " + list.map { "\($0.name) (\($0.members))" }.joined(separator: ", "))
+    }
+
+    static func who(room: String, names: [String], anonymous: Int) -> Prepared {
+        let j = "{\"type\":\"who\",\"room\":\(jsonString(room)),\"names\":[\(names.map(jsonString).joined(separator: ","))],"
+            + "\"anonymous\":\(anonymous)}"
+        let t = "online in \(room): " + (names + (anonymous > 0 ? ["\(anonymous) without a name"] : [])).joined(separator: ", ")
+        return Prepared(json: j, text: t)
+    }
+}
+
+/// `s` as a JSON string literal: quotes, backslash and control characters
+/// escaped (the rest is UTF-8 as it is).
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20 || u.value == 0x2028 || u.value == 0x2029:
+            let hex = String(u.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}

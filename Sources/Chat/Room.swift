@@ -1,0 +1,448 @@
+import Channels
+import GMP
+import Glibc
+import Synchronization
+import WebSocket
+
+// A room: gorilla's hub, one per room. The room's hub G owns its members
+// and selects over register, unregister, posts, `/who` and the batches its
+// log G hands back; a busy room never delays a quiet one, each has its Gs.
+//
+// A message's way: the sender's read pump posts it; the hub takes the
+// sender's name and passes it to the room's log G (a buffered channel; if
+// it is full the sender gets "busy", the hub never waits); the log G numbers
+// a batch of posts, appends them to the room's log in one write (History.swift),
+// syncs if the policy is `always`, and hands the batch back; the hub then
+// keeps each in its tail (the newest messages, in memory), acks the sender
+// and delivers to every member, each message encoded once (`Prepared`). So
+// a delivered message is always in the log (a client never sees a number
+// that a crash could give to another message), and the hub never waits for
+// the disk. With `--fsync interval` the log G also syncs within 100 ms of
+// a write, by itself. Without a data directory the hub numbers and commits a
+// message at once, and the tail is all the history there is.
+//
+// Joining, and the seam between catch-up and live messages: a joiner's
+// register carries `since` (the newest message it has, or none). The hub
+// answers in its own G, so nothing is committed in between: it pushes the
+// "joined" line and the messages after `since` from its tail (or the last
+// `history` of them) into the member's send buffer, and the member gets
+// every later message as it is committed. When the tail does not reach back
+// to `since`, the hub answers "read the disk" and does not register: the
+// joiner reads the log after `since` itself, writes it to the socket, and
+// registers again with `since` = the last message it wrote (`fromDisk`).
+// What the log G wrote meanwhile but the hub has not yet committed may be
+// among it: a member delivers nothing at or below its `skipThrough`. So each
+// message reaches the joiner once, in order, with no gap.
+//
+// A client's `send` channel is never closed, so any G may offer to it
+// (`offer`: never blocking); a client whose buffer is full is kicked:
+// `kicked` is closed, once, and its write pump closes the connection with
+// 1001 (as when the server stops). Pumps talk to the hub through
+// `join`, `leave`, `post` and `who`, which give up once the room or the
+// server has stopped, so no G waits for ever on a hub that is gone.
+
+/// One connected client: its socket, its send buffer, its name.
+final class Client: @unchecked Sendable {
+    // @unchecked: `ws` is read by one G, the read pump (its contract), and
+    // written by the write pump and the read pump (frames are serialized);
+    // `send` and `kicked` are channels; `_name` is guarded by `lock`.
+    let ws: WebSocketConn
+    let send = Chan<Prepared>(capacity: 256)
+    /// Closed once, by `kick`: the write pump closes the connection.
+    let kicked = Chan<Void>()
+    private let kickedOnce = Atomic<Bool>(false)
+    let peer: String
+    let format: ChatFormat
+    private let lock = FutexLock(compact: ())
+    private var _name: String?
+
+    init(ws: WebSocketConn, peer: String, format: ChatFormat) {
+        self.ws = ws
+        self.peer = peer
+        self.format = format
+    }
+
+    deinit { lock.free() }
+
+    /// Set by `/nick` (the directory G, which keeps names unique).
+    var name: String? {
+        get { lock.withLock { _name } }
+        set { lock.withLock { _name = newValue } }
+    }
+
+    /// Makes the write pump close the connection (1001). True for the call
+    /// that did it, false if it was done already.
+    @discardableResult
+    func kick() -> Bool {
+        if kickedOnce.exchange(true, ordering: .acquiringAndReleasing) { return false }
+        kicked.close()
+        return true
+    }
+
+    /// Queues `m` for the write pump, unless `m` has nothing in this client's
+    /// format. A full buffer means the client does not read fast enough: it
+    /// is kicked, and the answer is false.
+    @discardableResult
+    func offer(_ m: Prepared, _ metrics: ChatMetrics) -> Bool {
+        guard m.payload(format) != nil else { return true }
+        if send.trySend(m) { return true }
+        if kick() {
+            metrics.bump(.slowDrops)
+            log("dropped slow client \(peer)")
+        }
+        return false
+    }
+}
+
+/// A message from a client on its way through a room.
+struct Post: Sendable {
+    let from: Client
+    var name = ""
+    let text: String
+    /// When the read pump took it (GMP.now).
+    let receivedAt: Int64
+}
+
+/// Posts numbered and logged (or refused: `error`), from the log G to the hub.
+struct Batch: Sendable {
+    let entries: [Entry]
+    let posts: [Post]
+    let error: StoreError?
+}
+
+/// A join: the client, and the newest message it has (nil: give it the
+/// room's last `history` messages).
+struct Joining: Sendable {
+    let client: Client
+    let since: UInt64?
+    /// Whether `since` is the last message the joiner read from the log.
+    let fromDisk: Bool
+    /// Whether the answer may be `readLog` (false after a read found nothing:
+    /// then a gap is reported and the tail served).
+    let mayReadLog: Bool
+    let reply: Chan<JoinAnswer>
+}
+
+enum JoinAnswer: Sendable {
+    /// A member now.
+    case joined
+    /// Not a member: the tail does not reach back to `since`; read the log.
+    case readLog
+}
+
+/// What every room shares: the server's settings for history, its
+/// counters, and its quit channel.
+struct RoomSettings: Sendable {
+    /// Messages a joiner gets (without `since`).
+    var history = 50
+    /// Messages the hub keeps in memory (at least `history`).
+    var tailLength: Int { max(history, 128) }
+    var policy = FsyncPolicy.interval
+    var metrics: ChatMetrics
+    var quit: Chan<Void>
+}
+
+/// A room's channels and its hub G's loop (`run`).
+final class Room: @unchecked Sendable {
+    // @unchecked: the `let`s are channels and atomics; `initialTail` and
+    // `log` are handed to the room's two Gs at their start and not touched
+    // by anyone else after.
+    let name: String
+    let settings: RoomSettings
+    private let register = Chan<Joining>()
+    private let unregister = Chan<Client>()
+    private let posts = Chan<Post>()
+    private let whos = Chan<Client>()
+    /// Batches from the log G (buffered: the log G goes on while the hub delivers).
+    private let committed = Chan<Batch>(capacity: 64)
+    /// Closed by the directory to end the room (no members left).
+    let closing = Chan<Void>()
+    /// Closed by the hub G when it ends; the log G then drains, syncs and ends.
+    private let hubDone = Chan<Void>()
+    /// Closed by the log G (or the hub, without one) when the room is all done.
+    let finished = Chan<Void>()
+    /// Members now (the hub's count) and the newest message's number.
+    let members = Atomic<Int>(0)
+    let newest = Atomic<UInt64>(0)
+    /// Posts for the log G (nil: no data directory).
+    private let logInput: Chan<Post>?
+    private var initialTail: [Entry]
+    private var log: RoomLog?
+
+    init(name: String, settings: RoomSettings, tail: [Entry], log: RoomLog?) {
+        self.name = name
+        self.settings = settings
+        self.initialTail = tail
+        self.log = log
+        logInput = log == nil ? nil : Chan<Post>(capacity: 1024)
+        newest.store(tail.last?.seq ?? log?.last ?? 0, ordering: .relaxed)
+    }
+
+    /// Starts the room's Gs.
+    func start() {
+        if let input = logInput { go { self.runLog(input) } }
+        go { self.run() }
+    }
+
+    /// Whether the room has a log on disk (catch-up may read it).
+    var logged: Bool { logInput != nil }
+
+    /// Sends `value` on `c` unless the room or the server stops first.
+    private func call<T>(_ c: Chan<T>, _ value: T) -> Bool {
+        var sent = false
+        select { s in
+            if s.send(c, value) { sent = true }
+            if s.receive(self.closing) != nil {}
+            if s.receive(self.settings.quit) != nil {}
+        }
+        return sent
+    }
+
+    /// Registers `client` (see the top of this file); nil if the room or
+    /// the server has stopped.
+    func join(_ client: Client, since: UInt64?, fromDisk: Bool = false, mayReadLog: Bool = true) -> JoinAnswer? {
+        let reply = Chan<JoinAnswer>(capacity: 1)
+        let j = Joining(client: client, since: since, fromDisk: fromDisk, mayReadLog: mayReadLog, reply: reply)
+        guard call(register, j) else { return nil }
+        return reply.receive().value
+    }
+
+    /// Unregisters `client` (nothing if it is not a member).
+    func leave(_ client: Client) { _ = call(unregister, client) }
+
+    /// Hands a message to the room.
+    func post(_ client: Client, _ text: String, receivedAt: Int64) {
+        _ = call(posts, Post(from: client, text: text, receivedAt: receivedAt))
+    }
+
+    /// Asks for the members' names (the answer goes to `client`'s buffer).
+    func who(_ client: Client) { _ = call(whos, client) }
+
+    // MARK: - The hub G
+
+    private struct Member {
+        let client: Client
+        /// Messages up to this one reached it some other way (its join).
+        var skipThrough: UInt64
+    }
+
+    /// The hub's loop; `start` runs it in its own G.
+    private func run() {
+        var members: [ObjectIdentifier: Member] = [:]
+        var tail = Tail(entries: initialTail, limit: settings.tailLength)
+        initialTail = []
+        var last = newest.load(ordering: .relaxed)
+        var stopping = false
+        let metrics = settings.metrics
+        func remove(_ c: Client) {
+            members.removeValue(forKey: ObjectIdentifier(c))
+            self.members.store(members.count, ordering: .relaxed)
+        }
+        func offer(_ m: Prepared, to c: Client) -> Bool {
+            if c.offer(m, metrics) { return true }
+            remove(c)
+            return false
+        }
+        func commit(_ b: Batch) {
+            if let error = b.error {
+                metrics.bump(.historyErrors, by: b.posts.count)
+                for p in b.posts where members[ObjectIdentifier(p.from)] != nil {
+                    _ = offer(.error("error: your message was not stored (\(error)); try again later"), to: p.from)
+                }
+                return
+            }
+            for (e, p) in zip(b.entries, b.posts) {
+                last = e.seq
+                tail.append(e)
+                let m = Prepared.message(e, room: name, receivedAt: p.receivedAt)
+                if members[ObjectIdentifier(p.from)] != nil && p.from.format == .json {
+                    _ = offer(.ack(room: name, seq: e.seq), to: p.from)
+                }
+                for member in members.values where member.skipThrough < e.seq {
+                    m.holders.add(1, ordering: .relaxed)
+                    if !offer(m, to: member.client) { m.holders.subtract(1, ordering: .relaxed) }
+                }
+                m.release(metrics) // the hub's hold
+            }
+            newest.store(last, ordering: .relaxed)
+        }
+        func admit(_ j: Joining) {
+            var push: [Prepared] = []
+            var skip = last
+            let history = tail.last(settings.history)
+            if let since = j.since {
+                if since >= last {
+                    if j.fromDisk {
+                        skip = since // the log was ahead of the hub: those came from it
+                    } else if since > last {
+                        push.append(.info("since \(since) is past the newest message of \(name) (\(last)); "
+                                          + "here are the last \(history.count)"))
+                        if !history.isEmpty { push.append(.messages(history, room: name)) }
+                    }
+                } else if let oldest = tail.oldest, oldest <= since + 1 {
+                    let after = tail.after(since)
+                    if !after.isEmpty { push.append(.messages(after, room: name)) }
+                } else if logged && j.mayReadLog {
+                    j.reply.send(.readLog)
+                    return
+                } else {
+                    let oldest = tail.oldest ?? last + 1
+                    push.append(.gap(room: name, from: since + 1, to: oldest - 1))
+                    if oldest <= last { push.append(.messages(tail.after(since), room: name)) }
+                }
+            } else if !history.isEmpty && j.client.format == .json { // text: gorilla's protocol, live lines only
+                push.append(.messages(history, room: name))
+            }
+            members[ObjectIdentifier(j.client)] = Member(client: j.client, skipThrough: skip)
+            self.members.store(members.count, ordering: .relaxed)
+            _ = offer(.joined(room: name, seq: last), to: j.client)
+            for m in push where !offer(m, to: j.client) { break }
+            j.reply.send(.joined)
+        }
+        func handle(_ p: Post) {
+            guard members[ObjectIdentifier(p.from)] != nil else { return } // dropped meanwhile
+            var p = p
+            p.name = p.from.name ?? ""
+            if let logInput {
+                if !logInput.trySend(p) {
+                    _ = offer(.error("error: the server is busy; your message was not sent"), to: p.from)
+                }
+            } else {
+                let e = Entry(seq: last + 1, time: wallClockMilliseconds(), from: p.name, text: p.text)
+                metrics.bump(.historyAppends)
+                commit(Batch(entries: [e], posts: [p], error: nil))
+            }
+        }
+        while !stopping {
+            select { s in
+                if let r = s.receive(register), case .value(let j) = r { admit(j) }
+                if let r = s.receive(unregister), case .value(let c) = r { remove(c) }
+                if let r = s.receive(posts), case .value(let p) = r { handle(p) }
+                if let r = s.receive(committed), case .value(let b) = r { commit(b) }
+                if let r = s.receive(whos), case .value(let c) = r, members[ObjectIdentifier(c)] != nil {
+                    let names = members.values.compactMap(\.client.name).sorted()
+                    _ = offer(.who(room: name, names: names, anonymous: members.count - names.count), to: c)
+                }
+                if s.receive(closing) != nil { stopping = true }
+                if s.receive(settings.quit) != nil {
+                    for m in members.values { m.client.kick() } // write pumps send close 1001 and stop
+                    stopping = true
+                }
+            }
+        }
+        hubDone.close()
+        if logInput == nil { finished.close() } else { logInput!.close() }
+    }
+
+    // MARK: - The log G
+
+    /// Numbers, logs and hands back posts in batches, and syncs: within
+    /// 100 ms of a write under `interval`. Ends once the hub has ended and
+    /// closed its input, with everything written synced.
+    private func runLog(_ input: Chan<Post>) {
+        let log = self.log!
+        self.log = nil
+        let metrics = settings.metrics
+        let due = Chan<Void>(capacity: 1)
+        let timer = Timer { _ = due.trySend(()) }
+        var armed = false
+        func sync() {
+            let start = GMP.now
+            do { try log.sync() } catch { GMP.blocking { Chat.log("history: \(error)") } }
+            metrics.fsyncSeconds.observe(nanoseconds: GMP.now - start)
+        }
+        func write(_ first: Post) {
+            var posts = [first]
+            while posts.count < 256, case .value(let p) = input.tryReceive() { posts.append(p) }
+            let time = wallClockMilliseconds()
+            var entries: [Entry] = []
+            entries.reserveCapacity(posts.count)
+            for (i, p) in posts.enumerated() {
+                entries.append(Entry(seq: log.last + 1 + UInt64(i), time: time, from: p.name, text: p.text))
+            }
+            var batch: Batch
+            let start = GMP.now
+            do {
+                try log.append(entries)
+                if settings.policy == .always { metrics.fsyncSeconds.observe(nanoseconds: GMP.now - start) }
+                metrics.bump(.historyAppends, by: entries.count)
+                batch = Batch(entries: entries, posts: posts, error: nil)
+            } catch {
+                GMP.blocking { Chat.log("history of \(name): \(error)") }
+                batch = Batch(entries: [], posts: posts, error: error)
+            }
+            select { s in
+                if s.send(committed, batch) {}
+                if s.receive(hubDone) != nil {} // the room is gone; the message is in the log
+            }
+            if settings.policy == .interval && log.unsynced && !armed {
+                timer.reset(at: GMP.deadline(afterNanoseconds: 100_000_000))
+                armed = true
+            }
+        }
+        var open = true
+        while open {
+            select { s in
+                if let r = s.receive(input) {
+                    if case .value(let p) = r { write(p) } else { open = false }
+                }
+                if s.receive(due) != nil {
+                    armed = false
+                    sync()
+                }
+            }
+        }
+        timer.stop()
+        if settings.policy != .never { sync() }
+        finished.close()
+    }
+}
+
+extension Prepared {
+    /// Lets go of one hold on a room's message; the last one observes the
+    /// time from its receipt to its last write.
+    func release(_ metrics: ChatMetrics) {
+        guard receivedAt != 0, holders.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        metrics.deliverySeconds.observe(nanoseconds: GMP.now - receivedAt)
+    }
+}
+
+/// The newest messages of a room, oldest first, at most `limit`.
+struct Tail {
+    private var entries: [Entry]
+    private var start = 0
+    let limit: Int
+
+    init(entries: [Entry], limit: Int) {
+        self.entries = Array(entries.suffix(limit))
+        self.limit = limit
+    }
+
+    var oldest: UInt64? { start < entries.count ? entries[start].seq : nil }
+
+    mutating func append(_ e: Entry) {
+        entries.append(e)
+        if entries.count - start > limit { start += 1 }
+        if start >= limit { // compact now and then, not on every append
+            entries.removeFirst(start)
+            start = 0
+        }
+    }
+
+    /// The newest `n`.
+    func last(_ n: Int) -> ArraySlice<Entry> { entries[max(start, entries.count - n)...] }
+
+    /// Those numbered after `seq`.
+    func after(_ seq: UInt64) -> ArraySlice<Entry> {
+        guard let oldest else { return [] }
+        let skip = seq >= oldest ? Int(min(seq - oldest + 1, UInt64(entries.count - start))) : 0
+        return entries[(start + skip)...]
+    }
+}
+
+/// Now, in milliseconds since 1970 (a message's time).
+func wallClockMilliseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
