@@ -13,9 +13,16 @@ import WebSocket
 /// Both servers drop a client whose send buffer fills (gorilla's policy): on
 /// a loaded machine a client can fall that far behind, and then the run is
 /// made once more (said on stderr); a second loss fails the workload.
-func benchChat() -> Result? {
+func benchChat() -> Result? { chatAttempts(history: false) }
+
+/// chathistory: `chat` with ChatApp logging every message to its history
+/// (a fresh data directory, `--fsync interval`): the cost of the log G, the
+/// writes and the syncs beside the in-memory figure.
+func benchChatHistory() -> Result? { chatAttempts(history: true) }
+
+func chatAttempts(history: Bool) -> Result? {
     for attempt in 1...2 {
-        switch chatRun() {
+        switch chatRun(history: history) {
         case .done(let r):
             return r
         case .skipped:
@@ -36,15 +43,21 @@ enum ChatOutcome {
     case skipped
 }
 
-/// One run of `chat`.
-func chatRun() -> ChatOutcome {
-    guard let (app, port) = startChatServer("chat") else { return .skipped }
-    defer { app.terminate(); app.waitUntilExit() }
+/// One run of `chat` (or `chathistory`).
+func chatRun(history: Bool) -> ChatOutcome {
+    let dataDir = history ? NSTemporaryDirectory() + "chathistory-\(getpid())" : nil
+    let flags = dataDir.map { ["--data-dir", $0, "--fsync", "interval"] } ?? []
+    guard let (app, port) = startChatServer(history ? "chathistory" : "chat", extra: flags) else { return .skipped }
+    defer {
+        app.terminate()
+        app.waitUntilExit()
+        if let dataDir { try? FileManager.default.removeItem(atPath: dataDir) }
+    }
     let clients = 100, per = 100, total = clients * clients * per
     let (elapsed, lat, serverCPU) = GMP.run { () -> (Int64, [Int64], Int) in
         var conns: [WebSocketConn] = []
         for _ in 0..<clients {
-            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else { fatalError("chat: dial") }
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { fatalError("chat: dial") }
             conns.append(ws)
         }
         // gorilla's example registers a client after its handshake answer:
@@ -91,7 +104,7 @@ func chatRun() -> ChatOutcome {
     let rate = Double(total) / (Double(elapsed) / 1e9)
     let extra = "deliveries_per_s=\(Int(rate)) p50_ms=\((p50 * 100).rounded() / 100) p99_ms=\((p99 * 100).rounded() / 100)"
         + " server_cpu_ms=\(serverCPU)"
-    return .done(Result(name: "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra))
+    return .done(Result(name: history ? "chathistory" : "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra))
 }
 
 /// The chat server the chat workloads run against: nil for ChatApp (the
@@ -99,9 +112,10 @@ func chatRun() -> ChatOutcome {
 nonisolated(unsafe) var goChatServer: String?
 // nonisolated(unsafe): set once while parsing arguments, before any G runs.
 
-/// Starts the chat server on a free port, with its `/stats` route on, and
+/// Starts the chat server on a free port, with its `/stats` route on (and,
+/// for ChatApp, history in memory unless `extra` says otherwise), and
 /// waits (at most 10 s) until it accepts; nil, with a note, if it cannot.
-func startChatServer(_ workload: String) -> (Process, Int)? {
+func startChatServer(_ workload: String, extra: [String] = []) -> (Process, Int)? {
     func skip(_ why: String) -> (Process, Int)? {
         note("\(workload): skipped, \(why)")
         return nil
@@ -120,6 +134,7 @@ func startChatServer(_ workload: String) -> (Process, Int)? {
     // and gorilla's hub has none); its message rate limit stays at the default.
     app.arguments = goChatServer == nil
         ? ["--addr", "127.0.0.1:\(port)", "--stats", "--max-conns", "0", "--max-conns-per-ip", "0"]
+            + (extra.isEmpty ? ["--memory"] : extra)
         : ["-chat-server", "127.0.0.1:\(port)"]
     app.standardError = FileHandle.nullDevice
     guard (try? app.run()) != nil else { return skip("\(exe.path) did not start") }
@@ -179,7 +194,7 @@ func benchChatChurn() -> Result? {
         for w in 0..<workers {
             go {
                 for i in 0..<(n / workers) {
-                    guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
+                    guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else {
                         fatalError("chatchurn: dial failed")
                     }
                     let mine = "churn \(w) \(i)"
@@ -250,7 +265,7 @@ func benchChatIdle() -> Result? {
 /// another (from a G); a failed dial ends the process with the workload's name.
 func dialChatClients(_ n: Int, port: Int, for workload: String) -> [WebSocketConn] {
     (0..<n).map { _ in
-        guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws") else {
+        guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else {
             fatalError("\(workload) client: dial failed")
         }
         return ws

@@ -69,6 +69,12 @@ let workloads: [Workload] = [
                        serverCPU],
              about: "100 WebSocket clients (ours) each send 100 messages 10 ms apart; every client receives all 10,000. "
                  + "Server: ChatApp, or for Go the gorilla/websocket hub (peers/go/chat.go)."),
+    Workload(name: "chathistory", ours: benchChatHistory, swift: nil, go: nil,
+             metrics: [Metric(key: "deliveries_per_s", label: "deliveries/s", higherIsBetter: true),
+                       Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms"),
+                       serverCPU],
+             about: "chat with ChatApp logging every message to its history (--data-dir, --fsync interval: a write "
+                 + "per batch, an fsync within 100 ms); compare with ours in chat, which keeps history in memory."),
     Workload(name: "chatidle", ours: benchChatIdle, swift: nil, go: .chatServer,
              metrics: [Metric(key: "rss_bytes_per_conn", label: "RSS bytes per conn")],
              about: "10,000 WebSocket clients (in another process) connected and then idle for 3 s; the server's "
