@@ -37,7 +37,7 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             }
             (config.host, config.port) = (h, p)
         case "maxMessage":
-            guard let n = value as? Int, n > 0, !(value is Bool) else {
+            guard let n = jsonInt(value), n > 0 else {
                 throw ConfigError("\(path): key 'maxMessage' must be a positive integer")
             }
             config.maxMessage = n
@@ -56,17 +56,17 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             guard let b = jsonBool(value) else { throw ConfigError("\(path): key 'metrics' must be true or false") }
             config.metrics = b
         case "rate":
-            guard let n = value as? Double, !(value is Bool), n >= 0, n.isFinite else {
+            guard let n = jsonNumber(value), n >= 0, n.isFinite else {
                 throw ConfigError("\(path): key 'rate' must be a number of messages a second, 0 or more")
             }
             config.rate = n
         case "burst":
-            guard let n = value as? Int, n > 0, !(value is Bool) else {
+            guard let n = jsonInt(value), n > 0 else {
                 throw ConfigError("\(path): key 'burst' must be a positive integer")
             }
             config.burst = n
         case "maxConns", "maxConnsPerIP":
-            guard let n = value as? Int, n >= 0, !(value is Bool) else {
+            guard let n = jsonInt(value), n >= 0 else {
                 throw ConfigError("\(path): key '\(key)' must be an integer, 0 (no limit) or more")
             }
             if key == "maxConns" { config.maxConns = n } else { config.maxConnsPerIP = n }
@@ -85,17 +85,17 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             }
             config.fsync = f
         case "history", "maxRooms":
-            guard let n = value as? Int, n >= 0, !(value is Bool) else {
+            guard let n = jsonInt(value), n >= 0 else {
                 throw ConfigError("\(path): key '\(key)' must be an integer, 0 or more")
             }
             if key == "history" { config.history = n } else { config.maxRooms = n }
         case "retain", "joinsPerMinute":
-            guard let n = value as? Int, n > 0, !(value is Bool) else {
+            guard let n = jsonInt(value), n > 0 else {
                 throw ConfigError("\(path): key '\(key)' must be a positive integer")
             }
             if key == "retain" { config.retain = n } else { config.joinsPerMinute = n }
         case "gmpprocs":
-            guard let n = value as? Int, (1...1024).contains(n), !(value is Bool) else {
+            guard let n = jsonInt(value), (1...1024).contains(n) else {
                 throw ConfigError("\(path): key 'gmpprocs' must be an integer in 1...1024")
             }
             procs = n
@@ -122,6 +122,19 @@ public func splitAddr(_ s: String) -> (String, Int)? {
     var host = String(s[..<colon])
     if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
     return (host.isEmpty ? "0.0.0.0" : host, port)
+}
+
+/// A JSON number (not a boolean), nil for anything else. (`value is Bool`
+/// cannot tell: JSONSerialization's 0 and 1 are NSNumbers that cast to Bool.)
+func jsonNumber(_ value: Any) -> Double? {
+    guard let n = value as? NSNumber, String(cString: n.objCType) != "c" else { return nil }
+    return n.doubleValue
+}
+
+/// A JSON integer (a number without a fraction, in Int's range), nil for anything else.
+func jsonInt(_ value: Any) -> Int? {
+    guard let d = jsonNumber(value), d == d.rounded(), abs(d) < 9.0e18 else { return nil }
+    return Int(d)
 }
 
 /// A JSON `true` or `false`, nil for anything else. (JSONSerialization hands
