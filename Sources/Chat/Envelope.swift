@@ -10,7 +10,7 @@ import WebSocket
 //   {"type":"message","room":"lobby","seq":12,"time":1733212345678,"from":"ann","text":"hi"}
 //       text: "ann: hi" ("hi" without a name)
 //   {"type":"ack","room":"lobby","seq":12}          to the sender, once the message is in the log
-//   {"type":"joined","room":"lobby","seq":11}       the room, and its newest message then
+//   {"type":"joined","room":"lobby","seq":11}       after the history: live from here (11: the newest then)
 //   {"type":"gap","room":"lobby","from":1,"to":40}  since asked for messages no longer kept
 //   {"type":"rooms","rooms":[{"name":"lobby","members":3}]}     text: "rooms: lobby (3)"
 //   {"type":"who","room":"lobby","names":["ann"],"anonymous":1} text: "online: ann, 1 without a name"

@@ -24,8 +24,8 @@ import WebSocket
 // Joining, and the seam between catch-up and live messages: a joiner's
 // register carries `since` (the newest message it has, or none). The hub
 // answers in its own G, so nothing is committed in between: it pushes the
-// "joined" line and the messages after `since` from its tail (or the last
-// `history` of them) into the member's send buffer, and the member gets
+// messages after `since` from its tail (or the last `history` of them), then
+// the "joined" line, into the member's send buffer, and the member gets
 // every later message as it is committed. When the tail does not reach back
 // to `since`, the hub answers "read the disk" and does not register: the
 // joiner reads the log after `since` itself, writes it to the socket, and
@@ -295,7 +295,7 @@ final class Room: @unchecked Sendable {
             }
             members[ObjectIdentifier(j.client)] = Member(client: j.client, skipThrough: skip)
             self.members.store(members.count, ordering: .relaxed)
-            _ = offer(.joined(room: name, seq: last), to: j.client)
+            push.append(.joined(room: name, seq: last)) // last: what came before it is history
             for m in push where !offer(m, to: j.client) { break }
             j.reply.send(.joined)
         }
