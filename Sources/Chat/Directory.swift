@@ -40,6 +40,7 @@ final class Directory: @unchecked Sendable {
         case nick(Client, String, Chan<String?>)
         case forget(Client)
         case msg(from: Client, to: String, text: String)
+        case drop(String, Chan<Bool>)
     }
 
     private let requests = Chan<Request>()
@@ -116,6 +117,10 @@ final class Directory: @unchecked Sendable {
 
     /// Frees `client`'s name (it has gone).
     func forget(_ client: Client) { _ = tell(.forget(client)) }
+
+    /// Makes the server drop the client called `name` (close 1001), as it
+    /// drops a slow one: whether there was one (`/debug/drop`).
+    func drop(_ name: String) -> Bool { ask { .drop(name, $0) } ?? false }
 
     /// A private message from `from` to the client called `to`.
     func msg(from: Client, to: String, text: String) { _ = tell(.msg(from: from, to: to, text: text)) }
@@ -207,6 +212,9 @@ final class Directory: @unchecked Sendable {
                 return
             }
             target.offer(.privateMessage(from: from.name ?? "someone", text: text), metrics)
+        case .drop(let name, let reply):
+            names[name]?.kick()
+            reply.send(names[name] != nil)
         }
     }
 }

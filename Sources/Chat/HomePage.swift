@@ -1,5 +1,14 @@
-/// The chat page: messages from every tab appear in the log, which scrolls;
-/// it says when the connection is lost and reconnects.
+/// The chat page: one self-contained file, no build step. It speaks the JSON
+/// envelope (Envelope.swift): the rooms and their member counts on the left
+/// (click one to join it), the current room's members above its messages,
+/// the room's history when it is joined, and a form that sends a message or
+/// a command (/join, /nick, /msg, …). When the connection drops it
+/// reconnects with a growing back-off (0.5 s doubling to 10 s, reset once a
+/// connection holds), asking with `since` for what it missed in its room:
+/// the server sends that before live messages, and the page also ignores a
+/// number it has shown already, so a blinking connection loses nothing and
+/// shows nothing twice. Every text from the server goes in as text, never
+/// as HTML.
 let homePage = """
 <!DOCTYPE html>
 <html lang="en">
@@ -8,36 +17,115 @@ let homePage = """
 <title>Chat</title>
 <style>
 html, body { height: 100%; margin: 0; font-family: sans-serif; background: #eee; }
-#log { position: absolute; top: 0.5em; left: 0.5em; right: 0.5em; bottom: 3em; overflow: auto;
-       background: white; padding: 0.5em; }
+#side { position: absolute; top: 0.5em; left: 0.5em; width: 12em; bottom: 0.5em; overflow: auto;
+        background: white; padding: 0.5em; box-sizing: border-box; }
+#side h2 { font-size: 1em; margin: 0 0 0.3em 0; }
+#rooms div { cursor: pointer; padding: 0.1em 0.2em; }
+#rooms div.current { font-weight: bold; background: #def; }
+#members { margin-top: 1em; }
+#main { position: absolute; top: 0.5em; left: 13em; right: 0.5em; bottom: 0.5em; }
+#head { height: 1.6em; line-height: 1.6em; }
+#log { position: absolute; top: 1.8em; left: 0; right: 0; bottom: 2.5em; overflow: auto;
+       background: white; padding: 0.5em; box-sizing: border-box; }
 #log div { white-space: pre-wrap; }
 #log .status { color: #888; font-style: italic; }
-#form { position: absolute; bottom: 0.5em; left: 0.5em; right: 0.5em; display: flex; gap: 0.5em; }
+#log .error { color: #b00; }
+#log .private { color: #060; }
+#log .time { color: #999; font-size: 0.8em; margin-right: 0.4em; }
+#form { position: absolute; bottom: 0; left: 0; right: 0; display: flex; gap: 0.5em; }
 #msg { flex: 1; }
 </style>
 </head>
 <body>
+<div id="side"><h2>Rooms</h2><div id="rooms"></div><div id="members"></div></div>
+<div id="main">
+<div id="head">Room: <b id="room">lobby</b> <span id="state"></span></div>
 <div id="log"></div>
-<form id="form"><input type="text" id="msg" autocomplete="off" autofocus><input type="submit" value="Send"></form>
+<form id="form"><input type="text" id="msg" autocomplete="off" autofocus placeholder="a message, or /help"><input type="submit" value="Send"></form>
+</div>
 <script>
-const log = document.getElementById("log");
-const msg = document.getElementById("msg");
-let conn = null;
-function append(text, cls) {
+const log = document.getElementById("log"), msg = document.getElementById("msg");
+let conn = null, room = "lobby", backoff = 500, timer = null;
+const last = {};   // room -> the newest message number shown
+function el(tag, text, cls) { const d = document.createElement(tag); d.textContent = text; if (cls) d.className = cls; return d; }
+function append(text, cls, time) {
   const atBottom = log.scrollTop > log.scrollHeight - log.clientHeight - 1;
-  const d = document.createElement("div");
-  if (cls) d.className = cls;
-  d.innerText = text;
+  const d = el("div", "", cls);
+  if (time) d.appendChild(el("span", new Date(time).toLocaleTimeString(), "time"));
+  d.appendChild(document.createTextNode(text));
   log.appendChild(d);
   if (atBottom) log.scrollTop = log.scrollHeight - log.clientHeight;
 }
-function connect() {
-  const proto = location.protocol === "https:" ? "wss://" : "ws://";
-  conn = new WebSocket(proto + location.host + "/ws");
-  conn.onopen = () => append("Connected.", "status");
-  conn.onclose = () => { append("Connection lost; reconnecting...", "status"); setTimeout(connect, 1000); };
-  conn.onmessage = (e) => { for (const line of e.data.split("\\n")) append(line); };
+function enter(r) {   // the view follows the room the server puts us in
+  if (r === room) return;
+  room = r;
+  log.textContent = "";
+  document.getElementById("room").textContent = r;
 }
+function send(text) { if (conn && conn.readyState === WebSocket.OPEN) conn.send(text); }
+function handle(m) {
+  switch (m.type) {
+  case "message":
+    enter(m.room);
+    if (m.seq <= (last[m.room] || 0)) return;   // shown already
+    last[m.room] = m.seq;
+    append((m.from ? m.from + ": " : "") + m.text, "", m.time);
+    break;
+  case "joined":
+    enter(m.room);
+    append("You are in " + m.room + ".", "status");
+    send("/who"); send("/rooms");
+    break;
+  case "gap": append("Messages " + m.from + " to " + m.to + " are no longer kept.", "status"); break;
+  case "rooms": {
+    const list = document.getElementById("rooms");
+    list.textContent = "";
+    for (const r of m.rooms) {
+      const d = el("div", r.name + " (" + r.members + ")", r.name === room ? "current" : "");
+      d.onclick = () => { if (r.name !== room) send("/join " + r.name); };
+      list.appendChild(d);
+    }
+    break;
+  }
+  case "who": {
+    const ms = document.getElementById("members");
+    ms.textContent = "";
+    ms.appendChild(el("h2", "In " + m.room));
+    for (const n of m.names) ms.appendChild(el("div", n));
+    if (m.anonymous) ms.appendChild(el("div", m.anonymous + " without a name", "status"));
+    break;
+  }
+  case "private": append("(private) " + m.from + ": " + m.text, "private"); break;
+  case "error": append("error: " + m.text, "error"); break;
+  case "info": append(m.text, "status"); break;
+  }
+}
+function connect() {
+  timer = null;
+  const proto = location.protocol === "https:" ? "wss://" : "ws://";
+  let q = "?room=" + encodeURIComponent(room);
+  if (last[room] !== undefined) q += "&since=" + last[room];
+  const c = new WebSocket(proto + location.host + "/ws" + q);
+  conn = c;
+  let opened = 0;
+  c.onopen = () => { opened = Date.now(); append("Connected.", "status"); document.getElementById("state").textContent = ""; };
+  c.onclose = () => {
+    if (conn !== c) return;
+    if (opened && Date.now() - opened > 5000) backoff = 500;   // it held: start the back-off afresh
+    append("Connection lost; reconnecting in " + (backoff / 1000) + " s...", "status");
+    document.getElementById("state").textContent = "(offline)";
+    timer = setTimeout(connect, backoff);
+    backoff = Math.min(backoff * 2, 10000);
+  };
+  c.onmessage = (e) => {
+    for (const line of e.data.split("\\n")) {
+      let m;
+      try { m = JSON.parse(line); } catch (err) { append(line); continue; }
+      handle(m);
+    }
+  };
+}
+setInterval(() => { send("/who"); send("/rooms"); }, 10000);
 document.getElementById("form").onsubmit = (e) => {
   e.preventDefault();
   if (!conn || conn.readyState !== WebSocket.OPEN || !msg.value) return;

@@ -41,8 +41,9 @@ public struct ChatConfig: Sendable {
     public var handshakeTimeout: Int64 = 10_000_000_000
     /// Which `Origin`s may open a WebSocket.
     public var origins = OriginPolicy.sameHost
-    /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON) and
-    /// `GET /debug/goroutines` (`GMP.dump()`); off by default.
+    /// Serve `GET /stats` (clients, live Gs, open fds, RSS as JSON),
+    /// `GET /debug/goroutines` (`GMP.dump()`) and `GET /debug/drop?name=NAME`
+    /// (drop that client, as a slow one: to try reconnection); off by default.
     public var stats = false
     /// Serve `GET /metrics` (Prometheus' text format 0.0.4: Metrics.swift).
     public var metrics = false
@@ -248,6 +249,19 @@ public final class ChatServer: @unchecked Sendable {
                 let page = metrics.render(clientsOpen: clientsOpen.load(ordering: .relaxed), rooms: directory.list())
                 let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
                                         body: Array(page.utf8))
+                guard answer(req, resp, conn, &buf) else { return }
+            case "/debug/drop" where config.stats:
+                // The server drops the client called `name` (as one too slow):
+                // what a blinking connection looks like, to try clients' reconnection.
+                guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
+                guard let name = req.query?.first(where: { $0.name == "name" })?.value else {
+                    _ = answer(req, HTTPResponse(error: HTTPError(status: .badRequest, detail: "name= is wanted")), conn, &buf,
+                               keepOpen: false)
+                    return
+                }
+                let dropped = directory.drop(name)
+                let resp = HTTPResponse(status: dropped ? .ok : .notFound, headers: [("Content-Type", "text/plain; charset=utf-8")],
+                                        body: Array((dropped ? "dropped \(name)\n" : "nobody is called \(name)\n").utf8))
                 guard answer(req, resp, conn, &buf) else { return }
             case "/debug/goroutines" where config.stats:
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }

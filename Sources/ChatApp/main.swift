@@ -7,8 +7,9 @@
 //                                [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N]
 //                                [--retain N] [--max-rooms N] [--joins-per-minute N]
 //
-// --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON, and
-// GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT).
+// --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON,
+// GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT), and
+// GET /debug/drop?name=NAME: the server drops that client (close 1001), to try reconnection.
 // --metrics serves GET /metrics in Prometheus' text format (0.0.4).
 // --handshake-timeout-ms: each request head (and body) must arrive within this
 // time from the connection's start or the previous response (10 s). --write-wait-ms: every write to a peer
@@ -152,8 +153,9 @@ while let a = args.popFirst() {
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
               --pong-wait-ms N          drop a client that sends no pong for N ms (60000; alone, the ping
                                         period becomes 9/10 of it)
-              --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON) and
-                                        GET /debug/goroutines (the goroutine dump)
+              --stats                   serve GET /stats (clients, goroutines, fds, rss_bytes as JSON),
+                                        GET /debug/goroutines (the goroutine dump) and
+                                        GET /debug/drop?name=NAME (drop that client, to try reconnection)
               --metrics                 serve GET /metrics (Prometheus text format 0.0.4: connections, messages, bytes,
                                         slow drops, and the runtime's goroutines, threads, Ps, steals, stacks)
               --rate N, --burst B       each connection sends at most N messages a second, B at once (200, 200;

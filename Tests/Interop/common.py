@@ -25,7 +25,7 @@ class Tally:
         sys.exit(1 if self.failed else 0)
 
 
-def start_chat_app(binary, data_dir=None, port=None):
+def start_chat_app(binary, data_dir=None, port=None, extra=()):
     """Starts ChatApp on a free port (or `port`), its history in `data_dir`
     (a new temporary directory by default); waits (at most 10 s) until it
     accepts."""
@@ -35,7 +35,8 @@ def start_chat_app(binary, data_dir=None, port=None):
         port = s.getsockname()[1]
         s.close()
     data_dir = data_dir or tempfile.mkdtemp(prefix="chat-interop-")
-    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, *extra],
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
