@@ -3,7 +3,8 @@ import WebSocket
 // The HTTP request head: whatever `HTTPRequest.parse` accepts is a request
 // made of tokens and control-free text, ends at the first blank line, and
 // reads back the same once written out again; what it refuses, it refuses
-// with one of the statuses it documents.
+// with one of the statuses it documents. Its query decodes to fields that
+// read back the same once escaped again, or to nil.
 
 private let crlf2: [UInt8] = [13, 10, 13, 10]
 
@@ -60,6 +61,15 @@ func fuzzHTTPHead(_ bytes: [UInt8]) {
           "a header name that is no token")
     if req.minorVersion == 1 { check(req.header("host") != nil, "HTTP/1.1 without Host") }
     check(req.header("transfer-encoding") == nil, "Transfer-Encoding accepted")
+    // Its query: nil (a malformed escape, bytes that are not UTF-8), or
+    // fields that, written out again with every byte escaped, read back the same.
+    if let fields = req.query {
+        func escaped(_ s: String) -> String { s.utf8.map { "%" + String($0, radix: 16) }.joined() }
+        let q = fields.map { escaped($0.name) + "=" + escaped($0.value) }.joined(separator: "&")
+        let back = (try? HTTPRequest.parse(Array("GET /?\(q) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)[...], maxHeaderBytes: .max))??.0.query
+        check(back.map { $0.map { [$0.name, $0.value] } } == fields.map { [$0.name, $0.value] },
+              "the query \(req.target.debugDescription) reads back differently once escaped")
+    }
     // Written out again, it reads back the same.
     let again = encode(req)
     do {
