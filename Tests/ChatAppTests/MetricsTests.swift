@@ -114,6 +114,30 @@ private func parsePage(_ page: String) -> (types: [String: String], samples: [St
         #expect((samples["gmp_procs{state=\"all\"}"] ?? 0) > 0)
     }
 
+    @Test("With a data directory and --fsync always, /metrics counts the appends and times the fsyncs (one per batch)")
+    func historyFigures() throws {
+        let dir = temporaryDirectory("chat-metrics")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (app, port) = try startChatApp(extraArguments: ["--metrics", "--data-dir", dir, "--fsync", "always"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = runG(procs: 2) { () -> [String: Double]? in
+            guard let a = EnvelopeClient(port: port) else { return nil }
+            defer { a.close() }
+            for i in 0..<3 {
+                a.say("m\(i)")
+                guard a.until({ $0.type == "ack" }) != nil else { return nil }
+            }
+            let reply = httpGet(port, "/metrics")
+            guard let body = reply.range(of: "\r\n\r\n").map({ String(reply[$0.upperBound...]) }) else { return nil }
+            return parsePage(body).samples
+        }
+        let samples = try #require(r ?? nil)
+        #expect(samples["chat_history_appends_total"] == 3)
+        let syncs = samples["chat_history_fsync_seconds_count"] ?? 0
+        #expect(syncs >= 1 && syncs <= 3, "\(syncs) fsyncs")
+        #expect((samples["chat_history_fsync_seconds_sum"] ?? 0) > 0)
+    }
+
     @Test("The config file's 'metrics' key turns /metrics on; a value that is not a boolean is a clear error")
     func configKey() throws {
         var config = ChatConfig()
