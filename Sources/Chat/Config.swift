@@ -37,8 +37,8 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             }
             (config.host, config.port) = (h, p)
         case "maxMessage":
-            guard let n = jsonInt(value), n > 0 else {
-                throw ConfigError("\(path): key 'maxMessage' must be a positive integer")
+            guard let n = jsonInt(value), n > 0, n <= ChatConfig.maxMessageLimit else {
+                throw ConfigError("\(path): key 'maxMessage' must be a positive integer, at most \(ChatConfig.maxMessageLimit)")
             }
             config.maxMessage = n
         case "allowedOrigins":

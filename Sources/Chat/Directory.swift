@@ -8,13 +8,17 @@ import Glibc
 // of one slot, so it never waits on a client; rooms never ask it anything.
 //
 // It counts a room's members itself, from the joins it grants and the
-// leaves it is told of: a room whose count falls to 0 is ended (`closing`)
-// and unloaded, and the directory waits until its log G has synced and
-// closed its files (`finished`) before it goes on, so a room loaded again
-// never has two writers. Without a data directory a room that has messages
-// stays loaded (its tail is its history). Loaded rooms are bounded by
-// `maxRooms` (the lobby does not count); rooms on disk cost nothing until
-// someone joins them, and are listed by `/rooms` with 0 members.
+// leaves it is told of. A room whose count falls to 0 is ended (`closing`)
+// and unloaded at once if it has no history; one with history stays loaded,
+// idle, for `idleUnload` (a client that blinks, or one that joins and leaves
+// in a loop, costs no reload and no sync), and a sweep every 10 s unloads
+// the idle ones after that. Unloading waits until the room's log G has
+// synced and closed its files (`finished`), so a room loaded again never
+// has two writers. Without a data directory an idle room's tail is all its
+// history: it stays, but idle rooms past `maxRooms` are dropped, the
+// longest idle first. Rooms with members are bounded by `maxRooms` (the
+// lobby does not count). Rooms on disk cost a directory each, and a read of
+// their logs at start; `/rooms` lists them with 0 members.
 //
 // On start (`openStore`) the data directory is created if need be, proved
 // writable, and every room's log in it is read back once: a torn or corrupt
@@ -41,15 +45,28 @@ final class Directory: @unchecked Sendable {
         case forget(Client)
         case msg(from: Client, to: String, text: String)
         case drop(String, Chan<Bool>)
+        case loaded(Chan<[(name: String, members: Int)]>)
     }
+
+    /// A loaded room: members counted by the directory, and since when it has none.
+    private struct Loaded {
+        let room: Room
+        var count: Int
+        var idleSince: Int64 = 0
+    }
+
+    /// How long a room with history and no members stays loaded.
+    static let idleUnload: Int64 = 30_000_000_000
 
     private let requests = Chan<Request>()
     private let store: StoreSettings
     private let settings: RoomSettings
     /// Closed when the directory has ended and every room has synced.
     let finished = Chan<Void>()
-    private var rooms: [String: (room: Room, count: Int)] = [:]
+    private var rooms: [String: Loaded] = [:]
     private var onDisk: Set<String>
+    /// `onDisk`, sorted (for `/rooms`), rebuilt when it changes.
+    private var onDiskSorted: [String]?
     private var names: [String: Client] = [:]
 
     init(store: StoreSettings, settings: RoomSettings, onDisk: Set<String>) {
@@ -109,8 +126,12 @@ final class Directory: @unchecked Sendable {
     /// Uncounts the caller from `room` (after it left the room's hub).
     func leave(_ room: Room) { _ = tell(.leave(room)) }
 
-    /// Rooms and their member counts, the fullest first (at most 100).
+    /// Rooms and their member counts, the fullest first (at most 100),
+    /// rooms on disk included.
     func list() -> [(name: String, members: Int)] { ask { .rooms($0) } ?? [] }
+
+    /// Every loaded room and its members, the fullest first (for `/metrics`).
+    func loaded() -> [(name: String, members: Int)] { ask { .loaded($0) } ?? [] }
 
     /// Gives `client` the name `name`; the error line if it is taken.
     func nick(_ client: Client, _ name: String) -> String? { ask { .nick(client, name, $0) } ?? nil }
@@ -130,28 +151,64 @@ final class Directory: @unchecked Sendable {
     /// The loop; run it in its own G. Ends when the server stops, once
     /// every room has ended and synced (then `finished` is closed).
     func run() {
+        let tick = Chan<Void>(capacity: 1)
+        let sweeper = Timer { _ = tick.trySend(()) }
+        sweeper.reset(at: GMP.deadline(afterNanoseconds: 10_000_000_000))
         var running = true
         while running {
             select { s in
                 if let r = s.receive(requests), case .value(let req) = r { handle(req) }
+                if s.receive(tick) != nil {
+                    sweep()
+                    sweeper.reset(at: GMP.deadline(afterNanoseconds: 10_000_000_000))
+                }
                 if s.receive(settings.quit) != nil { running = false }
             }
         }
-        for (_, entry) in rooms { _ = entry.room.finished.receive() } // the hubs saw quit too
+        sweeper.stop()
+        for entry in rooms.values { _ = entry.room.finished.receive() } // the hubs saw quit too
         finished.close()
+    }
+
+    /// Rooms with members, the lobby aside.
+    private var activeRooms: Int { rooms.values.filter { $0.count > 0 && $0.room.name != ChatCommand.lobby }.count }
+
+    /// Ends and unloads `name` (no members): waits until its log is synced and closed.
+    private func unload(_ name: String) {
+        guard let entry = rooms.removeValue(forKey: name) else { return }
+        settings.metrics.roomsLoaded.store(rooms.count, ordering: .relaxed)
+        if entry.room.logged && entry.room.newest.load(ordering: .relaxed) > 0 && !onDisk.contains(name) {
+            onDisk.insert(name)
+            onDiskSorted = nil
+        }
+        entry.room.closing.close()
+        _ = entry.room.finished.receive() // synced and closed: it may be loaded again
+    }
+
+    /// Unloads the rooms idle for `idleUnload`; without a data directory,
+    /// only the idle rooms past `maxRooms`, the longest idle first.
+    private func sweep() {
+        let idle = rooms.filter { $0.value.count == 0 }.sorted { $0.value.idleSince < $1.value.idleSince }
+        if store.dataDir != nil {
+            let now = GMP.now
+            for (name, entry) in idle where now - entry.idleSince >= Self.idleUnload { unload(name) }
+        } else {
+            for (name, _) in idle.prefix(max(0, idle.count - store.maxRooms)) { unload(name) }
+        }
     }
 
     private func handle(_ req: Request) {
         let metrics = settings.metrics
         switch req {
         case .join(let name, let reply):
+            let needsPlace = name != ChatCommand.lobby && (rooms[name]?.count ?? 0) == 0
+            if needsPlace && activeRooms >= store.maxRooms {
+                reply.send(.failure(.tooManyRooms(store.maxRooms)))
+                return
+            }
             if let entry = rooms[name] {
                 rooms[name]!.count = entry.count + 1
                 reply.send(.success(entry.room))
-                return
-            }
-            if name != ChatCommand.lobby && rooms.count - (rooms[ChatCommand.lobby] == nil ? 0 : 1) >= store.maxRooms {
-                reply.send(.failure(.tooManyRooms(store.maxRooms)))
                 return
             }
             let room: Room
@@ -166,35 +223,35 @@ final class Directory: @unchecked Sendable {
                     reply.send(.failure(.store(error)))
                     return
                 }
-                onDisk.insert(name)
             } else {
                 room = Room(name: name, settings: settings, tail: [], log: nil)
             }
             room.start()
-            rooms[name] = (room, 1)
+            rooms[name] = Loaded(room: room, count: 1)
             metrics.roomsLoaded.store(rooms.count, ordering: .relaxed)
             reply.send(.success(room))
         case .leave(let room):
-            guard let entry = rooms[room.name], entry.room === room else { return }
-            if entry.count > 1 {
-                rooms[room.name]!.count = entry.count - 1
-                return
+            guard let entry = rooms[room.name], entry.room === room, entry.count > 0 else { return }
+            rooms[room.name]!.count = entry.count - 1
+            guard entry.count == 1 else { return }
+            if room.newest.load(ordering: .relaxed) > 0 { // history: idle for a while (`sweep`)
+                rooms[room.name]!.idleSince = GMP.now
+            } else {
+                unload(room.name)
             }
-            if !room.logged && room.newest.load(ordering: .relaxed) > 0 { // its tail is its history
-                rooms[room.name]!.count = 0
-                return
-            }
-            rooms.removeValue(forKey: room.name)
-            metrics.roomsLoaded.store(rooms.count, ordering: .relaxed)
-            room.closing.close()
-            _ = room.finished.receive() // synced and closed: it may be loaded again
         case .rooms(let reply):
-            var counts: [String: Int] = [:]
-            for name in onDisk { counts[name] = 0 }
-            for (name, entry) in rooms { counts[name] = entry.room.members.load(ordering: .relaxed) }
-            let list = counts.map { (name: $0.key, members: $0.value) }
-                .sorted { $0.members != $1.members ? $0.members > $1.members : $0.name < $1.name }
+            // The loaded rooms by members, then the others on disk by name.
+            var list = loadedList()
+            if list.count < 100 {
+                if onDiskSorted == nil { onDiskSorted = onDisk.sorted() }
+                for name in onDiskSorted! where rooms[name] == nil {
+                    list.append((name, 0))
+                    if list.count == 100 { break }
+                }
+            }
             reply.send(Array(list.prefix(100)))
+        case .loaded(let reply):
+            reply.send(loadedList())
         case .nick(let client, let name, let reply):
             if let holder = names[name], holder !== client {
                 reply.send("error: the name \(name) is taken")
@@ -213,9 +270,18 @@ final class Directory: @unchecked Sendable {
             }
             target.offer(.privateMessage(from: from.name ?? "someone", text: text), metrics)
         case .drop(let name, let reply):
+            // (Kicked, the client's read pump leaves as when it goes.)
             names[name]?.kick()
             reply.send(names[name] != nil)
         }
+    }
+}
+
+extension Directory {
+    /// The loaded rooms and their members, the fullest first, then by name.
+    private func loadedList() -> [(name: String, members: Int)] {
+        rooms.map { (name: $0.key, members: $0.value.room.members.load(ordering: .relaxed)) }
+            .sorted { $0.members != $1.members ? $0.members > $1.members : $0.name < $1.name }
     }
 }
 

@@ -12,6 +12,8 @@ import WebSocket
 //   {"type":"ack","room":"lobby","seq":12}          to the sender, once the message is in the log
 //   {"type":"joined","room":"lobby","seq":11}       after the history: live from here (11: the newest then)
 //   {"type":"gap","room":"lobby","from":1,"to":40}  since asked for messages no longer kept
+//   {"type":"reset","room":"lobby","since":90,"seq":11}  since is past the newest (11; a server that
+//       lost its history): forget what you have of the room, its last messages follow
 //   {"type":"rooms","rooms":[{"name":"lobby","members":3}]}     text: "rooms: lobby (3)"
 //   {"type":"who","room":"lobby","names":["ann"],"anonymous":1} text: "online: ann, 1 without a name"
 //   {"type":"private","from":"ann","text":"hi"}      text: "(private) ann: hi"
@@ -23,7 +25,10 @@ import WebSocket
 
 /// A client's wire format.
 public enum ChatFormat: String, Sendable {
-    case json, text
+    /// The envelope: a JSON object per line (the default).
+    case json
+    /// gorilla's protocol: plain lines (`?format=text`).
+    case text
 }
 
 /// A line for clients, encoded once per format (payload and frame): the
@@ -83,6 +88,11 @@ final class Prepared: Sendable {
     static func privateMessage(from: String, text: String) -> Prepared {
         Prepared(json: "{\"type\":\"private\",\"from\":\(jsonString(from)),\"text\":\(jsonString(text))}",
                  text: "(private) \(from): \(text)")
+    }
+
+    static func reset(room: String, since: UInt64, newest: UInt64, count: Int) -> Prepared {
+        Prepared(json: "{\"type\":\"reset\",\"room\":\(jsonString(room)),\"since\":\(since),\"seq\":\(newest)}",
+                 text: "since \(since) is past the newest message of \(room) (\(newest)); here are the last \(count)")
     }
 
     static func info(_ line: String) -> Prepared {

@@ -17,10 +17,12 @@
 // One writer per room (the room's log G, Room.swift) appends, rolls a new
 // segment every `segmentLength` records, syncs as its `FsyncPolicy` says,
 // and removes a segment once all its records are older than the newest
-// `retain`. Readers (catch-up after a reconnect) open the segments by
-// themselves and take whole records up to the end of what they find: one the
-// writer is still writing fails its length or CRC check and ends the read,
-// and a segment that retention removed under them is a gap they report.
+// `retain`. A write that fails is cut back; if even that fails the log
+// refuses further appends (`broken`) rather than write behind garbage.
+// Readers (catch-up after a reconnect) open the segments by themselves and
+// take whole records up to the log G's committed mark: a batch being
+// written, or being cut back, is never read; a segment that retention
+// removed under them is a gap they report.
 // All file I/O runs inside `GMP.blocking`: the G's P goes on with other Gs.
 import Foundation
 import GMP
@@ -49,6 +51,7 @@ public struct Entry: Sendable, Equatable {
     /// The message.
     public var text: String
 
+    /// An entry with these fields.
     public init(seq: UInt64, time: Int64, from: String, text: String) {
         (self.seq, self.time, self.from, self.text) = (seq, time, from, text)
     }
@@ -56,6 +59,7 @@ public struct Entry: Sendable, Equatable {
 
 /// A failure of the history store: what was being done, and the system's reason.
 public struct StoreError: Error, CustomStringConvertible {
+    /// What was being done, and why it failed.
     public let description: String
     init(_ what: String, errno e: Int32) { description = "\(what): \(String(cString: strerror(e)))" }
     init(_ d: String) { description = d }
@@ -64,8 +68,9 @@ public struct StoreError: Error, CustomStringConvertible {
 /// Records: encoding, and decoding with every check.
 enum Record {
     static let headerSize = 8
-    /// A body longer than this is corrupt (a message is at most a few KiB).
-    static let maxBody = 1 << 20
+    /// A body longer than this is corrupt. (A message is at most
+    /// `ChatConfig.maxMessageLimit`, 1 MiB, plus its name and header.)
+    static let maxBody = 1 << 21
 
     /// Appends `e` as a record to `out`.
     static func append(_ e: Entry, to out: inout [UInt8]) {
@@ -104,6 +109,7 @@ enum Record {
                 let nameLength = Int(UInt16(littleEndian: body.loadUnaligned(fromByteOffset: 16, as: UInt16.self)))
                 guard 18 + nameLength <= length else { return (entries, at, "a bad name length") }
                 if let e = expected, seq != e { return (entries, at, "sequence number \(seq) where \(e) was due") }
+                guard seq > 0 && seq < UInt64.max else { return (entries, at, "sequence number \(seq)") }
                 let name = String(decoding: body[18..<(18 + nameLength)], as: UTF8.self)
                 let text = String(decoding: body[(18 + nameLength)...], as: UTF8.self)
                 entries.append(Entry(seq: seq, time: time, from: name, text: text))
@@ -116,7 +122,9 @@ enum Record {
 }
 
 /// A room's log: its segments, the newest open for appending. Used by one
-/// G at a time (the room's log G); `read` is for anyone.
+/// G at a time (the room's log G); `read` is for anyone. The room's
+/// directory is made with its first segment: a room that never had a
+/// message leaves nothing on disk.
 final class RoomLog {
     /// The room's directory.
     let dir: String
@@ -129,6 +137,11 @@ final class RoomLog {
     private(set) var last: UInt64 = 0
     /// Whether a write has not been synced yet.
     private(set) var unsynced = false
+    /// How long the last fsync took (nil once read): for the metrics.
+    var lastSyncNanoseconds: Int64?
+    /// Why the log takes no more appends: a failed write could not be cut
+    /// back, and appending after it would put records behind garbage.
+    private(set) var broken: StoreError?
     /// The first sequence number of each segment, oldest first.
     private var segments: [UInt64] = []
     /// The newest segment, open for appending (-1: none yet).
@@ -169,8 +182,7 @@ final class RoomLog {
         var tail: [Entry] = []
         var notes: [String] = []
         try GMP.blocking { () throws(StoreError) in
-            if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw StoreError("cannot create \(dir)", errno: errno) }
-            let found = listSegments(dir)
+            let found = listSegments(dir) // (none if the directory is not there yet)
             var kept: [UInt64] = []
             var expected: UInt64? = nil
             for (i, first) in found.enumerated() {
@@ -214,24 +226,31 @@ final class RoomLog {
     }
 
     /// Appends `entries` (numbered from `last + 1` on, no gap) in one write,
-    /// rolling a new segment first if the newest is full, then syncs if the
-    /// policy is `always`. On failure nothing of the batch is kept (the
-    /// segment is cut back to where it was) and the error says why.
-    func append(_ entries: [Entry]) throws(StoreError) {
-        guard let first = entries.first else { return }
+    /// rolling a new segment first if the newest is full. If the write fails
+    /// nothing of the batch is kept (the segment is cut back to where it
+    /// was) and the error says why. Once written, the batch is in the log:
+    /// under the policy `always` it is then synced, and an fsync that fails
+    /// is returned (the records stay, numbered: they are served, and a
+    /// power cut may lose them), not thrown.
+    @discardableResult
+    func append(_ entries: [Entry]) throws(StoreError) -> StoreError? {
+        guard let first = entries.first else { return nil }
+        if let broken { throw broken }
         precondition(first.seq == last + 1, "history: entries must follow the log")
         var bytes: [UInt8] = []
         for e in entries { Record.append(e, to: &bytes) }
-        try GMP.blocking { () throws(StoreError) in
+        return try GMP.blocking { () throws(StoreError) -> StoreError? in
             if fd < 0 || inSegment >= segmentLength { try roll(first: first.seq) }
             var done = 0
             while done < bytes.count {
                 let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 {
-                    let e = n < 0 ? errno : ENOSPC
-                    _ = ftruncate(fd, off_t(size)) // no half batch left behind
-                    throw StoreError("cannot write to \(dir)", errno: e)
+                    let failure = StoreError("cannot write to \(dir)", errno: n < 0 ? errno : ENOSPC)
+                    if ftruncate(fd, off_t(size)) != 0 { // no half batch left behind, or no more appends
+                        broken = StoreError("the log in \(dir) cannot be cut back after a failed write", errno: errno)
+                    }
+                    throw failure
                 }
                 done += n
             }
@@ -239,7 +258,10 @@ final class RoomLog {
             inSegment += entries.count
             last = entries[entries.count - 1].seq
             unsynced = true
-            if policy == .always { try syncNow() }
+            if policy == .always {
+                do throws(StoreError) { try syncNow() } catch { return error }
+            }
+            return nil
         }
     }
 
@@ -250,8 +272,18 @@ final class RoomLog {
     }
 
     private func syncNow() throws(StoreError) {
+        let start = GMP.now
+        defer { lastSyncNanoseconds = GMP.now - start }
         if fsync(fd) != 0 { throw StoreError("cannot sync \(dir)", errno: errno) }
         unsynced = false
+    }
+
+    /// Syncs (unless the policy is `never`) and closes the newest segment.
+    func close() {
+        guard fd >= 0 else { return }
+        if policy != .never { try? sync() }
+        GMP.blocking { _ = Glibc.close(fd) }
+        fd = -1
     }
 
     /// Starts a segment whose first record is `first` (the old one synced
@@ -263,10 +295,14 @@ final class RoomLog {
             Glibc.close(fd)
             fd = -1
         }
+        if segments.isEmpty { // the room's first segment: its directory too
+            if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw StoreError("cannot create \(dir)", errno: errno) }
+            if policy != .never { Self.syncDirectory((dir as NSString).deletingLastPathComponent) }
+        }
         let path = dir + "/" + Self.segmentName(first)
         let f = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if f < 0 { throw StoreError("cannot create \(path)", errno: errno) }
-        if policy != .never { syncDirectory() }
+        if policy != .never { Self.syncDirectory(dir) }
         fd = f
         size = 0
         inSegment = 0
@@ -279,17 +315,19 @@ final class RoomLog {
         }
     }
 
-    /// Syncs the directory, so that a new segment's name survives a power cut.
-    private func syncDirectory() {
+    /// Syncs a directory, so that a new entry's name survives a power cut.
+    private static func syncDirectory(_ dir: String) {
         let d = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if d >= 0 { fsync(d); Glibc.close(d) }
     }
 
-    /// Up to `limit` entries numbered after `after`, from the segments in
-    /// `dir` as they are now, oldest first; the read ends at the first record
-    /// that is not whole yet. Entries may start later than `after + 1` if
+    /// Up to `limit` entries numbered after `after` and up to `through`, from
+    /// the segments in `dir` as they are now, oldest first. `through` is the
+    /// newest record the log G has committed (`Room.durable`): what lies
+    /// beyond may be a batch still being written, or one about to be cut back
+    /// after a failed write. Entries may start later than `after + 1` if
     /// retention removed the older ones (the caller reports the gap).
-    static func read(dir: String, after: UInt64, limit: Int) -> [Entry] {
+    static func read(dir: String, after: UInt64, through: UInt64, limit: Int) -> [Entry] {
         GMP.blocking {
             let found = listSegments(dir)
             // The newest segment that starts at or before after + 1 (or the oldest).
@@ -301,6 +339,7 @@ final class RoomLog {
                 }
                 let (entries, _, problem) = Record.decode(Array(bytes), after: nil)
                 for e in entries where e.seq > after && (out.last.map { e.seq == $0.seq + 1 } ?? true) {
+                    if e.seq > through { return out }
                     out.append(e)
                     if out.count == limit { return out }
                 }

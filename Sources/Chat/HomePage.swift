@@ -4,11 +4,14 @@
 /// the room's history when it is joined, and a form that sends a message or
 /// a command (/join, /nick, /msg, …). When the connection drops it
 /// reconnects with a growing back-off (0.5 s doubling to 10 s, reset once a
-/// connection holds), asking with `since` for what it missed in its room:
-/// the server sends that before live messages, and the page also ignores a
-/// number it has shown already, so a blinking connection loses nothing and
-/// shows nothing twice. Every text from the server goes in as text, never
-/// as HTML.
+/// connection holds), asking with `since` (the newest message it has shown,
+/// or the newest the room had when it joined) for what it missed in its
+/// room: the server sends that before live messages (or a "gap" line if some
+/// are no longer kept), and the page also ignores a number it has shown
+/// already, so a blinking connection loses nothing silently and shows
+/// nothing twice. A "reset" (the server lost the room's history) makes it
+/// forget its numbers for the room. Every text from the server goes in as
+/// text, never as HTML.
 let homePage = """
 <!DOCTYPE html>
 <html lang="en">
@@ -59,6 +62,7 @@ function append(text, cls, time) {
 function enter(r) {   // the view follows the room the server puts us in
   if (r === room) return;
   room = r;
+  delete last[r];     // a fresh view: the room's history comes again
   log.textContent = "";
   document.getElementById("room").textContent = r;
 }
@@ -73,8 +77,14 @@ function handle(m) {
     break;
   case "joined":
     enter(m.room);
+    last[m.room] = Math.max(last[m.room] || 0, m.seq);   // a reconnect asks for what follows
     append("You are in " + m.room + ".", "status");
     send("/who"); send("/rooms");
+    break;
+  case "reset":
+    enter(m.room);
+    delete last[m.room];
+    append("The server no longer has this room's history past message " + m.seq + ".", "status");
     break;
   case "gap": append("Messages " + m.from + " to " + m.to + " are no longer kept.", "status"); break;
   case "rooms": {

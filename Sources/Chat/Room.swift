@@ -12,14 +12,16 @@ import WebSocket
 // sender's name and passes it to the room's log G (a buffered channel; if
 // it is full the sender gets "busy", the hub never waits); the log G numbers
 // a batch of posts, appends them to the room's log in one write (History.swift),
-// syncs if the policy is `always`, and hands the batch back; the hub then
-// keeps each in its tail (the newest messages, in memory), acks the sender
-// and delivers to every member, each message encoded once (`Prepared`). So
-// a delivered message is always in the log (a client never sees a number
-// that a crash could give to another message), and the hub never waits for
-// the disk. With `--fsync interval` the log G also syncs within 100 ms of
-// a write, by itself. Without a data directory the hub numbers and commits a
-// message at once, and the tail is all the history there is.
+// syncs if the policy is `always`, moves the room's committed mark
+// (`durable`) and hands the batch back; the hub then keeps each in its tail
+// (the newest messages, in memory), acks the sender and delivers to every
+// member, each message encoded once (`Prepared`). So a delivered message is
+// always in the log, synced under `always` (a client never sees a number
+// that a crash could give to another message, short of a power cut under
+// `interval` or `never`), and the hub never waits for the disk. With
+// `--fsync interval` the log G also syncs within 100 ms of a write, by
+// itself. Without a data directory the hub numbers and commits a message at
+// once, and the tail is all the history there is.
 //
 // Joining, and the seam between catch-up and live messages: a joiner's
 // register carries `since` (the newest message it has, or none). The hub
@@ -27,12 +29,15 @@ import WebSocket
 // messages after `since` from its tail (or the last `history` of them), then
 // the "joined" line, into the member's send buffer, and the member gets
 // every later message as it is committed. When the tail does not reach back
-// to `since`, the hub answers "read the disk" and does not register: the
-// joiner reads the log after `since` itself, writes it to the socket, and
-// registers again with `since` = the last message it wrote (`fromDisk`).
-// What the log G wrote meanwhile but the hub has not yet committed may be
-// among it: a member delivers nothing at or below its `skipThrough`. So each
-// message reaches the joiner once, in order, with no gap.
+// to `since`, the hub answers "read the log" and does not register: the
+// joiner reads the log after `since` up to the committed mark itself,
+// writes it to the socket, and registers again with `since` = the last
+// message it wrote. What the log G committed but the hub has not taken yet
+// may be among it: a `since` between the hub's newest and the committed
+// mark is one the client has, and it gets nothing at or below it
+// (`skipThrough`). So each message reaches the joiner once, in order, with
+// no gap. A `since` past the mark (a server that lost its history, say) gets
+// a "reset" line and the room's last `history`.
 //
 // A client's `send` channel is never closed, so any G may offer to it
 // (`offer`: never blocking); a client whose buffer is full is kicked:
@@ -115,8 +120,6 @@ struct Batch: Sendable {
 struct Joining: Sendable {
     let client: Client
     let since: UInt64?
-    /// Whether `since` is the last message the joiner read from the log.
-    let fromDisk: Bool
     /// Whether the answer may be `readLog` (false after a read found nothing:
     /// then a gap is reported and the tail served).
     let mayReadLog: Bool
@@ -164,6 +167,10 @@ final class Room: @unchecked Sendable {
     /// Members now (the hub's count) and the newest message's number.
     let members = Atomic<Int>(0)
     let newest = Atomic<UInt64>(0)
+    /// The newest message in the log for good (written, and synced under
+    /// `always`): set by the log G before it hands a batch back (by the hub
+    /// without a log). Catch-up reads no further.
+    let durable = Atomic<UInt64>(0)
     /// Posts for the log G (nil: no data directory).
     private let logInput: Chan<Post>?
     private var initialTail: [Entry]
@@ -176,6 +183,7 @@ final class Room: @unchecked Sendable {
         self.log = log
         logInput = log == nil ? nil : Chan<Post>(capacity: 1024)
         newest.store(tail.last?.seq ?? log?.last ?? 0, ordering: .relaxed)
+        durable.store(newest.load(ordering: .relaxed), ordering: .relaxed)
     }
 
     /// Starts the room's Gs.
@@ -200,9 +208,9 @@ final class Room: @unchecked Sendable {
 
     /// Registers `client` (see the top of this file); nil if the room or
     /// the server has stopped.
-    func join(_ client: Client, since: UInt64?, fromDisk: Bool = false, mayReadLog: Bool = true) -> JoinAnswer? {
+    func join(_ client: Client, since: UInt64?, mayReadLog: Bool = true) -> JoinAnswer? {
         let reply = Chan<JoinAnswer>(capacity: 1)
-        let j = Joining(client: client, since: since, fromDisk: fromDisk, mayReadLog: mayReadLog, reply: reply)
+        let j = Joining(client: client, since: since, mayReadLog: mayReadLog, reply: reply)
         guard call(register, j) else { return nil }
         return reply.receive().value
     }
@@ -244,20 +252,17 @@ final class Room: @unchecked Sendable {
             return false
         }
         func commit(_ b: Batch) {
+            // The sender hears of its message even if it has moved on to another room.
             if let error = b.error {
                 metrics.bump(.historyErrors, by: b.posts.count)
-                for p in b.posts where members[ObjectIdentifier(p.from)] != nil {
-                    _ = offer(.error("error: your message was not stored (\(error)); try again later"), to: p.from)
-                }
+                for p in b.posts { p.from.offer(.error("error: your message was not stored (\(error)); try again later"), metrics) }
                 return
             }
             for (e, p) in zip(b.entries, b.posts) {
                 last = e.seq
                 tail.append(e)
                 let m = Prepared.message(e, room: name, receivedAt: p.receivedAt)
-                if members[ObjectIdentifier(p.from)] != nil && p.from.format == .json {
-                    _ = offer(.ack(room: name, seq: e.seq), to: p.from)
-                }
+                if p.from.format == .json { p.from.offer(.ack(room: name, seq: e.seq), metrics) }
                 for member in members.values where member.skipThrough < e.seq {
                     m.holders.add(1, ordering: .relaxed)
                     if !offer(m, to: member.client) { m.holders.subtract(1, ordering: .relaxed) }
@@ -265,6 +270,7 @@ final class Room: @unchecked Sendable {
                 m.release(metrics) // the hub's hold
             }
             newest.store(last, ordering: .relaxed)
+            if logInput == nil { durable.store(last, ordering: .relaxed) }
         }
         func admit(_ j: Joining) {
             var push: [Prepared] = []
@@ -272,11 +278,10 @@ final class Room: @unchecked Sendable {
             let history = tail.last(settings.history)
             if let since = j.since {
                 if since >= last {
-                    if j.fromDisk {
-                        skip = since // the log was ahead of the hub: those came from it
-                    } else if since > last {
-                        push.append(.info("since \(since) is past the newest message of \(name) (\(last)); "
-                                          + "here are the last \(history.count)"))
+                    if since <= durable.load(ordering: .relaxed) {
+                        skip = since // the log is ahead of the hub: the client has those
+                    } else {
+                        push.append(.reset(room: name, since: since, newest: last, count: history.count))
                         if !history.isEmpty { push.append(.messages(history, room: name)) }
                     }
                 } else if let oldest = tail.oldest, oldest <= since + 1 {
@@ -346,10 +351,13 @@ final class Room: @unchecked Sendable {
         let due = Chan<Void>(capacity: 1)
         let timer = Timer { _ = due.trySend(()) }
         var armed = false
+        func observeSync() {
+            if let ns = log.lastSyncNanoseconds { metrics.fsyncSeconds.observe(nanoseconds: ns) }
+            log.lastSyncNanoseconds = nil
+        }
         func sync() {
-            let start = GMP.now
-            do { try log.sync() } catch { GMP.blocking { Chat.log("history: \(error)") } }
-            metrics.fsyncSeconds.observe(nanoseconds: GMP.now - start)
+            do { try log.sync() } catch { Chat.log("history of \(name): \(error)") }
+            observeSync()
         }
         func write(_ first: Post) {
             var posts = [first]
@@ -361,14 +369,16 @@ final class Room: @unchecked Sendable {
                 entries.append(Entry(seq: log.last + 1 + UInt64(i), time: time, from: p.name, text: p.text))
             }
             var batch: Batch
-            let start = GMP.now
             do {
-                try log.append(entries)
-                if settings.policy == .always { metrics.fsyncSeconds.observe(nanoseconds: GMP.now - start) }
+                if let unsynced = try log.append(entries) { // in the log, served, but maybe not on the disk
+                    Chat.log("history of \(name): \(unsynced); messages up to \(log.last) may not survive a power cut")
+                }
+                observeSync()
                 metrics.bump(.historyAppends, by: entries.count)
+                durable.store(log.last, ordering: .releasing)
                 batch = Batch(entries: entries, posts: posts, error: nil)
             } catch {
-                GMP.blocking { Chat.log("history of \(name): \(error)") }
+                Chat.log("history of \(name): \(error)")
                 batch = Batch(entries: [], posts: posts, error: error)
             }
             select { s in
@@ -393,7 +403,8 @@ final class Room: @unchecked Sendable {
             }
         }
         timer.stop()
-        if settings.policy != .never { sync() }
+        log.close() // synced first, unless the policy is never
+        observeSync()
         finished.close()
     }
 }

@@ -28,8 +28,12 @@ public struct ChatConfig: Sendable {
     public var host = "127.0.0.1"
     /// The port to listen on (0: any free one; `ChatServer.port` tells which).
     public var port = 8080
-    /// Largest message a client may send, in bytes; larger ones close it with 1009.
+    /// Largest message a client may send, in bytes (at most
+    /// `maxMessageLimit`); larger ones close it with 1009.
     public var maxMessage = 512
+    /// The largest `maxMessage` there may be: 1 MiB (the history's records
+    /// hold messages up to that and their names).
+    public static let maxMessageLimit = 1 << 20
     /// How often the write pump pings (must be shorter than `pongWait`).
     public var pingPeriod: Int64 = 54_000_000_000
     /// A client must answer (pong) within this time, or it is dropped.
@@ -91,6 +95,7 @@ public enum ChatStartError: Error, CustomStringConvertible {
     /// The address cannot be listened on.
     case listen(host: String, port: Int, NetError)
 
+    /// What went wrong, for the log.
     public var description: String {
         switch self {
         case .store(let e): "\(e)"
@@ -100,7 +105,7 @@ public enum ChatStartError: Error, CustomStringConvertible {
 }
 
 /// The chat server: HTTP on `/` (the page), `/ws` (the socket), and
-/// optionally `/stats`, `/metrics` and `/debug/goroutines`.
+/// optionally `/stats`, `/metrics`, `/debug/goroutines` and `/debug/drop`.
 public final class ChatServer: @unchecked Sendable {
     // @unchecked: immutable after init, apart from the listener's own state
     // and the atomics.
@@ -246,7 +251,7 @@ public final class ChatServer: @unchecked Sendable {
                 guard answer(req, resp, conn, &buf) else { return }
             case "/metrics" where config.metrics:
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
-                let page = metrics.render(clientsOpen: clientsOpen.load(ordering: .relaxed), rooms: directory.list())
+                let page = metrics.render(clientsOpen: clientsOpen.load(ordering: .relaxed), rooms: directory.loaded())
                 let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
                                         body: Array(page.utf8))
                 guard answer(req, resp, conn, &buf) else { return }
@@ -358,7 +363,8 @@ public final class ChatServer: @unchecked Sendable {
             guard let dataDir = config.dataDir, var since = options.since else { giveUp(); return } // (cannot be)
             let dir = dataDir + "/" + room.name
             while answer == .readLog {
-                let entries = RoomLog.read(dir: dir, after: since, limit: 1_000)
+                let entries = RoomLog.read(dir: dir, after: since, through: room.durable.load(ordering: .acquiring),
+                                           limit: 5_000)
                 do {
                     if let first = entries.first, first.seq > since + 1 {
                         try ws.sendEncoded(Prepared.gap(room: room.name, from: since + 1, to: first.seq - 1).frame(client.format)!)
@@ -375,7 +381,7 @@ public final class ChatServer: @unchecked Sendable {
                 since = entries.last?.seq ?? since
                 // An empty read (retention took it all meanwhile): the hub
                 // reports the gap and serves its tail instead.
-                answer = room.join(client, since: since, fromDisk: true, mayReadLog: !entries.isEmpty)
+                answer = room.join(client, since: since, mayReadLog: !entries.isEmpty)
                 if answer == nil { giveUp(); return }
             }
         }
@@ -399,6 +405,7 @@ public final class ChatServer: @unchecked Sendable {
         var limiter = MessageRateLimiter(rate: cfg.rate, burst: cfg.burst, now: GMP.now)
         var joins = MessageRateLimiter(rate: Double(cfg.joinsPerMinute) / 60, burst: cfg.joinsPerMinute, now: GMP.now)
         var room = joined
+        var inRoom = true
         reading: while true {
             let message: Message
             do {
@@ -414,7 +421,10 @@ public final class ChatServer: @unchecked Sendable {
                 metrics.bump(.messagesIn)
                 let line = cleanMessage(text)
                 if let cmd = ChatCommand(parsing: line) {
-                    guard let next = command(cmd, client, room, &joins) else { break reading } // stopping
+                    guard let next = command(cmd, client, room, &joins) else { // stopping, out of every room
+                        inRoom = false
+                        break reading
+                    }
                     room = next
                 } else {
                     room.post(client, line, receivedAt: receivedAt)
@@ -435,14 +445,16 @@ public final class ChatServer: @unchecked Sendable {
         // A close frame went out (an answer, a failure, 1008): let it reach
         // the peer before the write pump closes the socket.
         if ws.closeFrameSent { ws.linger() }
-        room.leave(client)
-        directory.leave(room)
+        if inRoom {
+            room.leave(client)
+            directory.leave(room)
+        }
         directory.forget(client)
         client.kick() // the write pump says goodbye (1001) if it can, and closes
     }
 
     /// Runs a command from `client`, now in `room`; the room it is in after
-    /// (nil: the server is stopping). Replies go to the client's buffer.
+    /// (nil: the server is stopping and it is in none). Replies go to the client's buffer.
     private func command(_ cmd: ChatCommand, _ client: Client, _ room: Room, _ joins: inout MessageRateLimiter) -> Room? {
         func reply(_ m: Prepared) { client.offer(m, metrics) }
         switch cmd {
@@ -481,7 +493,7 @@ public final class ChatServer: @unchecked Sendable {
         }
         switch directory.join(name) {
         case nil:
-            return nil
+            return room // stopping: the read pump ends when the connection does
         case .failure(let refusal)?:
             client.offer(.error(refusal.description), metrics)
             return room

@@ -28,8 +28,8 @@
 // client gets on joining a room (50). --retain: messages kept per room on disk (10000). --max-rooms:
 // rooms loaded at once besides the lobby (1000). --joins-per-minute: /join and /leave per client (30).
 //
-// Exit status: 0 after SIGINT/SIGTERM, 1 if it cannot listen or the listening
-// socket fails (the message says why), 2 for bad arguments or config.
+// Exit status: 0 after SIGINT/SIGTERM, 1 if the data directory cannot be used, the server cannot
+// listen or the listening socket fails (the message says why), 2 for bad arguments or config.
 //
 // Settings come from the config file, then the environment (CHAT_ADDR,
 // GMPPROCS), then the flags: later ones win. Open http://127.0.0.1:8080/.
@@ -90,7 +90,9 @@ while let a = args.popFirst() {
         guard let v = args.popFirst() else { fail("--addr needs HOST:PORT") }
         (config.host, config.port) = parseAddr(v)
     case "--max-message":
-        guard let v = args.popFirst().flatMap({ Int($0) }), v > 0 else { fail("--max-message needs a positive number") }
+        guard let v = args.popFirst().flatMap({ Int($0) }), v > 0, v <= ChatConfig.maxMessageLimit else {
+            fail("--max-message needs a positive number, at most \(ChatConfig.maxMessageLimit)")
+        }
         config.maxMessage = v
     case "--allow-origin":
         guard let v = args.popFirst() else { fail("--allow-origin needs a URL") }

@@ -203,6 +203,7 @@ struct ChatAppTests {
         let r = runG(procs: 2) { () -> (String, [String: Int], [String: Int], String)? in
             let notServed = String(get(plainPort, "/stats").prefix(12))
             loadLobby(port)
+            _ = waitFor(seconds: 10, every: 5_000_000) { stats()["clients"] == 0 } // its read pump is done
             let before = stats()
             guard let fds0 = before["fds"], let gs0 = before["goroutines"] else { return nil }
             for i in 0..<300 {

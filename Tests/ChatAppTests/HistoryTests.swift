@@ -68,12 +68,12 @@ private func entry(_ seq: UInt64, _ text: String = "", from: String = "ann") -> 
         #expect(log.last == 3)
         #expect(tail == [entry(2), entry(3)])
         #expect(notes.count == 1 && notes[0].contains("a short record") && notes[0].contains("cut there"), "\(notes)")
-        #expect(RoomLog.read(dir: dir, after: 0, limit: 10) == [entry(1), entry(2), entry(3)])
+        #expect(RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1), entry(2), entry(3)])
         // Appending goes on from the cut: the next reopen finds a clean log.
         try log.append([entry(4, "after the cut")])
         let (again, _, notesAgain) = try RoomLog.open(dir: dir, policy: .never, retain: 100, tailLength: 10)
         #expect(again.last == 4 && notesAgain.isEmpty)
-        #expect(RoomLog.read(dir: dir, after: 2, limit: 10) == [entry(3), entry(4, "after the cut")])
+        #expect(RoomLog.read(dir: dir, after: 2, through: .max, limit: 10) == [entry(3), entry(4, "after the cut")])
     }
 
     @Test("Corruption inside an older segment: the log ends there, later segments are set aside as .corrupt")
@@ -104,11 +104,13 @@ private func entry(_ seq: UInt64, _ text: String = "", from: String = "ann") -> 
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (log, _, _) = try RoomLog.open(dir: dir, policy: .never, retain: 10, tailLength: 0) // 5 a segment
         for s in stride(from: 1 as UInt64, through: 100, by: 2) { try log.append([entry(s), entry(s + 1)]) }
-        let kept = RoomLog.read(dir: dir, after: 0, limit: 1_000)
+        let kept = RoomLog.read(dir: dir, after: 0, through: .max, limit: 1_000)
         #expect(kept.last?.seq == 100)
         #expect(kept.count >= 10 && kept.count <= 20, "kept \(kept.count)")
         #expect(zip(kept, kept.dropFirst()).allSatisfy { $0.seq + 1 == $1.seq })
-        #expect(RoomLog.read(dir: dir, after: 95, limit: 3).map(\.seq) == [96, 97, 98])
+        #expect(RoomLog.read(dir: dir, after: 95, through: .max, limit: 3).map(\.seq) == [96, 97, 98])
+        // Nothing past the committed mark (a batch being written, or cut back).
+        #expect(RoomLog.read(dir: dir, after: 95, through: 97, limit: 10).map(\.seq) == [96, 97])
     }
 
     @Test("The data directory: created if missing; a path that cannot be a directory is a clear error at start")

@@ -122,6 +122,7 @@ extension ChatAppTests {
         defer { if !stopped { app.terminate(); app.waitUntilExit() } }
         let r = runG(procs: 2, timeout: 60) { () -> (wrote: Bool, handled: Bool, alive: Bool, back: Bool, served: Bool)? in
             loadLobby(port)
+            _ = waitFor(seconds: 10, every: 5_000_000) { serverStats(port)["clients"] == 0 } // its read pump is done
             let before = serverStats(port)
             guard let gs0 = before["goroutines"], let fds0 = before["fds"],
                   let m = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }

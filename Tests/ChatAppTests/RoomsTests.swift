@@ -172,7 +172,7 @@ final class EnvelopeClient: @unchecked Sendable {
             "4:m4 5:m5 joined 5",
             "joined 5",
             "1:m1 2:m2 3:m3 4:m4 5:m5 joined 5",
-            "info since 9 is past the newest message of lobby (5); here are the last 3 3:m3 4:m4 5:m5 joined 5",
+            "reset 5 3:m3 4:m4 5:m5 joined 5",
         ])
     }
 }

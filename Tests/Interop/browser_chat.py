@@ -95,6 +95,12 @@ try:
     say(c, "/join den")
     WebDriverWait(c, 10).until(lambda d: "You are in den." in log_text(d))
     check("a tab joining den gets its history", all(w in log_text(c) for w in want))
+    # Back to the lobby and into den again: the history comes again (the page forgets what it showed).
+    say(c, "/leave")
+    WebDriverWait(c, 10).until(lambda d: d.find_element(By.ID, "room").text == "lobby")
+    say(c, "/join den")
+    WebDriverWait(c, 10).until(lambda d: d.find_element(By.ID, "room").text == "den" and "You are in den." in log_text(d))
+    check("a tab coming back to den gets its history again", all(w in log_text(c) for w in want))
 except Exception as e:  # any wait that timed out
     check(f"browser chat ({type(e).__name__}: {e})", False)
 finally:
