@@ -30,6 +30,11 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
     guard let obj = any as? [String: Any] else { throw ConfigError("\(path): the top level must be an object") }
     var procs: Int?
     for (key, value) in obj.sorted(by: { $0.key < $1.key }) {
+        /// The value as an integer of at least `minimum`; `what` says what is wanted.
+        func integer(atLeast minimum: Int, _ what: String) throws(ConfigError) -> Int {
+            guard let n = jsonInt(value), n >= minimum else { throw ConfigError("\(path): key '\(key)' must be \(what)") }
+            return n
+        }
         switch key {
         case "addr":
             guard let s = value as? String, let (h, p) = splitAddr(s) else {
@@ -61,14 +66,9 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             }
             config.rate = n
         case "burst":
-            guard let n = jsonInt(value), n > 0 else {
-                throw ConfigError("\(path): key 'burst' must be a positive integer")
-            }
-            config.burst = n
+            config.burst = try integer(atLeast: 1, "a positive integer")
         case "maxConns", "maxConnsPerIP":
-            guard let n = jsonInt(value), n >= 0 else {
-                throw ConfigError("\(path): key '\(key)' must be an integer, 0 (no limit) or more")
-            }
+            let n = try integer(atLeast: 0, "an integer, 0 (no limit) or more")
             if key == "maxConns" { config.maxConns = n } else { config.maxConnsPerIP = n }
         case "dataDir":
             if value is NSNull {
@@ -85,14 +85,10 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             }
             config.fsync = f
         case "history", "maxRooms":
-            guard let n = jsonInt(value), n >= 0 else {
-                throw ConfigError("\(path): key '\(key)' must be an integer, 0 or more")
-            }
+            let n = try integer(atLeast: 0, "an integer, 0 or more")
             if key == "history" { config.history = n } else { config.maxRooms = n }
         case "retain", "joinsPerMinute":
-            guard let n = jsonInt(value), n > 0 else {
-                throw ConfigError("\(path): key '\(key)' must be a positive integer")
-            }
+            let n = try integer(atLeast: 1, "a positive integer")
             if key == "retain" { config.retain = n } else { config.joinsPerMinute = n }
         case "gmpprocs":
             guard let n = jsonInt(value), (1...1024).contains(n) else {
