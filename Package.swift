@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "Contexts", targets: ["Contexts"]),
         .library(name: "WebSocket", targets: ["WebSocket"]),
         .library(name: "Chat", targets: ["Chat"]),
+        .library(name: "Redis", targets: ["Redis"]),
         .executable(name: "ChatApp", targets: ["ChatApp"]),
         .executable(name: "Benchmarks", targets: ["Benchmarks"]),
     ],
@@ -33,9 +34,10 @@ let package = Package(
         .target(name: "Contexts", dependencies: ["NetPoller", "Channels", "GMP"]),
         .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
         .target(name: "Chat", dependencies: ["WebSocket", "Channels", "NetPoller", "GMP"]),
+        .target(name: "Redis", dependencies: ["NetPoller", "Channels", "GMP"]),
         .executableTarget(name: "ChatApp", dependencies: ["Chat", "Channels", "NetPoller", "GMP"]),
         // Fuzz targets (the property checks) and their libFuzzer driver: see Fuzz/README.md.
-        .target(name: "FuzzTargets", dependencies: ["WebSocket", "Chat"]),
+        .target(name: "FuzzTargets", dependencies: ["WebSocket", "Chat", "Redis"]),
         .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets"]),
         .executableTarget(
             name: "Benchmarks", dependencies: ["GMP", "Channels", "NetPoller", "WebSocket"], path: "Benchmarks",
@@ -48,6 +50,7 @@ let package = Package(
         .testTarget(
             name: "ChatAppTests", dependencies: ["Chat", "WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "WebSocket", "Chat"]),
+        .testTarget(name: "RedisTests", dependencies: ["Redis", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

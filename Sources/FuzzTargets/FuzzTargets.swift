@@ -23,6 +23,7 @@ public struct FuzzTarget: Sendable {
         FuzzTarget(name: "close-payload", run: fuzzClosePayload),
         FuzzTarget(name: "chat-line", run: fuzzChatLine),
         FuzzTarget(name: "config", run: fuzzConfig),
+        FuzzTarget(name: "resp", run: fuzzRESP),
     ]
 
     /// The target called `name`, if any.

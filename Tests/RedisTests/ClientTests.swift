@@ -1,0 +1,234 @@
+import Channels
+import Foundation
+import GMP
+import GMPTestSupport
+import Glibc
+import NetPoller
+import Redis
+import Synchronization
+import Testing
+
+/// Debian's redis-server, if installed (.ci/run installs it).
+let redisServer: String? = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first {
+    FileManager.default.isExecutableFile(atPath: $0)
+}
+
+/// Whether the Redis tests that need a server run: in CI (`CI` set) they
+/// always do, so a missing server fails them there instead of skipping.
+let haveRedis = redisServer != nil || ProcessInfo.processInfo.environment["CI"] != nil
+
+/// A redis-server of its own on `port` (a free one if nil), without
+/// persistence, started and answering PING; `args` are more options.
+final class RedisServer: @unchecked Sendable {
+    // @unchecked: immutable after init; Process is safe to use from any thread.
+    let process = Process()
+    let port: Int
+
+    init(port: Int? = nil, args: [String] = []) throws {
+        guard let exe = redisServer else { throw RedisError.connectionLost("no redis-server (apt-get install redis-server)") }
+        if let port {
+            self.port = port
+        } else {
+            let probe = try Listener(port: 0)
+            self.port = probe.port
+            probe.close()
+        }
+        process.executableURL = URL(fileURLWithPath: exe)
+        process.arguments = ["--port", String(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--daemonize", "no", "--loglevel", "warning"] + args
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if let c = try? Conn.dial("127.0.0.1", self.port) {
+                c.close()
+                return
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        process.terminate()
+        throw RedisError.connectionLost("redis-server did not start on \(self.port)")
+    }
+
+    var url: RedisURL {
+        var u = RedisURL()
+        u.port = port
+        return u
+    }
+
+    /// kill -9, and wait for it.
+    func kill() {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    deinit {
+        if process.isRunning { kill() }
+    }
+}
+
+@Suite(.serialized, .enabled(if: haveRedis, "needs redis-server (apt-get install redis-server; .ci/run installs it)"))
+struct ClientTests {
+    @Test("Commands and replies against a real redis-server: strings, integers, nulls, arrays, an error reply thrown as .server")
+    func basics() throws {
+        let server = try RedisServer()
+        let r = runG { () -> [String]? in
+            guard let c = try? RedisConnection.connect(server.url) else { return nil }
+            defer { c.close() }
+            var out: [String] = []
+            out.append((try? c.call("SET", "k", "v é"))?.string ?? "?")
+            out.append((try? c.call("GET", "k"))?.string ?? "?")
+            out.append((try? c.call("INCRBY", "n", "41")).map { "\($0)" } ?? "?")
+            out.append((try? c.call("GET", "missing")).map { "\($0)" } ?? "?")
+            _ = try? c.call("RPUSH", "l", "a", "b")
+            out.append((try? c.call("LRANGE", "l", "0", "-1"))?.elements?.compactMap(\.string).joined(separator: ",") ?? "?")
+            do { try c.call("NOSUCH") } catch { out.append("\(error)") }
+            out.append(c.isBroken ? "broken" : "still fine")
+            return out
+        } ?? nil
+        #expect(r == ["OK", "v é", "integer(41)", "null", "a,b", "Redis: ERR unknown command 'NOSUCH', with args beginning with: ",
+                      "still fine"])
+    }
+
+    @Test("Pipelining: 10 Gs send 1,000 INCRs each on one connection without waiting; every reply goes to its sender, in order")
+    func pipelining() throws {
+        let server = try RedisServer()
+        let r = runG(procs: 2) { () -> Bool? in
+            guard let c = try? RedisConnection.connect(server.url) else { return nil }
+            defer { c.close() }
+            let ok = Chan<Bool>(capacity: 10)
+            for g in 0..<10 {
+                go {
+                    let replies = (0..<1_000).map { _ in c.send(["INCR", "counter:\(g)"]) } // all in flight
+                    var good = true
+                    for (i, reply) in replies.enumerated() where (try? c.wait(reply)) != .integer(Int64(i + 1)) { good = false }
+                    ok.send(good)
+                }
+            }
+            var all = true
+            for _ in 0..<10 { all = all && ok.receive() == .value(true) }
+            // And a batch in one write.
+            let batch = c.pipeline([["SET", "a", "1"], ["GET", "a"], ["NOSUCH"], ["GET", "a"]])
+            let shapes = batch.map { r -> String in
+                switch r {
+                case .success(let v): v.string ?? "\(v)"
+                case .failure: "failure"
+                }
+            }
+            return all && shapes == ["OK", "1", "failure", "1"] // (an error reply is a .server failure)
+        } ?? nil
+        #expect(r == true)
+    }
+
+    @Test("AUTH and SELECT from the URL (redis://:password@host:port/db); a wrong password is a .server error")
+    func authAndSelect() throws {
+        let server = try RedisServer(args: ["--requirepass", "s3cret"])
+        let r = runG { () -> [String]? in
+            var u = server.url
+            u.password = "s3cret"
+            u.db = 2
+            guard let c = try? RedisConnection.connect(u) else { return nil }
+            defer { c.close() }
+            _ = try? c.call("SET", "where", "db2")
+            u.db = 0
+            guard let d = try? RedisConnection.connect(u) else { return nil }
+            defer { d.close() }
+            let inZero = (try? d.call("GET", "where")).map { "\($0)" } ?? "?"
+            _ = try? d.call("SELECT", "2")
+            let inTwo = (try? d.call("GET", "where"))?.string ?? "?"
+            u.password = "wrong"
+            var refused = "connected"
+            do { _ = try RedisConnection.connect(u) } catch { refused = "\(error)" }
+            return [inZero, inTwo, refused]
+        } ?? nil
+        #expect(r?.prefix(2) == ["null", "db2"])
+        #expect(r?.last?.hasPrefix("Redis: WRONGPASS") == true, "\(r ?? [])")
+    }
+
+    @Test("RESP3 (HELLO 3): a hash comes back as a map")
+    func resp3() throws {
+        let server = try RedisServer()
+        let r = runG { () -> RESPValue? in
+            guard let c = try? RedisConnection.connect(server.url, resp3: true) else { return nil }
+            defer { c.close() }
+            _ = try? c.call("HSET", "h", "f", "v")
+            return try? c.call("HGETALL", "h")
+        } ?? nil
+        #expect(r == .map([RESPPair(.bulk(Array("f".utf8)), .bulk(Array("v".utf8)))]))
+    }
+
+    @Test("A server that never answers: the call fails with .timeout at the read deadline; one that sends garbage: .protocolError")
+    func timeoutAndGarbage() throws {
+        let r = runG(procs: 2) { () -> [String]? in
+            guard let silent = try? Listener(port: 0), let noisy = try? Listener(port: 0) else { return nil }
+            defer { silent.close(); noisy.close() }
+            go { if let c = try? silent.accept() { _ = try? c.read(max: 100); _ = try? c.read(max: 100); c.close() } }
+            go { if let c = try? noisy.accept() { _ = try? c.read(max: 100); try? c.write("?what\r\n"); _ = try? c.read(max: 100) } }
+            var u = RedisURL()
+            u.port = silent.port
+            guard let c = try? RedisConnection.connect(u, timeout: 200_000_000) else { return nil }
+            let start = GMP.now
+            var out: [String] = []
+            do { try c.call("PING") } catch { out.append("\(error)") }
+            out.append(GMP.now - start < 5_000_000_000 ? "in time" : "late")
+            do { try c.call("PING") } catch { out.append("then \(error)") }
+            u.port = noisy.port
+            guard let d = try? RedisConnection.connect(u) else { return nil }
+            do { try d.call("PING") } catch { out.append("\(error)") }
+            return out
+        } ?? nil
+        #expect(r == ["Redis: no reply in time", "in time", "then Redis: no reply in time",
+                      "Redis protocol: an unknown type byte 63 at byte 0"])
+    }
+
+    @Test("Redis killed and started again: RedisClient fails fast meanwhile (back-off), then reconnects by itself; the subscriber re-subscribes and gets messages again")
+    func reconnection() throws {
+        final class Servers: @unchecked Sendable { var list: [RedisServer] = [] } // (one G uses it at a time)
+        let servers = Servers()
+        let server = try RedisServer()
+        servers.list.append(server)
+        let port = server.port
+        let states = Chan<Bool>(capacity: 16)
+        let r = runG(procs: 2, timeout: 60) { () -> [String]? in
+            let client = RedisClient(url: server.url, timeout: 1_000_000_000)
+            let sub = RedisSubscriber(url: server.url, timeout: 1_000_000_000) { up in _ = states.trySend(up) }
+            defer { sub.close(); client.close() }
+            sub.subscribe(["room:a"])
+            var out: [String] = []
+            // Published until the subscriber has it (it subscribes a little later).
+            func published(_ text: String) -> Bool {
+                waitFor(seconds: 10, every: 20_000_000) {
+                    _ = try? client.call("PUBLISH", "room:a", text)
+                    guard case .value(let m) = sub.messages.tryReceive() else { return false }
+                    return String(decoding: m.payload, as: UTF8.self) == text
+                }
+            }
+            out.append(published("before") ? "got before" : "no before")
+            server.kill()
+            guard waitFor(seconds: 10, every: 10_000_000, { !sub.isConnected }) else { return nil }
+            do { try client.call("PING") } catch { out.append("down: \(error)") }
+            // Within the back-off after a failed dial, a call fails at once, without dialling.
+            var backingOff = false
+            for _ in 0..<3 {
+                do { try client.call("PING") } catch { backingOff = backingOff || "\(error)".contains("reconnecting in") }
+            }
+            out.append(backingOff ? "backing off" : "no back-off")
+            guard let again = try? RedisServer(port: port) else { return nil }
+            servers.list.append(again)
+            guard waitFor(seconds: 15, every: 20_000_000, { sub.isConnected && (try? client.call("PING")) != nil }) else {
+                return out + ["did not come back"]
+            }
+            out.append(published("after") ? "got after" : "no after")
+            out.append("connects \(sub.connects.load(ordering: .relaxed))")
+            return out
+        } ?? nil
+        #expect(r?[0] == "got before")
+        #expect(r?[1].hasPrefix("down: Redis connection lost") == true, "\(r ?? [])")
+        #expect(r?[2] == "backing off", "\(r ?? [])")
+        #expect(r?.suffix(2) == ["got after", "connects 2"], "\(r ?? [])")
+        var seen: [Bool] = []
+        while case .value(let s) = states.tryReceive() { seen.append(s) }
+        #expect(seen.prefix(3) == [true, false, true])
+    }
+}
