@@ -1,4 +1,5 @@
 import Foundation
+import Redis
 
 /// Reads a JSON config file into `config`: `parseConfig` on the file's bytes.
 /// Returns the GMPPROCS setting if present.
@@ -18,7 +19,7 @@ public func loadConfig(path: String, into config: inout ChatConfig) throws(Confi
 /// (messages at once), "maxConns" and "maxConnsPerIP" (0 for none); rooms
 /// and history: "dataDir" (a directory, or null for memory only), "fsync"
 /// ("always", "interval", "never"), "history", "retain", "maxRooms",
-/// "joinsPerMinute". A key
+/// "joinsPerMinute"; "redis" (a redis:// URL: several nodes). A key
 /// seen sets its setting; the others keep theirs. Returns the GMPPROCS
 /// setting if present.
 /// - Throws: a message naming the file (`name`) and the offending key.
@@ -90,6 +91,9 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
         case "retain", "joinsPerMinute":
             let n = try integer(atLeast: 1, "a positive integer")
             if key == "retain" { config.retain = n } else { config.joinsPerMinute = n }
+        case "redis":
+            guard let text = value as? String else { throw ConfigError("\(path): key 'redis' must be a redis:// URL") }
+            do { config.redis = try RedisURL(text) } catch { throw ConfigError("\(path): key 'redis': \(error)") }
         case "gmpprocs":
             guard let n = jsonInt(value), (1...1024).contains(n) else {
                 throw ConfigError("\(path): key 'gmpprocs' must be an integer in 1...1024")
@@ -97,7 +101,7 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             procs = n
         default:
             throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats, metrics, "
-                              + "rate, burst, maxConns, maxConnsPerIP, dataDir, fsync, history, retain, maxRooms, joinsPerMinute)")
+                              + "rate, burst, maxConns, maxConnsPerIP, dataDir, fsync, history, retain, maxRooms, joinsPerMinute, redis)")
         }
     }
     return procs

@@ -2,6 +2,7 @@ import Channels
 import Foundation
 import GMP
 import Glibc
+import Redis
 
 // The directory G: which rooms are loaded, who is in each, and the names
 // taken by `/nick`. Read pumps ask it by request, each with a reply channel
@@ -60,6 +61,8 @@ final class Directory: @unchecked Sendable {
 
     private let requests = Chan<Request>()
     private let store: StoreSettings
+    /// The data directory (nil: history in memory, or in Redis).
+    var dataDir: String? { store.dataDir }
     private let settings: RoomSettings
     /// Closed when the directory has ended and every room has synced.
     let finished = Chan<Void>()
@@ -69,10 +72,14 @@ final class Directory: @unchecked Sendable {
     private var onDiskSorted: [String]?
     private var names: [String: Client] = [:]
 
-    init(store: StoreSettings, settings: RoomSettings, onDisk: Set<String>) {
+    /// With Redis: this node's connections (history and broadcast go through Redis).
+    let cluster: ClusterNode?
+
+    init(store: StoreSettings, settings: RoomSettings, onDisk: Set<String>, cluster: ClusterNode? = nil) {
         self.store = store
         self.settings = settings
         self.onDisk = onDisk
+        self.cluster = cluster
     }
 
     /// Prepares `settings.dataDir` (see the top of this file): the names of
@@ -181,6 +188,7 @@ final class Directory: @unchecked Sendable {
             onDisk.insert(name)
             onDiskSorted = nil
         }
+        cluster?.remove(entry.room)
         entry.room.closing.close()
         _ = entry.room.finished.receive() // synced and closed: it may be loaded again
     }
@@ -212,7 +220,21 @@ final class Directory: @unchecked Sendable {
                 return
             }
             let room: Room
-            if let dir = store.dataDir {
+            if let node = cluster {
+                // The tail first, then the subscription: what is published
+                // in between, the room reads once Redis confirms it (Room.swift).
+                let roomStore = node.store(name)
+                do {
+                    let c = try node.client.connection()
+                    let tail = try roomStore.last(settings.tailLength, on: c)
+                    room = Room(name: name, settings: settings, tail: tail, log: nil, cluster: (roomStore, node))
+                } catch {
+                    log("history of \(name): \(error)")
+                    reply.send(.failure(.redis(error)))
+                    return
+                }
+                node.add(room)
+            } else if let dir = store.dataDir {
                 do {
                     let (roomLog, tail, notes) = try RoomLog.open(dir: dir + "/" + name, policy: settings.policy,
                                                                   retain: store.retain, tailLength: settings.tailLength)
@@ -289,11 +311,13 @@ extension Directory {
 enum RoomRefusal: Error, CustomStringConvertible {
     case tooManyRooms(Int)
     case store(StoreError)
+    case redis(RedisError)
 
     var description: String {
         switch self {
         case .tooManyRooms(let n): "error: too many rooms (at most \(n)); join one that exists (/rooms)"
         case .store(let e): "error: the room's history cannot be opened (\(e))"
+        case .redis(let e): "error: the room cannot be opened: \(e)"
         }
     }
 }

@@ -53,7 +53,8 @@ final class ChatMetrics: Sendable {
 
     /// The page: the server's families, then the runtime's. `rooms`: every
     /// loaded room and its members, the fullest first.
-    func render(clientsOpen: Int, rooms: [(name: String, members: Int)] = []) -> String {
+    /// `redisUp`: with Redis, whether this node's subscription is up.
+    func render(clientsOpen: Int, rooms: [(name: String, members: Int)] = [], redisUp: Bool? = nil) -> String {
         var p = PrometheusText()
         p.family("chat_connections_open", .gauge, "WebSocket clients connected now.", clientsOpen)
         p.family("chat_connections_total", .counter, "WebSocket connections accepted (upgraded).",
@@ -81,6 +82,10 @@ final class ChatMetrics: Sendable {
         p.family("chat_history_errors_total", .counter, "Messages refused because the history could not be written.",
                  historyErrors.load(ordering: .relaxed))
         p.histogram("chat_history_fsync_seconds", "Time each fsync of a room's history took.", fsyncSeconds)
+        if let redisUp {
+            p.family("chat_redis_up", .gauge, "1 while this node's Redis subscription is up; 0: degraded, messages refused.",
+                     redisUp ? 1 : 0)
+        }
         let s = GMP.stats
         p.family("gmp_goroutines", .gauge, "Goroutines by state.",
                  samples: [(["state": "live"], s.live), (["state": "runnable"], s.runnable),

@@ -1,6 +1,7 @@
 import Channels
 import GMP
 import Glibc
+import Redis
 import Synchronization
 import WebSocket
 
@@ -38,6 +39,16 @@ import WebSocket
 // (`skipThrough`). So each message reaches the joiner once, in order, with
 // no gap. A `since` past the mark (a server that lost its history, say) gets
 // a "reset" line and the room's last `history`.
+//
+// With `--redis` (Cluster.swift) the log G is the room's Redis G: it
+// appends a batch of posts with the append script, pipelined, and hands
+// back only their numbers (the senders' acks). Messages, this node's own
+// included, come to the hub from the node's subscription (`incoming`), in
+// order; one that skips numbers is held while the Redis G reads the gap
+// from the stream (`fills`), and after the subscription was lost the hub
+// reads what follows its newest (`resync`). A message the stream no longer
+// has is skipped. While Redis is unreachable, posts are refused with an
+// error line. Catch-up reads the stream instead of the disk.
 //
 // A client's `send` channel is never closed, so any G may offer to it
 // (`offer`: never blocking); a client whose buffer is full is kicked:
@@ -113,6 +124,14 @@ struct Batch: Sendable {
     let entries: [Entry]
     let posts: [Post]
     let error: StoreError?
+    /// With Redis: the posts' numbers (their messages come by the subscription).
+    var acks: [UInt64] = []
+    /// With Redis: `entries` were read from the stream to fill a gap; the
+    /// last read of a fill (`done`) lets the hub ask for the next.
+    var fill = false
+    var done = false
+    /// With Redis: a fill that could not read the stream (the gap stays held).
+    var failedFill = false
 }
 
 /// A join: the client, and the newest message it has (nil: give it the
@@ -175,25 +194,58 @@ final class Room: @unchecked Sendable {
     private let logInput: Chan<Post>?
     private var initialTail: [Entry]
     private var log: RoomLog?
+    /// With Redis: the room's keys and the node's connections.
+    let cluster: (store: RedisRoomStore, node: ClusterNode)?
+    /// With Redis: messages from the node's subscription, in order.
+    let incoming = Chan<Entry>(capacity: 1024)
+    /// With Redis: the subscription came back; read what was missed.
+    let resync = Chan<Void>(capacity: 1)
+    /// With Redis: the hub asks its Redis G to read the stream after a number.
+    private let fills = Chan<UInt64>(capacity: 1)
 
-    init(name: String, settings: RoomSettings, tail: [Entry], log: RoomLog?) {
+    init(name: String, settings: RoomSettings, tail: [Entry], log: RoomLog?,
+         cluster: (store: RedisRoomStore, node: ClusterNode)? = nil) {
         self.name = name
         self.settings = settings
         self.initialTail = tail
         self.log = log
-        logInput = log == nil ? nil : Chan<Post>(capacity: 1024)
+        self.cluster = cluster
+        logInput = log == nil && cluster == nil ? nil : Chan<Post>(capacity: 1024)
         newest.store(tail.last?.seq ?? log?.last ?? 0, ordering: .relaxed)
         durable.store(newest.load(ordering: .relaxed), ordering: .relaxed)
     }
 
     /// Starts the room's Gs.
     func start() {
-        if let input = logInput { go { self.runLog(input) } }
+        if let input = logInput {
+            if cluster != nil { go { self.runRedis(input) } } else { go { self.runLog(input) } }
+        }
         go { self.run() }
     }
 
-    /// Whether the room has a log on disk (catch-up may read it).
+    /// Whether the room has a log, on disk or in Redis (catch-up may read it).
     var logged: Bool { logInput != nil }
+
+    /// Up to `limit` messages after `after` from the room's log (catch-up):
+    /// the disk's up to the committed mark, or Redis's stream (whose entries
+    /// are all committed: the mark moves up to what was read). Empty if
+    /// there is no log or it cannot be read.
+    func readLog(after: UInt64, limit: Int, dataDir: String?) -> [Entry] {
+        if let (store, node) = cluster {
+            guard let c = try? node.client.connection(), let es = try? store.read(after: after, limit: limit, on: c) else { return [] }
+            if let newest = es.last?.seq {
+                var d = durable.load(ordering: .relaxed)
+                while d < newest {
+                    let (done, now) = durable.compareExchange(expected: d, desired: newest, ordering: .relaxed)
+                    if done { break }
+                    d = now
+                }
+            }
+            return es
+        }
+        guard let dataDir else { return [] }
+        return RoomLog.read(dir: dataDir + "/" + name, after: after, through: durable.load(ordering: .acquiring), limit: limit)
+    }
 
     /// Sends `value` on `c` unless the room or the server stops first.
     private func call<T>(_ c: Chan<T>, _ value: T) -> Bool {
@@ -251,6 +303,32 @@ final class Room: @unchecked Sendable {
             remove(c)
             return false
         }
+        /// One message to every member that does not have it yet.
+        func deliver(_ e: Entry, receivedAt: Int64) {
+            last = e.seq
+            tail.append(e)
+            let m = Prepared.message(e, room: name, receivedAt: receivedAt)
+            for member in members.values where member.skipThrough < e.seq {
+                m.holders.add(1, ordering: .relaxed)
+                if !offer(m, to: member.client) { m.holders.subtract(1, ordering: .relaxed) }
+            }
+            m.release(metrics) // the hub's hold
+        }
+        // With Redis: messages by number, held until those before them came.
+        var held: [UInt64: Entry] = [:]
+        var filling = false
+        var receipts: [UInt64: Int64] = [:] // this node's posts acked before their message came
+        func accept(_ es: [Entry]) {
+            for e in es where e.seq > last { held[e.seq] = e }
+            while let e = held.removeValue(forKey: last + 1) {
+                deliver(e, receivedAt: receipts.removeValue(forKey: e.seq) ?? 0)
+            }
+            newest.store(last, ordering: .relaxed)
+            if durable.load(ordering: .relaxed) < last { durable.store(last, ordering: .relaxed) }
+            if !held.isEmpty && !filling { // a gap: read it from the stream
+                filling = fills.trySend(last)
+            }
+        }
         func commit(_ b: Batch) {
             // The sender hears of its message even if it has moved on to another room.
             if let error = b.error {
@@ -258,16 +336,28 @@ final class Room: @unchecked Sendable {
                 for p in b.posts { p.from.offer(.error("error: your message was not stored (\(error)); try again later"), metrics) }
                 return
             }
-            for (e, p) in zip(b.entries, b.posts) {
-                last = e.seq
-                tail.append(e)
-                let m = Prepared.message(e, room: name, receivedAt: p.receivedAt)
-                if p.from.format == .json { p.from.offer(.ack(room: name, seq: e.seq), metrics) }
-                for member in members.values where member.skipThrough < e.seq {
-                    m.holders.add(1, ordering: .relaxed)
-                    if !offer(m, to: member.client) { m.holders.subtract(1, ordering: .relaxed) }
+            if !b.acks.isEmpty {
+                for (p, seq) in zip(b.posts, b.acks) {
+                    if p.from.format == .json { p.from.offer(.ack(room: name, seq: seq), metrics) }
+                    if seq > last && receipts.count < 10_000 { receipts[seq] = p.receivedAt }
                 }
-                m.release(metrics) // the hub's hold
+                return
+            }
+            if b.fill {
+                if b.failedFill {
+                    filling = false // the next message or resync asks again
+                    return
+                }
+                // What the stream no longer has is skipped.
+                if let first = b.entries.first, first.seq > last + 1 { last = first.seq - 1 }
+                if b.done && b.entries.isEmpty, let lowest = held.keys.min(), lowest > last + 1 { last = lowest - 1 }
+                if b.done { filling = false }
+                accept(b.entries)
+                return
+            }
+            for (e, p) in zip(b.entries, b.posts) {
+                if p.from.format == .json { p.from.offer(.ack(room: name, seq: e.seq), metrics) }
+                deliver(e, receivedAt: p.receivedAt)
             }
             newest.store(last, ordering: .relaxed)
             if logInput == nil { durable.store(last, ordering: .relaxed) }
@@ -324,6 +414,8 @@ final class Room: @unchecked Sendable {
                 if let r = s.receive(unregister), case .value(let c) = r { remove(c) }
                 if let r = s.receive(posts), case .value(let p) = r { handle(p) }
                 if let r = s.receive(committed), case .value(let b) = r { commit(b) }
+                if let r = s.receive(incoming), case .value(let e) = r { accept([e]) }
+                if s.receive(resync) != nil, !filling { filling = fills.trySend(last) }
                 if let r = s.receive(whos), case .value(let c) = r, members[ObjectIdentifier(c)] != nil {
                     let names = members.values.compactMap(\.client.name).sorted()
                     _ = offer(.who(room: name, names: names, anonymous: members.count - names.count), to: c)
@@ -337,6 +429,82 @@ final class Room: @unchecked Sendable {
         }
         hubDone.close()
         if logInput == nil { finished.close() } else { logInput!.close() }
+    }
+
+    // MARK: - The Redis G
+
+    /// With Redis: appends batches of posts (pipelined, the append script)
+    /// and hands back their numbers, or refuses them while Redis is away;
+    /// reads the stream when the hub asks (`fills`). Ends once the hub has
+    /// ended and closed its input.
+    private func runRedis(_ input: Chan<Post>) {
+        guard let (store, node) = cluster else { return }
+        defer { finished.close() }
+        func handBack(_ b: Batch) {
+            select { s in
+                if s.send(committed, b) {}
+                if s.receive(hubDone) != nil {}
+            }
+        }
+        // Once the subscription is confirmed, read what was published before it.
+        go {
+            let deadline = GMP.now + 10_000_000_000
+            while !node.subscriber.isSubscribed(store.channel) && GMP.now < deadline {
+                if case .closed = self.hubDone.tryReceive() { return }
+                GMP.sleep(nanoseconds: 5_000_000)
+            }
+            _ = self.resync.trySend(())
+        }
+        var open = true
+        while open {
+            select { s in
+                if let r = s.receive(input) {
+                    guard case .value(let first) = r else {
+                        open = false
+                        return
+                    }
+                    var posts = [first]
+                    while posts.count < 256, case .value(let p) = input.tryReceive() { posts.append(p) }
+                    let time = wallClockMilliseconds()
+                    let results: [Result<UInt64, RedisError>]
+                    do throws(RedisError) {
+                        let c = try node.client.connection()
+                        results = store.append(posts.map { (time, $0.name, $0.text) }, on: c)
+                    } catch {
+                        results = posts.map { _ in .failure(error) }
+                    }
+                    var acked: [(Post, UInt64)] = []
+                    var refused: [Post] = []
+                    var why: RedisError?
+                    for (p, r) in zip(posts, results) {
+                        switch r {
+                        case .success(let seq): acked.append((p, seq))
+                        case .failure(let e): refused.append(p); why = e
+                        }
+                    }
+                    if !acked.isEmpty {
+                        settings.metrics.bump(.historyAppends, by: acked.count)
+                        handBack(Batch(entries: [], posts: acked.map(\.0), error: nil, acks: acked.map(\.1)))
+                    }
+                    if let why {
+                        handBack(Batch(entries: [], posts: refused, error: StoreError("Redis is unreachable: \(why)")))
+                    }
+                }
+                if let r = s.receive(fills), case .value(let after) = r {
+                    var from = after
+                    while true { // the stream after `from`, 1,000 at a time
+                        guard let c = try? node.client.connection(), let es = try? store.read(after: from, limit: 1_000, on: c) else {
+                            handBack(Batch(entries: [], posts: [], error: nil, fill: true, done: true, failedFill: true))
+                            break
+                        }
+                        let done = es.count < 1_000
+                        handBack(Batch(entries: es, posts: [], error: nil, fill: true, done: done))
+                        if done { break }
+                        from = es.last!.seq
+                    }
+                }
+            }
+        }
     }
 
     // MARK: - The log G

@@ -19,6 +19,7 @@ import Foundation
 import GMP
 import Glibc
 import NetPoller
+import Redis
 import Synchronization
 import WebSocket
 
@@ -77,6 +78,10 @@ public struct ChatConfig: Sendable {
     public var maxRooms = 1_000
     /// Rooms a client may join in a minute (`/join`, `/leave`), `joinsPerMinute` at once.
     public var joinsPerMinute = 30
+    /// Several nodes, one chat: each room's messages are numbered, kept (a
+    /// stream, `retain` long) and broadcast through this Redis (Cluster.swift),
+    /// and `dataDir` is not used. nil: this node alone.
+    public var redis: RedisURL?
 
     /// The defaults.
     public init() {}
@@ -124,11 +129,13 @@ public final class ChatServer: @unchecked Sendable {
     /// tails) and listens on `config.host`:`config.port` (call `serve` to accept).
     public init(config: ChatConfig) throws(ChatStartError) {
         self.config = config
-        let store = StoreSettings(dataDir: config.dataDir, retain: config.retain, maxRooms: config.maxRooms)
+        let store = StoreSettings(dataDir: config.redis == nil ? config.dataDir : nil, retain: config.retain,
+                                  maxRooms: config.maxRooms)
         let onDisk: Set<String>
         do { onDisk = try Directory.openStore(store, policy: config.fsync) } catch { throw .store(error) }
         let settings = RoomSettings(history: config.history, policy: config.fsync, metrics: metrics, quit: quit)
-        directory = Directory(store: store, settings: settings, onDisk: onDisk)
+        let cluster = config.redis.map { [quit] url in ClusterNode(url: url, retain: config.retain, quit: quit) }
+        directory = Directory(store: store, settings: settings, onDisk: onDisk, cluster: cluster)
         limits = ConnectionLimits(maxTotal: config.maxConns, maxPerAddress: config.maxConnsPerIP)
         do { listener = try Listener(host: config.host, port: config.port) } catch {
             throw .listen(host: config.host, port: config.port, error)
@@ -251,7 +258,8 @@ public final class ChatServer: @unchecked Sendable {
                 guard answer(req, resp, conn, &buf) else { return }
             case "/metrics" where config.metrics:
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
-                let page = metrics.render(clientsOpen: clientsOpen.load(ordering: .relaxed), rooms: directory.loaded())
+                let page = metrics.render(clientsOpen: clientsOpen.load(ordering: .relaxed), rooms: directory.loaded(),
+                                          redisUp: directory.cluster.map { $0.up.load(ordering: .relaxed) })
                 let resp = HTTPResponse(status: .ok, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
                                         body: Array(page.utf8))
                 guard answer(req, resp, conn, &buf) else { return }
@@ -360,11 +368,9 @@ public final class ChatServer: @unchecked Sendable {
         var answer = room.join(client, since: options.since)
         guard answer != nil, write(conn, resp.encode()) else { giveUp(); return }
         if answer == .readLog {
-            guard let dataDir = config.dataDir, var since = options.since else { giveUp(); return } // (cannot be)
-            let dir = dataDir + "/" + room.name
+            guard var since = options.since else { giveUp(); return } // (cannot be)
             while answer == .readLog {
-                let entries = RoomLog.read(dir: dir, after: since, through: room.durable.load(ordering: .acquiring),
-                                           limit: 5_000)
+                let entries = room.readLog(after: since, limit: 5_000, dataDir: directory.dataDir)
                 do {
                     if let first = entries.first, first.seq > since + 1 {
                         try ws.sendEncoded(Prepared.gap(room: room.name, from: since + 1, to: first.seq - 1).frame(client.format)!)

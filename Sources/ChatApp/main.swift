@@ -5,7 +5,7 @@
 //                                [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
 //                                [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
 //                                [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N]
-//                                [--retain N] [--max-rooms N] [--joins-per-minute N]
+//                                [--retain N] [--max-rooms N] [--joins-per-minute N] [--redis URL]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON,
 // GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT), and
@@ -27,6 +27,7 @@
 // --fsync: when the log is flushed to the disk (interval: within 100 ms). --history: messages a
 // client gets on joining a room (50). --retain: messages kept per room on disk (10000). --max-rooms:
 // rooms loaded at once besides the lobby (1000). --joins-per-minute: /join and /leave per client (30).
+// --redis redis://[user:password@]host:port/db: several nodes, one chat (history in Redis, not --data-dir).
 //
 // Exit status: 0 after SIGINT/SIGTERM, 1 if the data directory cannot be used, the server cannot
 // listen or the listening socket fails (the message says why), 2 for bad arguments or config.
@@ -39,6 +40,7 @@ import Foundation
 import GMP
 import Glibc
 import NetPoller
+import Redis
 
 func fail(_ message: String) -> Never {
     log("ChatApp: \(message)")
@@ -143,13 +145,16 @@ while let a = args.popFirst() {
         config.maxRooms = count(a, args.popFirst())
     case "--joins-per-minute":
         config.joinsPerMinute = count(a, args.popFirst(), minimum: 1)
+    case "--redis":
+        guard let v = args.popFirst() else { fail("--redis needs a URL, redis://host:port") }
+        do { config.redis = try RedisURL(v) } catch { fail(error.description) }
     case "--help", "-h":
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
                            [--handshake-timeout-ms N] [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
                            [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
                            [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N] [--retain N]
-                           [--max-rooms N] [--joins-per-minute N]
+                           [--max-rooms N] [--joins-per-minute N] [--redis URL]
               --handshake-timeout-ms N  each request (head and body) must arrive within N ms of connecting or of the last response (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
@@ -174,6 +179,8 @@ while let a = args.popFirst() {
               --retain N                messages kept per room on disk, at least (10000)
               --max-rooms N             rooms loaded at once besides the lobby (1000)
               --joins-per-minute N      /join and /leave per client in a minute (30)
+              --redis URL               several nodes, one chat: rooms numbered, kept and broadcast through Redis
+                                        (redis://[user:password@]host:port/db); --data-dir is then not used
             """)
         exit(0)
     default:

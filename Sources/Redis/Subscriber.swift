@@ -43,6 +43,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     private var channels: Set<String> = []
     private var patterns: Set<String> = []
     private var connection: RedisConnection?
+    /// Channels Redis has confirmed on the current connection.
+    private var confirmed: Set<String> = []
     private let quit = Chan<Void>()
     private let closedOnce = Atomic<Bool>(false)
     /// Closed when the subscriber's G has ended (after `close`).
@@ -64,6 +66,11 @@ public final class RedisSubscriber: @unchecked Sendable {
 
     /// Whether it is connected and subscribed now.
     public var isConnected: Bool { connectedNow.load(ordering: .acquiring) }
+
+    /// Whether Redis has confirmed the subscription to `channel` on the
+    /// current connection: from then on every message published there
+    /// comes, until the connection is lost.
+    public func isSubscribed(_ channel: String) -> Bool { lock.withLock { confirmed.contains(channel) } }
 
     /// Subscribes to `channels` (now if connected, and after every reconnection).
     public func subscribe(_ channels: [String]) { change(channels, add: true, pattern: false) }
@@ -132,7 +139,10 @@ public final class RedisSubscriber: @unchecked Sendable {
             backoff = 0
             setState(true)
             serve(c, pushes)
-            lock.withLock { connection = nil }
+            lock.withLock {
+                connection = nil
+                confirmed = []
+            }
             c.close()
             setState(false)
         }
@@ -150,6 +160,10 @@ public final class RedisSubscriber: @unchecked Sendable {
             select { s in
                 if let r = s.receive(pushes), case .value(let v) = r {
                     lastHeard = GMP.now
+                    if let e = v.elements, e.count == 3, let kind = e[0].string, let ch = e[1].string,
+                       kind == "subscribe" || kind == "unsubscribe" {
+                        lock.withLock { if kind == "subscribe" { confirmed.insert(ch) } else { confirmed.remove(ch) } }
+                    }
                     if let m = Self.message(v) {
                         select { t in
                             if t.send(self.messages, m) {}

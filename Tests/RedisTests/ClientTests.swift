@@ -8,64 +8,8 @@ import Redis
 import Synchronization
 import Testing
 
-/// Debian's redis-server, if installed (.ci/run installs it).
-let redisServer: String? = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first {
-    FileManager.default.isExecutableFile(atPath: $0)
-}
-
-/// Whether the Redis tests that need a server run: in CI (`CI` set) they
-/// always do, so a missing server fails them there instead of skipping.
-let haveRedis = redisServer != nil || ProcessInfo.processInfo.environment["CI"] != nil
-
-/// A redis-server of its own on `port` (a free one if nil), without
-/// persistence, started and answering PING; `args` are more options.
-final class RedisServer: @unchecked Sendable {
-    // @unchecked: immutable after init; Process is safe to use from any thread.
-    let process = Process()
-    let port: Int
-
-    init(port: Int? = nil, args: [String] = []) throws {
-        guard let exe = redisServer else { throw RedisError.connectionLost("no redis-server (apt-get install redis-server)") }
-        if let port {
-            self.port = port
-        } else {
-            let probe = try Listener(port: 0)
-            self.port = probe.port
-            probe.close()
-        }
-        process.executableURL = URL(fileURLWithPath: exe)
-        process.arguments = ["--port", String(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--daemonize", "no", "--loglevel", "warning"] + args
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if let c = try? Conn.dial("127.0.0.1", self.port) {
-                c.close()
-                return
-            }
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        process.terminate()
-        throw RedisError.connectionLost("redis-server did not start on \(self.port)")
-    }
-
-    var url: RedisURL {
-        var u = RedisURL()
-        u.port = port
-        return u
-    }
-
-    /// kill -9, and wait for it.
-    func kill() {
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
-
-    deinit {
-        if process.isRunning { kill() }
-    }
+extension RedisServer {
+    var url: RedisURL { try! RedisURL(urlString) }
 }
 
 @Suite(.serialized, .enabled(if: haveRedis, "needs redis-server (apt-get install redis-server; .ci/run installs it)"))
