@@ -1,6 +1,7 @@
 import Channels
 import Foundation
 import GMP
+import Glibc
 import Redis
 import Synchronization
 import WebSocket
@@ -14,7 +15,16 @@ import WebSocket
 //   chat:{R}:seq   the room's last sequence number (INCR)
 //   chat:{R}:log   a stream, one entry per message, ID "<seq>-1", field m
 //   chat:{R}       the pub/sub channel: "<seq> <m>"
+//   chat:{R}:who   presence: a hash, a field per node, "<expires ms> <JSON>"
+//   chat:rooms     a sorted set: rooms with members somewhere, by expiry
 // where m is "<time ms> <bytes in the name> <name><text>".
+//
+// Presence: every node writes, every `heartbeat`, the members of each of
+// its rooms into the room's hash under its own id, stamped to expire three
+// heartbeats later; `/who` and `/rooms` add up the fields that have not
+// expired. A node that dies stops counting within that time; one that
+// stops cleanly removes its fields. (The stamps are the writers' clocks:
+// nodes whose clocks disagree by seconds would count too long or too little.)
 //
 // Appending is one Lua script (EVALSHA, EVAL the first time): INCR, XADD
 // with MAXLEN ~ retain, PUBLISH. Redis runs a script whole, so numbers are
@@ -153,6 +163,11 @@ final class ClusterNode: @unchecked Sendable {
     let retain: Int
     /// Whether the subscription is up (the node is not degraded).
     let up = Atomic<Bool>(false)
+    /// This node's name in the presence hashes.
+    let nodeID: String
+    /// How often presence is written, and how long it counts.
+    static let heartbeat: Int64 = 2_000_000_000
+    static let presenceMilliseconds: Int64 = 3 * heartbeat / 1_000_000
     private let lock = FutexLock()
     private var routes: [String: Room] = [:]
 
@@ -161,7 +176,11 @@ final class ClusterNode: @unchecked Sendable {
         self.retain = retain
         client = RedisClient(url: url)
         subscriber = RedisSubscriber(url: url)
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, 255)
+        nodeID = "\(String(cString: host))-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         go { self.dispatch(quit) }
+        go { self.beat(quit) }
     }
 
     deinit { lock.free() }
@@ -186,6 +205,78 @@ final class ClusterNode: @unchecked Sendable {
 
     private func rooms() -> [Room] { lock.withLock { Array(routes.values) } }
 
+    // MARK: Presence
+
+    private static func whoKey(_ room: String) -> String { "chat:{\(room)}:who" }
+
+    /// The presence G: this node's members of each room into Redis every
+    /// `heartbeat`; its fields removed when the server stops.
+    private func beat(_ quit: Chan<Void>) {
+        var written: Set<String> = []
+        while true {
+            var present: [(String, Presence)] = []
+            for room in rooms() where room.members.load(ordering: .relaxed) > 0 {
+                if let p = room.presence(), !p.names.isEmpty || p.anonymous > 0 { present.append((room.name, p)) }
+            }
+            let expires = Int64(Date().timeIntervalSince1970 * 1000) + Self.presenceMilliseconds
+            var commands: [[String]] = []
+            for (room, p) in present {
+                let value = "\(expires) {\"names\":[\(p.names.map(jsonString).joined(separator: ","))],\"anonymous\":\(p.anonymous)}"
+                commands += [["HSET", Self.whoKey(room), nodeID, value],
+                             ["PEXPIRE", Self.whoKey(room), String(Self.presenceMilliseconds)],
+                             ["ZADD", "chat:rooms", String(expires), room]]
+            }
+            let now = Set(present.map(\.0))
+            for room in written.subtracting(now) { commands.append(["HDEL", Self.whoKey(room), nodeID]) }
+            if !commands.isEmpty { _ = client.pipeline(commands) } // (Redis away: the fields expire, and come back with it)
+            written = now
+            var stop = false
+            select { s in
+                if s.receive(quit) != nil { stop = true }
+                if s.timeout(after: .nanoseconds(Self.heartbeat)) {}
+            }
+            if stop {
+                if !written.isEmpty { _ = client.pipeline(written.map { ["HDEL", Self.whoKey($0), nodeID] }) }
+                client.close()
+                return
+            }
+        }
+    }
+
+    /// The other nodes' members of `room` (what has not expired), added up.
+    func presence(of room: String) -> [Presence] {
+        guard let v = try? client.call("HGETALL", Self.whoKey(room)), let items = v.elements else { return [] }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        var out: [Presence] = []
+        for i in stride(from: 0, to: items.count - 1, by: 2) where items[i].string != nodeID {
+            guard let text = items[i + 1].string, let space = text.firstIndex(of: " "),
+                  let expires = Int64(text[..<space]), expires > now,
+                  let obj = try? JSONSerialization.jsonObject(with: Data(text[text.index(after: space)...].utf8)) as? [String: Any],
+                  let names = obj["names"] as? [String], let anonymous = obj["anonymous"] as? Int else { continue }
+            out.append(Presence(names: names, anonymous: anonymous))
+        }
+        return out
+    }
+
+    /// Rooms with members on any node, with every node's count, the fullest
+    /// first (at most 100); `here`: this node's loaded rooms and members.
+    func roomsAcrossNodes(here: [(name: String, members: Int)]) -> [(name: String, members: Int)] {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        var counts: [String: Int] = [:]
+        for (name, n) in here { counts[name] = n }
+        if let v = try? client.call("ZRANGEBYSCORE", "chat:rooms", String(now), "+inf", "LIMIT", "0", "100"),
+           let names = v.elements?.compactMap(\.string) {
+            for name in names {
+                let others = presence(of: name).reduce(0) { $0 + $1.names.count + $1.anonymous }
+                counts[name, default: 0] += others
+            }
+        }
+        _ = client.pipeline([["ZREMRANGEBYSCORE", "chat:rooms", "-inf", String(now)]])
+        return counts.map { (name: $0.key, members: $0.value) }
+            .sorted { $0.members != $1.members ? $0.members > $1.members : $0.name < $1.name }
+            .prefix(100).map { $0 }
+    }
+
     /// The dispatcher G: messages to their rooms; the subscriber's state,
     /// checked every 200 ms, to the log and the rooms.
     private func dispatch(_ quit: Chan<Void>) {
@@ -194,8 +285,7 @@ final class ClusterNode: @unchecked Sendable {
         ticker.reset(at: GMP.deadline(afterNanoseconds: 200_000_000))
         defer {
             ticker.stop()
-            subscriber.close()
-            client.close()
+            subscriber.close() // (the presence G closes the client, after its last words)
         }
         var connects = 0
         while true {

@@ -152,6 +152,17 @@ enum JoinAnswer: Sendable {
     case readLog
 }
 
+/// Who is in a room: the names, and how many have none.
+struct Presence: Sendable, Equatable {
+    var names: [String]
+    var anonymous: Int
+
+    /// The presence of several places together.
+    static func + (a: Presence, b: Presence) -> Presence {
+        Presence(names: (a.names + b.names).sorted(), anonymous: a.anonymous + b.anonymous)
+    }
+}
+
 /// What every room shares: the server's settings for history, its
 /// counters, and its quit channel.
 struct RoomSettings: Sendable {
@@ -175,6 +186,7 @@ final class Room: @unchecked Sendable {
     private let unregister = Chan<Client>()
     private let posts = Chan<Post>()
     private let whos = Chan<Client>()
+    private let snapshots = Chan<Chan<Presence>>()
     /// Batches from the log G (buffered: the log G goes on while the hub delivers).
     private let committed = Chan<Batch>(capacity: 64)
     /// Closed by the directory to end the room (no members left).
@@ -277,6 +289,13 @@ final class Room: @unchecked Sendable {
 
     /// Asks for the members' names (the answer goes to `client`'s buffer).
     func who(_ client: Client) { _ = call(whos, client) }
+
+    /// The members now: their names, and how many have none (nil if the room has ended).
+    func presence() -> Presence? {
+        let reply = Chan<Presence>(capacity: 1)
+        guard call(snapshots, reply) else { return nil }
+        return reply.receive().value
+    }
 
     // MARK: - The hub G
 
@@ -419,6 +438,10 @@ final class Room: @unchecked Sendable {
                 if let r = s.receive(whos), case .value(let c) = r, members[ObjectIdentifier(c)] != nil {
                     let names = members.values.compactMap(\.client.name).sorted()
                     _ = offer(.who(room: name, names: names, anonymous: members.count - names.count), to: c)
+                }
+                if let r = s.receive(snapshots), case .value(let reply) = r {
+                    let names = members.values.compactMap(\.client.name).sorted()
+                    reply.send(Presence(names: names, anonymous: members.count - names.count))
                 }
                 if s.receive(closing) != nil { stopping = true }
                 if s.receive(settings.quit) != nil {

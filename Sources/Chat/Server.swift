@@ -465,7 +465,12 @@ public final class ChatServer: @unchecked Sendable {
         func reply(_ m: Prepared) { client.offer(m, metrics) }
         switch cmd {
         case .who:
-            room.who(client)
+            if let node = directory.cluster, let here = room.presence() { // every node's members
+                let all = node.presence(of: room.name).reduce(here, +)
+                reply(.who(room: room.name, names: all.names, anonymous: all.anonymous))
+            } else {
+                room.who(client)
+            }
         case .join(let name) where name == room.name:
             reply(.error("error: you are in \(room.name) already"))
         case .leave where room.name == ChatCommand.lobby:
@@ -475,7 +480,11 @@ public final class ChatServer: @unchecked Sendable {
         case .leave:
             return move(client, from: room, to: ChatCommand.lobby, &joins)
         case .rooms:
-            reply(.rooms(directory.list()))
+            if let node = directory.cluster { // counts from every node
+                reply(.rooms(node.roomsAcrossNodes(here: directory.loaded())))
+            } else {
+                reply(.rooms(directory.list()))
+            }
         case .nick(let name):
             reply(directory.nick(client, name).map { Prepared.error($0) } ?? .info("you are now \(name)"))
         case .msg(let to, let text):

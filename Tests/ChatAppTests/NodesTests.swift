@@ -63,6 +63,45 @@ struct NodesTests {
         #expect(r == Array(repeating: "ok", count: 7))
     }
 
+    @Test("Presence spans nodes: /who and /rooms count the members of both; a node killed (-9) stops counting within a bounded time")
+    func presence() throws {
+        let redis = try RedisServer()
+        let (a, portA) = try startChatApp(extraArguments: ["--redis", redis.urlString])
+        defer { a.terminate(); a.waitUntilExit() }
+        let (b, portB) = try startChatApp(extraArguments: ["--redis", redis.urlString])
+        defer { if b.isRunning { b.terminate(); b.waitUntilExit() } }
+        let r = runG(procs: 2, timeout: 60) { () -> [String]? in
+            guard let x = EnvelopeClient(port: portA), let y = EnvelopeClient(port: portB), let z = EnvelopeClient(port: portB)
+            else { return nil }
+            defer { x.close(); y.close(); z.close() }
+            x.say("/nick ann")
+            y.say("/nick bob")
+            guard x.until({ $0.type == "info" }) != nil, y.until({ $0.type == "info" }) != nil else { return nil }
+            func who() -> String {
+                x.say("/who")
+                guard let l = x.until({ $0.type == "who" })?.last else { return "?" }
+                return "\((l.object["names"] as? [String]) ?? []) +\(l.object["anonymous"] ?? "?")"
+            }
+            func rooms() -> String {
+                x.say("/rooms")
+                guard let l = x.until({ $0.type == "rooms" })?.last, let list = l.object["rooms"] as? [[String: Any]] else { return "?" }
+                return list.map { "\($0["name"]!)=\($0["members"]!)" }.joined(separator: ",")
+            }
+            var out: [String] = []
+            var seen = ""
+            _ = waitFor(seconds: 15, every: 100_000_000) { seen = who(); return seen == "[\"ann\", \"bob\"] +1" }
+            out.append(seen)
+            out.append(rooms())
+            kill(b.processIdentifier, SIGKILL)
+            let start = GMP.now
+            _ = waitFor(seconds: 30, every: 200_000_000) { seen = who(); return seen == "[\"ann\"] +0" }
+            out.append(seen)
+            out.append(GMP.now - start < 15_000_000_000 ? "forgotten in time" : "late")
+            return out
+        } ?? nil
+        #expect(r == ["[\"ann\", \"bob\"] +1", "lobby=3", "[\"ann\"] +0", "forgotten in time"])
+    }
+
     @Test("Redis killed mid-run: messages are refused with an error line and /metrics says degraded; once it is back, both nodes reconnect by themselves and chat goes on, no number given twice")
     func redisGoesAway() throws {
         let dir = temporaryDirectory("chat-redis")
