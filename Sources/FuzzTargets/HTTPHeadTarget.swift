@@ -64,7 +64,7 @@ func fuzzHTTPHead(_ bytes: [UInt8]) {
     // Its query: nil (a malformed escape, bytes that are not UTF-8), or
     // fields that, written out again with every byte escaped, read back the same.
     if let fields = req.query {
-        func escaped(_ s: String) -> String { s.utf8.map { "%" + String($0, radix: 16) }.joined() }
+        func escaped(_ s: String) -> String { s.utf8.map { ($0 < 16 ? "%0" : "%") + String($0, radix: 16) }.joined() }
         let q = fields.map { escaped($0.name) + "=" + escaped($0.value) }.joined(separator: "&")
         let back = (try? HTTPRequest.parse(Array("GET /?\(q) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)[...], maxHeaderBytes: .max))??.0.query
         check(back.map { $0.map { [$0.name, $0.value] } } == fields.map { [$0.name, $0.value] },
