@@ -13,22 +13,35 @@ import WebSocket
 /// Both servers drop a client whose send buffer fills (gorilla's policy): on
 /// a loaded machine a client can fall that far behind, and then the run is
 /// made once more (said on stderr); a second loss fails the workload.
-func benchChat() -> Result? { chatAttempts(history: false) }
+func benchChat() -> Result? { chatAttempts(.memory) }
 
 /// chathistory: `chat` with ChatApp logging every message to its history
 /// (a fresh data directory, `--fsync interval`): the cost of the log G, the
 /// writes and the syncs beside the in-memory figure.
-func benchChatHistory() -> Result? { chatAttempts(history: true) }
+func benchChatHistory() -> Result? { chatAttempts(.history) }
 
-func chatAttempts(history: Bool) -> Result? {
+/// chat2nodes: `chat` with the 100 clients spread over two ChatApp nodes
+/// joined through a redis-server of the run's own (`--redis`): every
+/// message goes through Redis's append script and comes back to both nodes
+/// by pub/sub.
+func benchChat2Nodes() -> Result? { chatAttempts(.twoNodes) }
+
+/// How the chat workloads run ChatApp.
+enum ChatSetup {
+    case memory, history, twoNodes
+
+    var name: String { self == .memory ? "chat" : self == .history ? "chathistory" : "chat2nodes" }
+}
+
+func chatAttempts(_ setup: ChatSetup) -> Result? {
     for attempt in 1...2 {
-        switch chatRun(history: history) {
+        switch chatRun(setup) {
         case .done(let r):
             return r
         case .skipped:
             return nil
         case .lost(let got, let total):
-            note("chat: \(got) of \(total) deliveries (the server dropped a slow client)" + (attempt == 1 ? "; once more" : ""))
+            note("\(setup.name): \(got) of \(total) deliveries (the server dropped a slow client)" + (attempt == 1 ? "; once more" : ""))
         }
     }
     return nil
@@ -43,27 +56,51 @@ enum ChatOutcome {
     case skipped
 }
 
-/// One run of `chat` (or `chathistory`).
-func chatRun(history: Bool) -> ChatOutcome {
-    let dataDir = history ? NSTemporaryDirectory() + "chathistory-\(getpid())" : nil
-    let flags = dataDir.map { ["--data-dir", $0, "--fsync", "interval"] } ?? []
-    guard let (app, port) = startChatServer(history ? "chathistory" : "chat", extra: flags) else { return .skipped }
+/// One run of `chat`, `chathistory` or `chat2nodes`.
+func chatRun(_ setup: ChatSetup) -> ChatOutcome {
+    let dataDir = setup == .history ? NSTemporaryDirectory() + "chathistory-\(getpid())" : nil
+    var redis: Process?
+    var servers: [(Process, Int)] = []
     defer {
-        app.terminate()
-        app.waitUntilExit()
+        for (app, _) in servers {
+            app.terminate()
+            app.waitUntilExit()
+        }
+        redis?.terminate()
+        redis?.waitUntilExit()
         if let dataDir { try? FileManager.default.removeItem(atPath: dataDir) }
     }
+    switch setup {
+    case .memory:
+        guard let s = startChatServer("chat") else { return .skipped }
+        servers = [s]
+    case .history:
+        guard let s = startChatServer("chathistory", extra: ["--data-dir", dataDir!, "--fsync", "interval"]) else { return .skipped }
+        servers = [s]
+    case .twoNodes:
+        guard let (r, url) = startRedis() else { return .skipped }
+        redis = r
+        for _ in 0..<2 {
+            guard let s = startChatServer("chat2nodes", extra: ["--redis", url]) else { return .skipped }
+            servers.append(s)
+        }
+    }
+    let ports = servers.map(\.1), pids = servers.map { $0.0.processIdentifier }
     let clients = 100, per = 100, total = clients * clients * per
-    let (elapsed, lat, serverCPU) = GMP.run { () -> (Int64, [Int64], Int) in
+    let redisPID = redis?.processIdentifier
+    let (elapsed, lat, serverCPU, redisCPU) = GMP.run { () -> (Int64, [Int64], Int, Int) in
         var conns: [WebSocketConn] = []
-        for _ in 0..<clients {
-            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { fatalError("chat: dial") }
+        for i in 0..<clients {
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: ports[i % ports.count], path: "/ws?format=text") else {
+                fatalError("\(setup.name): dial")
+            }
             conns.append(ws)
         }
         // gorilla's example registers a client after its handshake answer:
         // wait until the server counts every client, or early messages miss some.
-        awaitClients(clients, port: port)
-        let cpu0 = cpuMs(pid: app.processIdentifier) // the server's CPU from here on
+        for (i, port) in ports.enumerated() { awaitClients(clients / ports.count + (i < clients % ports.count ? 1 : 0), port: port) }
+        let cpu0 = pids.reduce(0) { $0 + cpuMs(pid: $1) } // the servers' CPU from here on
+        let redis0 = redisPID.map { cpuMs(pid: $0) } ?? 0
         let latencies = Chan<[Int64]>(capacity: clients)
         let t0 = now()
         for ws in conns {
@@ -95,16 +132,17 @@ func chatRun(history: Bool) -> ChatOutcome {
         var all: [Int64] = []
         for _ in 0..<clients { all += latencies.receive().value ?? [] }
         let el = now() - t0
-        let cpu = cpuMs(pid: app.processIdentifier) - cpu0
+        let cpu = pids.reduce(0) { $0 + cpuMs(pid: $1) } - cpu0
+        let redisCPU = (redisPID.map { cpuMs(pid: $0) } ?? 0) - redis0
         for ws in conns { ws.conn.close() }
-        return (el, all.sorted(), cpu)
+        return (el, all.sorted(), cpu, redisCPU)
     }
     guard lat.count == total else { return .lost(got: lat.count, total: total) }
     let p50 = Double(lat[lat.count / 2]) / 1e6, p99 = Double(lat[lat.count * 99 / 100]) / 1e6
     let rate = Double(total) / (Double(elapsed) / 1e9)
     let extra = "deliveries_per_s=\(Int(rate)) p50_ms=\((p50 * 100).rounded() / 100) p99_ms=\((p99 * 100).rounded() / 100)"
-        + " server_cpu_ms=\(serverCPU)"
-    return .done(Result(name: history ? "chathistory" : "chat", ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra))
+        + " server_cpu_ms=\(serverCPU)" + (redisPID == nil ? "" : " redis_cpu_ms=\(redisCPU)")
+    return .done(Result(name: setup.name, ops: total, nsPerOp: Double(elapsed) / Double(total), extra: extra))
 }
 
 /// The chat server the chat workloads run against: nil for ChatApp (the
@@ -147,6 +185,36 @@ func startChatServer(_ workload: String, extra: [String] = []) -> (Process, Int)
         usleep(20_000)
     }
     return (app, port)
+}
+
+/// A redis-server of the run's own on a free port, without persistence, and
+/// its URL; nil, with a note, if there is none (apt-get install redis-server).
+func startRedis() -> (Process, String)? {
+    guard let exe = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }) else {
+        note("chat2nodes: skipped, no redis-server (apt-get install redis-server)")
+        return nil
+    }
+    guard let probe = try? Listener(port: 0) else { return nil }
+    let port = probe.port
+    probe.close()
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return nil }
+    let deadline = now() + 10_000_000_000
+    while (try? Conn.dial("127.0.0.1", port))?.close() == nil {
+        guard now() < deadline else {
+            p.terminate()
+            note("chat2nodes: skipped, redis-server did not start")
+            return nil
+        }
+        usleep(20_000)
+    }
+    return (p, "redis://127.0.0.1:\(port)")
 }
 
 /// Waits (at most 10 s, from a G) until the server's `/stats` counts `n` clients.

@@ -75,6 +75,13 @@ let workloads: [Workload] = [
                        serverCPU],
              about: "chat with ChatApp logging every message to its history (--data-dir, --fsync interval: a write "
                  + "per batch, an fsync within 100 ms); compare with ours in chat, which keeps history in memory."),
+    Workload(name: "chat2nodes", ours: benchChat2Nodes, swift: nil, go: nil,
+             metrics: [Metric(key: "deliveries_per_s", label: "deliveries/s", higherIsBetter: true),
+                       Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms"),
+                       serverCPU],
+             about: "chat with the 100 clients spread over two ChatApp nodes joined through a redis-server of the run's "
+                 + "own (--redis): each message is numbered and kept by Redis's append script and comes back to both "
+                 + "nodes by pub/sub; compare with ours in chat (one node). Server CPU: both nodes, not Redis."),
     Workload(name: "chatidle", ours: benchChatIdle, swift: nil, go: .chatServer,
              metrics: [Metric(key: "rss_bytes_per_conn", label: "RSS bytes per conn")],
              about: "10,000 WebSocket clients (in another process) connected and then idle for 3 s; the server's "
