@@ -35,6 +35,13 @@ import WebSocket
 // anywhere but the channel, so never twice. Chosen over Redis Streams' own
 // IDs (time-based, not gap-free) and over a channel per node (more
 // subscriptions, the same ordering problem).
+//
+// Redis must keep its data across a restart (an append-only file; RDB
+// snapshots lose the last minutes): one that lost data hands out numbers
+// again. A node notices when its subscription comes back (the room's
+// counter is behind what it delivered), logs it, sends its members a
+// "reset" and goes on from Redis's number; messages in between may be
+// missed by members of other nodes.
 
 /// A room's history and broadcast in Redis (see the top of the file).
 struct RedisRoomStore: Sendable {

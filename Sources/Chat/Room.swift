@@ -132,6 +132,9 @@ struct Batch: Sendable {
     var done = false
     /// With Redis: a fill that could not read the stream (the gap stays held).
     var failedFill = false
+    /// With Redis: the room's counter is behind the hub's newest (Redis lost
+    /// data): the hub starts again from this number.
+    var rewound: UInt64?
 }
 
 /// A join: the client, and the newest message it has (nil: give it the
@@ -367,6 +370,20 @@ final class Room: @unchecked Sendable {
                     filling = false // the next message or resync asks again
                     return
                 }
+                if let to = b.rewound {
+                    // Redis lost data and will hand out these numbers again: start
+                    // again from its newest, and tell the members to forget theirs.
+                    Chat.log("room \(name): Redis's last number went back from \(last) to \(to) (it lost data); going on from \(to)")
+                    let was = last
+                    last = to
+                    held = [:]
+                    tail = Tail(entries: [], limit: settings.tailLength)
+                    newest.store(to, ordering: .relaxed)
+                    durable.store(to, ordering: .relaxed)
+                    for m in members.values { _ = offer(.reset(room: name, since: was, newest: to, count: 0), to: m.client) }
+                    filling = false
+                    return
+                }
                 // What the stream no longer has is skipped.
                 if let first = b.entries.first, first.seq > last + 1 { last = first.seq - 1 }
                 if b.done && b.entries.isEmpty, let lowest = held.keys.min(), lowest > last + 1 { last = lowest - 1 }
@@ -514,6 +531,10 @@ final class Room: @unchecked Sendable {
                     }
                 }
                 if let r = s.receive(fills), case .value(let after) = r {
+                    if let c = try? node.client.connection(), let top = try? store.newest(on: c), top < after {
+                        handBack(Batch(entries: [], posts: [], error: nil, fill: true, done: true, rewound: top))
+                        return
+                    }
                     var from = after
                     while true { // the stream after `from`, 1,000 at a time
                         guard let c = try? node.client.connection(), let es = try? store.read(after: from, limit: 1_000, on: c) else {

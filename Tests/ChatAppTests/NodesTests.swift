@@ -102,6 +102,39 @@ struct NodesTests {
         #expect(r == ["[\"ann\", \"bob\"] +1", "lobby=3", "[\"ann\"] +0", "forgotten in time"])
     }
 
+    @Test("Redis restarted without its data: each node notices its numbers went back, sends its members a reset, and chat goes on from Redis's numbers")
+    func redisLosesData() throws {
+        let first = try RedisServer()
+        let port = first.port
+        let (a, portA) = try startChatApp(extraArguments: ["--redis", first.urlString, "--rate", "0"])
+        defer { a.terminate(); a.waitUntilExit() }
+        let (b, portB) = try startChatApp(extraArguments: ["--redis", first.urlString, "--rate", "0"])
+        defer { b.terminate(); b.waitUntilExit() }
+        final class Box: @unchecked Sendable { var server: RedisServer? } // (one G at a time)
+        let box = Box()
+        box.server = first
+        let r = runG(procs: 2, timeout: 60) { () -> [String]? in
+            guard let x = EnvelopeClient(port: portA), let y = EnvelopeClient(port: portB),
+                  x.until({ $0.type == "joined" }) != nil, y.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { x.close(); y.close() }
+            for i in 1...3 { x.say("m\(i)") }
+            guard messages(y, upTo: 3).count == 3 else { return nil }
+            box.server?.kill()
+            box.server = try? RedisServer(port: port) // empty
+            guard box.server != nil, let reset = y.until({ $0.type == "reset" })?.last else { return ["no reset"] }
+            // The next message: number 1 again, delivered on both nodes.
+            var got: (UInt64, String)?
+            _ = waitFor(seconds: 15, every: 100_000_000) {
+                x.say("after")
+                guard x.until({ $0.type == "error" || $0.type == "ack" })?.last?.type == "ack" else { return false }
+                got = messages(y, upTo: 1).first
+                return true
+            }
+            return ["reset \(reset.object["since"] ?? "?")->\(reset.seq ?? 99)", got.map { "\($0.0) \($0.1)" } ?? "nothing"]
+        } ?? nil
+        #expect(r == ["reset 3->0", "1 after"])
+    }
+
     @Test("Redis killed mid-run: messages are refused with an error line and /metrics says degraded; once it is back, both nodes reconnect by themselves and chat goes on, no number given twice")
     func redisGoesAway() throws {
         let dir = temporaryDirectory("chat-redis")
