@@ -164,15 +164,16 @@ struct ClientTests {
                 return out + ["did not come back"]
             }
             out.append(published("after") ? "got after" : "no after")
-            out.append("connects \(sub.connects.load(ordering: .relaxed))")
+            // (At least one reconnection; a slow start of the new server can cost another.)
+            out.append(sub.connects.load(ordering: .relaxed) >= 2 ? "reconnected" : "connects \(sub.connects.load(ordering: .relaxed))")
             return out
         } ?? nil
         #expect(r?[0] == "got before")
         #expect(r?[1].hasPrefix("down: Redis connection lost") == true, "\(r ?? [])")
         #expect(r?[2] == "backing off", "\(r ?? [])")
-        #expect(r?.suffix(2) == ["got after", "connects 2"], "\(r ?? [])")
+        #expect(r?.suffix(2) == ["got after", "reconnected"], "\(r ?? [])")
         var seen: [Bool] = []
         while case .value(let s) = states.tryReceive() { seen.append(s) }
-        #expect(seen.prefix(3) == [true, false, true])
+        #expect(seen.prefix(3) == [true, false, true], "\(seen)") // (then false again at close)
     }
 }
