@@ -31,8 +31,9 @@ import WebSocket
 // global and gap-free, the stream holds them in order, and the channel
 // carries them in order: every node sees 1, 2, 3, … unless its subscription
 // was away (reconnecting), and then the gap shows in the numbers and is
-// read back from the stream. A node never delivers its own message from
-// anywhere but the channel, so never twice. Chosen over Redis Streams' own
+// read back from the stream. A node delivers its own messages as it does
+// the others' (by the channel, or the stream for a gap), each number once,
+// so never twice. Chosen over Redis Streams' own
 // IDs (time-based, not gap-free) and over a channel per node (more
 // subscriptions, the same ordering problem).
 //
@@ -86,7 +87,9 @@ struct RedisRoomStore: Sendable {
     /// A message from the channel: "<seq> <m>".
     static func decode(published payload: [UInt8]) -> Entry? {
         guard let space = payload.firstIndex(of: UInt8(ascii: " ")),
-              let seq = UInt64(String(decoding: payload[..<space], as: UTF8.self)) else { return nil }
+              let seq = UInt64(String(decoding: payload[..<space], as: UTF8.self)), seq > 0, seq <= UInt64(Int64.max) else {
+            return nil // (INCR's numbers are Int64s: anything else was not published by a node)
+        }
         return decode(seq: seq, Array(payload[(space + 1)...]))
     }
 
@@ -98,10 +101,13 @@ struct RedisRoomStore: Sendable {
              String(retain)]
         }
         var replies = c.pipeline(messages.map(evalsha))
-        // The first time on a Redis: the script is not loaded yet.
-        if replies.contains(where: { if case .failure(.server(let e)) = $0 { e.hasPrefix("NOSCRIPT") } else { false } }) {
+        // The first time on a Redis: the script is not loaded yet. Those
+        // refused for it are sent again (only those: the others ran).
+        func noScript(_ r: RedisReply) -> Bool { if case .failure(.server(let e)) = r { e.hasPrefix("NOSCRIPT") } else { false } }
+        let again = replies.indices.filter { noScript(replies[$0]) }
+        if !again.isEmpty {
             _ = try? c.call(["SCRIPT", "LOAD", Self.appendScript])
-            replies = c.pipeline(messages.map(evalsha))
+            for (i, r) in zip(again, c.pipeline(again.map { evalsha(messages[$0]) })) { replies[i] = r }
         }
         return replies.map { r in
             switch r {
@@ -255,13 +261,18 @@ final class ClusterNode: @unchecked Sendable {
         guard let v = try? client.call("HGETALL", Self.whoKey(room)), let items = v.elements else { return [] }
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         var out: [Presence] = []
+        var expired: [String] = []
         for i in stride(from: 0, to: items.count - 1, by: 2) where items[i].string != nodeID {
-            guard let text = items[i + 1].string, let space = text.firstIndex(of: " "),
-                  let expires = Int64(text[..<space]), expires > now,
-                  let obj = try? JSONSerialization.jsonObject(with: Data(text[text.index(after: space)...].utf8)) as? [String: Any],
+            guard let text = items[i + 1].string, let space = text.firstIndex(of: " "), let expires = Int64(text[..<space]) else { continue }
+            guard expires > now else { // a node that died: its field goes
+                if let node = items[i].string { expired.append(node) }
+                continue
+            }
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(text[text.index(after: space)...].utf8)) as? [String: Any],
                   let names = obj["names"] as? [String], let anonymous = obj["anonymous"] as? Int else { continue }
             out.append(Presence(names: names, anonymous: anonymous))
         }
+        if !expired.isEmpty { _ = client.pipeline([["HDEL", Self.whoKey(room)] + expired]) }
         return out
     }
 

@@ -7,6 +7,10 @@ import Redis
 // The directory G: which rooms are loaded, who is in each, and the names
 // taken by `/nick`. Read pumps ask it by request, each with a reply channel
 // of one slot, so it never waits on a client; rooms never ask it anything.
+// It does wait on storage: loading a room reads its log (the disk, or with
+// Redis the stream's tail: at most the client's time-out, 5 s, when Redis
+// does not answer, and nothing within the back-off after a failed dial),
+// and unloading one waits for its last sync.
 //
 // It counts a room's members itself, from the joins it grants and the
 // leaves it is told of. A room whose count falls to 0 is ended (`closing`)

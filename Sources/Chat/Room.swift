@@ -230,6 +230,16 @@ final class Room: @unchecked Sendable {
         durable.store(newest.load(ordering: .relaxed), ordering: .relaxed)
     }
 
+    /// Moves the committed mark up to `seq` (never down: several Gs move it).
+    func raiseDurable(to seq: UInt64) {
+        var d = durable.load(ordering: .relaxed)
+        while d < seq {
+            let (done, now) = durable.compareExchange(expected: d, desired: seq, ordering: .relaxed)
+            if done { return }
+            d = now
+        }
+    }
+
     /// Starts the room's Gs.
     func start() {
         if let input = logInput {
@@ -247,15 +257,9 @@ final class Room: @unchecked Sendable {
     /// there is no log or it cannot be read.
     func readLog(after: UInt64, limit: Int, dataDir: String?) -> [Entry] {
         if let (store, node) = cluster {
-            guard let c = try? node.client.connection(), let es = try? store.read(after: after, limit: limit, on: c) else { return [] }
-            if let newest = es.last?.seq {
-                var d = durable.load(ordering: .relaxed)
-                while d < newest {
-                    let (done, now) = durable.compareExchange(expected: d, desired: newest, ordering: .relaxed)
-                    if done { break }
-                    d = now
-                }
-            }
+            guard let c = try? node.client.connection(), let top = try? store.newest(on: c),
+                  let es = try? store.read(after: after, limit: limit, on: c) else { return [] }
+            raiseDurable(to: max(es.last?.seq ?? 0, min(after, top))) // numbers Redis has given are committed
             return es
         }
         guard let dataDir else { return [] }
@@ -336,20 +340,37 @@ final class Room: @unchecked Sendable {
             }
             m.release(metrics) // the hub's hold
         }
-        // With Redis: messages by number, held until those before them came.
+        // With Redis: messages by number, held until those before them came;
+        // a read of the stream (a fill) at a time, another wanted after it
+        // (a resync, or a gap it left), and a failed one retried in a second.
         var held: [UInt64: Entry] = [:]
-        var filling = false
+        var filling = false, fillWanted = false
+        let retry = Timer { _ = self.resync.trySend(()) }
+        defer { retry.stop() }
         var receipts: [UInt64: Int64] = [:] // this node's posts acked before their message came
+        func fill() {
+            if filling {
+                fillWanted = true
+                return
+            }
+            filling = fills.trySend(last)
+            fillWanted = !filling
+        }
         func accept(_ es: [Entry]) {
-            for e in es where e.seq > last { held[e.seq] = e }
+            for e in es {
+                if e.seq > last {
+                    held[e.seq] = e
+                } else if let known = tail.after(e.seq - 1).first, known.seq == e.seq, known != e {
+                    fill() // the same number for another message: Redis lost data (the fill finds it rewound)
+                }
+            }
             while let e = held.removeValue(forKey: last + 1) {
                 deliver(e, receivedAt: receipts.removeValue(forKey: e.seq) ?? 0)
             }
             newest.store(last, ordering: .relaxed)
-            if durable.load(ordering: .relaxed) < last { durable.store(last, ordering: .relaxed) }
-            if !held.isEmpty && !filling { // a gap: read it from the stream
-                filling = fills.trySend(last)
-            }
+            raiseDurable(to: last)
+            if receipts.count > 1_000 { receipts = receipts.filter { $0.key > last } }
+            if !held.isEmpty { fill() } // a gap: read it from the stream
         }
         func commit(_ b: Batch) {
             // The sender hears of its message even if it has moved on to another room.
@@ -366,8 +387,9 @@ final class Room: @unchecked Sendable {
                 return
             }
             if b.fill {
+                if b.done { filling = false }
                 if b.failedFill {
-                    filling = false // the next message or resync asks again
+                    retry.reset(at: GMP.deadline(afterNanoseconds: 1_000_000_000))
                     return
                 }
                 if let to = b.rewound {
@@ -377,18 +399,30 @@ final class Room: @unchecked Sendable {
                     let was = last
                     last = to
                     held = [:]
+                    receipts = [:]
                     tail = Tail(entries: [], limit: settings.tailLength)
                     newest.store(to, ordering: .relaxed)
                     durable.store(to, ordering: .relaxed)
-                    for m in members.values { _ = offer(.reset(room: name, since: was, newest: to, count: 0), to: m.client) }
-                    filling = false
+                    for key in Array(members.keys) {
+                        members[key]!.skipThrough = min(members[key]!.skipThrough, to)
+                        _ = offer(.reset(room: name, since: was, newest: to, count: 0), to: members[key]!.client)
+                    }
+                    fill()
                     return
                 }
-                // What the stream no longer has is skipped.
-                if let first = b.entries.first, first.seq > last + 1 { last = first.seq - 1 }
-                if b.done && b.entries.isEmpty, let lowest = held.keys.min(), lowest > last + 1 { last = lowest - 1 }
-                if b.done { filling = false }
+                // What the stream no longer has (trimmed, or a number its
+                // script gave but could not keep) is skipped.
+                if let first = b.entries.first, first.seq > last + 1 {
+                    last = first.seq - 1
+                    held = held.filter { $0.key > last }
+                }
                 accept(b.entries)
+                if b.done && (fillWanted || !held.isEmpty) {
+                    // Held messages are in the stream: an empty read came before
+                    // them; read again (in a second, not in a loop).
+                    fillWanted = false
+                    if b.entries.isEmpty { retry.reset(at: GMP.deadline(afterNanoseconds: 1_000_000_000)) } else { fill() }
+                }
                 return
             }
             for (e, p) in zip(b.entries, b.posts) {
@@ -406,6 +440,10 @@ final class Room: @unchecked Sendable {
                 if since >= last {
                     if since <= durable.load(ordering: .relaxed) {
                         skip = since // the log is ahead of the hub: the client has those
+                    } else if cluster != nil && j.mayReadLog && since > last {
+                        // Maybe from another node that is ahead of this one: Redis knows.
+                        j.reply.send(.readLog)
+                        return
                     } else {
                         push.append(.reset(room: name, since: since, newest: last, count: history.count))
                         if !history.isEmpty { push.append(.messages(history, room: name)) }
@@ -451,7 +489,7 @@ final class Room: @unchecked Sendable {
                 if let r = s.receive(posts), case .value(let p) = r { handle(p) }
                 if let r = s.receive(committed), case .value(let b) = r { commit(b) }
                 if let r = s.receive(incoming), case .value(let e) = r { accept([e]) }
-                if s.receive(resync) != nil, !filling { filling = fills.trySend(last) }
+                if s.receive(resync) != nil { fill() }
                 if let r = s.receive(whos), case .value(let c) = r, members[ObjectIdentifier(c)] != nil {
                     let names = members.values.compactMap(\.client.name).sorted()
                     _ = offer(.who(room: name, names: names, anonymous: members.count - names.count), to: c)

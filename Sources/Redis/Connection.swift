@@ -10,11 +10,11 @@ import Synchronization
 // order of the bytes on the wire. Redis answers in that order; the
 // connection's reader G parses replies as they arrive and hands each to the
 // oldest pending channel. Out-of-band values (RESP3 pushes, or everything
-// on a subscriber connection) go to `pushes` instead.
+// on a subscriber connection once it has logged in) go to `pushes` instead.
 //
 // Time-outs are the poller's read deadline: while a reply is pending the
-// read has a deadline `timeout` after the latest write or reply; with none
-// pending it has none (an idle connection waits for ever). A deadline that
+// read has a deadline `timeout` after the oldest one was sent or the latest
+// reply came; with none pending it has none (an idle connection waits for ever). A deadline that
 // passes, a read or write that fails, or bytes that are not RESP break the
 // connection: every pending command fails with that error, later ones at
 // once, and the socket is closed. (`RedisClient` makes a new one.)
@@ -36,6 +36,9 @@ public final class RedisConnection: @unchecked Sendable {
     private var head = 0
     private var failure: RedisError?
     private let subscriber: Bool
+    /// Set once a subscriber connection has logged in: from then on every
+    /// value is a push (before, its login's replies go to their callers).
+    private var pubsub = false
     /// Out-of-band values: RESP3 pushes, or every value on a subscriber connection (nil: none expected).
     let pushes: Chan<RESPValue>?
     /// Closed when the reader G has ended (the connection is broken or closed).
@@ -83,6 +86,7 @@ public final class RedisConnection: @unchecked Sendable {
                 throw error
             }
         }
+        if subscriber { c.qlock.withLock { c.pubsub = true } }
         return c
     }
 
@@ -118,9 +122,10 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     /// Writes a command whose answers come as pushes (`SUBSCRIBE` on a
-    /// subscriber connection).
+    /// subscriber connection; on any other its reply would go to the wrong caller).
     /// - Throws: why the connection is broken.
     public func post(_ args: [String]) throws(RedisError) {
+        precondition(subscriber, "RedisConnection.post: only on a subscriber connection")
         writeLock.lock()
         defer { writeLock.unlock() }
         if let f = qlock.withLock({ failure }) { throw f }
@@ -153,8 +158,10 @@ public final class RedisConnection: @unchecked Sendable {
         defer { writeLock.unlock() }
         let failed: RedisError? = qlock.withLock {
             if let failure { return failure }
+            // The deadline runs from the oldest reply owed: set when the
+            // queue was empty, moved on by each reply (`deliver`).
+            if head == pending.count { conn.setReadDeadline(GMP.deadline(afterNanoseconds: timeout)) }
             pending += replies
-            conn.setReadDeadline(GMP.deadline(afterNanoseconds: timeout))
             return nil
         }
         if let failed {
@@ -219,7 +226,9 @@ public final class RedisConnection: @unchecked Sendable {
 
     /// Hands `v` to its caller or to `pushes`; false if the connection broke.
     private func deliver(_ v: RESPValue) -> Bool {
-        if let pushes, subscriber || isPush(v) {
+        let inPubsub = subscriber && qlock.withLock { pubsub }
+        if isPush(v) && pushes == nil { return true } // a push nobody asked for (RESP3 invalidations): dropped
+        if let pushes, inPubsub || isPush(v) {
             var sent = false
             select { s in // (a consumer that stopped reading does not hold this G once the connection breaks)
                 if s.send(pushes, v) { sent = true }
@@ -245,7 +254,6 @@ public final class RedisConnection: @unchecked Sendable {
             return r
         }
         guard let r else {
-            if case .push = v { return true } // a push nobody asked for (RESP3 invalidations): dropped
             fail(.protocolError("a reply nobody waits for: \(v)"))
             return false
         }

@@ -47,7 +47,7 @@ public indirect enum RESPValue: Sendable, Equatable {
     /// `>3 ...` (RESP3): out-of-band data (pub/sub messages, invalidations).
     case push([RESPValue])
 
-    /// The value as text: simple and bulk strings (UTF-8), verbatim text, integers.
+    /// The value as text: simple and bulk strings (UTF-8), verbatim text, big numbers, integers.
     public var string: String? {
         switch self {
         case .simple(let s), .verbatim(_, let s), .bigNumber(let s): s
@@ -146,7 +146,9 @@ public indirect enum RESPValue: Sendable, Equatable {
 
 /// A key and its value in a RESP3 map.
 public struct RESPPair: Sendable, Equatable {
+    /// The key.
     public var key: RESPValue
+    /// Its value.
     public var value: RESPValue
 
     /// The pair `key`: `value`.
@@ -286,7 +288,7 @@ public struct RESPParser: Sendable {
             guard let items = try values(b, &i, n * 2, depth: depth) else { return nil }
             if type == UInt8(ascii: "|") { // an attribute: metadata for the value after it
                 at = i
-                return try value(b, &at, depth: depth)
+                return try value(b, &at, depth: depth + 1) // (attributes in a row count as nesting)
             }
             result = .map(stride(from: 0, to: items.count, by: 2).map { RESPPair(items[$0], items[$0 + 1]) })
         case UInt8(ascii: "_"):

@@ -9,7 +9,9 @@
 
 /// Where Redis is and how to log in: `redis://[[user]:password@]host[:port][/db]`.
 public struct RedisURL: Sendable, Equatable, CustomStringConvertible {
+    /// The host (an IP address or localhost), 127.0.0.1 by default.
     public var host = "127.0.0.1"
+    /// The port, 6379 by default.
     public var port = 6379
     /// For `AUTH user password` (Redis 6 ACLs); nil: `AUTH password`, the default user.
     public var user: String?

@@ -64,7 +64,8 @@ public final class RedisSubscriber: @unchecked Sendable {
 
     deinit { lock.free() }
 
-    /// Whether it is connected and subscribed now.
+    /// Whether it is connected now (and has asked for its subscriptions;
+    /// `isSubscribed` says when Redis has confirmed one).
     public var isConnected: Bool { connectedNow.load(ordering: .acquiring) }
 
     /// Whether Redis has confirmed the subscription to `channel` on the
@@ -88,6 +89,7 @@ public final class RedisSubscriber: @unchecked Sendable {
                 if add { patterns.formUnion(names) } else { patterns.subtract(names) }
             } else {
                 if add { channels.formUnion(names) } else { channels.subtract(names) }
+                if !add { confirmed.subtract(names) } // (a quick subscribe again waits for its own confirmation)
             }
             return connection
         }
@@ -169,6 +171,7 @@ public final class RedisSubscriber: @unchecked Sendable {
                             if t.send(self.messages, m) {}
                             if t.receive(self.quit) != nil { up = false }
                         }
+                        lastHeard = GMP.now // (a consumer that was slow is not a silent peer)
                     }
                 }
                 if s.receive(tick) != nil {

@@ -119,6 +119,9 @@ struct NodesTests {
             defer { x.close(); y.close() }
             for i in 1...3 { x.say("m\(i)") }
             guard messages(y, upTo: 3).count == 3 else { return nil }
+            // One that joins after them (it has up to 3 when it joins).
+            guard let z = EnvelopeClient(port: portB), z.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { z.close() }
             box.server?.kill()
             box.server = try? RedisServer(port: port) // empty
             guard box.server != nil, let reset = y.until({ $0.type == "reset" })?.last else { return ["no reset"] }
@@ -130,9 +133,11 @@ struct NodesTests {
                 got = messages(y, upTo: 1).first
                 return true
             }
-            return ["reset \(reset.object["since"] ?? "?")->\(reset.seq ?? 99)", got.map { "\($0.0) \($0.1)" } ?? "nothing"]
+            let late = messages(z, upTo: 1).first
+            return ["reset \(reset.object["since"] ?? "?")->\(reset.seq ?? 99)", got.map { "\($0.0) \($0.1)" } ?? "nothing",
+                    late.map { "late: \($0.0) \($0.1)" } ?? "late: nothing"]
         } ?? nil
-        #expect(r == ["reset 3->0", "1 after"])
+        #expect(r == ["reset 3->0", "1 after", "late: 1 after"])
     }
 
     @Test("Redis killed mid-run: messages are refused with an error line and /metrics says degraded; once it is back, both nodes reconnect by themselves and chat goes on, no number given twice")

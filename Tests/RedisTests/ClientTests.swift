@@ -65,7 +65,7 @@ struct ClientTests {
         #expect(r == true)
     }
 
-    @Test("AUTH and SELECT from the URL (redis://:password@host:port/db); a wrong password is a .server error")
+    @Test("AUTH and SELECT from the URL (redis://:password@host:port/db), for commands and for a subscriber; a wrong password is a .server error")
     func authAndSelect() throws {
         let server = try RedisServer(args: ["--requirepass", "s3cret"])
         let r = runG { () -> [String]? in
@@ -81,12 +81,24 @@ struct ClientTests {
             let inZero = (try? d.call("GET", "where")).map { "\($0)" } ?? "?"
             _ = try? d.call("SELECT", "2")
             let inTwo = (try? d.call("GET", "where"))?.string ?? "?"
+            // A subscriber logs in (its login has replies) before pub/sub starts.
+            u.db = 2
+            let sub = RedisSubscriber(url: u, timeout: 1_000_000_000)
+            defer { sub.close() }
+            sub.subscribe(["news"])
+            var heard = "nothing"
+            _ = waitFor(seconds: 10, every: 20_000_000) {
+                _ = try? d.call("PUBLISH", "news", "hello")
+                guard case .value(let m) = sub.messages.tryReceive() else { return false }
+                heard = String(decoding: m.payload, as: UTF8.self)
+                return true
+            }
             u.password = "wrong"
             var refused = "connected"
             do { _ = try RedisConnection.connect(u) } catch { refused = "\(error)" }
-            return [inZero, inTwo, refused]
+            return [inZero, inTwo, heard, refused]
         } ?? nil
-        #expect(r?.prefix(2) == ["null", "db2"])
+        #expect(r?.prefix(3) == ["null", "db2", "hello"])
         #expect(r?.last?.hasPrefix("Redis: WRONGPASS") == true, "\(r ?? [])")
     }
 
