@@ -14,6 +14,9 @@ import GMP
 import Glibc
 
 let serverCPU = Metric(key: "server_cpu_ms", label: "server CPU ms")
+/// What the chat workloads (chat, chathistory, chat2nodes) report.
+let chatMetrics = [Metric(key: "deliveries_per_s", label: "deliveries/s", higherIsBetter: true),
+                   Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms"), serverCPU]
 
 let workloads: [Workload] = [
     Workload(name: "spawn", ours: benchSpawn, swift: swiftSpawn, go: .own, tokio: true, metrics: [.nsPerOp],
@@ -64,21 +67,15 @@ let workloads: [Workload] = [
              about: "10,000 idle TCP connections, each held by a G parked in read (clients in another process); "
                  + "ns per connection set up, and the server's resident memory per connection after 3 s idle."),
     Workload(name: "chat", ours: benchChat, swift: nil, go: .chatServer,
-             metrics: [Metric(key: "deliveries_per_s", label: "deliveries/s", higherIsBetter: true),
-                       Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms"),
-                       serverCPU],
+             metrics: chatMetrics,
              about: "100 WebSocket clients (ours) each send 100 messages 10 ms apart; every client receives all 10,000. "
                  + "Server: ChatApp, or for Go the gorilla/websocket hub (peers/go/chat.go)."),
     Workload(name: "chathistory", ours: benchChatHistory, swift: nil, go: nil,
-             metrics: [Metric(key: "deliveries_per_s", label: "deliveries/s", higherIsBetter: true),
-                       Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms"),
-                       serverCPU],
+             metrics: chatMetrics,
              about: "chat with ChatApp logging every message to its history (--data-dir, --fsync interval: a write "
                  + "per batch, an fsync within 100 ms); compare with ours in chat, which keeps history in memory."),
     Workload(name: "chat2nodes", ours: benchChat2Nodes, swift: nil, go: nil,
-             metrics: [Metric(key: "deliveries_per_s", label: "deliveries/s", higherIsBetter: true),
-                       Metric(key: "p50_ms", label: "p50 latency ms"), Metric(key: "p99_ms", label: "p99 latency ms"),
-                       serverCPU],
+             metrics: chatMetrics,
              about: "chat with the 100 clients spread over two ChatApp nodes joined through a redis-server of the run's "
                  + "own (--redis): each message is numbered and kept by Redis's append script and comes back to both "
                  + "nodes by pub/sub; compare with ours in chat (one node). Server CPU: both nodes, not Redis."),
