@@ -334,11 +334,13 @@ final class Room: @unchecked Sendable {
             last = e.seq
             tail.append(e)
             let m = Prepared.message(e, room: name, receivedAt: receivedAt)
-            for member in members.values where member.skipThrough < e.seq {
-                m.holders.add(1, ordering: .relaxed)
-                if !offer(m, to: member.client) { m.holders.subtract(1, ordering: .relaxed) }
-            }
-            m.release(metrics) // the hub's hold
+            // A hold for every member up front (one atomic add, not one per
+            // member), given back for those it did not reach, with the hub's own.
+            let n = members.count
+            if receivedAt != 0 { m.holders.add(n, ordering: .relaxed) }
+            var reached = 0
+            for member in members.values where member.skipThrough < e.seq && offer(m, to: member.client) { reached += 1 }
+            m.release(metrics, count: receivedAt != 0 ? n - reached + 1 : 1) // the unused holds and the hub's
         }
         // With Redis: messages by number, held until those before them came;
         // a read of the stream (a fill) at a time, another wanted after it
@@ -660,10 +662,10 @@ final class Room: @unchecked Sendable {
 }
 
 extension Prepared {
-    /// Lets go of one hold on a room's message; the last one observes the
-    /// time from its receipt to its last write.
-    func release(_ metrics: ChatMetrics) {
-        guard receivedAt != 0, holders.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+    /// Lets go of `count` holds on a room's message; the last one observes
+    /// the time from its receipt to its last write.
+    func release(_ metrics: ChatMetrics, count: Int = 1) {
+        guard receivedAt != 0, count > 0, holders.subtract(count, ordering: .acquiringAndReleasing).newValue == 0 else { return }
         metrics.deliverySeconds.observe(nanoseconds: GMP.now - receivedAt)
     }
 }
