@@ -10,10 +10,13 @@ import Synchronization
 // the log G or the hub (history appends, failures). Two histograms: the
 // time from a message's receipt (its read pump) to its last write to a local
 // client (the write pump, or the hub, that lets go of it last: `Prepared`),
-// and the time each fsync of the history takes. The page is rendered on
+// and the time each fsync of the history takes. (With Redis the first
+// counts only this node's own messages whose ack came before the message:
+// the receipt time does not travel between nodes.) The page is rendered on
 // each request from them, the open clients, the rooms' member counts (the
-// fullest 20 by name; the rest summed under no label), and the runtime's own
-// figures (`GMP.stats`). Every family gets its `# HELP` and `# TYPE` lines
+// fullest 20 by name; the rest summed under no label), with Redis whether
+// this node is connected (`chat_redis_up`), and the runtime's own figures
+// (`GMP.stats`). Every family gets its `# HELP` and `# TYPE` lines
 // before its samples; counters end in `_total`; help text and label values
 // are escaped as the format says (backslash, newline, and in label values
 // the double quote).
