@@ -57,19 +57,24 @@ final class Prepared: Sendable {
     func payload(_ f: ChatFormat) -> [UInt8]? { f == .json ? json : text }
     func frame(_ f: ChatFormat) -> [UInt8]? { f == .json ? jsonFrame : textFrame }
 
-    /// A room's message.
-    static func message(_ e: Entry, room: String, receivedAt: Int64 = 0) -> Prepared {
+    /// A room's message as a JSON line and as a text line.
+    private static func lines(_ e: Entry, room: String) -> (json: String, text: String) {
         var j = "{\"type\":\"message\",\"room\":\(jsonString(room)),\"seq\":\(e.seq),\"time\":\(e.time)"
         if !e.from.isEmpty { j += ",\"from\":\(jsonString(e.from))" }
         j += ",\"text\":\(jsonString(e.text))}"
-        return Prepared(json: j, text: e.from.isEmpty ? e.text : "\(e.from): \(e.text)", receivedAt: receivedAt)
+        return (j, e.from.isEmpty ? e.text : "\(e.from): \(e.text)")
+    }
+
+    /// A room's message.
+    static func message(_ e: Entry, room: String, receivedAt: Int64 = 0) -> Prepared {
+        let (j, t) = lines(e, room: room)
+        return Prepared(json: j, text: t, receivedAt: receivedAt)
     }
 
     /// Several messages as one line each, in one object (history on a join).
     static func messages(_ es: some Collection<Entry>, room: String) -> Prepared {
-        let parts = es.map { message($0, room: room) }
-        return Prepared(json: parts.map { String(decoding: $0.json, as: UTF8.self) }.joined(separator: "\n"),
-                        text: parts.map { String(decoding: $0.text!, as: UTF8.self) }.joined(separator: "\n"))
+        let parts = es.map { lines($0, room: room) }
+        return Prepared(json: parts.map(\.json).joined(separator: "\n"), text: parts.map(\.text).joined(separator: "\n"))
     }
 
     static func ack(room: String, seq: UInt64) -> Prepared {
