@@ -6,8 +6,8 @@ import Synchronization
 import WebSocket
 
 // A room: gorilla's hub, one per room. The room's hub G owns its members
-// and selects over register, unregister, posts, `/who` and the batches its
-// log G hands back; a busy room never delays a quiet one, each has its Gs.
+// and selects over register, unregister, posts, presence (`/who`) and the
+// batches its log G hands back; a busy room never delays a quiet one, each has its Gs.
 //
 // A message's way: the sender's read pump posts it; the hub takes the
 // sender's name and passes it to the room's log G (a buffered channel; if
@@ -54,7 +54,7 @@ import WebSocket
 // (`offer`: never blocking); a client whose buffer is full is kicked:
 // `kicked` is closed, once, and its write pump closes the connection with
 // 1001 (as when the server stops). Pumps talk to the hub through
-// `join`, `leave`, `post` and `who`, which give up once the room or the
+// `join`, `leave`, `post` and `presence`, which give up once the room or the
 // server has stopped, so no G waits for ever on a hub that is gone.
 
 /// One connected client: its socket, its send buffer, its name.
@@ -188,7 +188,6 @@ final class Room: @unchecked Sendable {
     private let register = Chan<Joining>()
     private let unregister = Chan<Client>()
     private let posts = Chan<Post>()
-    private let whos = Chan<Client>()
     private let snapshots = Chan<Chan<Presence>>()
     /// Batches from the log G (buffered: the log G goes on while the hub delivers).
     private let committed = Chan<Batch>(capacity: 64)
@@ -293,9 +292,6 @@ final class Room: @unchecked Sendable {
     func post(_ client: Client, _ text: String, receivedAt: Int64) {
         _ = call(posts, Post(from: client, text: text, receivedAt: receivedAt))
     }
-
-    /// Asks for the members' names (the answer goes to `client`'s buffer).
-    func who(_ client: Client) { _ = call(whos, client) }
 
     /// The members now: their names, and how many have none (nil if the room has ended).
     func presence() -> Presence? {
@@ -492,10 +488,6 @@ final class Room: @unchecked Sendable {
                 if let r = s.receive(committed), case .value(let b) = r { commit(b) }
                 if let r = s.receive(incoming), case .value(let e) = r { accept([e]) }
                 if s.receive(resync) != nil { fill() }
-                if let r = s.receive(whos), case .value(let c) = r, members[ObjectIdentifier(c)] != nil {
-                    let names = members.values.compactMap(\.client.name).sorted()
-                    _ = offer(.who(room: name, names: names, anonymous: members.count - names.count), to: c)
-                }
                 if let r = s.receive(snapshots), case .value(let reply) = r {
                     let names = members.values.compactMap(\.client.name).sorted()
                     reply.send(Presence(names: names, anonymous: members.count - names.count))
@@ -511,7 +503,24 @@ final class Room: @unchecked Sendable {
         if logInput == nil { finished.close() } else { logInput!.close() }
     }
 
-    // MARK: - The Redis G
+    // MARK: - The log G and the Redis G
+
+    /// A batch back to the hub, unless the hub has ended (the posts are
+    /// in the log, or were refused: nobody is left to tell).
+    private func handBack(_ b: Batch) {
+        select { s in
+            if s.send(committed, b) {}
+            if s.receive(hubDone) != nil {}
+        }
+    }
+
+    /// `first` and the posts queued behind it, at most 256: one write, or
+    /// one pipeline, for all of them.
+    private static func batch(_ first: Post, _ input: Chan<Post>) -> [Post] {
+        var posts = [first]
+        while posts.count < 256, case .value(let p) = input.tryReceive() { posts.append(p) }
+        return posts
+    }
 
     /// With Redis: appends batches of posts (pipelined, the append script)
     /// and hands back their numbers, or refuses them while Redis is away;
@@ -520,12 +529,6 @@ final class Room: @unchecked Sendable {
     private func runRedis(_ input: Chan<Post>) {
         guard let (store, node) = cluster else { return }
         defer { finished.close() }
-        func handBack(_ b: Batch) {
-            select { s in
-                if s.send(committed, b) {}
-                if s.receive(hubDone) != nil {}
-            }
-        }
         // Once the subscription is confirmed, read what was published before it.
         go {
             let deadline = GMP.now + 10_000_000_000
@@ -543,8 +546,7 @@ final class Room: @unchecked Sendable {
                         open = false
                         return
                     }
-                    var posts = [first]
-                    while posts.count < 256, case .value(let p) = input.tryReceive() { posts.append(p) }
+                    let posts = Self.batch(first, input)
                     let time = wallClockMilliseconds()
                     let results: [Result<UInt64, RedisError>]
                     do throws(RedisError) {
@@ -591,8 +593,6 @@ final class Room: @unchecked Sendable {
         }
     }
 
-    // MARK: - The log G
-
     /// Numbers, logs and hands back posts in batches, and syncs: within
     /// 100 ms of a write under `interval`. Ends once the hub has ended and
     /// closed its input, with everything written synced.
@@ -612,15 +612,14 @@ final class Room: @unchecked Sendable {
             observeSync()
         }
         func write(_ first: Post) {
-            var posts = [first]
-            while posts.count < 256, case .value(let p) = input.tryReceive() { posts.append(p) }
+            let posts = Self.batch(first, input)
             let time = wallClockMilliseconds()
             var entries: [Entry] = []
             entries.reserveCapacity(posts.count)
             for (i, p) in posts.enumerated() {
                 entries.append(Entry(seq: log.last + 1 + UInt64(i), time: time, from: p.name, text: p.text))
             }
-            var batch: Batch
+            let batch: Batch
             do {
                 if let unsynced = try log.append(entries) { // in the log, served, but maybe not on the disk
                     Chat.log("history of \(name): \(unsynced); messages up to \(log.last) may not survive a power cut")
@@ -633,10 +632,7 @@ final class Room: @unchecked Sendable {
                 Chat.log("history of \(name): \(error)")
                 batch = Batch(entries: [], posts: posts, error: error)
             }
-            select { s in
-                if s.send(committed, batch) {}
-                if s.receive(hubDone) != nil {} // the room is gone; the message is in the log
-            }
+            handBack(batch)
             if settings.policy == .interval && log.unsynced && !armed {
                 timer.reset(at: GMP.deadline(afterNanoseconds: 100_000_000))
                 armed = true

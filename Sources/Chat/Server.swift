@@ -465,12 +465,9 @@ public final class ChatServer: @unchecked Sendable {
         func reply(_ m: Prepared) { client.offer(m, metrics) }
         switch cmd {
         case .who:
-            if let node = directory.cluster, let here = room.presence() { // every node's members
-                let all = node.presence(of: room.name).reduce(here, +)
-                reply(.who(room: room.name, names: all.names, anonymous: all.anonymous))
-            } else {
-                room.who(client)
-            }
+            guard var all = room.presence() else { break } // (the room has ended: the server is stopping)
+            if let node = directory.cluster { all = node.presence(of: room.name).reduce(all, +) } // every node's members
+            reply(.who(room: room.name, names: all.names, anonymous: all.anonymous))
         case .join(let name) where name == room.name:
             reply(.error("error: you are in \(room.name) already"))
         case .leave where room.name == ChatCommand.lobby:
