@@ -231,7 +231,7 @@ final class ClusterNode: @unchecked Sendable {
             for room in rooms() where room.members.load(ordering: .relaxed) > 0 {
                 if let p = room.presence(), !p.names.isEmpty || p.anonymous > 0 { present.append((room.name, p)) }
             }
-            let expires = Int64(Date().timeIntervalSince1970 * 1000) + Self.presenceMilliseconds
+            let expires = wallClockMilliseconds() + Self.presenceMilliseconds
             var commands: [[String]] = []
             for (room, p) in present {
                 let value = "\(expires) {\"names\":[\(p.names.map(jsonString).joined(separator: ","))],\"anonymous\":\(p.anonymous)}"
@@ -259,7 +259,7 @@ final class ClusterNode: @unchecked Sendable {
     /// The other nodes' members of `room` (what has not expired), added up.
     func presence(of room: String) -> [Presence] {
         guard let v = try? client.call("HGETALL", Self.whoKey(room)), let items = v.elements else { return [] }
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let now = wallClockMilliseconds()
         var out: [Presence] = []
         var expired: [String] = []
         for i in stride(from: 0, to: items.count - 1, by: 2) where items[i].string != nodeID {
@@ -279,7 +279,7 @@ final class ClusterNode: @unchecked Sendable {
     /// Rooms with members on any node, with every node's count, the fullest
     /// first (at most 100); `here`: this node's loaded rooms and members.
     func roomsAcrossNodes(here: [(name: String, members: Int)]) -> [(name: String, members: Int)] {
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let now = wallClockMilliseconds()
         var counts: [String: Int] = [:]
         for (name, n) in here { counts[name] = n }
         if let v = try? client.call("ZRANGEBYSCORE", "chat:rooms", String(now), "+inf", "LIMIT", "0", "100"),
@@ -290,9 +290,7 @@ final class ClusterNode: @unchecked Sendable {
             }
         }
         _ = client.pipeline([["ZREMRANGEBYSCORE", "chat:rooms", "-inf", String(now)]])
-        return counts.map { (name: $0.key, members: $0.value) }
-            .sorted { $0.members != $1.members ? $0.members > $1.members : $0.name < $1.name }
-            .prefix(100).map { $0 }
+        return Array(fullestFirst(counts.map { (name: $0.key, members: $0.value) }).prefix(100))
     }
 
     /// The dispatcher G: messages to their rooms; the subscriber's state,

@@ -306,9 +306,13 @@ final class Directory: @unchecked Sendable {
 extension Directory {
     /// The loaded rooms and their members, the fullest first, then by name.
     private func loadedList() -> [(name: String, members: Int)] {
-        rooms.map { (name: $0.key, members: $0.value.room.members.load(ordering: .relaxed)) }
-            .sorted { $0.members != $1.members ? $0.members > $1.members : $0.name < $1.name }
+        fullestFirst(rooms.map { (name: $0.key, members: $0.value.room.members.load(ordering: .relaxed)) })
     }
+}
+
+/// Rooms and their member counts as `/rooms` lists them: the fullest first, then by name.
+func fullestFirst(_ rooms: [(name: String, members: Int)]) -> [(name: String, members: Int)] {
+    rooms.sorted { $0.members != $1.members ? $0.members > $1.members : $0.name < $1.name }
 }
 
 /// Why a join was refused.

@@ -28,6 +28,10 @@ public final class RedisClient: @unchecked Sendable {
     /// The longest wait between two attempts to connect.
     public static let maxBackoff: Int64 = 5_000_000_000
 
+    /// The wait after a failed attempt, given the one before (0: none yet):
+    /// 100 ms, doubling to `maxBackoff`.
+    static func nextBackoff(_ previous: Int64) -> Int64 { min(max(previous * 2, 100_000_000), maxBackoff) }
+
     /// A client for `url`; it connects on the first command.
     public init(url: RedisURL, timeout: Int64 = 5_000_000_000) {
         self.url = url
@@ -54,7 +58,7 @@ public final class RedisClient: @unchecked Sendable {
             nextAttempt = 0
             return c
         } catch {
-            backoff = min(max(backoff * 2, 100_000_000), Self.maxBackoff)
+            backoff = Self.nextBackoff(backoff)
             nextAttempt = GMP.now + backoff
             throw error
         }

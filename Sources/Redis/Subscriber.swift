@@ -126,7 +126,7 @@ public final class RedisSubscriber: @unchecked Sendable {
             let pushes = Chan<RESPValue>(capacity: 64)
             let c: RedisConnection
             do { c = try RedisConnection.connect(url, timeout: timeout, subscriber: true, pushes: pushes) } catch {
-                backoff = min(max(backoff * 2, 100_000_000), RedisClient.maxBackoff)
+                backoff = RedisClient.nextBackoff(backoff)
                 if !pause(backoff) { return }
                 continue
             }
