@@ -412,18 +412,24 @@ void gmp_peek(void *dst, const void *src, size_t n) {
 // done here uninstrumented (the copies with gmp_peek).
 #define GMP_NO_SAN __attribute__((no_sanitize("thread", "address"), noinline))
 
-// After the claim's CAS: a full fence, then a plain load (TSan instruments
-// atomic loads even here).
-GMP_NO_SAN static uint8_t load_u8_after_fence(const uint8_t *p) {
+// After the claim's CAS: a full fence, then plain loads (TSan instruments
+// atomic loads even here), the first one made an acquire by the fence after
+// it: the G's M stored the wait reason, the pinned flag and its stack
+// pointer before the release fence that precedes its `.waiting` store.
+GMP_NO_SAN static bool still_trimmable(const uint8_t *status, uint8_t parked, const uint8_t *reason,
+                                       uint8_t untrimmable, const uint8_t *pinned) {
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    return *(const volatile uint8_t *)p;
+    uint8_t st = *(const volatile uint8_t *)status;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return st == parked && *(const volatile uint8_t *)reason != untrimmable && *(const volatile uint8_t *)pinned == 0;
 }
 
-bool gmp_trim_claim(gmp_gctx *g, const uint8_t *status, uint8_t parked) {
+bool gmp_trim_claim(gmp_gctx *g, const uint8_t *status, uint8_t parked, const uint8_t *reason, uint8_t untrimmable,
+                    const uint8_t *pinned) {
     uint32_t expected = GMP_TRIM_NONE;
     if (!__atomic_compare_exchange_n(&g->trim, &expected, GMP_TRIM_BUSY, false,
                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) return false;
-    if (load_u8_after_fence(status) == parked) return true;
+    if (still_trimmable(status, parked, reason, untrimmable, pinned)) return true;
     __atomic_store_n(&g->trim, GMP_TRIM_NONE, __ATOMIC_RELEASE);
     return false;
 }
@@ -453,15 +459,22 @@ void gmp_trim_cancel(gmp_gctx *g) {
 }
 
 size_t gmp_trim_restore(gmp_gctx *g) {
-    uint32_t state;
-    while ((state = __atomic_load_n(&g->trim, __ATOMIC_ACQUIRE)) == GMP_TRIM_BUSY) sched_yield();
-    if (state != GMP_TRIM_DONE) return 0;
+    // Claim the copy (DONE -> BUSY) before touching it: the goroutine dump
+    // holds a DONE word at BUSY while it reads the copy, and must not find
+    // it freed under it, nor store DONE back onto a G that runs.
+    for (;;) {
+        uint32_t expected = GMP_TRIM_DONE;
+        if (__atomic_compare_exchange_n(&g->trim, &expected, GMP_TRIM_BUSY, false,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE)) break;
+        if (expected == GMP_TRIM_NONE) return 0; // sysmon backed off
+        sched_yield(); // BUSY: sysmon saving the top, or the dump reading it
+    }
     size_t n = g->trim_len;
     gmp_peek((void *)(g->stack_hi - n), g->trim_buf, n);
     free(g->trim_buf);
     g->trim_buf = NULL;
     g->trim_len = 0;
-    __atomic_store_n(&g->trim, GMP_TRIM_NONE, __ATOMIC_RELAXED);
+    __atomic_store_n(&g->trim, GMP_TRIM_NONE, __ATOMIC_RELEASE);
     return n;
 }
 

@@ -142,6 +142,10 @@ final class Scheduler: @unchecked Sendable {
     let trimCalls = Atomic<Int>(0)
     /// Where sysmon's next trim pass starts in `allgs` (sysmon only).
     var trimCursor = 0
+    /// Microseconds sysmon waits between its first look at a G and its claim
+    /// (0 in production): tests widen that window, where a G can wake and
+    /// park again in another kind of wait (`GMP.trimClaimDelayForTesting`).
+    let trimClaimDelay = Atomic<Int>(0)
 
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
@@ -569,22 +573,19 @@ final class Scheduler: @unchecked Sendable {
             case .none:
                 gmp_fatal("fatal error: G switched to g0 with no action")
             case .parkUnlock:
-                g.s.pointee.status = .waiting
-                g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed)
+                parked(g)
                 bump(m.pointee.p!.pointee.parks)
                 let l = m.pointee.actionLock!
                 m.pointee.actionLock = nil
                 l.unlock()
             case .parkUnlockAll:
-                g.s.pointee.status = .waiting
-                g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed)
+                parked(g)
                 bump(m.pointee.p!.pointee.parks)
                 let ls = m.pointee.actionLocks
                 m.pointee.actionLocks = []
                 for l in ls { l.unlock() }
             case .sleep:
-                g.s.pointee.status = .waiting
-                g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed)
+                parked(g)
                 bump(m.pointee.p!.pointee.parks)
                 addTimer(g.s.pointee.sleepTimer!, when: m.pointee.actionWhen)
             case .yield:
@@ -616,6 +617,16 @@ final class Scheduler: @unchecked Sendable {
             }
             return
         }
+    }
+
+    /// The G switched to g0 to park: it is `.waiting` from now on. A release
+    /// fence first, for the stack trimmer (Trim.swift), which reads the G's
+    /// saved stack pointer, wait reason and pinned flag after it has seen
+    /// this store.
+    @inline(__always) private func parked(_ g: G) {
+        atomicMemoryFence(ordering: .releasing)
+        g.s.pointee.status = .waiting
+        g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed)
     }
 
     /// Finds a runnable G for `m` (which holds a P), blocking if there is none.
@@ -666,7 +677,7 @@ final class Scheduler: @unchecked Sendable {
                 lastPoll.store(gmp_nanotime(), ordering: .relaxed)
                 if let g = list.pop() {
                     injectglist(list, onto: p)
-                    g.s.pointee.status = .runnable
+                    g.runnableFromPoll()
                     return (g, false)
                 }
             }
@@ -748,7 +759,7 @@ final class Scheduler: @unchecked Sendable {
                     acquirep(m, pp)
                     if let g = list.pop() {
                         injectglist(list, onto: pp)
-                        g.s.pointee.status = .runnable
+                        g.runnableFromPoll()
                         return (g, false)
                     }
                     if wasSpinning {

@@ -26,22 +26,35 @@ import Synchronization
 //
 // Protocol. The trim word (gmp_gctx.trim): NONE -> BUSY (sysmon's claim,
 // a sequentially consistent CAS) -> DONE (release, once the copy is saved
-// and the pages are given back) -> NONE (the M that runs the G, once it has
-// restored it); or BUSY -> NONE (release) when sysmon backs off.
-//  1. sysmon claims, then loads the G's status (sequentially consistent,
-//     after the claim). It trims only a G that is still `.waiting`.
+// and the pages are given back) -> BUSY (the M about to run the G claims
+// the copy, a CAS) -> NONE (release, once it has restored it); or BUSY ->
+// NONE (release) when sysmon backs off. The goroutine dump
+// (gmp_ctx_frames) holds a DONE word at BUSY too, while it walks the copy,
+// and puts DONE back: whoever holds BUSY owns the copy, so the dump never
+// reads a copy being freed and never stores DONE onto a G that runs.
+//  1. sysmon's first look (racy peeks: status, wait reason, pinned, since)
+//     only picks candidates. It claims, then loads the G's status
+//     (sequentially consistent, after the claim) and, only then, its wait
+//     reason and pinned flag: a G seen in a long sleep may have woken and
+//     parked again since, in a wait that pins its stack (a send of a big
+//     value) or one the runtime cannot describe (`GMP.park`). It trims
+//     only a G that is still `.waiting`, for a trimmable reason, unpinned.
+//     The M that parks a G stores the G's stack pointer, reason and flag,
+//     then a release fence, then `.waiting`; sysmon's status load is
+//     followed by an acquire fence: a `.waiting` seen comes with that
+//     park's reason, flag and stack pointer (on AArch64 too).
 //  2. Whoever readies a G sets `.runnable` before it publishes the G (run
 //     queue release/exchange, or the global queue's lock), and an M takes a
-//     G from there with an acquire (CAS, lock) before it loads the trim word.
+//     G from there with a locked instruction (CAS, lock) before it loads
+//     the trim word; a G the M takes straight from a poll gets a full fence
+//     after `.runnable` instead (`runnableFromPoll`).
 //  So either sysmon's status load sees the G no longer waiting (it backs
 // off), or the M's trim load sees BUSY or DONE (it waits for DONE, then
-// restores): the store-then-load on each side is ordered (x86 TSO; on
-// AArch64, the seq_cst CAS then load-acquire, and the release/acquire
-// chain through the run queue). A G that stays `.waiting` cannot run, so
-// it cannot end and be freed while sysmon holds its claim outside
-// `allgLock`. A G readied while BUSY waits on its M for the rest of the
-// batch (at most `trimBatch` copies and their madvise calls). The dump
-// (gmp_ctx_frames) holds a DONE word at BUSY too, while it walks the copy.
+// restores): each side stores, then a full barrier, then loads. A G that
+// stays `.waiting` cannot run, so it cannot end and be freed while sysmon
+// holds its claim outside `allgLock`. A G readied while BUSY waits on its M
+// for the rest of the batch (at most `trimBatch` copies and their madvise
+// calls).
 //
 // Only Gs whose stack nobody else touches while they wait are trimmed. A
 // channel operation completes in the waker, which copies the value into (or
@@ -76,6 +89,20 @@ extension G {
         gmp_peek(&pinned, UnsafeRawPointer(s) + G.pinnedOffset, 1)
         gmp_peek(&since, UnsafeRawPointer(s) + G.sinceOffset, 8)
         return (GStatus(rawValue: status), WaitReason(rawValue: reason) ?? .unknown, pinned != 0, since)
+    }
+}
+
+extension G {
+    /// For a G the M took straight from a poll, to run it: `.runnable`, then
+    /// a full fence before `execute` loads the G's trim word. Every other way
+    /// to a G passes a locked instruction between the store of `.runnable`
+    /// and that load (the run queue's CAS, the global queue's lock); without
+    /// one, x86 may let the load pass the store, and sysmon, whose claim is
+    /// a store then a load too, could see the G still waiting while this M
+    /// sees no claim (the store-buffer pattern).
+    @inline(__always) func runnableFromPoll() {
+        s.pointee.status = .runnable
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
     }
 }
 
@@ -115,6 +142,7 @@ extension Scheduler {
         // stopped: the registry also holds every pooled G ever made.
         var i = trimCursor
         var scanned = 0
+        var delayed = 0
         defer { trimCursor = i }
         while true {
             allgLock.lock()
@@ -129,8 +157,19 @@ extension Scheduler {
                 let (status, reason, pinned, since) = g.parkedSince()
                 guard status == .waiting, reason.trimmable, !pinned, since != 0, now - since >= after,
                       gmp_trim_state(g.ctxUnread) == GMP_TRIM_NONE else { continue }
-                let word = (UnsafeRawPointer(g.s) + G.statusOffset).assumingMemoryBound(to: UInt8.self)
-                if gmp_trim_claim(g.ctxUnread, word, GStatus.waiting.rawValue) { claimed.append(g) }
+                let delay = trimClaimDelay.load(ordering: .relaxed)
+                if delay > 0 && delayed < 8 { // (a test's hook: see `trimClaimDelay`)
+                    delayed += 1
+                    gmp_usleep(UInt32(delay))
+                }
+                let base = UnsafeRawPointer(g.s)
+                if gmp_trim_claim(g.ctxUnread, (base + G.statusOffset).assumingMemoryBound(to: UInt8.self),
+                                  GStatus.waiting.rawValue,
+                                  (base + G.reasonOffset).assumingMemoryBound(to: UInt8.self),
+                                  WaitReason.unknown.rawValue,
+                                  (base + G.pinnedOffset).assumingMemoryBound(to: UInt8.self)) {
+                    claimed.append(g)
+                }
             }
             let more = scanned < limit
             allgLock.unlock()
@@ -200,6 +239,14 @@ extension Scheduler {
 }
 
 extension GMP {
+    /// For tests of the trimmer: microseconds sysmon waits between its first
+    /// look at a parked G and its claim on the G's stack (0: none), for the
+    /// first 8 claims of each pass.
+    package static var trimClaimDelayForTesting: Int {
+        get { Scheduler.shared.trimClaimDelay.load(ordering: .relaxed) }
+        set { Scheduler.shared.trimClaimDelay.store(max(0, newValue), ordering: .relaxed) }
+    }
+
     /// How long a G must stay parked before sysmon gives its stack pages back
     /// (keeping only the bytes its frames use, copied aside until it runs
     /// again); nil: never. Default 1 s, or `GMP_TRIM_AFTER` (`off`, or

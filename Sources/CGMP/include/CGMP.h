@@ -53,10 +53,14 @@ static inline uint32_t gmp_trim_state(gmp_gctx *g) {
     return __atomic_load_n(&g->trim, __ATOMIC_ACQUIRE);
 }
 
-/// sysmon: claims a parked G's stack (NONE -> BUSY), then checks that the G
-/// is still parked (`*status == parked`, loaded after the claim); if it is
-/// not, gives the claim back and returns false.
-bool gmp_trim_claim(gmp_gctx *g, const uint8_t *status, uint8_t parked);
+/// sysmon: claims a parked G's stack (NONE -> BUSY), then checks, with loads
+/// made after the claim, that the G is still parked (`*status == parked`),
+/// for a reason other than `untrimmable`, and with its stack not pinned
+/// (`*pinned == 0`): the G may have woken and parked again in another kind
+/// of wait since sysmon's first look. If not, gives the claim back and
+/// returns false.
+bool gmp_trim_claim(gmp_gctx *g, const uint8_t *status, uint8_t parked, const uint8_t *reason, uint8_t untrimmable,
+                    const uint8_t *pinned);
 
 /// sysmon, for a claimed G: copies the live top of its stack, [sp, hi), to
 /// a new malloc'd buffer and records it. Returns the bytes saved, or 0 (then
@@ -70,8 +74,9 @@ void gmp_trim_publish(gmp_gctx *g);
 void gmp_trim_cancel(gmp_gctx *g);
 
 /// For the M about to run `g` when gmp_trim_state was not NONE: waits while
-/// sysmon is busy with it, then copies a saved top back into place (the
-/// pages fault back in) and frees the copy. Returns the bytes restored.
+/// sysmon (or the goroutine dump) is busy with it, claims a saved top
+/// (DONE -> BUSY), copies it back into place (the pages fault back in),
+/// frees it and ends at NONE. Returns the bytes restored.
 size_t gmp_trim_restore(gmp_gctx *g);
 
 /// Per-M switch state: where g0 (the thread's own stack) was left.
