@@ -40,8 +40,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
 /// Channels between Gs and Swift tasks (AsyncChan.swift).
 @Suite(.serialized) struct AsyncChanTests {
     @Test("A G sends, a task receives with `for await` until close (unbuffered and buffered)", arguments: [0, 8])
-    func gToTask(capacity: Int) {
-        let r = runG(procs: 2) { () -> Received<Int> in
+    func gToTask(capacity: Int) async {
+        let r = await runG(procs: 2) { () -> Received<Int> in
             let c = Chan<Int>(capacity: capacity), sum = Chan<Int>(capacity: 1)
             Task {
                 var s = 0
@@ -56,8 +56,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("A task sends with `try await`, a G receives until close (unbuffered and buffered)", arguments: [0, 8])
-    func taskToG(capacity: Int) {
-        let r = runG(procs: 2) { () -> Int in
+    func taskToG(capacity: Int) async {
+        let r = await runG(procs: 2) { () -> Int in
             let c = Chan<Int>(capacity: capacity)
             Task {
                 for i in 1...1000 { try await c.send(i) }
@@ -71,8 +71,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("Values too big for a sudog's slot cross both ways intact")
-    func bigValues() {
-        let r = runG(procs: 2) { () -> [Big] in
+    func bigValues() async {
+        let r = await runG(procs: 2) { () -> [Big] in
             let there = Chan<Big>(), back = Chan<Big>()
             Task {
                 while case .value(let v) = try await there.receive() { try await back.send(Big(v.a * 10)) }
@@ -90,8 +90,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("Tasks alone: four tasks wait to receive and a fifth sends, on any number of cores (it hung when receive blocked a pool thread)")
-    func tasksOnly() {
-        let got = onThread { () -> [Int] in
+    func tasksOnly() async {
+        let got = await onThread { () -> [Int] in
             let c = Chan<Int>(), results = Chan<Int>(capacity: 4)
             for _ in 0..<4 {
                 Task.detached { if case .value(let v) = try await c.receive() { _ = results.trySend(v) } }
@@ -103,8 +103,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("close wakes the tasks waiting to receive: each gets .closed, and `for await` ends")
-    func closeWakesTasks() {
-        let r = runG(procs: 2) { () -> [Outcome]? in
+    func closeWakesTasks() async {
+        let r = await runG(procs: 2) { () -> [Outcome]? in
             let c = Chan<Int>(), out = Chan<Outcome>(capacity: 4)
             for _ in 0..<3 {
                 _ = report(to: out) { try await c.receive() == .closed ? .closed : .other("a value") }
@@ -121,8 +121,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("A task cancelled while it waits to receive throws CancellationError; the channel has no waiter left")
-    func cancelReceive() {
-        let r = runG(procs: 2) { () -> (Outcome?, Bool, Bool)? in
+    func cancelReceive() async {
+        let r = await runG(procs: 2) { () -> (Outcome?, Bool, Bool)? in
             let c = Chan<Int>(), out = Chan<Outcome>(capacity: 1)
             let t = report(to: out) { if case .value(let v) = try await c.receive() { .value(v) } else { .closed } }
             guard waitFor({ c.hasWaitingReceiver }) else { return nil }
@@ -140,9 +140,9 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("A task cancelled while it waits to send throws CancellationError; its value is destroyed, never delivered")
-    func cancelSend() {
+    func cancelSend() async {
         let before = tokensAlive.load(ordering: .relaxed)
-        let r = runG(procs: 2) { () -> (Outcome?, Bool, Bool)? in
+        let r = await runG(procs: 2) { () -> (Outcome?, Bool, Bool)? in
             let c = Chan<Token>(), out = Chan<Outcome>(capacity: 1)
             let t = report(to: out) {
                 try await c.send(Token(7))
@@ -166,8 +166,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("An already cancelled task: a receive that must wait throws at once; one that can complete, completes")
-    func cancelledBefore() {
-        let r = runG(procs: 2) { () -> [Outcome] in
+    func cancelledBefore() async {
+        let r = await runG(procs: 2) { () -> [Outcome] in
             let empty = Chan<Int>(), full = Chan<Int>(capacity: 1), out = Chan<Outcome>(capacity: 2)
             full.send(5)
             let gate = Chan<Bool>()
@@ -190,8 +190,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("Cancelling tasks while a G receives what they send: every value is received exactly when its send returned")
-    func cancelRace() {
-        let r = runG(procs: 2) { () -> (received: Set<Int>, returned: Set<Int>, cancelled: Int)? in
+    func cancelRace() async {
+        let r = await runG(procs: 2) { () -> (received: Set<Int>, returned: Set<Int>, cancelled: Int)? in
             let n = 300
             let c = Chan<Int>(), out = Chan<(Int, Bool)>(capacity: n)
             var tasks: [Task<Void, Never>] = []
@@ -237,8 +237,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("10,000 tasks and 10,000 Gs cross over two unbuffered channels at once")
-    func tenThousandCrossings() {
-        let r = runG(procs: 2, timeout: 60) { () -> Int in
+    func tenThousandCrossings() async {
+        let r = await runG(procs: 2, timeout: 60) { () -> Int in
             let n = 10_000
             let there = Chan<Int>(), back = Chan<Int>()
             for _ in 0..<n {
@@ -255,8 +255,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("`for await` ends when its task is cancelled, and takes no value it does not return")
-    func iterationCancelled() {
-        let r = runG(procs: 2) { () -> (Int?, Received<Int>)? in
+    func iterationCancelled() async {
+        let r = await runG(procs: 2) { () -> (Int?, Received<Int>)? in
             let c = Chan<Int>(), seen = Chan<Int>(capacity: 1)
             let t = Task {
                 var n = 0
@@ -279,8 +279,8 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
     }
 
     @Test("A task on GMP.executor and a G round-trip 10,000 times on one P, the task's side on that P too")
-    func executorRoundTrips() {
-        let r = runG(procs: 1) { () -> (Int, Bool) in
+    func executorRoundTrips() async {
+        let r = await runG(procs: 1) { () -> (Int, Bool) in
             let ping = Chan<Int>(), pong = Chan<Int>()
             let onP0 = Atomic<Bool>(true)
             Task(executorPreference: GMP.executor) {

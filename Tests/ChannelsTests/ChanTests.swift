@@ -9,8 +9,8 @@ import Testing
 @Suite(.serialized)
 struct ChanTests {
     @Test("TestChan: blocking, non-blocking, close, FIFO, many senders; all capacities", arguments: procCounts)
-    func testChan(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func testChan(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             for cap in 0..<12 {
                 // A receive from an empty channel would block; a non-blocking one does not.
                 let c = Chan<Int>(capacity: cap)
@@ -57,8 +57,8 @@ struct ChanTests {
     }
 
     @Test("test/chan/fifo.go: asynchronous and synchronous FIFO", arguments: procCounts)
-    func fifo(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func fifo(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             let n = 10
             let c = Chan<Int>(capacity: n)
             for i in 0..<n { c.send(i) }
@@ -88,8 +88,8 @@ struct ChanTests {
     }
 
     @Test("test/chan/goroutines.go: a chain of 10,000 Gs passing a value", arguments: procCounts)
-    func goroutinesChain(procs: Int) {
-        let r = runG(procs: procs) { () -> Received<Int> in
+    func goroutinesChain(procs: Int) async {
+        let r = await runG(procs: procs) { () -> Received<Int> in
             let n = 10_000
             let leftmost = Chan<Int>()
             var right = leftmost
@@ -109,8 +109,8 @@ struct ChanTests {
     }
 
     @Test("test/chan/nonblock.go: non-blocking send/receive on buffered and unbuffered channels", arguments: procCounts)
-    func nonblock(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func nonblock(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             for cap in [0, 1, 10] {
                 let c = Chan<Int>(capacity: cap)
                 guard c.tryReceive() == .empty else { return false }
@@ -147,8 +147,8 @@ struct ChanTests {
     }
 
     @Test("test/chan/sieve1.go and sieve2.go: prime sieve of Gs and channels", arguments: procCounts)
-    func sieve(procs: Int) {
-        let primes = runG(procs: procs) { () -> [Int] in
+    func sieve(procs: Int) async {
+        let primes = await runG(procs: procs) { () -> [Int] in
             let ch = Chan<Int>()
             let quit = Chan<Void>()
             go {
@@ -190,8 +190,8 @@ struct ChanTests {
     }
 
     @Test("test/chan/zerosize.go: channels of zero-size values")
-    func zeroSize() {
-        let ok = runG { () -> Bool in
+    func zeroSize() async {
+        let ok = await runG { () -> Bool in
             let c = Chan<Void>(capacity: 2)
             c.send(())
             c.send(())
@@ -207,8 +207,8 @@ struct ChanTests {
     }
 
     @Test("Chan<Int?>: a sent nil and a closed channel are different")
-    func optionalValues() {
-        let ok = runG { () -> Bool in
+    func optionalValues() async {
+        let ok = await runG { () -> Bool in
             let c = Chan<Int?>(capacity: 2)
             c.send(nil)
             c.send(5)
@@ -219,8 +219,8 @@ struct ChanTests {
     }
 
     @Test("for-in receives until closed and drained", arguments: procCounts)
-    func iteration(procs: Int) {
-        let sum = runG(procs: procs) { () -> Int in
+    func iteration(procs: Int) async {
+        let sum = await runG(procs: procs) { () -> Int in
             let c = Chan<Int>(capacity: 3)
             go {
                 for i in 1...100 { c.send(i) }
@@ -234,8 +234,8 @@ struct ChanTests {
     }
 
     @Test("close wakes every blocked receiver: Gs, selects and plain threads (blocked senders: ChanExitTests)")
-    func closeWakesAll() {
-        let ok = runG(timeout: 30) { () -> Bool in
+    func closeWakesAll() async {
+        let ok = await runG(timeout: 30) { () -> Bool in
             let c = Chan<Int>()
             let woke = Chan<Bool>(capacity: 100)
             for _ in 0..<40 { go { woke.send(c.receive() == .closed) } }
@@ -259,8 +259,8 @@ struct ChanTests {
     }
 
     @Test("Channel operations inside GMP.blocking block the thread, not crash: receive, send, select with a time-out")
-    func channelsInsideBlocking() {
-        let ok = runG(procs: 2, timeout: 30) { () -> Bool in
+    func channelsInsideBlocking() async {
+        let ok = await runG(procs: 2, timeout: 30) { () -> Bool in
             let c = Chan<Int>(), d = Chan<Int>()
             let out = Chan<[Int]>(capacity: 1)
             go {
@@ -285,8 +285,8 @@ struct ChanTests {
     }
 
     @Test("A time-out of Int64.max nanoseconds or .seconds(Int64.max) never fires (it neither wraps nor traps)")
-    func timeoutForever() {
-        let r = runG(procs: 2, timeout: 30) { () -> [Int] in
+    func timeoutForever() async {
+        let r = await runG(procs: 2, timeout: 30) { () -> [Int] in
             var fired: [Int] = []
             for forever in [true, false] {
                 let c = Chan<Int>(capacity: 1)
@@ -306,8 +306,8 @@ struct ChanTests {
     }
 
     @Test("TestMultiConsumer: many consumers see every value exactly once", arguments: procCounts)
-    func multiConsumer(procs: Int) {
-        let r = runG(procs: procs) { () -> (Int, Int) in
+    func multiConsumer(procs: Int) async {
+        let r = await runG(procs: procs) { () -> (Int, Int) in
             let nwork = 23, niter = 27_000
             let q = Chan<Int>(capacity: nwork * 3)
             let r = Chan<Int>(capacity: nwork * 3)
@@ -338,8 +338,8 @@ struct ChanTests {
     }
 
     @Test("TestNonblockRecvRace: a non-blocking receive on a closed buffered channel never sees empty", arguments: procCounts)
-    func nonblockRecvRace(procs: Int) {
-        let bad = runG(procs: procs) { () -> Int in
+    func nonblockRecvRace(procs: Int) async {
+        let bad = await runG(procs: procs) { () -> Int in
             var bad = 0
             for _ in 0..<2_000 {
                 let c = Chan<Int>(capacity: 1)
@@ -359,9 +359,8 @@ struct ChanTests {
     }
 
     @Test("Channel operations from plain threads work with Gs on the other side")
-    func plainThreads() {
-        setProcs(2)
-        let r = onThread { () -> (Received<Int>, Received<Int>, String?) in
+    func plainThreads() async {
+        let r = await onThread(procs: 2) { () -> (Received<Int>, Received<Int>, String?) in
             let c = Chan<Int>()
             let back = Chan<Int>(capacity: 1)
             let done = Chan<Int>()

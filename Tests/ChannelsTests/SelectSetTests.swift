@@ -16,8 +16,8 @@ private final class Tracked: Sendable {
 @Suite(.serialized)
 struct SelectSetTests {
     @Test("Receives from four fed channels until each is closed: every value once, then .closed", arguments: procCounts)
-    func receiveAll(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func receiveAll(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             let per = 20_000
             let cs = (0..<4).map { _ in Chan<Int>(capacity: 16) }
             for (k, c) in cs.enumerated() {
@@ -51,8 +51,8 @@ struct SelectSetTests {
     }
 
     @Test("Two ready cases are chosen at random (each wins over 40% of 10,000 waits); switch matches cases")
-    func randomChoice() {
-        let counts = runG(procs: 1) { () -> [Int] in
+    func randomChoice() async {
+        let counts = await runG(procs: 1) { () -> [Int] in
             let a = Chan<Int>(capacity: 1), b = Chan<Int>(capacity: 1)
             let set = SelectSet()
             let ra = set.receive(a), rb = set.receive(b)
@@ -72,8 +72,8 @@ struct SelectSetTests {
     }
 
     @Test("A send case is off until a value is loaded, sends it once, then is off again (a forwarding queue)", arguments: procCounts)
-    func forwardingQueue(procs: Int) {
-        let got = runG(procs: procs) { () -> [Int] in
+    func forwardingQueue(procs: Int) async {
+        let got = await runG(procs: procs) { () -> [Int] in
             let input = Chan<Int>(), output = Chan<Int>(), done = Chan<[Int]>(capacity: 1)
             let n = 5_000
             go {
@@ -114,8 +114,8 @@ struct SelectSetTests {
     }
 
     @Test("poll takes a ready case or returns nil; wait(timeout:) times out with nil and otherwise takes the value")
-    func pollAndTimeout() {
-        let ok = runG(procs: 2) { () -> Bool in
+    func pollAndTimeout() async {
+        let ok = await runG(procs: 2) { () -> Bool in
             let c = Chan<Int>(capacity: 1), never = Chan<Int>()
             let set = SelectSet()
             let rc = set.receive(c)
@@ -140,8 +140,8 @@ struct SelectSetTests {
     }
 
     @Test("setChannel moves a case to another channel; a value loaded in a send case stays loaded")
-    func setChannel() {
-        let ok = runG(procs: 1) { () -> Bool in
+    func setChannel() async {
+        let ok = await runG(procs: 1) { () -> Bool in
             let a = Chan<String>(capacity: 1), b = Chan<String>(capacity: 1)
             let set = SelectSet()
             let out = set.send(a)
@@ -159,9 +159,9 @@ struct SelectSetTests {
     }
 
     @Test("Values never taken, loaded and left, or still in the set when it goes are all freed")
-    func valuesFreed() {
+    func valuesFreed() async {
         let before = Tracked.live.load(ordering: .relaxed)
-        let ok = runG(procs: 1) { () -> Bool in
+        let ok = await runG(procs: 1) { () -> Bool in
             let c = Chan<Tracked>(capacity: 4), d = Chan<Tracked>(capacity: 4)
             do {
                 let set = SelectSet()
@@ -184,8 +184,8 @@ struct SelectSetTests {
     }
 
     @Test("Many Gs each waiting on their own set over shared channels: every value delivered once", arguments: procCounts)
-    func sharedChannels(procs: Int) {
-        let total = runG(procs: procs) { () -> Int in
+    func sharedChannels(procs: Int) async {
+        let total = await runG(procs: procs) { () -> Int in
             let a = Chan<Int>(), b = Chan<Int>(capacity: 8), quit = Chan<Void>()
             let sum = Chan<Int>(capacity: 16)
             let workers = 16, per = 2_000

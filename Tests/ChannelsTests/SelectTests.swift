@@ -8,8 +8,8 @@ import Testing
 @Suite(.serialized)
 struct SelectTests {
     @Test("test/chan/select.go: a select with two ready cases picks both, randomly", arguments: procCounts)
-    func randomChoice(procs: Int) {
-        let counts = runG(procs: procs) { () -> [Int] in
+    func randomChoice(procs: Int) async {
+        let counts = await runG(procs: procs) { () -> [Int] in
             let a = Chan<Int>(capacity: 1), b = Chan<Int>(capacity: 1)
             var n = [0, 0]
             for _ in 0..<10_000 {
@@ -26,8 +26,8 @@ struct SelectTests {
     }
 
     @Test("TestSelectFairness: 3 ready channels each win within 5% of a third", arguments: procCounts)
-    func fairness(procs: Int) {
-        let counts = runG(procs: procs) { () -> [Int] in
+    func fairness(procs: Int) async {
+        let counts = await runG(procs: procs) { () -> [Int] in
             let trials = 30_000
             let c1 = Chan<UInt8>(capacity: trials + 1), c2 = Chan<UInt8>(capacity: trials + 1)
             let c3 = Chan<UInt8>(capacity: trials + 1)
@@ -52,8 +52,8 @@ struct SelectTests {
     }
 
     @Test("test/chan/select3.go: what blocks and what does not", arguments: procCounts)
-    func select3(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func select3(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             let nilChan: Chan<Int>? = nil
             // Nil-channel cases are never ready: only the time-out or default can fire.
             var fired = ""
@@ -93,8 +93,8 @@ struct SelectTests {
     }
 
     @Test("select5-style generated cases: every mix of send/receive, ready or not, with and without default")
-    func generated() {
-        let ok = runG(procs: 2) { () -> Bool in
+    func generated() async {
+        let ok = await runG(procs: 2) { () -> Bool in
             // For each shape: case kind (send/recv), buffered or not, ready or not, default or not.
             for isSend in [false, true] {
                 for cap in [0, 1] {
@@ -143,8 +143,8 @@ struct SelectTests {
     }
 
     @Test("test/chan/select6.go: a failed select case does not corrupt the queue of other waiters (Go issue 2075)", arguments: procCounts)
-    func select6(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func select6(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             let c1 = Chan<Bool>(), c2 = Chan<Bool>(), c3 = Chan<Bool>()
             let bad = Counter()
             go { _ = c1.receive() }
@@ -165,8 +165,8 @@ struct SelectTests {
     }
 
     @Test("test/chan/select7.go: receive and send inside selects against plain operations", arguments: procCounts)
-    func select7(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func select7(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             // recv1: plain receive; recv2: select receive; recv3: select with a dummy case.
             let dummy = Chan<Int>()
             for mode in 0..<3 {
@@ -204,8 +204,8 @@ struct SelectTests {
     }
 
     @Test("TestSelfSelect: a G selecting to send and receive on the same channel never pairs with itself", arguments: procCounts)
-    func selfSelect(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func selfSelect(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             for cap in [0, 10] {
                 let c = Chan<Int>(capacity: cap)
                 let wg = WaitGroup(2)
@@ -237,8 +237,8 @@ struct SelectTests {
     }
 
     @Test("TestSelectDuplicateChannel: the same channel in several cases, then its queue still works", arguments: procCounts)
-    func duplicateChannel(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func duplicateChannel(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             let c = Chan<Int>(), d = Chan<Int>(), e = Chan<Int>()
             // A: select on c twice and d.
             go {
@@ -263,8 +263,8 @@ struct SelectTests {
     }
 
     @Test("TestSelectStress: 4 channels, senders and receivers in selects, nothing lost", arguments: procCounts)
-    func stress(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func stress(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             let c = [Chan<Int>(), Chan<Int>(), Chan<Int>(capacity: 2), Chan<Int>(capacity: 3)]
             let n = 10_000
             let wg = WaitGroup(10)
@@ -310,8 +310,8 @@ struct SelectTests {
     }
 
     @Test("TestNonblockSelectRace: select with default on a closed buffered channel never takes default", arguments: procCounts)
-    func nonblockSelectRace(procs: Int) {
-        let bad = runG(procs: procs) { () -> Int in
+    func nonblockSelectRace(procs: Int) async {
+        let bad = await runG(procs: procs) { () -> Int in
             var bad = 0
             for _ in 0..<2_000 {
                 let c1 = Chan<Int>(capacity: 1), c2 = Chan<Int>(capacity: 1)
@@ -339,8 +339,8 @@ struct SelectTests {
     }
 
     @Test("A G blocked in select wakes exactly once, whichever case fires", arguments: procCounts)
-    func wakesOnce(procs: Int) {
-        let ok = runG(procs: procs) { () -> Bool in
+    func wakesOnce(procs: Int) async {
+        let ok = await runG(procs: procs) { () -> Bool in
             let rounds = 300
             let wakes = Counter()
             for _ in 0..<rounds {
@@ -383,13 +383,13 @@ struct SelectTests {
     }
 
     @Test("Large values and class references go through select intact (arena overflow to the heap)")
-    func largeValues() {
+    func largeValues() async {
         struct Big: Sendable, Equatable {
             var a: [Int]
             var b: [String]
         }
         final class Ref: Sendable { let n: Int; init(_ n: Int) { self.n = n } }
-        let ok = runG { () -> Bool in
+        let ok = await runG { () -> Bool in
             let big = Chan<[Big]>(capacity: 1)
             let wide = Chan<(Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
                              Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int, Int,
@@ -432,8 +432,8 @@ struct SelectTests {
     }
 
     @Test("Time-out and deadline cases fire, never early")
-    func timeouts() {
-        let ok = runG { () -> Bool in
+    func timeouts() async {
+        let ok = await runG { () -> Bool in
             let c = Chan<Int>()
             for ms in [1, 5, 20] {
                 let t0 = GMP.now
@@ -455,9 +455,9 @@ struct SelectTests {
     }
 
     @Test("TestChanSendBarrier-style: values sent through channels carry memory visibility", arguments: procCounts)
-    func sendBarrier(procs: Int) {
+    func sendBarrier(procs: Int) async {
         final class Box: @unchecked Sendable { var a = [Int](repeating: 0, count: 64) }
-        let ok = runG(procs: procs) { () -> Bool in
+        let ok = await runG(procs: procs) { () -> Bool in
             let c = Chan<Box>(capacity: 4)
             let done = Chan<Bool>()
             go {

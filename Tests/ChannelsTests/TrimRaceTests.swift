@@ -41,79 +41,83 @@ struct TrimRaceTests {
     /// (trim word NONE) each time it runs again.
     @Test("Values over 32 bytes exchanged by Gs that sleep between exchanges arrive intact under trimming after 1 ms, with the trimmer's look-to-claim window widened")
     func bigValuesUnderTrimming() async {
-        let saved = GMP.stackTrimAfter
-        GMP.stackTrimAfter = .milliseconds(1)
-        GMP.trimClaimDelayForTesting = 2_000
-        defer {
-            GMP.trimClaimDelayForTesting = 0
-            GMP.stackTrimAfter = saved
-        }
-        let pairs = GMP.isThreadSanitized ? 60 : 200
-        let seconds: Int64 = GMP.isThreadSanitized ? 2 : 4
-        let trimsBefore = GMP.stats.stackTrims
-        let r = runG(timeout: 120) { () -> (rounds: Int, bad: Int, notWhole: Int) in
-            let rounds = Atomic<Int>(0)
-            let bad = Atomic<Int>(0)
-            let notWhole = Atomic<Int>(0)
-            let whole: @Sendable () -> Void = {
-                if gmp_trim_state(GMP.currentG!.ctxUnread) != GMP_TRIM_NONE { notWhole.add(1, ordering: .relaxed) }
+        // Alone: it sets GMP.stackTrimAfter and the trimmer's claim delay, which
+        // are process-wide, and counts GMP.stats.stackTrims over a baseline.
+        await alone {
+            let saved = GMP.stackTrimAfter
+            GMP.stackTrimAfter = .milliseconds(1)
+            GMP.trimClaimDelayForTesting = 2_000
+            defer {
+                GMP.trimClaimDelayForTesting = 0
+                GMP.stackTrimAfter = saved
             }
-            let dumping = Atomic<Bool>(true)
-            let dumper = Thread {
-                while dumping.load(ordering: .relaxed) { _ = GMP.dump() }
-            }
-            dumper.start()
-            let done = WaitGroup(pairs)
-            let end = GMP.now + seconds * 1_000_000_000
-            let nap: @Sendable () -> Void = { GMP.sleep(nanoseconds: 1_000_000 + Int64(GMP.fastrand() % 2_000_000)) }
-            for k in 0..<pairs {
-                let c = Chan<Checked>()
-                let never = Chan<Int>()
-                let viaSelect = k % 2 == 1
-                go {
-                    var i: UInt64 = 0
-                    while GMP.now < end {
-                        nap()
-                        whole()
-                        i += 1
-                        let v = Checked(UInt64(k) << 32 | i)
-                        if viaSelect {
-                            select { s in
-                                if s.send(c, v) {}
-                                if s.receive(never) != nil {}
+            let pairs = GMP.isThreadSanitized ? 60 : 200
+            let seconds: Int64 = GMP.isThreadSanitized ? 2 : 4
+            let trimsBefore = GMP.stats.stackTrims
+            let r = await runG(timeout: 120) { () -> (rounds: Int, bad: Int, notWhole: Int) in
+                let rounds = Atomic<Int>(0)
+                let bad = Atomic<Int>(0)
+                let notWhole = Atomic<Int>(0)
+                let whole: @Sendable () -> Void = {
+                    if gmp_trim_state(GMP.currentG!.ctxUnread) != GMP_TRIM_NONE { notWhole.add(1, ordering: .relaxed) }
+                }
+                let dumping = Atomic<Bool>(true)
+                let dumper = Thread {
+                    while dumping.load(ordering: .relaxed) { _ = GMP.dump() }
+                }
+                dumper.start()
+                let done = WaitGroup(pairs)
+                let end = GMP.now + seconds * 1_000_000_000
+                let nap: @Sendable () -> Void = { GMP.sleep(nanoseconds: 1_000_000 + Int64(GMP.fastrand() % 2_000_000)) }
+                for k in 0..<pairs {
+                    let c = Chan<Checked>()
+                    let never = Chan<Int>()
+                    let viaSelect = k % 2 == 1
+                    go {
+                        var i: UInt64 = 0
+                        while GMP.now < end {
+                            nap()
+                            whole()
+                            i += 1
+                            let v = Checked(UInt64(k) << 32 | i)
+                            if viaSelect {
+                                select { s in
+                                    if s.send(c, v) {}
+                                    if s.receive(never) != nil {}
+                                }
+                            } else {
+                                c.send(v)
                             }
-                        } else {
-                            c.send(v)
+                            whole()
                         }
-                        whole()
+                        c.close()
                     }
-                    c.close()
-                }
-                go {
-                    var want: UInt64 = 1
-                    while true {
-                        nap()
-                        whole()
-                        guard case .value(let v) = c.receive() else { break }
-                        whole()
-                        if !v.intact || v.e != (UInt64(k) << 32 | want) { bad.add(1, ordering: .relaxed) }
-                        want += 1
-                        rounds.add(1, ordering: .relaxed)
+                    go {
+                        var want: UInt64 = 1
+                        while true {
+                            nap()
+                            whole()
+                            guard case .value(let v) = c.receive() else { break }
+                            whole()
+                            if !v.intact || v.e != (UInt64(k) << 32 | want) { bad.add(1, ordering: .relaxed) }
+                            want += 1
+                            rounds.add(1, ordering: .relaxed)
+                        }
+                        done.done()
                     }
-                    done.done()
                 }
+                done.wait()
+                dumping.store(false, ordering: .relaxed)
+                return (rounds.load(ordering: .relaxed), bad.load(ordering: .relaxed), notWhole.load(ordering: .relaxed))
             }
-            done.wait()
-            dumping.store(false, ordering: .relaxed)
-            return (rounds.load(ordering: .relaxed), bad.load(ordering: .relaxed), notWhole.load(ordering: .relaxed))
+            guard let r else {
+                Issue.record("timed out")
+                return
+            }
+            #expect(r.bad == 0, "\(r.bad) of \(r.rounds) values arrived corrupt")
+            #expect(r.notWhole == 0, "\(r.notWhole) times a G ran with its stack not restored")
+            #expect(r.rounds > pairs, "\(r.rounds) values exchanged")
+            #expect(GMP.stats.stackTrims > trimsBefore, "stacks were trimmed meanwhile")
         }
-        guard let r else {
-            Issue.record("timed out")
-            return
-        }
-        #expect(r.bad == 0, "\(r.bad) of \(r.rounds) values arrived corrupt")
-        #expect(r.notWhole == 0, "\(r.notWhole) times a G ran with its stack not restored")
-        #expect(r.rounds > pairs, "\(r.rounds) values exchanged")
-        #expect(GMP.stats.stackTrims > trimsBefore, "stacks were trimmed meanwhile")
     }
 }

@@ -115,10 +115,10 @@ func clientFrame(_ opcode: Opcode, _ payload: [UInt8]) -> [UInt8] {
 @Suite(.serialized)
 struct ChatAppTests {
     @Test("20 clients each send 5 messages; every client receives all 100 (gorilla's protocol), in order per sender")
-    func broadcast() throws {
+    func broadcast() async throws {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
-        let ok = runG(procs: 2) { () -> Bool in
+        let ok = await runG(procs: 2) { () -> Bool in
             let n = 20, per = 5
             var clients: [WebSocketConn] = []
             for _ in 0..<n {
@@ -155,10 +155,10 @@ struct ChatAppTests {
     }
 
     @Test("Newlines in a message become spaces; HTTP routes give 200, 404, 405")
-    func cleaningAndRoutes() throws {
+    func cleaningAndRoutes() async throws {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> (String, [String]) in
+        let r = await runG(procs: 2) { () -> (String, [String]) in
             guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return ("", []) }
             defer { ws.conn.close() }
             try? ws.send(text: " a\nb ")
@@ -182,7 +182,7 @@ struct ChatAppTests {
     }
 
     @Test("--stats serves /stats; after 300 connect/send/close cycles the server is back to its fds and Gs")
-    func churnLeavesNothing() throws {
+    func churnLeavesNothing() async throws {
         let (plain, plainPort) = try startChatApp()
         defer { plain.terminate(); plain.waitUntilExit() }
         let (app, port) = try startChatApp(extraArguments: ["--stats"])
@@ -200,7 +200,7 @@ struct ChatAppTests {
             guard let body = reply.range(of: "\r\n\r\n").map({ reply[$0.upperBound...] }) else { return [:] }
             return (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Int]) ?? [:]
         }
-        let r = runG(procs: 2) { () -> (String, [String: Int], [String: Int], String)? in
+        let r = await runG(procs: 2) { () -> (String, [String: Int], [String: Int], String)? in
             let notServed = String(get(plainPort, "/stats").prefix(12))
             loadLobby(port)
             _ = waitFor(seconds: 10, every: 5_000_000) { stats()["clients"] == 0 } // its read pump is done
@@ -237,12 +237,12 @@ struct ChatAppTests {
     }
 
     @Test("--stats also serves GET /debug/goroutines: the goroutine dump, with a client's pumps and the hub")
-    func goroutineDump() throws {
+    func goroutineDump() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--stats"])
         defer { app.terminate(); app.waitUntilExit() }
         let (plain, plainPort) = try startChatApp()
         defer { plain.terminate(); plain.waitUntilExit() }
-        let r = runG(procs: 2) { () -> (String, String)? in
+        let r = await runG(procs: 2) { () -> (String, String)? in
             guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { ws.conn.close() }
             try? ws.send(text: "hi") // registered and served: its pumps are parked now
@@ -260,10 +260,10 @@ struct ChatAppTests {
     }
 
     @Test("Commands: /nick names broadcasts, /who lists, /msg is private, unknown commands answer the sender alone")
-    func commands() throws {
+    func commands() async throws {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [String] in
+        let r = await runG(procs: 2) { () -> [String] in
             guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text"),
                   let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return [] }
             defer { a.conn.close(); b.conn.close() }
@@ -292,7 +292,7 @@ struct ChatAppTests {
     }
 
     @Test("A bad config file is a clear error naming the key; a good one is used, and flags win over it")
-    func configFile() throws {
+    func configFile() async throws {
         let dir = NSTemporaryDirectory()
         let bad = dir + "chat-bad-\(getpid()).json", good = dir + "chat-good-\(getpid()).json"
         defer { unlink(bad); unlink(good) }
@@ -318,7 +318,7 @@ struct ChatAppTests {
         try "{\"maxMessage\": 8, \"addr\": \"127.0.0.1:1\"}".write(toFile: good, atomically: true, encoding: .utf8)
         let (app, port) = try startChatApp(extraArguments: ["--config", good]) // --addr (a flag) wins over the file
         defer { app.terminate(); app.waitUntilExit() }
-        let code = runG(procs: 2) { () -> UInt16? in
+        let code = await runG(procs: 2) { () -> UInt16? in
             guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { ws.conn.close() }
             try? ws.send(text: "123456789")
@@ -333,11 +333,11 @@ struct ChatAppTests {
     }
 
     @Test("A client that does not read is dropped; the others lose nothing")
-    func slowClientDropped() throws {
+    func slowClientDropped() async throws {
         // (No message rate limit: one client sends fast enough to fill the slow one's buffer.)
         let (app, port) = try startChatApp(extraArguments: ["--rate", "0"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2, timeout: 60) { () -> (Bool, Int, Bool) in
+        let r = await runG(procs: 2, timeout: 60) { () -> (Bool, Int, Bool) in
             guard let slow = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text"),
                   let fast = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return (false, 0, false) }
             defer { slow.conn.close(); fast.conn.close() }
@@ -385,10 +385,10 @@ struct ChatAppTests {
     }
 
     @Test("A client that never finishes its request is closed after the handshake time-out")
-    func handshakeTimeout() throws {
+    func handshakeTimeout() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--handshake-timeout-ms", "200"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> (Bool, Int64) in
+        let r = await runG(procs: 2) { () -> (Bool, Int64) in
             guard let c = try? Conn.dial("127.0.0.1", port) else { return (false, 0) }
             defer { c.close() }
             try? c.write("GET /ws HTTP/1.1\r\nHost: x\r\n") // never finished
@@ -406,9 +406,9 @@ struct ChatAppTests {
     }
 
     @Test("SIGTERM: clients get close 1001 and the server exits 0")
-    func gracefulShutdown() throws {
+    func gracefulShutdown() async throws {
         let (app, port) = try startChatApp()
-        let code = runG(procs: 2) { () -> UInt16? in
+        let code = await runG(procs: 2) { () -> UInt16? in
             guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { ws.conn.close() }
             app.terminate() // SIGTERM

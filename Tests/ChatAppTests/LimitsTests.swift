@@ -64,10 +64,10 @@ import WebSocket
 @Suite(.serialized)
 struct AbuseTests {
     @Test("A client flooding messages is refused, then closed with 1008; ten well-behaved clients see every one of each other's messages")
-    func flood() throws {
+    func flood() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--rate", "50/s", "--burst", "50"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2, timeout: 60) { () -> ([Bool], String?, UInt16?)? in
+        let r = await runG(procs: 2, timeout: 60) { () -> ([Bool], String?, UInt16?)? in
             let n = 10, per = 20
             var polite: [WebSocketConn] = []
             for _ in 0..<n {
@@ -125,11 +125,11 @@ struct AbuseTests {
     }
 
     @Test("Connections over --max-conns-per-ip or --max-conns get 503 before any upgrade; a freed place is taken again")
-    func connectionLimits() throws {
+    func connectionLimits() async throws {
         for flags in [["--max-conns-per-ip", "3"], ["--max-conns", "3", "--max-conns-per-ip", "0"]] {
             let (app, port) = try startChatApp(extraArguments: flags)
             defer { app.terminate(); app.waitUntilExit() }
-            let r = runG(procs: 2) { () -> (WebSocketError?, Bool)? in
+            let r = await runG(procs: 2) { () -> (WebSocketError?, Bool)? in
                 var open: [WebSocketConn] = []
                 for _ in 0..<3 {
                     // (Retried: startChatApp's probe connection counts until

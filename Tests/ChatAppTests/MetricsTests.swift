@@ -56,12 +56,12 @@ private func parsePage(_ page: String) -> (types: [String: String], samples: [St
     }
 
     @Test("--metrics serves GET /metrics: connections, messages in and out, bytes, the runtime's figures; 404 without it")
-    func served() throws {
+    func served() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--metrics"])
         defer { app.terminate(); app.waitUntilExit() }
         let (plain, plainPort) = try startChatApp()
         defer { plain.terminate(); plain.waitUntilExit() }
-        let r = runG(procs: 2) { () -> (String, String)? in
+        let r = await runG(procs: 2) { () -> (String, String)? in
             guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text"),
                   let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer {
@@ -115,12 +115,12 @@ private func parsePage(_ page: String) -> (types: [String: String], samples: [St
     }
 
     @Test("With a data directory and --fsync always, /metrics counts the appends and times the fsyncs (one per batch)")
-    func historyFigures() throws {
+    func historyFigures() async throws {
         let dir = temporaryDirectory("chat-metrics")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (app, port) = try startChatApp(extraArguments: ["--metrics", "--data-dir", dir, "--fsync", "always"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [String: Double]? in
+        let r = await runG(procs: 2) { () -> [String: Double]? in
             guard let a = EnvelopeClient(port: port) else { return nil }
             defer { a.close() }
             for i in 0..<3 {

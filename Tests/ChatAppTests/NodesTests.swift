@@ -22,13 +22,13 @@ private func messages(_ c: EnvelopeClient, upTo: UInt64) -> [(UInt64, String)] {
 @Suite(.serialized, .enabled(if: haveRedis, "needs redis-server (apt-get install redis-server; .ci/run installs it)"))
 struct NodesTests {
     @Test("Two nodes through Redis: three clients on each send 30 messages; every client gets all 180 once, numbered 1 to 180 with no gap, each sender's in its order; a client that joins with since=0 reads them back from the stream")
-    func twoNodes() throws {
+    func twoNodes() async throws {
         let redis = try RedisServer()
         let (a, portA) = try startChatApp(extraArguments: ["--redis", redis.urlString, "--rate", "0"])
         defer { a.terminate(); a.waitUntilExit() }
         let (b, portB) = try startChatApp(extraArguments: ["--redis", redis.urlString, "--rate", "0"])
         defer { b.terminate(); b.waitUntilExit() }
-        let r = runG(procs: 2, timeout: 60) { () -> [String]? in
+        let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
             let clients = [portA, portA, portA, portB, portB, portB].compactMap { EnvelopeClient(port: $0) }
             guard clients.count == 6 else { return nil }
             defer { for c in clients { c.close() } }
@@ -64,13 +64,13 @@ struct NodesTests {
     }
 
     @Test("Presence spans nodes: /who and /rooms count the members of both; a node killed (-9) stops counting within a bounded time")
-    func presence() throws {
+    func presence() async throws {
         let redis = try RedisServer()
         let (a, portA) = try startChatApp(extraArguments: ["--redis", redis.urlString])
         defer { a.terminate(); a.waitUntilExit() }
         let (b, portB) = try startChatApp(extraArguments: ["--redis", redis.urlString])
         defer { if b.isRunning { b.terminate(); b.waitUntilExit() } }
-        let r = runG(procs: 2, timeout: 60) { () -> [String]? in
+        let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
             guard let x = EnvelopeClient(port: portA), let y = EnvelopeClient(port: portB), let z = EnvelopeClient(port: portB)
             else { return nil }
             defer { x.close(); y.close(); z.close() }
@@ -103,7 +103,7 @@ struct NodesTests {
     }
 
     @Test("Redis restarted without its data: each node notices its numbers went back, sends its members a reset, and chat goes on from Redis's numbers")
-    func redisLosesData() throws {
+    func redisLosesData() async throws {
         let first = try RedisServer()
         let port = first.port
         let (a, portA) = try startChatApp(extraArguments: ["--redis", first.urlString, "--rate", "0"])
@@ -113,7 +113,7 @@ struct NodesTests {
         final class Box: @unchecked Sendable { var server: RedisServer? } // (one G at a time)
         let box = Box()
         box.server = first
-        let r = runG(procs: 2, timeout: 60) { () -> [String]? in
+        let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
             guard let x = EnvelopeClient(port: portA), let y = EnvelopeClient(port: portB),
                   x.until({ $0.type == "joined" }) != nil, y.until({ $0.type == "joined" }) != nil else { return nil }
             defer { x.close(); y.close() }
@@ -141,7 +141,7 @@ struct NodesTests {
     }
 
     @Test("Redis killed mid-run: messages are refused with an error line and /metrics says degraded; once it is back, both nodes reconnect by themselves and chat goes on, no number given twice")
-    func redisGoesAway() throws {
+    func redisGoesAway() async throws {
         let dir = temporaryDirectory("chat-redis")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // Persistence on (an append-only file synced on every write), so a restart keeps the numbers.
@@ -157,7 +157,7 @@ struct NodesTests {
         let box = Box()
         box.server = redis
         redis = nil
-        let r = runG(procs: 2, timeout: 90) { () -> [String]? in
+        let r = await runG(procs: 2, timeout: 90) { () -> [String]? in
             guard let x = EnvelopeClient(port: portA), let y = EnvelopeClient(port: portB),
                   x.until({ $0.type == "joined" }) != nil, y.until({ $0.type == "joined" }) != nil else { return nil }
             defer { x.close(); y.close() }

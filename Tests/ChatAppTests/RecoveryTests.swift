@@ -21,11 +21,11 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
 
 @Suite(.serialized) struct RecoveryTests {
     @Test("kill -9 while ten clients send: after a restart every acknowledged message is in the history, in order, once, and nothing else is")
-    func killNine() throws {
+    func killNine() async throws {
         let dir = temporaryDirectory("chat-kill9")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir, "--rate", "0"])
-        let acked = runG(procs: 2, timeout: 60) { () -> [(UInt64, String)]? in
+        let acked = await runG(procs: 2, timeout: 60) { () -> [(UInt64, String)]? in
             let clients = (0..<10).compactMap { _ in EnvelopeClient(port: port) }
             guard clients.count == 10 else { return nil }
             let results = Chan<[(UInt64, String)]>(capacity: 10)
@@ -69,7 +69,7 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
         #expect(acks.count >= 2_000)
         let (again, port2) = try startChatApp(extraArguments: ["--data-dir", dir])
         defer { again.terminate(); again.waitUntilExit() }
-        let history = try #require(runG(procs: 2) { fullHistory(port: port2) } ?? nil)
+        let history = try #require(await runG(procs: 2) { fullHistory(port: port2) } ?? nil)
         // In order from 1, no gap, no duplicate, nothing but what clients sent.
         #expect(history.enumerated().allSatisfy { UInt64($0.offset + 1) == $0.element.0 }, "not numbered 1, 2, 3, …")
         #expect(Set(history.map(\.1)).count == history.count, "a message twice")
@@ -90,13 +90,13 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
     // the hub delivers after it registers, and must skip them (skipThrough).
     @Test("The seam: readers that join with since=0 (the log, then the tail, then live) and one that reconnects again and again while a writer floods see every message once, in order",
           arguments: ["interval", "always"])
-    func seam(fsync: String) throws {
+    func seam(fsync: String) async throws {
         let dir = temporaryDirectory("chat-seam")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir, "--rate", "0", "--history", "0", "--fsync", fsync])
         defer { app.terminate(); app.waitUntilExit() }
         let n = 3_000
-        let r = runG(procs: 2, timeout: 90) { () -> [String]? in
+        let r = await runG(procs: 2, timeout: 90) { () -> [String]? in
             let acks = Atomic<Int>(0)
             let results = Chan<String>(capacity: 4)
             // A reader from the start: it reconnects with since = the last it
@@ -150,13 +150,13 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
     }
 
     @Test("A full disk (ulimit -f) at run time: messages are refused with an error line, none is acknowledged or delivered, and the server serves on")
-    func fullDisk() throws {
+    func fullDisk() async throws {
         let dir = temporaryDirectory("chat-full")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // dash's ulimit -f counts 512-byte blocks: a log file of 2 KiB at most.
         let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir, "--rate", "0"], wrapper: "ulimit -f 4")
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> (acked: Int, refused: String?, delivered: Int, alive: Bool)? in
+        let r = await runG(procs: 2) { () -> (acked: Int, refused: String?, delivered: Int, alive: Bool)? in
             guard let a = EnvelopeClient(port: port), let b = EnvelopeClient(port: port),
                   a.next()?.type == "joined", b.next()?.type == "joined" else { return nil }
             defer { a.close(); b.close() }
@@ -183,7 +183,7 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
     }
 
     @Test("A data directory that cannot be created is a clear error at start (exit 1); a torn log tail is cut and reported in the log at start, never served")
-    func startErrors() throws {
+    func startErrors() async throws {
         let dir = temporaryDirectory("chat-start")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         FileManager.default.createFile(atPath: dir + "/file", contents: Data("x".utf8))
@@ -208,7 +208,7 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
         try h.close()
         let stderr = Pipe()
         let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir], stderr: stderr)
-        let history = runG(procs: 2) { fullHistory(port: port) } ?? nil
+        let history = await runG(procs: 2) { fullHistory(port: port) } ?? nil
         app.terminate()
         app.waitUntilExit()
         let logText = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

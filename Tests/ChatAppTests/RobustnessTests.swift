@@ -28,10 +28,10 @@ func tcpState(_ c: Conn) -> UInt8 {
 
 extension ChatAppTests {
     @Test("20 connections that pipeline 8,000 requests and never read are cut off after the write wait; Gs and fds come back")
-    func pipeliningNonReadersCutOff() throws {
+    func pipeliningNonReadersCutOff() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--stats", "--write-wait-ms", "300"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2, timeout: 60) { () -> (held: Bool, cut: Int, before: [String: Int], after: [String: Int], fds: String)? in
+        let r = await runG(procs: 2, timeout: 60) { () -> (held: Bool, cut: Int, before: [String: Int], after: [String: Int], fds: String)? in
             let before = serverStats(port)
             guard let gs0 = before["goroutines"], let fds0 = before["fds"] else { return nil }
             let one = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -77,10 +77,10 @@ extension ChatAppTests {
     }
 
     @Test("A client that floods pings and never reads is cut off: the read pump's pongs have the write wait too")
-    func pingFloodNonReaderCutOff() throws {
+    func pingFloodNonReaderCutOff() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--stats", "--write-wait-ms", "300"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2, timeout: 45) { () -> (Bool, [String: Int], [String: Int])? in
+        let r = await runG(procs: 2, timeout: 45) { () -> (Bool, [String: Int], [String: Int])? in
             let before = serverStats(port)
             guard let gs0 = before["goroutines"], let fds0 = before["fds"],
                   let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
@@ -112,7 +112,7 @@ extension ChatAppTests {
 
 extension ChatAppTests {
     @Test("A client dropped as slow whose read pump then hands in /help does not crash the server")
-    func droppedClientCommand() throws {
+    func droppedClientCommand() async throws {
         // The long write wait keeps the dropped client's write pump blocked
         // (not timed out) while its read pump works through the flood.
         let log = Pipe()
@@ -120,7 +120,7 @@ extension ChatAppTests {
         let (app, port) = try startChatApp(extraArguments: ["--stats", "--write-wait-ms", "60000", "--rate", "0"], stderr: log)
         var stopped = false
         defer { if !stopped { app.terminate(); app.waitUntilExit() } }
-        let r = runG(procs: 2, timeout: 60) { () -> (wrote: Bool, handled: Bool, alive: Bool, back: Bool, served: Bool)? in
+        let r = await runG(procs: 2, timeout: 60) { () -> (wrote: Bool, handled: Bool, alive: Bool, back: Bool, served: Bool)? in
             loadLobby(port)
             _ = waitFor(seconds: 10, every: 5_000_000) { serverStats(port)["clients"] == 0 } // its read pump is done
             let before = serverStats(port)
@@ -184,10 +184,10 @@ extension ChatAppTests {
 
 extension ChatAppTests {
     @Test("A Content-Length body is skipped, never run as the next request (no smuggled 404); a 100 KB body too")
-    func bodyIsNotARequest() throws {
+    func bodyIsNotARequest() async throws {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [[Int]] in
+        let r = await runG(procs: 2) { () -> [[Int]] in
             let smuggled = "GET /nothere HTTP/1.1\r\nHost: x\r\n\r\n"
             let last = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" // ends the exchange
             let big = String(repeating: smuggled, count: 100_000 / smuggled.utf8.count + 1)
@@ -209,10 +209,10 @@ extension ChatAppTests {
     }
 
     @Test("An error response to a request with a 500 KB body arrives whole: the body is read first, so the close does not reset the connection")
-    func errorResponseAfterBody() throws {
+    func errorResponseAfterBody() async throws {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [String] in
+        let r = await runG(procs: 2) { () -> [String] in
             var out: [String] = []
             for target in ["POST /nothere", "POST /", "POST /ws"] {
                 guard let c = try? Conn.dial("127.0.0.1", port) else { return out }
@@ -237,10 +237,10 @@ extension ChatAppTests {
     }
 
     @Test("Each request on a keep-alive connection gets the request time-out afresh, from the previous response")
-    func requestTimeoutPerRequest() throws {
+    func requestTimeoutPerRequest() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--handshake-timeout-ms", "400"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [Int] in
+        let r = await runG(procs: 2) { () -> [Int] in
             guard let c = try? Conn.dial("127.0.0.1", port) else { return [] }
             defer { c.close() }
             c.setReadDeadline(GMP.now + 10_000_000_000)
@@ -268,10 +268,10 @@ extension ChatAppTests {
 
 extension ChatAppTests {
     @Test("CR LF and every other line break in a message become spaces: a message cannot forge a second line")
-    func lineBreaksCannotForgeLines() throws {
+    func lineBreaksCannotForgeLines() async throws {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [String] in
+        let r = await runG(procs: 2) { () -> [String] in
             guard let alice = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text"),
                   let mallory = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return [] }
             defer { alice.conn.close(); mallory.conn.close() }
@@ -301,10 +301,10 @@ extension ChatAppTests {
 
 extension ChatAppTests {
     @Test("With --ping-period-ms/--pong-wait-ms: a client answering pings outlives the pong wait; a silent one is dropped after it")
-    func pongExtendsTheReadDeadline() throws {
+    func pongExtendsTheReadDeadline() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--ping-period-ms", "100", "--pong-wait-ms", "1000"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2, timeout: 30) { () -> (pings: Int, alive: Bool, silentEnded: Bool, silentAfter: Int64)? in
+        let r = await runG(procs: 2, timeout: 30) { () -> (pings: Int, alive: Bool, silentEnded: Bool, silentAfter: Int64)? in
             guard let a = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text"),
                   let b = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { a.conn.close(); b.conn.close() }
@@ -468,13 +468,13 @@ func upgraded(_ port: Int) -> Conn? {
 extension ChatAppTests {
     @Test("Transient accept errors (EPROTO, ETIMEDOUT) are logged and the server serves on",
           .enabled(if: cCompiler() != nil), arguments: [EPROTO, ETIMEDOUT])
-    func transientAcceptErrors(errno: Int32) throws {
+    func transientAcceptErrors(errno: Int32) async throws {
         let shim = try acceptFaultShim()
         let err = Pipe()
         // Connection 1 is startChatApp's probe; 2, 3 and 4 fail.
         let (app, port) = try startChatApp(environment: ["LD_PRELOAD": shim, "SHIM_FAIL_FROM": "2", "SHIM_FAIL_COUNT": "3",
                                                          "SHIM_FAIL_ERRNO": "\(errno)"], stderr: err)
-        let r = runG(procs: 2) { () -> (Int, String) in
+        let r = await runG(procs: 2) { () -> (Int, String) in
             var dropped = 0
             for _ in 0..<3 {
                 // The server accepts and the shim drops it: end of stream or a reset.
@@ -498,21 +498,22 @@ extension ChatAppTests {
 
     @Test("An error of the listening socket (EINVAL from accept) ends the server with a message and a non-zero status",
           .enabled(if: cCompiler() != nil))
-    func fatalAcceptError() throws {
+    func fatalAcceptError() async throws {
         let shim = try acceptFaultShim()
         let err = Pipe()
         let (app, port) = try startChatApp(environment: ["LD_PRELOAD": shim, "SHIM_FAIL_FROM": "2", "SHIM_FAIL_COUNT": "1000",
                                                          "SHIM_FAIL_ERRNO": "\(EINVAL)"], stderr: err)
         let exited = DispatchSemaphore(value: 0)
         app.terminationHandler = { _ in exited.signal() }
-        _ = runG(procs: 2) { () -> Bool in
+        _ = await runG(procs: 2) { () -> Bool in
             guard let c = try? Conn.dial("127.0.0.1", port) else { return false }
             defer { c.close() }
             c.setReadDeadline(GMP.now + 10_000_000_000)
             _ = try? c.read(max: 100)
             return true
         }
-        if exited.wait(timeout: .now() + 10) == .timedOut {
+        // Waited for on a thread of its own, not this one (a cooperative-pool thread).
+        if await onThread(timeout: 15, { exited.wait(timeout: .now() + 10) }) != .success {
             app.terminate()
             app.waitUntilExit()
             Issue.record("the server did not exit")
@@ -525,13 +526,13 @@ extension ChatAppTests {
     }
 
     @Test("Out of fds (ulimit -n): accept waits, and once clients leave the server serves again")
-    func outOfFileDescriptors() throws {
+    func outOfFileDescriptors() async throws {
         let limit = 64 // the server starts with about 10 fds
         let (app, port) = try startChatApp(wrapper: "ulimit -n \(limit)")
         defer { app.terminate(); app.waitUntilExit() }
         let pid = app.processIdentifier
         @Sendable func serverFDs() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0 }
-        let r = runG(procs: 2, timeout: 30) { () -> (Int, String)? in
+        let r = await runG(procs: 2, timeout: 30) { () -> (Int, String)? in
             // Clients until the server has all its fds (each upgrade is
             // answered, so its fd is counted by then).
             var clients: [Conn] = []

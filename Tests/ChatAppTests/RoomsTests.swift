@@ -59,10 +59,10 @@ final class EnvelopeClient: @unchecked Sendable {
 
 @Suite(.serialized) struct RoomsTests {
     @Test("Rooms: /join moves a client (creating the room), messages stay in their room, /rooms counts, /who is per room, /leave goes back to the lobby, bad names get an error line")
-    func rooms() throws {
+    func rooms() async throws {
         let (app, port) = try startChatApp()
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [String]? in
+        let r = await runG(procs: 2) { () -> [String]? in
             guard let a = EnvelopeClient(port: port), let b = EnvelopeClient(port: port) else { return nil }
             defer { a.close(); b.close() }
             var out: [String] = []
@@ -108,10 +108,10 @@ final class EnvelopeClient: @unchecked Sendable {
     }
 
     @Test("Limits: --max-rooms refuses one room more (the lobby aside), an empty room is dropped and frees its place; --joins-per-minute refuses the join after")
-    func limits() throws {
+    func limits() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--max-rooms", "1", "--joins-per-minute", "3"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [String]? in
+        let r = await runG(procs: 2) { () -> [String]? in
             guard let a = EnvelopeClient(port: port), let b = EnvelopeClient(port: port) else { return nil }
             defer { a.close(); b.close() }
             var out: [String] = []
@@ -138,10 +138,10 @@ final class EnvelopeClient: @unchecked Sendable {
     }
 
     @Test("History: a joiner gets the room's last --history messages, numbered; the sender gets an ack with each number; ?since=N gets what follows N; a since past the newest says so")
-    func historyAndSince() throws {
+    func historyAndSince() async throws {
         let (app, port) = try startChatApp(extraArguments: ["--history", "3"])
         defer { app.terminate(); app.waitUntilExit() }
-        let r = runG(procs: 2) { () -> [String]? in
+        let r = await runG(procs: 2) { () -> [String]? in
             guard let a = EnvelopeClient(port: port) else { return nil }
             defer { a.close() }
             _ = a.next() // joined

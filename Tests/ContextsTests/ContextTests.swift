@@ -44,8 +44,8 @@ private func isDone(_ ctx: Context) -> Bool {
     }
 
     @Test("withTimeout: done fires as a select case after the time, with .deadlineExceeded; a channel case wins before it")
-    func timeoutInSelect() {
-        let r = runG { () -> (String, ContextError?, String, ContextError?) in
+    func timeoutInSelect() async {
+        let r = await runG { () -> (String, ContextError?, String, ContextError?) in
             let never = Chan<Int>(), ready = Chan<Int>(capacity: 1)
             ready.send(1)
             let (ctx, cancel) = Context.withTimeout(.background, .milliseconds(50))
@@ -88,8 +88,8 @@ private func isDone(_ ctx: Context) -> Bool {
     }
 
     @Test("A parent's deadline ends its children with .deadlineExceeded; a G waiting on a child's done wakes")
-    func parentDeadline() {
-        let r = runG { () -> (Received<Never>, ContextError?) in
+    func parentDeadline() async {
+        let r = await runG { () -> (Received<Never>, ContextError?) in
             let (parent, cancel) = Context.withTimeout(.background, .milliseconds(30))
             defer { cancel() }
             let (child, _) = Context.withCancel(parent)
@@ -100,8 +100,8 @@ private func isDone(_ ctx: Context) -> Bool {
     }
 
     @Test("afterFunc runs its function in a G once the context is cancelled; a stopped one never runs")
-    func afterFunc() {
-        let r = runG { () -> (Bool, Bool, Bool, Bool)? in
+    func afterFunc() async {
+        let r = await runG { () -> (Bool, Bool, Bool, Bool)? in
             let (ctx, cancel) = Context.withCancel(.background)
             let ran = Chan<Bool>(capacity: 2)
             ctx.afterFunc { ran.send(GMP.inGoroutine) }
@@ -148,8 +148,8 @@ private func isDone(_ ctx: Context) -> Bool {
     }
 
     @Test("GMP.await(context:): cancelling the context (or its deadline) cancels the task; the G gets its CancellationError")
-    func awaitCancelledByContext() {
-        let r = runG { () -> (String, String, String) in
+    func awaitCancelledByContext() async {
+        let r = await runG { () -> (String, String, String) in
             let started = Chan<Bool>(capacity: 1)
             func outcome(_ ctx: Context) -> String {
                 do {
@@ -184,8 +184,8 @@ private func isDone(_ ctx: Context) -> Bool {
     }
 
     @Test("GMP.await(context:) with a context that is never cancelled returns the value and rethrows errors")
-    func awaitWithContextPlain() {
-        let r = runG { () -> (Int?, Bool) in
+    func awaitWithContextPlain() async {
+        let r = await runG { () -> (Int?, Bool) in
             let (ctx, cancel) = Context.withCancel(.background)
             defer { cancel() }
             let v = try? GMP.await(context: ctx) { () async throws -> Int in 7 }
@@ -229,10 +229,10 @@ private func isDone(_ ctx: Context) -> Bool {
     }
 
     @Test("A socket read with a context: cancel wakes it with .canceled, a deadline with .timeout, and no deadline is left behind")
-    func connRead() throws {
+    func connRead() async throws {
         let listener = try Listener(port: 0)
         defer { listener.close() }
-        let r = runG { () -> (NetError?, NetError?, NetError?, [UInt8]?) in
+        let r = await runG { () -> (NetError?, NetError?, NetError?, [UInt8]?) in
             let accepted = Chan<Conn?>(capacity: 1)
             go { accepted.send(try? listener.accept()) }
             guard let client = try? Conn.dial("127.0.0.1", listener.port), let server = accepted.receive().value ?? nil
@@ -271,8 +271,8 @@ private func isDone(_ ctx: Context) -> Bool {
     }
 
     @Test("Many Gs make, cancel and wait on contexts of one tree while its root is cancelled: every one ends done, none stays registered")
-    func stress() {
-        let r = runG(procs: 4) { () -> (Bool, Int)? in
+    func stress() async {
+        let r = await runG(procs: 4) { () -> (Bool, Int)? in
             let (root, cancelRoot) = Context.withCancel(.background)
             let n = 2_000
             let wg = WaitGroup(n)

@@ -27,8 +27,8 @@ let tsanSignals: Comment = "TSan holds signals that land on threads waiting in r
 struct SignalTests {
     @Test("notify relays raised signals to every channel registered for them; a full one misses; stop ends it",
           .disabled(if: GMP.isThreadSanitized, tsanSignals))
-    func relay() {
-        let r = runG(procs: 2) { () -> [String] in
+    func relay() async {
+        let r = await runG(procs: 2) { () -> [String] in
             var failures: [String] = []
             func check(_ ok: Bool, _ what: String) { if !ok { failures.append(what) } }
             /// A receive that gives up after 10 s (0), so a lost signal names its step.

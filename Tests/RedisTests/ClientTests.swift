@@ -15,9 +15,9 @@ extension RedisServer {
 @Suite(.serialized, .enabled(if: haveRedis, "needs redis-server (apt-get install redis-server; .ci/run installs it)"))
 struct ClientTests {
     @Test("Commands and replies against a real redis-server: strings, integers, nulls, arrays, an error reply thrown as .server")
-    func basics() throws {
+    func basics() async throws {
         let server = try RedisServer()
-        let r = runG { () -> [String]? in
+        let r = await runG { () -> [String]? in
             guard let c = try? RedisConnection.connect(server.url) else { return nil }
             defer { c.close() }
             var out: [String] = []
@@ -36,9 +36,9 @@ struct ClientTests {
     }
 
     @Test("Pipelining: 10 Gs send 1,000 INCRs each on one connection without waiting; every reply goes to its sender, in order")
-    func pipelining() throws {
+    func pipelining() async throws {
         let server = try RedisServer()
-        let r = runG(procs: 2) { () -> Bool? in
+        let r = await runG(procs: 2) { () -> Bool? in
             guard let c = try? RedisConnection.connect(server.url) else { return nil }
             defer { c.close() }
             let ok = Chan<Bool>(capacity: 10)
@@ -66,9 +66,9 @@ struct ClientTests {
     }
 
     @Test("AUTH and SELECT from the URL (redis://:password@host:port/db), for commands and for a subscriber; a wrong password is a .server error")
-    func authAndSelect() throws {
+    func authAndSelect() async throws {
         let server = try RedisServer(args: ["--requirepass", "s3cret"])
-        let r = runG { () -> [String]? in
+        let r = await runG { () -> [String]? in
             var u = server.url
             u.password = "s3cret"
             u.db = 2
@@ -103,9 +103,9 @@ struct ClientTests {
     }
 
     @Test("RESP3 (HELLO 3): a hash comes back as a map")
-    func resp3() throws {
+    func resp3() async throws {
         let server = try RedisServer()
-        let r = runG { () -> RESPValue? in
+        let r = await runG { () -> RESPValue? in
             guard let c = try? RedisConnection.connect(server.url, resp3: true) else { return nil }
             defer { c.close() }
             _ = try? c.call("HSET", "h", "f", "v")
@@ -115,8 +115,8 @@ struct ClientTests {
     }
 
     @Test("A server that never answers: the call fails with .timeout at the read deadline; one that sends garbage: .protocolError")
-    func timeoutAndGarbage() throws {
-        let r = runG(procs: 2) { () -> [String]? in
+    func timeoutAndGarbage() async throws {
+        let r = await runG(procs: 2) { () -> [String]? in
             guard let silent = try? Listener(port: 0), let noisy = try? Listener(port: 0) else { return nil }
             defer { silent.close(); noisy.close() }
             go { if let c = try? silent.accept() { _ = try? c.read(max: 100); _ = try? c.read(max: 100); c.close() } }
@@ -139,14 +139,14 @@ struct ClientTests {
     }
 
     @Test("Redis killed and started again: RedisClient fails fast meanwhile (back-off), then reconnects by itself; the subscriber re-subscribes and gets messages again")
-    func reconnection() throws {
+    func reconnection() async throws {
         final class Servers: @unchecked Sendable { var list: [RedisServer] = [] } // (one G uses it at a time)
         let servers = Servers()
         let server = try RedisServer()
         servers.list.append(server)
         let port = server.port
         let states = Chan<Bool>(capacity: 16)
-        let r = runG(procs: 2, timeout: 60) { () -> [String]? in
+        let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
             let client = RedisClient(url: server.url, timeout: 1_000_000_000)
             let sub = RedisSubscriber(url: server.url, timeout: 1_000_000_000) { up in _ = states.trySend(up) }
             defer { sub.close(); client.close() }

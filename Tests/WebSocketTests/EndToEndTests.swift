@@ -45,8 +45,8 @@ func closeCode(_ ws: WebSocketConn) -> UInt16? {
 @Suite(.serialized)
 struct EndToEndTests {
     @Test("Text, binary, fragmented messages, ping/pong and the close handshake, with our client")
-    func roundTrips() {
-        let ok = runG(procs: 2) { () -> Bool in
+    func roundTrips() async {
+        let ok = await runG(procs: 2) { () -> Bool in
             let ends = Chan<WebSocketError>(capacity: 4)
             guard let l = try? startWebSocketEcho(readLimit: 1 << 20, ends: ends) else { return false }
             defer { l.close() }
@@ -83,8 +83,8 @@ struct EndToEndTests {
     }
 
     @Test("Protocol errors close with the right codes: 1007 bad UTF-8, 1009 too big, 1002 unmasked")
-    func protocolErrors() {
-        let codes = runG(procs: 2) { () -> [UInt16?] in
+    func protocolErrors() async {
+        let codes = await runG(procs: 2) { () -> [UInt16?] in
             guard let l = try? startWebSocketEcho(readLimit: 512) else { return [] }
             defer { l.close() }
             var out: [UInt16?] = []
@@ -112,10 +112,10 @@ struct EndToEndTests {
     }
 
     @Test("A close code that may not be sent (1005, 1006, 1015, 0, 999, 1004, 1016, 2999, 5000, 65535) fails the connection with 1002; valid ones are echoed")
-    func closeCodes() {
+    func closeCodes() async {
         let invalid: [UInt16] = [1005, 1006, 1015, 0, 999, 1004, 1016, 2999, 5000, 65535]
         let valid: [UInt16] = [1000, 1001, 1002, 1003, 1007, 1010, 1011, 1012, 1014, 3000, 4999]
-        let r = runG(procs: 2) { () -> ([UInt16?], [WebSocketError?])? in
+        let r = await runG(procs: 2) { () -> ([UInt16?], [WebSocketError?])? in
             let ends = Chan<WebSocketError>(capacity: 32)
             guard let l = try? startWebSocketEcho(ends: ends) else { return nil }
             defer { l.close() }
@@ -147,8 +147,8 @@ struct EndToEndTests {
     }
 
     @Test("close(code:reason:) cuts a long reason at a character boundary (valid UTF-8) and sends 1005 as no code at all")
-    func closeFrames() {
-        let r = runG(procs: 2) { () -> ([WebSocketError?])? in
+    func closeFrames() async {
+        let r = await runG(procs: 2) { () -> ([WebSocketError?])? in
             let ends = Chan<WebSocketError>(capacity: 4)
             guard let l = try? startWebSocketEcho(ends: ends) else { return nil }
             defer { l.close() }
@@ -169,8 +169,8 @@ struct EndToEndTests {
     }
 
     @Test("writeTimeout bounds every write: a peer that sends pings and never reads ends the reader's receive with a time-out")
-    func writeTimeoutBoundsPongs() {
-        let r = runG(procs: 2, timeout: 30) { () -> WebSocketError? in
+    func writeTimeoutBoundsPongs() async {
+        let r = await runG(procs: 2, timeout: 30) { () -> WebSocketError? in
             guard let l = try? Listener(port: 0) else { return nil }
             defer { l.close() }
             let ended = Chan<WebSocketError?>(capacity: 1)
@@ -213,8 +213,8 @@ struct EndToEndTests {
     }
 
     @Test("A bad handshake gets its HTTP status: 426 names version 13; a non-GET gets 405")
-    func badHandshake() {
-        let replies = runG(procs: 2) { () -> [String] in
+    func badHandshake() async {
+        let replies = await runG(procs: 2) { () -> [String] in
             guard let l = try? startWebSocketEcho() else { return [] }
             defer { l.close() }
             var out: [String] = []

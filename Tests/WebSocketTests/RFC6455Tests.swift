@@ -117,8 +117,8 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
 
 @Suite(.serialized) struct ConnectionRFCTests {
     @Test("5.3: a client masks every frame, with keys that differ; 5.1: a server masks none")
-    func masking() {
-        let r = runG(procs: 2) { () -> (Int, Int, Int, Bool)? in
+    func masking() async {
+        let r = await runG(procs: 2) { () -> (Int, Int, Int, Bool)? in
             guard let (server, client, l) = try? pair() else { return nil }
             defer { l.close(); server.conn.close(); client.conn.close() }
             let n = 64
@@ -144,8 +144,8 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
     }
 
     @Test("5.1: a client that gets a masked frame fails the connection with 1002")
-    func clientRefusesMaskedFrames() {
-        let r = runG(procs: 2) { () -> (WebSocketError?, UInt16?)? in
+    func clientRefusesMaskedFrames() async {
+        let r = await runG(procs: 2) { () -> (WebSocketError?, UInt16?)? in
             guard let (server, client, l) = try? pair() else { return nil }
             defer { l.close(); server.conn.close(); client.conn.close() }
             try? server.conn.write(Frame(opcode: .text, payload: Array("x".utf8)).encode(mask: [1, 2, 3, 4]))
@@ -165,8 +165,8 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
     }
 
     @Test("5.5.1: after its close frame an endpoint sends no data frame (refused with .closed), a control frame still goes")
-    func noDataAfterClose() {
-        let r = runG(procs: 2) { () -> (WebSocketError?, WebSocketError?, Bool, [UInt8])? in
+    func noDataAfterClose() async {
+        let r = await runG(procs: 2) { () -> (WebSocketError?, WebSocketError?, Bool, [UInt8])? in
             guard let (server, client, l) = try? pair() else { return nil }
             defer { l.close(); server.conn.close(); client.conn.close() }
             try? server.close(code: 4001, reason: "done")
@@ -190,8 +190,8 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
     }
 
     @Test("7.1.1, 7.1.7: a server shuts its side of TCP after the close handshake, and either end after failing: the peer reads the close frame, then end of stream")
-    func tcpClosedAfterClose() {
-        let r = runG(procs: 2) { () -> ([UInt8], NetError?, [UInt8], NetError?, [UInt8], NetError?)? in
+    func tcpClosedAfterClose() async {
+        let r = await runG(procs: 2) { () -> ([UInt8], NetError?, [UInt8], NetError?, [UInt8], NetError?)? in
             // The handshake: the client closes, the server answers and shuts down.
             guard let (server, client, l) = try? pair() else { return nil }
             defer { l.close(); server.conn.close(); client.conn.close() }
