@@ -43,6 +43,8 @@ let package = Package(
             name: "Benchmarks", dependencies: ["GMP", "Channels", "NetPoller", "WebSocket"], path: "Benchmarks",
             exclude: ["peers"]),
         .target(name: "GMPTestSupport", dependencies: ["GMP", "NetPoller"], path: "Tests/TestSupport"),
+        // Programs the deadlock check's tests run, each in a clean process.
+        .executableTarget(name: "DeadlockScenarios", dependencies: ["GMP", "Channels"], path: "Tests/DeadlockScenarios"),
         .testTarget(name: "GMPTests", dependencies: ["GMP", "CGMP", "GMPTestSupport"]),
         .testTarget(name: "ChannelsTests", dependencies: ["Channels", "GMP", "GMPTestSupport"]),
         .testTarget(name: "ContextsTests", dependencies: ["Contexts", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),

@@ -151,6 +151,11 @@ bool gmp_asan_enabled(void) {
 GMP_SWITCH_FN void gmp_gogo(gmp_mctx *m, gmp_gctx *g) {
     current_gctx = g;
     swift_task_enterThreadLocalContext(g->excl);
+    void **tl = m->tasklocal_slot; // the G's task-local bindings in, g0's aside
+    if (tl != NULL) {
+        m->g0_tasklocals = *tl;
+        *tl = g->tasklocals;
+    }
 #ifdef GMP_TSAN
     __tsan_switch_to_fiber(g->fiber, 0);
 #endif
@@ -163,6 +168,10 @@ GMP_SWITCH_FN void gmp_gogo(gmp_mctx *m, gmp_gctx *g) {
     __sanitizer_finish_switch_fiber(m->g0fiber, NULL, NULL);
 #endif
     swift_task_exitThreadLocalContext(g->excl);
+    if (tl != NULL) {
+        g->tasklocals = *tl;
+        *tl = m->g0_tasklocals;
+    }
     current_gctx = NULL;
 }
 
@@ -521,6 +530,8 @@ void gmp_thread_init(gmp_mctx *m) {
 #endif
     m->g0_lo = NULL;
     m->g0_size = 0;
+    m->tasklocal_slot = gmp_tasklocal_slot();
+    m->g0_tasklocals = NULL;
 #ifdef GMP_ASAN
     pthread_attr_t attr;
     if (pthread_getattr_np(pthread_self(), &attr) == 0) {

@@ -28,8 +28,10 @@ import GMP
 // by the `Task.isCancelled` check under the lock: Swift sets the flag before
 // it runs handlers, and the handler finds nothing to remove.
 //
-// The deadlock check cannot see what a task will do, so the first task that
-// waits on a channel turns it off, as a plain thread does (Deadlock.swift).
+// The deadlock check cannot see what a task will do; it sees the threads
+// that could run it (GMP's Deadlock.swift): a task that waits on a channel
+// while a timer or a thread of Swift's or Dispatch's can still move it keeps
+// the check from reporting.
 
 extension AnyChan {
     /// Suspends the current task on `sendq` (or `recvq`) with `sg`, whose

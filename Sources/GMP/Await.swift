@@ -14,10 +14,10 @@
 // yet, and is released from the lock once parked (GMP.park(unlocking:)), so
 // the task's ready can never come before the park it ends.
 //
-// The deadlock check sees a task as the plain thread it runs on: the first
-// await turns the check off for the process, as any thread that readies a
-// G does (Deadlock.swift), since the runtime cannot see when a task will
-// finish.
+// The deadlock check sees a task through the threads it runs on: while a
+// task runs, or waits for a timer or I/O of Swift's or Dispatch's, some
+// thread is not quietly blocked, and no deadlock is reported
+// (Deadlock.swift).
 
 /// What one `GMP.await` call shares with its task.
 private final class AwaitState<T: Sendable>: @unchecked Sendable {
@@ -77,7 +77,6 @@ extension GMP {
     public static func awaitTask<T: Sendable>(_ body: @escaping @Sendable () async throws -> T,
                                               started: ((Task<Void, Never>) -> Void)?) throws -> T {
         let state = AwaitState<T>(g: currentG)
-        Scheduler.shared.noteForeignThread() // a task will wake us (see the top of the file)
         let task = Task(executorPreference: GMP.executor) {
             let r: Result<T, any Error>
             do { r = .success(try await body()) } catch { r = .failure(error) }

@@ -151,6 +151,7 @@ extension Scheduler {
         let arg = UnsafeMutableRawPointer(bitPattern: Int(fd) + 1) // never nil
         let r = pthread_create(&tid, &attr, { arg in
             let fd = Int32(Int(bitPattern: arg) - 1)
+            Scheduler.shared.registerOwnThread()
             var b: UInt8 = 0
             while read(fd, &b, 1) != 1 {} // EINTR: read again
             let text = "SIGQUIT: quit\n\n" + Scheduler.shared.dump()

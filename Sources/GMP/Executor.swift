@@ -28,8 +28,9 @@ import CGMP
 // there only where a thread would sleep in a channel wait (Sudog.swift).
 //
 // The deadlock check cannot see when a suspended task will be enqueued
-// again (by Swift's timers, an actor, another executor), so the first job
-// turns it off for the process, as a plain thread's wait does (Deadlock.swift).
+// again (by Swift's timers, an actor, another executor), but it sees the
+// thread that will do it: a Dispatch timer pending, or a thread that runs,
+// is not a quiet wait, and nothing is reported (Deadlock.swift).
 //
 // Jobs enqueued from outside the runtime (a timer of Swift's, another
 // executor) go to the global run queue, as `go` from a plain thread does.
@@ -41,7 +42,6 @@ public final class GMPTaskExecutor: TaskExecutor {
     /// Starts a G that runs `job`.
     public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        Scheduler.shared.noteForeignThread() // see the top of the file
         go { [self] in
             let g = currentM()!.pointee.curg!
             g.s.pointee.runsJob = true

@@ -116,10 +116,10 @@ final class Scheduler: @unchecked Sendable {
 
     // Deadlock detection (Deadlock.swift).
     let deadlockMode: DeadlockMode
-    /// Set once a plain thread readies or starts a G, waits in the runtime,
-    /// or arms a timer (GMP.run's own G aside): from then on no deadlock is
-    /// reported, since such a thread could wake a G at any time.
-    let foreignSeen = Atomic<Bool>(false)
+    /// The runtime's own threads (Ms, sysmon, the SIGQUIT watcher) by kernel
+    /// id, under `ownThreadsLock`: the deadlock check asks about every other.
+    let ownThreadsLock = FutexLock()
+    var ownThreads: [Int32] = []
     /// Threads blocked in `GMP.run`.
     let runWaiters = Atomic<Int>(0)
     /// Gs inside `GMP.blocking`.
@@ -213,6 +213,7 @@ final class Scheduler: @unchecked Sendable {
         pollerRef.store(UInt(bitPattern: Unmanaged.passRetained(PollerBox(FutexPoller())).toOpaque()),
                         ordering: .releasing)
         gmp_install_overflow_handler()
+        TaskLocals.findSlot()
         startQuitWatcher()
         lock.lock()
         for i in 0..<n {
@@ -335,6 +336,7 @@ final class Scheduler: @unchecked Sendable {
 
     /// Thread entry of every M.
     private func mstart(_ m: M) -> Never {
+        registerOwnThread()
         gmp_thread_init(m.pointee.ctx)
         gmp_set_m(UnsafeMutableRawPointer(m))
         acquirep(m, m.pointee.nextp!)
@@ -461,7 +463,6 @@ final class Scheduler: @unchecked Sendable {
             bump(p.pointee.readies)
             runqput(p, g, next: true)
         } else {
-            if currentM() == nil { noteForeignThread() }
             readiesNoP.add(1, ordering: .relaxed)
             lock.lock()
             globrunqput(g)
@@ -830,7 +831,6 @@ final class Scheduler: @unchecked Sendable {
             runqput(p, g, next: true)
             wakeP()
         } else {
-            if !fromRun && currentM() == nil { noteForeignThread() }
             let g = gFreeLock.withLock { gFree.popLast() } ?? gmake()
             g.s.pointee.fn = fn
             g.setCreator(file, line)

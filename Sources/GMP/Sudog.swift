@@ -69,7 +69,6 @@ public struct Sudog: Equatable, @unchecked Sendable {
             sg = Scheduler.shared.sudogGet()
         }
         let g = GMP.currentG
-        if g == nil && currentM() == nil { Scheduler.shared.noteForeignThread() }
         sg.s.pointee.g = g
         if g == nil && sg.s.pointee.note == nil { sg.s.pointee.note = Note() }
         sg.s.pointee.note?.clear()
@@ -79,8 +78,7 @@ public struct Sudog: Equatable, @unchecked Sendable {
     /// Takes a sudog for a Swift task, which waits by suspending: it sets
     /// `resume` before it enqueues the sudog, and `ready()` resumes it.
     public static func acquireForTask() -> Sudog {
-        Scheduler.shared.noteForeignThread() // a task may ready Gs: see Deadlock.swift
-        return Scheduler.shared.sudogGet()
+        Scheduler.shared.sudogGet()
     }
 
     /// Bytes a value may take to live in `slot`.

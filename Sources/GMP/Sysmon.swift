@@ -36,6 +36,7 @@ enum Sysmon {
     static let tick: Int64 = 10_000_000 // 10 ms
 
     static func loop(_ s: Scheduler) -> Never {
+        s.registerOwnThread()
         var idle = 0
         var delay: UInt32 = 20
         var nextScavenge: Int64 = 0

@@ -222,7 +222,6 @@ extension Scheduler {
         let seq = t.seq
         t.lock.unlock()
         let m = currentM()
-        if m == nil { noteForeignThread() }
         let p = m?.pointee.p ?? allP(0)
         p.pointee.timerLock.lock()
         p.timers.pointee.push(TimerEntry(when: when, seq: seq, timer: t))

@@ -121,23 +121,6 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         #expect(err.contains("GMP_STACK_SIZE=lots"))
     }
 
-    @Test("A deadlock is reported: every G asleep while GMP.run waits ends the process with Go's message and status 2")
-    func deadlockIsFatal() async {
-        let r = await #expect(processExitsWith: .exitCode(2), observing: [\.standardErrorContent]) {
-            GMP.run {
-                let never = WaitGroup(1)
-                go { never.wait() }
-                never.wait()
-            }
-        }
-        let err = stderrText(r)
-        #expect(err.contains("fatal error: all goroutines are asleep - deadlock!"), "stderr: \(err)")
-        #expect(err.contains("2 goroutine(s) parked"), "stderr: \(err)")
-        #expect(err.contains("goroutine dump: 2 goroutine(s)"), "stderr: \(err)")
-        #expect(err.contains("goroutine 2 [WaitGroup") && err.contains("created by go at GMPTests/ExitTests.swift:"),
-                "stderr: \(err)")
-    }
-
     @Test("SIGQUIT prints the goroutine dump and exits with status 2, as Go")
     func sigquitDumps() async {
         let r = await #expect(processExitsWith: .exitCode(2), observing: [\.standardErrorContent]) {
@@ -158,22 +141,6 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         #expect(err.contains(" [WaitGroup") && err.contains("created by go at GMPTests/ExitTests.swift:"), "stderr: \(err)")
         #expect(err.contains(" [sleep") && err.contains("created by GMP.run"), "stderr: \(err)")
         #expect(err.contains("WaitGroup.wait()\n") && err.contains("GMP.sleep(for:)\n"), "stacks: \(err)")
-    }
-
-    @Test("GMP_DEADLOCK=report reports a deadlock and goes on (here a thread the runtime had not seen ends it)")
-    func deadlockReport() async {
-        let r = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
-            setenv("GMP_DEADLOCK", "report", 1)
-            let wg = WaitGroup(1)
-            let t = Thread {
-                usleep(4_000_000) // well past the check's second of grace, even on a loaded machine
-                wg.done()
-            }
-            t.start()
-            GMP.run { wg.wait() }
-            exit(0)
-        }
-        #expect(stderrText(r).contains("all goroutines are asleep - deadlock!"))
     }
 
     @Test("Bad GMP_DEADLOCK is a clear error")

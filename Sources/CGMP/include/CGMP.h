@@ -39,6 +39,7 @@ typedef struct gmp_gctx {
     uint32_t trim;            // GMP_TRIM_*: atomic, sysmon and the M about to run the G (Trim.swift)
     uint32_t trim_len;        // bytes of the stack's top saved in trim_buf while GMP_TRIM_DONE
     void *trim_buf;
+    void *tasklocals;         // the G's task-local bindings while it is switched out (tasklocals.c)
     _Alignas(16) char excl[32]; // Swift exclusivity state (swift_task_*ThreadLocalContext)
 } gmp_gctx;
 
@@ -85,6 +86,8 @@ typedef struct gmp_mctx {
     void *g0fiber;  // TSan: g0's fiber; ASan: g0's saved fake stack; else NULL
     void *g0_lo;    // ASan only: the thread's own stack, [g0_lo, g0_lo + g0_size)
     size_t g0_size;
+    void **tasklocal_slot; // this thread's task-local bindings (tasklocals.c), or NULL if unknown
+    void *g0_tasklocals;   // g0's own, while a G runs
 } gmp_mctx;
 
 /// Runs `g` on the current thread (which must be on its g0) until the G
@@ -257,6 +260,30 @@ void gmp_usleep(uint32_t us);
 void gmp_os_yield(void);
 /// Whether the calling thread is the process's main thread.
 bool gmp_is_main_thread(void);
+
+// MARK: task-local values (tasklocals.c; TaskLocals.swift)
+
+/// The probe that finds where Swift keeps a thread's task-local bindings
+/// outside a task: begin on a thread with none bound, inside a binding of
+/// `key` (a TaskLocal's address), then end once it is unbound. End returns
+/// whether the slot was found (it is then known for every thread).
+bool gmp_tasklocal_probe_begin(void);
+void gmp_tasklocal_probe_inside(const void *key);
+bool gmp_tasklocal_probe_end(void);
+/// The calling thread's task-local slot, or NULL if the probe did not find it.
+void **gmp_tasklocal_slot(void);
+
+// MARK: the process's threads (threads.c; for the deadlock check)
+
+/// Whether every thread of the process but those in own[0..<nown] sits in
+/// a quiet wait (blocked, with no time-out, where only another thread of the
+/// process can wake it: see threads.c), as two looks at /proc/self/task in
+/// a row show, with no such thread having run in between. False when it
+/// cannot tell (a thread that is not quiet, /proc unreadable, over 512).
+bool gmp_threads_quiet(const int32_t *own, int nown);
+
+/// The calling thread's kernel id.
+int32_t gmp_gettid(void);
 
 // MARK: chaos scheduling (GMP_CHAOS; Chaos.swift)
 
