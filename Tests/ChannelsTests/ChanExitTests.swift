@@ -76,32 +76,6 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         #expect(stderrText(r).contains("close of nil channel"))
     }
 
-    @Test("a receive that nothing can ever answer is a deadlock: Go's message, status 2")
-    func receiveDeadlock() async {
-        let r = await #expect(processExitsWith: .exitCode(2), observing: [\.standardErrorContent]) {
-            GMP.run { _ = Chan<Int>().receive() }
-        }
-        #expect(stderrText(r).contains("fatal error: all goroutines are asleep - deadlock!"))
-    }
-
-    @Test("a select that nothing can ever answer is a deadlock too; one with a time-out is not")
-    func selectDeadlock() async {
-        let r = await #expect(processExitsWith: .exitCode(2), observing: [\.standardErrorContent]) {
-            GMP.run {
-                let a = Chan<Int>(), b = Chan<Int>()
-                select { s in
-                    if s.timeout(after: .milliseconds(1_500)) {} // fires: no deadlock before it
-                    if s.receive(a) != nil {}
-                }
-                select { s in
-                    if s.receive(a) != nil {}
-                    if s.send(b, 1) {}
-                }
-            }
-        }
-        #expect(stderrText(r).contains("all goroutines are asleep - deadlock!"))
-    }
-
     @Test("a select send case on a closed channel traps")
     func selectSendOnClosed() async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {

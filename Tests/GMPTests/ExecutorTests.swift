@@ -36,8 +36,8 @@ import Testing
     }
 
     @Test("GMP.await's task runs as a G: from a G on one P it starts, finishes and hands back on that P")
-    func awaitOnExecutor() {
-        let r = runG(procs: 1) { () -> (Bool, Int?)? in
+    func awaitOnExecutor() async {
+        let r = await runG(procs: 1) { () -> (Bool, Int?)? in
             try? GMP.await { () async -> (Bool, Int?) in (GMP.inGoroutine, GMP.currentProcessor) }
         }
         #expect(r??.0 == true)
@@ -45,8 +45,8 @@ import Testing
     }
 
     @Test("GMP.blocking inside a task on GMP.executor keeps its P: on one P, beside a G that computes, the job ends on its own thread")
-    func blockingInJob() {
-        let r = runG(procs: 1) { () -> (Int, Bool)? in
+    func blockingInJob() async {
+        let r = await runG(procs: 1) { () -> (Int, Bool)? in
             let stop = Atomic<Bool>(false)
             let wg = WaitGroup(1)
             let spins = Atomic<Int>(0)

@@ -12,7 +12,7 @@ enum RequestContext {
     @Test("A TaskLocal bound with withValue in a G is the G's own across parks and Ms: 64 Gs sleeping inside their bindings each read only their own")
     func bindingFollowsItsG() async {
         let n = 64, reads = 200
-        let r = runG(procs: 2) { () -> (wrong: Int, outside: Int, inheritedByGo: Int) in
+        let r = await runG(procs: 2) { () -> (wrong: Int, outside: Int, inheritedByGo: Int) in
             let wrong = Atomic<Int>(0)
             let outside = Atomic<Int>(0)
             let inherited = Atomic<Int>(0)
@@ -47,8 +47,8 @@ enum RequestContext {
     }
 
     @Test("A binding on the thread that calls GMP.run stays that thread's")
-    func callerKeepsItsBinding() {
-        let r = onThread { () -> (Int, Int?) in
+    func callerKeepsItsBinding() async {
+        let r = await onThread { () -> (Int, Int?) in
             RequestContext.$id.withValue(7) {
                 let inG = GMP.run { () -> Int in
                     GMP.sleep(nanoseconds: 100_000)

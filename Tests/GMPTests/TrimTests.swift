@@ -31,8 +31,12 @@ final class Registry: @unchecked Sendable {
 /// Idle stack trimming (Trim.swift): part of the serialized scheduler suite.
 extension SchedulerTests {
     @Test("A G parked past stackTrimAfter gives its stack pages back; the dump still shows its stack; it wakes to its frames intact")
-    func trimmedGsResume() {
-        setProcs(2)
+    func trimmedGsResume() async {
+        // Alone: it changes trimming for the whole process and counts its trims.
+        await alone(procs: 2) { await trimmedGsResumeAlone() }
+    }
+
+    private func trimmedGsResumeAlone() async {
         let saved = GMP.stackTrimAfter
         // Off until all of them have parked, so that sysmon's next pass finds
         // them together: how many passes a slow start spreads them over is
@@ -40,7 +44,7 @@ extension SchedulerTests {
         GMP.stackTrimAfter = nil
         defer { GMP.stackTrimAfter = saved }
         let n = 200
-        let r = runG(timeout: 60) { () -> (intact: Int, trimmed: Bool, dump: String, trims: Int, calls: Int) in
+        let r = await runG(timeout: 60) { () -> (intact: Int, trimmed: Bool, dump: String, trims: Int, calls: Int) in
             let gate = WaitGroup(1)
             let done = WaitGroup(n)
             let intact = Atomic<Int>(0)
@@ -81,15 +85,19 @@ extension SchedulerTests {
     }
 
     @Test("Trims race wake-ups: Gs sleeping and waiting on a Mutex for random short times on 2 Ps, trimmed after 1 ms, always wake to their frames intact")
-    func trimStress() {
-        setProcs(2)
+    func trimStress() async {
+        // Alone: it changes trimming for the whole process and counts its trims.
+        await alone(procs: 2) { await trimStressAlone() }
+    }
+
+    private func trimStressAlone() async {
         let saved = GMP.stackTrimAfter
         GMP.stackTrimAfter = .milliseconds(1)
         defer { GMP.stackTrimAfter = saved }
         let n = GMP.isThreadSanitized ? 200 : 1_000
         let rounds = GMP.isThreadSanitized ? 10 : 30
         let trimsBefore = GMP.stats.stackTrims
-        let r = runG(timeout: 120) { () -> Int in
+        let r = await runG(timeout: 120) { () -> Int in
             let done = WaitGroup(n)
             let intact = Atomic<Int>(0)
             let mu = Mutex()
