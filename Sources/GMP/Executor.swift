@@ -20,9 +20,12 @@ import CGMP
 //    Mutex or socket wait, GMP.await) traps on the scheduler's side with a
 //    message pointing to the async forms;
 //  - `GMP.blocking` keeps the P for the call instead of leaving it (a G
-//    that left its P could come back on another M); the work queued behind
-//    it runs on a spare P once the call outlasts the G's slice, as for a
-//    long computation, which also holds its P as any G's does;
+//    that left its P could come back on another M), and runs its body with
+//    no G on the M, as on a plain thread: a channel operation, `sleep` or a
+//    Mutex in it blocks the thread, as documented, instead of switching
+//    the G away; the work queued behind it runs on a spare P once the call
+//    outlasts the G's slice, as for a long computation, which also holds
+//    its P as any G's does;
 //  - chaos scheduling (Chaos.swift) never yields such a G.
 // The blocking channel forms trap for a task on Swift's pool as well, but
 // there only where a thread would sleep in a channel wait (Sudog.swift).

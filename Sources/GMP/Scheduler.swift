@@ -97,7 +97,8 @@ final class Scheduler: @unchecked Sendable {
     var allm: [M] = []
     let nmspinning = Atomic<Int>(0)
 
-    // Ps: slots published with release, never freed.
+    // Ps: slots published with release, never freed. Real Ps at 0..<procs,
+    // spares at maxProcs..<maxProcs + nsparesMade (Spares.swift).
     private let allp: UnsafeMutablePointer<Atomic<UInt>>
     let procs = Atomic<Int>(0)
 
@@ -109,6 +110,8 @@ final class Scheduler: @unchecked Sendable {
     // ever made (never freed, for stats), and how many are lent now.
     var spareFree: P?
     var spareAll: [P] = []
+    /// How many spares were ever made (published in `allp` from `maxProcs`).
+    let nsparesMade = Atomic<Int>(0)
     let nspare = Atomic<Int>(0)
     let spareLends = Atomic<Int>(0)
     /// Ps whose G has run past its slice, as sysmon last saw them.
@@ -180,8 +183,8 @@ final class Scheduler: @unchecked Sendable {
     let schedTraceMs: Int
 
     private init() {
-        allp = .allocate(capacity: Scheduler.maxProcs)
-        for i in 0..<Scheduler.maxProcs { (allp + i).initialize(to: Atomic(0)) }
+        allp = .allocate(capacity: Scheduler.maxProcs + Scheduler.maxSpares)
+        for i in 0..<(Scheduler.maxProcs + Scheduler.maxSpares) { (allp + i).initialize(to: Atomic(0)) }
         let env = { (name: String) -> String? in getenv(name).map { String(cString: $0) } }
         var size = 256 * 1024
         if let s = env("GMP_STACK_SIZE") {
@@ -233,6 +236,11 @@ final class Scheduler: @unchecked Sendable {
         p.initialize(to: PState(id: i))
         allp[i].store(UInt(bitPattern: p), ordering: .releasing)
         return p
+    }
+
+    /// Publishes spare number `k` (Spares.swift).
+    func publishSpare(_ p: P, _ k: Int) {
+        allp[Scheduler.maxProcs + k].store(UInt(bitPattern: p), ordering: .releasing)
     }
 
     /// The P with index `i` (< procs, or any index that was ever created).
@@ -726,7 +734,8 @@ final class Scheduler: @unchecked Sendable {
                 m.pointee.spinning = false
                 nmspinning.subtract(1, ordering: .sequentiallyConsistent)
                 var retry = runqSize.load(ordering: .sequentiallyConsistent) > 0
-                for i in 0..<nprocs where !retry && !allP(i).pointee.runq.isEmpty { retry = true }
+                let nvictims = nprocs + nsparesMade.load(ordering: .acquiring)
+                for i in 0..<nvictims where !retry && !anyP(i, nprocs: nprocs).pointee.runq.isEmpty { retry = true }
                 if retry {
                     lock.lock()
                     let pp = pidleget()
@@ -782,22 +791,25 @@ final class Scheduler: @unchecked Sendable {
     /// Tries to steal a G (or runs other Ps' due timers). Returns the G, or
     /// whether timers made new work appear on our P.
     private func stealWork(_ p: P, now: Int64, nprocs: Int) -> (G?, Bool) {
-        if nprocs <= 1 && !p.isSpare { return (nil, false) } // a spare steals even from the only P
-        let step = coprimeStep(nprocs)
+        // The real Ps and every spare ever made (a spare not lent is
+        // stopped, with nothing on it): work on a spare is anyone's to take.
+        let nvictims = nprocs + nsparesMade.load(ordering: .acquiring)
+        if nvictims <= 1 { return (nil, false) }
+        let step = coprimeStep(nvictims)
         for round in 0..<4 {
             let last = round == 3
-            var idx = Int(gmp_fastrand()) % nprocs
-            for _ in 0..<nprocs {
+            var idx = Int(gmp_fastrand()) % nvictims
+            for _ in 0..<nvictims {
                 if stopRequested.load(ordering: .relaxed) { return (nil, true) }
-                let victim = allP(idx)
-                idx = (idx + step) % nprocs
+                let victim = anyP(idx, nprocs: nprocs)
+                idx = (idx + step) % nvictims
                 if victim == p { continue }
                 if last && victim.pointee.timer0When.load(ordering: .relaxed) != 0 {
                     if runTimers(victim, now: now) > 0, let (item, _) = p.pointee.runq.get() {
                         return (G.from(bits: item), false)
                     }
                 }
-                if victim.pointee.pstatus == .idle { continue }
+                if victim.pointee.pstatus == .idle || (victim.isSpare && victim.pointee.pstatus != .running) { continue }
                 if let item = victim.pointee.runq.steal(into: p.pointee.runq, stealRunNext: last, ownerRunning: {
                     victim.pointee.pstatus == .running
                 }) {
@@ -807,6 +819,13 @@ final class Scheduler: @unchecked Sendable {
             }
         }
         return (nil, !p.pointee.runq.isEmpty)
+    }
+
+    /// The `i`-th of the real Ps (`0..<nprocs`) followed by every spare ever
+    /// made: what thieves, the re-check before sleeping and the timer scan
+    /// look at.
+    @inline(__always) func anyP(_ i: Int, nprocs: Int) -> P {
+        i < nprocs ? allP(i) : allP(Scheduler.maxProcs + i - nprocs)
     }
 
     private func coprimeStep(_ n: Int) -> Int {
@@ -916,9 +935,9 @@ final class Scheduler: @unchecked Sendable {
     // MARK: blocking calls
 
     /// The current G enters a blocking call: its P is left for sysmon to retake.
-    /// A spare P is given back at once instead (sysmon retakes real Ps only,
-    /// and nobody steals from a spare): the Gs queued on it go to the global
-    /// queue, and the G comes back from the call through the slow path.
+    /// A spare P is given back at once instead (sysmon retakes real Ps only:
+    /// the spare would stay lent for the call's length): the Gs queued on it
+    /// go to the global queue, and the G comes back through the slow path.
     @inline(__always) func entersyscall(_ m: M) {
         let p = m.pointee.p!
         if p.isSpare {

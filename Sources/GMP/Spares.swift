@@ -10,15 +10,23 @@ import Synchronization
 // more P than GMPPROCS, for as long as there is something to do.
 //
 // Protocol:
-//  - sysmon (`Sysmon.retake`) counts the Ps whose G has run over 10 ms
-//    without a switch and that have work waiting: queued Gs, a due timer, or
-//    Gs on the global queue. If there are more of those than spares lent, no
+//  - sysmon (`Sysmon.retake`) counts the Ps, real and lent spares alike,
+//    whose G has run over 10 ms without a switch and that have work
+//    waiting: queued Gs, a due timer, or Gs on the global queue. If there are more of those than spares lent, no
 //    P is idle and no M spins, it calls `startSpare`: a spare P (a free one,
 //    or a new one up to `maxSpares`) goes to an M that starts spinning.
-//  - The M runs the ordinary scheduler loop on it. A spare P is never a
-//    steal victim, is not in `0..<procs`, and is the only one its M touches:
-//    it steals from the real Ps (even the only one, with GMPPROCS=1), runs
-//    their due timers in its last steal round, polls, and runs what it finds.
+//  - The M runs the ordinary scheduler loop on it. A spare is not in
+//    `0..<procs` (it is published in `allp` from `maxProcs` up, and
+//    `nsparesMade` says how far), and is the only P its M touches: it steals
+//    from the others (even the only real one, with GMPPROCS=1), runs their
+//    due timers in its last steal round, polls, and runs what it finds.
+//  - A lent spare is a P like any other to the rest: thieves steal from it
+//    (`stealWork` walks the real Ps and then every spare ever made, skipping
+//    those not lent), its queue counts in the re-check before an M sleeps,
+//    its timers in `earliestTimer` (the poller's time-out), and a G that
+//    hogs it is compensated with another spare. So work that lands on a
+//    spare (a G it readies, starts or polls, a timer on its heap) runs as
+//    soon as any P is free, not only when the spare's own G lets go.
 //  - When it finds nothing, when the world is being stopped, or when there
 //    are more spares lent than Ps with a G past its slice (the hog parked:
 //    `sparesUnwanted`, looked at each time the M schedules), the M gives the
@@ -28,14 +36,14 @@ import Synchronization
 //    pair that ping-pongs, on a spare cannot keep it lent after the hog is
 //    gone: GMPPROCS Ps again. A G on a spare that enters `GMP.blocking`
 //    gives it back the same way (`entersyscall`): sysmon retakes only real
-//    Ps, so the Gs queued on a spare would otherwise wait out the call.
+//    Ps, so the spare would otherwise stay lent for the call's length.
 //  - A spare never becomes an idle P and is never counted by a
 //    stop-the-world: its G may run on while the world is stopped, touching
 //    only its own P and shared state under its locks. A G on a spare that
 //    calls `setProcs` resizes as a plain thread does.
 //
 // Spare Ps have ids from `Scheduler.maxProcs` up (`GMP.currentProcessor`
-// shows them). A spare's own G is not compensated in turn.
+// shows them); at most `maxSpares` are made.
 
 extension Scheduler {
     /// Lends a spare P to an M (sysmon only). Does nothing while the world is
@@ -53,7 +61,9 @@ extension Scheduler {
         } else if spareAll.count < Scheduler.maxSpares {
             let p = P.allocate(capacity: 1)
             p.initialize(to: PState(id: Scheduler.maxProcs + spareAll.count))
+            publishSpare(p, spareAll.count)
             spareAll.append(p)
+            nsparesMade.store(spareAll.count, ordering: .releasing)
             spare = p
         }
         guard let p = spare else {

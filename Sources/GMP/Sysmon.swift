@@ -89,8 +89,11 @@ enum Sysmon {
         var n = 0
         var hogs = (any: 0, withWork: 0)
         let nprocs = s.procs.load(ordering: .acquiring)
-        for i in 0..<nprocs {
-            let p = s.allP(i)
+        // Lent spares too: a G that hogs a spare holds up the work queued
+        // behind it there as much as one on a real P (a spare never enters
+        // `.syscall`: a blocking call gives it back).
+        for i in 0..<(nprocs + s.nsparesMade.load(ordering: .acquiring)) {
+            let p = s.anyP(i, nprocs: nprocs)
             switch p.pointee.pstatus {
             case .syscall:
                 let t = p.pointee.syscallTick.load(ordering: .relaxed)

@@ -272,8 +272,8 @@ extension Scheduler {
     func earliestTimer() -> Int64 {
         var best: Int64 = 0
         let n = procs.load(ordering: .acquiring)
-        for i in 0..<n {
-            let w = allP(i).pointee.timer0When.load(ordering: .acquiring)
+        for i in 0..<(n + nsparesMade.load(ordering: .acquiring)) { // (a lent spare's heap too)
+            let w = anyP(i, nprocs: n).pointee.timer0When.load(ordering: .acquiring)
             if w != 0 && (best == 0 || w < best) { best = w }
         }
         return best

@@ -255,12 +255,19 @@ extension GMP {
     /// after it. While a G is parked, no other thread may touch memory on its
     /// stack (as with Go's moving stacks): the runtime's own waits keep
     /// their values off it.
+    ///
+    /// Setting `.zero` or a negative duration traps: say nil for never (a
+    /// zero would otherwise read as "trim at once" and a negative as
+    /// nothing sensible). A duration below a nanosecond is one nanosecond.
     public static var stackTrimAfter: Duration? {
         get {
             let ns = Scheduler.shared.trimAfter.load(ordering: .relaxed)
             return ns > 0 ? .nanoseconds(ns) : nil
         }
         set {
+            if let d = newValue, d <= .zero {
+                gmp_fatal("fatal error: GMP.stackTrimAfter = \(d) must be positive; nil turns trimming off")
+            }
             let ns = newValue.map { max(1, GMP.nanoseconds($0)) } ?? 0
             Scheduler.shared.trimAfter.store(ns, ordering: .relaxed)
         }

@@ -10,8 +10,10 @@ import Synchronization
 // lost (a read or write fails, or no answer to the G's PING, sent every
 // `timeout`, within two of them) the G reconnects with a back-off (100 ms
 // doubling to 5 s) and subscribes to all of them again. Messages published
-// while it was away are lost (pub/sub keeps nothing): `onStateChange`
-// tells the owner, which may catch up some other way (a stream).
+// while it was away are lost (pub/sub keeps nothing): the owner learns of
+// each (re)connection from `connects` and `isConnected` (the chat's Cluster
+// looks at them on a tick, then reads what it missed from its streams), or
+// from `onStateChange` if it passed one, and catches up some other way.
 
 /// A message published on a channel.
 public struct RedisMessage: Sendable, Equatable {

@@ -73,6 +73,42 @@ import Testing
         #expect(r??.1 == true)
     }
 
+    @Test("GMP.blocking inside a task on GMP.executor runs its body as a plain thread: a WaitGroup wait, a contended Mutex and GMP.sleep block the thread instead of trapping")
+    func blockingBodyIsAPlainThread() async {
+        await #expect(processExitsWith: .success) {
+            let ok = runG(procs: 2) { () -> Bool in
+                let wg = WaitGroup(1)
+                let mu = Mutex()
+                mu.lock()
+                let inside = Atomic<Int>(0)
+                go {
+                    // Let the body block first on the WaitGroup, then on the Mutex.
+                    guard waitFor({ inside.load(ordering: .relaxed) == 1 }) else { return }
+                    wg.done()
+                    guard waitFor({ inside.load(ordering: .relaxed) == 2 }) else { return }
+                    mu.unlock()
+                }
+                let r = try? GMP.await { () async -> Bool in
+                    let thread = pthread_self()
+                    let plain = GMP.blocking { () -> Bool in
+                        let noG = GMP.currentG == nil && !GMP.inGoroutine
+                        inside.store(1, ordering: .relaxed)
+                        wg.wait()
+                        inside.store(2, ordering: .relaxed)
+                        mu.lock()
+                        mu.unlock()
+                        GMP.sleep(for: .milliseconds(5))
+                        GMP.yield()
+                        return noG
+                    }
+                    return plain && pthread_self() == thread && GMP.inGoroutine
+                }
+                return r == true
+            }
+            exit(ok == true ? 0 : 1)
+        }
+    }
+
     @Test("A G waiting for a task on GMP.executor that sleeps past the deadlock check's grace is not a deadlock")
     func noFalseDeadlock() async {
         await #expect(processExitsWith: .success) {

@@ -83,6 +83,19 @@ func stderrText(_ r: ExitTest.Result?) -> String {
         }
     }
 
+    @Test("GMP.stackTrimAfter refuses .zero and negative durations, with a message that says nil means never")
+    func zeroTrimAfterTraps() async {
+        let zero = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            GMP.stackTrimAfter = .zero
+        }
+        let negative = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            GMP.stackTrimAfter = .milliseconds(-5)
+        }
+        for r in [zero, negative] {
+            #expect(stderrText(r).contains("must be positive; nil turns trimming off"), "stderr: \(stderrText(r))")
+        }
+    }
+
     @Test("GMP.run inside a G traps with a message")
     func runInsideG() async {
         let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
