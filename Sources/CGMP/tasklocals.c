@@ -17,6 +17,8 @@
 #include <link.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 // Any function of the concurrency runtime: the module whose thread-local
 // block holds the slot (the executable itself when the runtime is linked
@@ -79,6 +81,13 @@ bool gmp_tasklocal_probe_begin(void) {
     return true;
 }
 
+// Copies n bytes at addr, or fails (without a fault) where addr is not
+// readable: a word that changed may be anything but a pointer.
+static bool safe_read(uintptr_t addr, void *out, size_t n) {
+    struct iovec local = {out, n}, remote = {(void *)addr, n};
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)n;
+}
+
 void gmp_tasklocal_probe_inside(const void *key) {
     size_t size = 0;
     uintptr_t *block = tls_block(&size);
@@ -88,9 +97,10 @@ void gmp_tasklocal_probe_inside(const void *key) {
         if (probe_before[i] != 0 || block[i] == 0 || (block[i] & 7) != 0) continue;
         // The storage's first word is the list head; an item is
         // { next, key, value type, value... }.
-        const uintptr_t *storage = (const uintptr_t *)block[i];
-        const uintptr_t *item = (const uintptr_t *)(storage[0] & ~(uintptr_t)3);
-        if (item == NULL || ((uintptr_t)item & 7) != 0 || item[1] != (uintptr_t)key) continue;
+        uintptr_t head = 0, item[2] = {0, 0};
+        if (!safe_read(block[i], &head, sizeof head)) continue;
+        head &= ~(uintptr_t)3; // (the low bits of a link tag its kind)
+        if (head == 0 || (head & 7) != 0 || !safe_read(head, item, sizeof item) || item[1] != (uintptr_t)key) continue;
         probe_candidate = (long)i;
         matches++;
     }

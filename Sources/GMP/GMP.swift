@@ -38,8 +38,10 @@ public enum GMP {
     /// Call it from a plain thread (e.g. `main`, a test) or inside
     /// `GMP.blocking`. Calling it from a G traps: use `go` with a `WaitGroup`
     /// or a channel there. If the G can never finish because every G is
-    /// asleep with nothing left to wake one, the process reports the deadlock
-    /// and exits with status 2 (`GMP_DEADLOCK`; see Deadlock.swift for the rule).
+    /// asleep with nothing left to wake one, and every thread the runtime
+    /// does not own is provably blocked for good, the process reports the
+    /// deadlock and exits with status 2 (`GMP_DEADLOCK`; see Deadlock.swift
+    /// for the rule). While any other thread could still act, it waits.
     public static func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         if inGoroutine {
             gmp_fatal("fatal error: GMP.run called from inside a goroutine; use go {} and a WaitGroup or channel")
