@@ -82,15 +82,24 @@ enum Traceback {
     /// lock is held while symbolizing too: the Runtime module does not say
     /// its own symbol cache is safe for two threads at once, and two dumps
     /// at once (SIGQUIT during a /debug/goroutines) should not find out.
-    private static let cache = Synchronization.Mutex<[UInt: [FrameText]]>([:])
+    private static let cache = SymbolCache()
+
+    /// The cache's entries under the runtime's own lock, which
+    /// ThreadSanitizer sees through (Synchronization's Mutex it does not, on
+    /// Linux: two dumps at once were reported as a race on it).
+    private final class SymbolCache: @unchecked Sendable {
+        // @unchecked: `entries` is only touched with `lock` held.
+        let lock = FutexLock()
+        var entries: [UInt: [FrameText]] = [:]
+    }
 
     private static func symbols(for pcs: Set<UInt>) -> [UInt: [FrameText]] {
-        cache.withLock { c in
-            let found = symbolize(pcs.filter { c[$0] == nil })
-            if c.count + found.count > 8192 { c.removeAll() }
-            c.merge(found) { a, _ in a }
-            return c.filter { pcs.contains($0.key) }
-        }
+        cache.lock.lock()
+        defer { cache.lock.unlock() }
+        let found = symbolize(pcs.filter { cache.entries[$0] == nil })
+        if cache.entries.count + found.count > 8192 { cache.entries.removeAll() }
+        cache.entries.merge(found) { a, _ in a }
+        return cache.entries.filter { pcs.contains($0.key) }
     }
 
     private static func symbolize(_ missing: Set<UInt>) -> [UInt: [FrameText]] {

@@ -62,8 +62,10 @@ struct TrimRaceTests {
                     if gmp_trim_state(GMP.currentG!.ctxUnread) != GMP_TRIM_NONE { notWhole.add(1, ordering: .relaxed) }
                 }
                 let dumping = Atomic<Bool>(true)
+                let dumperEnded = WaitGroup(1)
                 let dumper = Thread {
                     while dumping.load(ordering: .relaxed) { _ = GMP.dump() }
+                    dumperEnded.done()
                 }
                 dumper.start()
                 let done = WaitGroup(pairs)
@@ -108,6 +110,7 @@ struct TrimRaceTests {
                 }
                 done.wait()
                 dumping.store(false, ordering: .relaxed)
+                dumperEnded.wait() // (no dump of ours may run into the next test)
                 return (rounds.load(ordering: .relaxed), bad.load(ordering: .relaxed), notWhole.load(ordering: .relaxed))
             }
             guard let r else {
