@@ -11,11 +11,20 @@
 //  - rt_sigsuspend and pause: waiting for a signal handler to run
 //    (dispatchMain parks the main thread there);
 //  - an epoll wait with no time-out on an epoll instance that watches only
-//    eventfds (which only a thread can write) and timerfds that are not
-//    armed (Dispatch's manager thread with no timer pending).
+//    eventfds and timerfds that are not armed (Dispatch's manager thread
+//    with no timer pending). Each watched fd is checked by number and by
+//    inode, so a watched pipe whose number now names an eventfd is caught;
+//    an eventfd counts only while the process has no io_uring instance
+//    (whose completions can write one) and no child process (which may
+//    hold it).
 // Anything else (a sleep, a timed wait, a read of a pipe or a socket, poll,
 // an armed timer, a thread that runs) may act on its own: "cannot tell".
-// Signals are outside the rule, as they are outside Go's.
+// So does anything that could send the process a signal of its own making:
+// an armed interval timer (alarm, setitimer), a POSIX timer, a child
+// process. A signal from another process is outside the rule, as in Go.
+// Limits: an epoll fd closed and reused by another epoll instance, or a
+// watched anonymous file (eventfd, timerfd) whose number now names another
+// one, cannot be told apart (they share one inode).
 //
 // A sample records, per thread, its system call line (number, arguments)
 // and its context-switch count. Two samples, one after the other, that
@@ -32,7 +41,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <linux/futex.h>
 
 #ifndef FUTEX_LOCK_PI2
@@ -55,14 +66,60 @@ static int read_small(const char *path, char *buf, size_t len) {
     return (int)n;
 }
 
-// What `fd` is, from its /proc/self/fd link: 1 an eventfd, 2 a timerfd that
-// is not armed, 0 anything else (or unreadable).
-static int silent_fd(int fd) {
-    char path[64], link[128];
+// The /proc/self/fd link of `fd` into buf; false if unreadable.
+static bool fd_link(int fd, char *buf, size_t len) {
+    char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(path, link, sizeof link - 1);
-    if (n <= 0) return 0;
-    link[n] = 0;
+    ssize_t n = readlink(path, buf, len - 1);
+    if (n <= 0) return false;
+    buf[n] = 0;
+    return true;
+}
+
+// Whether any thread of the process has a child process (or /proc cannot
+// say).
+static bool has_children(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL) return true;
+    struct dirent *e;
+    bool found = false;
+    while (!found && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[96], buf[64];
+        snprintf(path, sizeof path, "/proc/self/task/%s/children", e->d_name);
+        found = read_small(path, buf, sizeof buf) != 0; // unreadable (-1), or some child
+    }
+    closedir(d);
+    return found;
+}
+
+// Whether something besides a thread of the process could write an
+// eventfd: a child (it may hold one), or an io_uring instance (its
+// completions can signal one).
+static bool eventfd_writers(void) {
+    if (has_children()) return true;
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL) return true;
+    struct dirent *e;
+    bool found = false;
+    while (!found && (e = readdir(d)) != NULL) {
+        char link[128];
+        if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && fd_link(atoi(e->d_name), link, sizeof link))
+            found = strcmp(link, "anon_inode:[io_uring]") == 0;
+    }
+    closedir(d);
+    return found;
+}
+
+// What `fd` is, from its /proc/self/fd link, if its inode is `ino` (the
+// one the epoll instance watches): 1 an eventfd, 2 a timerfd that is not
+// armed, 0 anything else (or another file now under that number).
+static int silent_fd(int fd, unsigned long ino) {
+    char path[64], link[128];
+    if (!fd_link(fd, link, sizeof link)) return 0;
+    struct stat st;
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    if (stat(path, &st) != 0 || (unsigned long)st.st_ino != ino) return 0;
     if (strcmp(link, "anon_inode:[eventfd]") == 0) return 1;
     if (strcmp(link, "anon_inode:[timerfd]") != 0) return 0;
     char info[1024];
@@ -74,18 +131,40 @@ static int silent_fd(int fd) {
     return sec == 0 && nsec == 0 ? 2 : 0;
 }
 
-// Whether every fd that the epoll instance `epfd` watches is silent.
+// Whether `epfd` is an epoll instance every fd of which is silent.
 static bool silent_epoll(int epfd) {
+    char link[128];
+    if (!fd_link(epfd, link, sizeof link) || strcmp(link, "anon_inode:[eventpoll]") != 0) return false;
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
     char info[8192];
     int n = read_small(path, info, sizeof info);
     if (n <= 0 || n >= (int)sizeof info - 1) return false; // unreadable, or too many to look at
+    bool eventfds = false;
     for (const char *p = strstr(info, "tfd:"); p != NULL; p = strstr(p + 4, "tfd:")) {
         int fd = -1;
-        if (sscanf(p, "tfd: %d", &fd) != 1 || silent_fd(fd) == 0) return false;
+        unsigned long ino = 0;
+        const char *i = strstr(p, "ino:");
+        if (sscanf(p, "tfd: %d", &fd) != 1 || i == NULL || sscanf(i, "ino:%lx", &ino) != 1) return false;
+        int kind = silent_fd(fd, ino);
+        if (kind == 0) return false;
+        if (kind == 1) eventfds = true;
     }
-    return true;
+    return !eventfds || !eventfd_writers();
+}
+
+// Whether something of the process's own making may signal it: an armed
+// interval timer (alarm, setitimer), a POSIX timer, or a child process
+// (SIGCHLD, or any signal it sends).
+static bool own_signal_sources(void) {
+    static const int which[] = {ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF};
+    for (int i = 0; i < 3; i++) {
+        struct itimerval t;
+        if (getitimer(which[i], &t) != 0 || t.it_value.tv_sec != 0 || t.it_value.tv_usec != 0) return true;
+    }
+    char buf[64];
+    if (read_small("/proc/self/timers", buf, sizeof buf) > 0) return true; // (absent without CONFIG_CHECKPOINT_RESTORE)
+    return has_children();
 }
 
 // Whether a /proc/<tid>/syscall line is a quiet wait (see the top).
@@ -177,6 +256,7 @@ static int sample_threads(const int32_t *own, int nown, thread_sample *out, int 
 enum { max_threads = 512 };
 
 bool gmp_threads_quiet(const int32_t *own, int nown) {
+    if (own_signal_sources()) return false;
     thread_sample *a = malloc(2 * max_threads * sizeof(thread_sample));
     if (a == NULL) return false;
     thread_sample *b = a + max_threads;

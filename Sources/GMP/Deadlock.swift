@@ -29,7 +29,9 @@ import Synchronization
 //    (`Task.sleep` and `asyncAfter` arm one of Dispatch's timers), reads a
 //    pipe or a socket, polls, or runs means "cannot tell": nothing is
 //    reported, and sysmon looks again (at most every 100 ms) while the
-//    world stays still. Signals are outside the rule, as in Go.
+//    world stays still. So does a signal the process could send itself
+//    (an armed `alarm`/`setitimer`, a POSIX timer, a child process); one
+//    from another process is outside the rule, as in Go.
 //
 // So a G that waits for a Swift task, a Dispatch timer or a thread of the
 // user's that is still doing something is never reported, however long it

@@ -19,13 +19,13 @@ import CGMP
 //  - a switch away (a blocking channel operation, select, sleep, yield, a
 //    Mutex or socket wait, GMP.await) traps on the scheduler's side with a
 //    message pointing to the async forms;
-//  - `GMP.blocking` keeps the P for the call instead of leaving it (a G
-//    that left its P could come back on another M), and runs its body with
-//    no G on the M, as on a plain thread: a channel operation, `sleep` or a
-//    Mutex in it blocks the thread, as documented, instead of switching
-//    the G away; the work queued behind it runs on a spare P once the call
-//    outlasts the G's slice, as for a long computation, which also holds
-//    its P as any G's does;
+//  - `GMP.blocking` leaves the P as in any G (sysmon hands it on, and a
+//    stop-the-world can stop it), and its body runs as on a plain thread: a
+//    channel operation, `sleep` or a Mutex in it blocks the thread, as
+//    documented, instead of switching the G away. On return the G takes
+//    its P back, or any idle one, on the same thread; failing both, the
+//    thread waits for one (Scheduler.exitsyscallSlow) instead of queueing
+//    the G for another M. A long computation holds its P as any G's does;
 //  - chaos scheduling (Chaos.swift) never yields such a G.
 // The blocking channel forms trap for a task on Swift's pool as well, but
 // there only where a thread would sleep in a channel wait (Sudog.swift).

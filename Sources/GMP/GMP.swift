@@ -143,25 +143,13 @@ public enum GMP {
     /// block the thread (the G stays put); `currentG` is nil. Only
     /// `park(unlocking:)`, which needs a G with a P, traps.
     ///
-    /// In a G running a Swift task's job (`GMP.executor`) the body runs with
-    /// the P kept: the job must end on the thread it began on, and without
-    /// its P the G could come back on another. It still runs as a plain
-    /// thread (the operations above block the thread, `currentG` is nil).
-    /// The work queued behind it runs on a spare P once the G has run past
-    /// its slice (sysmon).
+    /// In a G running a Swift task's job (`GMP.executor`) the same holds,
+    /// but the job must end on the thread it began on (Swift keeps the
+    /// running task in thread-local state): if its P was handed on during
+    /// the call, the thread waits for a P to come back to, instead of
+    /// queueing the G for whichever M is free.
     public static func blocking<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         guard let (m, g) = currentGWithP() else { return try body() }
-        if g.s.pointee.runsJob {
-            // No G on this M for the body's length, so nothing in it parks
-            // (a switch away would trap: Executor.swift); the P stays.
-            m.pointee.curg = nil
-            m.pointee.blockingJob = g
-            defer {
-                m.pointee.blockingJob = nil
-                m.pointee.curg = g
-            }
-            return try body()
-        }
         let s = Scheduler.shared
         s.nsyscall.add(1, ordering: .relaxed) // (for the deadlock check: this G can still act)
         g.noteWait(.unknown) // (the dump shows "blocking call")
@@ -210,7 +198,7 @@ public enum GMP {
     }
 
     private static func parkOutsideG() -> Never {
-        if let m = currentM(), m.pointee.curg != nil || m.pointee.blockingJob != nil {
+        if currentM()?.pointee.curg != nil {
             gmp_fatal("fatal error: GMP.park called inside GMP.blocking (the thread has no P there; "
                       + "wait on a Sudog, which blocks the thread, or park outside the blocking call)")
         }

@@ -145,9 +145,6 @@ struct MState {
     var nextp: P?
     var oldp: P?
     var curg: G?
-    /// The G whose `GMP.blocking` body runs here, in a task's job: the P
-    /// stays, but `curg` is nil for the body's length (GMP.swift).
-    var blockingJob: G?
     var spinning = false
     let park = Note()
     var link: M?

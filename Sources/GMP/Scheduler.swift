@@ -47,7 +47,8 @@ import Synchronization
 // of its ticks (20 µs and up) when there is other work, and hands it to another
 // M. On return the M takes its P back if it is still `.syscall`, else any idle
 // P, else it queues the G globally and sleeps. (A G running a Swift task's
-// job must not change M, so for it `GMP.blocking` keeps the P: Executor.swift.)
+// job must not change M, so on its return it waits for a P on its own
+// thread instead: Executor.swift.)
 //
 // Scheduling is cooperative: a G runs until it parks, yields, sleeps, blocks
 // or ends. sysmon counts Gs that ran over 10 ms without parking (`longRuns`).
@@ -633,9 +634,9 @@ final class Scheduler: @unchecked Sendable {
     /// saved stack pointer, wait reason and pinned flag after it has seen
     /// this store.
     @inline(__always) private func parked(_ g: G) {
+        g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed) // (before: sysmon pairs it with `.waiting`)
         atomicMemoryFence(ordering: .releasing)
         g.s.pointee.status = .waiting
-        g.s.pointee.waitSince = coarseNow.load(ordering: .relaxed)
     }
 
     /// Finds a runnable G for `m` (which holds a P), blocking if there is none.
@@ -974,6 +975,25 @@ final class Scheduler: @unchecked Sendable {
             acquirep(m, pp)
             g.s.pointee.status = .running
             return
+        }
+        if g.s.pointee.runsJob {
+            // A task's job must go on on this thread: wait here for a P
+            // rather than queue the G for another M. Rare (the P was handed
+            // on during the call and none is idle), so a backing-off look,
+            // not a wait list every P release would have to check.
+            var delay: UInt32 = 20
+            while true {
+                gmp_usleep(delay)
+                delay = min(delay * 2, 1_000)
+                lock.lock()
+                let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
+                lock.unlock()
+                if let pp {
+                    acquirep(m, pp)
+                    g.s.pointee.status = .running
+                    return
+                }
+            }
         }
         m.pointee.action = .exitSyscall
         gmp_mcall(g.ctx, m.pointee.ctx)

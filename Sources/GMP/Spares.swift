@@ -12,9 +12,12 @@ import Synchronization
 // Protocol:
 //  - sysmon (`Sysmon.retake`) counts the Ps, real and lent spares alike,
 //    whose G has run over 10 ms without a switch and that have work
-//    waiting: queued Gs, a due timer, or Gs on the global queue. If there are more of those than spares lent, no
-//    P is idle and no M spins, it calls `startSpare`: a spare P (a free one,
-//    or a new one up to `maxSpares`) goes to an M that starts spinning.
+//    waiting: queued Gs, a due timer, or (for a real P) Gs on the global
+//    queue. If there are more of those than spares lent, fewer than
+//    GMPPROCS spares are lent (CPU-bound Gs must not fan out into a
+//    thread each), no P is idle and no M spins, it calls `startSpare`: a
+//    spare P (a free one, or a new one up to `maxSpares`, its sysmon
+//    history cleared) goes to an M that starts spinning.
 //  - The M runs the ordinary scheduler loop on it. A spare is not in
 //    `0..<procs` (it is published in `allp` from `maxProcs` up, and
 //    `nsparesMade` says how far), and is the only P its M touches: it steals
@@ -70,6 +73,7 @@ extension Scheduler {
             lock.unlock()
             return
         }
+        p.sysmon.pointee = PSysmon() // (a spare lent again starts with no history: sysmon is the caller)
         nspare.add(1, ordering: .relaxed)
         spareLends.add(1, ordering: .relaxed)
         lock.unlock()

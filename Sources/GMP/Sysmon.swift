@@ -10,8 +10,9 @@ import Glibc
 ///  - counts Gs that have run over 10 ms without parking (`Stats.longRuns`)
 ///    and ends a P's time slice (so `runnext` ping-pong cannot starve its
 ///    queue), since Swift code cannot be preempted;
-///  - lends a spare P (Spares.swift) when such a G holds a P that has work
-///    waiting and no P is idle, and looks every millisecond while one does;
+///  - lends a spare P (Spares.swift), at most GMPPROCS at once, when such a
+///    G holds a P that has work waiting and no P is idle, and looks every
+///    millisecond while one does;
 ///  - polls the network if nobody has for 10 ms;
 ///  - reports a deadlock (Deadlock.swift) when every P has been idle, with
 ///    nothing that could wake a G, for a second;
@@ -57,7 +58,11 @@ enum Sysmon {
             let (retaken, hogs) = retake(s, now: now)
             s.nhogs.store(hogs.any, ordering: .relaxed)
             if retaken > 0 { idle = 0 } else { idle += 1 }
-            if hogs.withWork > s.nspare.load(ordering: .relaxed) && s.npidle.load(ordering: .sequentiallyConsistent) == 0
+            // (At most GMPPROCS spares: a hog on a spare is compensated too,
+            // and CPU-bound Gs must not fan out into a thread each.)
+            let lent = s.nspare.load(ordering: .relaxed)
+            if hogs.withWork > lent && lent < s.procs.load(ordering: .relaxed)
+                && s.npidle.load(ordering: .sequentiallyConsistent) == 0
                 && s.nmspinning.load(ordering: .sequentiallyConsistent) == 0 {
                 s.startSpare()
             }
@@ -128,7 +133,10 @@ enum Sysmon {
                 if p.sysmon.pointee.flagged {
                     hogs.any += 1
                     let t = p.pointee.timer0When.load(ordering: .acquiring)
-                    if !p.pointee.runq.isEmpty || (t != 0 && t <= now) || s.runqSize.load(ordering: .acquiring) > 0 {
+                    // (The global queue counts for real Ps only: any M takes
+                    // from it, and a spare's hog does not keep it waiting.)
+                    if !p.pointee.runq.isEmpty || (t != 0 && t <= now)
+                        || (!p.isSpare && s.runqSize.load(ordering: .acquiring) > 0) {
                         hogs.withWork += 1
                     }
                 }

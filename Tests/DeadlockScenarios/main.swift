@@ -4,6 +4,7 @@
 // scenario starts: an exit test's child process runs Swift Testing's tasks
 // on Dispatch, whose thread pool keeps a timer armed every second, and the
 // check rightly cannot tell what such a timer will do.
+import CGMP
 import Channels
 import Dispatch
 import Foundation
@@ -52,21 +53,39 @@ case "stuck-thread": // another thread, which used the runtime before, now waits
         _ = c.receive()
         _ = c.receive()
     }
-case "report": // GMP_DEADLOCK=report: reported, and the program goes on when a signal wakes its thread
+case "report": // GMP_DEADLOCK=report: reported, and the program goes on once a signal from outside wakes its thread
     sem_init(&wake, 0, 0)
-    signal(SIGALRM) { _ in sem_post(&wake) }
-    var alrm = sigset_t() // (a process started from a Dispatch thread inherits its blocked signals)
-    sigemptyset(&alrm)
-    sigaddset(&alrm, SIGALRM)
-    pthread_sigmask(SIG_UNBLOCK, &alrm, nil)
+    signal(SIGUSR1) { _ in sem_post(&wake) } // the test sends it when it has read the report
+    var usr1 = sigset_t() // (a process started from a Dispatch thread inherits its blocked signals)
+    sigemptyset(&usr1)
+    sigaddset(&usr1, SIGUSR1)
+    pthread_sigmask(SIG_UNBLOCK, &usr1, nil)
     let wg = WaitGroup(1)
     Thread {
         sem_wait(&wake)
         wg.done()
     }.start()
-    alarm(3) // well past the check's second of grace
     GMP.run { wg.wait() }
     print("went on")
+case "stale-epoll-fd": // a thread waits on an epoll whose pipe's old number now names an eventfd
+    var fds: [Int32] = [0, 0]
+    pipe(&fds)
+    let ep = gmp_epoll_create()
+    _ = gmp_epoll_ctl(ep, 1, fds[0], UInt32(GMP_EPOLLIN), 0)
+    let kept = dup(fds[0]) // the pipe stays watched through this
+    close(fds[0])
+    let efd = gmp_eventfd() // and takes the number the epoll instance lists
+    precondition(efd == fds[0] && kept >= 0, "fd numbers")
+    FileHandle.standardOutput.write(Data("\(fds[1])\n".utf8)) // the test writes to the pipe through /proc/<pid>/fd, 2 s later
+    let c = Chan<Int>(capacity: 1)
+    Thread {
+        var ev = gmp_poll_event(events: 0, data: 0)
+        while gmp_epoll_wait(ep, &ev, 1, -1) != 1 {}
+        c.send(42)
+    }.start()
+    let v = GMP.run { () -> Int in c.receive().value ?? -1 }
+    print(v)
+    exit(v == 42 ? 0 : 1)
 case "task-sleep", "thread-sleep", "dispatch-after": // a sender the runtime does not own, 2 s later
     let c = Chan<Int>()
     switch scenario {

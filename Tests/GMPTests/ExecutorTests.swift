@@ -44,16 +44,16 @@ import Testing
         #expect(r??.1 == 0)
     }
 
-    @Test("GMP.blocking inside a task on GMP.executor keeps its P: on one P, beside a G that computes, the job ends on its own thread")
+    @Test("GMP.blocking inside a task on GMP.executor leaves its P to a G that computes beside it, and the job still ends on its own thread")
     func blockingInJob() async {
         let r = await runG(procs: 1) { () -> (Int, Bool)? in
             let stop = Atomic<Bool>(false)
             let wg = WaitGroup(1)
             let spins = Atomic<Int>(0)
             go {
-                // Computes without parking for 200 ms: had the blocking call
-                // left the P, this G would take it, and the job would come
-                // back on another thread.
+                // Computes without parking for up to 200 ms: the blocking
+                // call leaves the P (sysmon hands it to this G), and the job
+                // must wait for it on its own thread, not come back on another.
                 let end = GMP.now + 200_000_000
                 while !stop.load(ordering: .relaxed) && GMP.now < end { spins.add(1, ordering: .relaxed) }
                 wg.done()
@@ -73,7 +73,7 @@ import Testing
         #expect(r??.1 == true)
     }
 
-    @Test("GMP.blocking inside a task on GMP.executor runs its body as a plain thread: a WaitGroup wait, a contended Mutex and GMP.sleep block the thread instead of trapping")
+    @Test("GMP.blocking inside a task on GMP.executor runs its body as a plain thread: a WaitGroup wait, a contended Mutex, GMP.sleep and setProcs block the thread instead of trapping or hanging")
     func blockingBodyIsAPlainThread() async {
         await #expect(processExitsWith: .success) {
             let ok = runG(procs: 2) { () -> Bool in
@@ -99,6 +99,8 @@ import Testing
                         mu.unlock()
                         GMP.sleep(for: .milliseconds(5))
                         GMP.yield()
+                        GMP.setProcs(1) // stops the world, this call's P among the others
+                        GMP.setProcs(2)
                         return noG
                     }
                     return plain && pthread_self() == thread && GMP.inGoroutine

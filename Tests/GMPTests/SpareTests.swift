@@ -56,4 +56,35 @@ import Testing
         #expect(r?.byCondition == true,
                 "the 20 Gs and the sleeper ran while the spare's own G computed (started \(String(describing: r?.started)), woke \(String(describing: r?.woke)))")
     }
+
+    @Test("CPU-bound Gs do not fan out into a thread each: on 1 P, 8 Gs that compute 200 ms each run at most 2 at a time (the P and one spare)")
+    func sparesAreBounded() async {
+        let r = await alone(procs: 1) {
+            await runG(timeout: 60) { () -> (most: Int, lends: Int) in
+                let running = Atomic<Int>(0)
+                let most = Atomic<Int>(0)
+                let lendsBefore = GMP.stats.spareLends
+                let done = WaitGroup(8)
+                for _ in 0..<8 {
+                    go {
+                        let now = running.add(1, ordering: .relaxed).newValue
+                        var m = most.load(ordering: .relaxed)
+                        while now > m {
+                            let (exchanged, original) = most.compareExchange(expected: m, desired: now, ordering: .relaxed)
+                            if exchanged { break }
+                            m = original
+                        }
+                        let end = GMP.now + 200_000_000
+                        while GMP.now < end {}
+                        running.subtract(1, ordering: .relaxed)
+                        done.done()
+                    }
+                }
+                done.wait()
+                return (most.load(ordering: .relaxed), GMP.stats.spareLends - lendsBefore)
+            }
+        }
+        #expect(r?.lends ?? 0 >= 1, "a spare was lent for the Gs queued behind the first")
+        #expect(r?.most ?? 99 <= 2, "at most GMPPROCS spares beside the P: \(String(describing: r?.most)) ran at once")
+    }
 }
