@@ -111,8 +111,6 @@ final class Scheduler: @unchecked Sendable {
     // ever made (never freed, for stats), and how many are lent now.
     var spareFree: P?
     var spareAll: [P] = []
-    /// How many spares were ever made (published in `allp` from `maxProcs`).
-    let nsparesMade = Atomic<Int>(0)
     let nspare = Atomic<Int>(0)
     let spareLends = Atomic<Int>(0)
     /// Ps whose G has run past its slice, as sysmon last saw them.
@@ -120,10 +118,6 @@ final class Scheduler: @unchecked Sendable {
 
     // Deadlock detection (Deadlock.swift).
     let deadlockMode: DeadlockMode
-    /// The runtime's own threads (Ms, sysmon, the SIGQUIT watcher) by kernel
-    /// id, under `ownThreadsLock`: the deadlock check asks about every other.
-    let ownThreadsLock = FutexLock()
-    var ownThreads: [Int32] = []
     /// Threads blocked in `GMP.run`.
     let runWaiters = Atomic<Int>(0)
     /// Gs inside `GMP.blocking`.
@@ -146,10 +140,6 @@ final class Scheduler: @unchecked Sendable {
     let trimCalls = Atomic<Int>(0)
     /// Where sysmon's next trim pass starts in `allgs` (sysmon only).
     var trimCursor = 0
-    /// Microseconds sysmon waits between its first look at a G and its claim
-    /// (0 in production): tests widen that window, where a G can wake and
-    /// park again in another kind of wait (`GMP.trimClaimDelayForTesting`).
-    let trimClaimDelay = Atomic<Int>(0)
 
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
@@ -182,6 +172,18 @@ final class Scheduler: @unchecked Sendable {
 
     let startTime = gmp_nanotime()
     let schedTraceMs: Int
+
+    // Rarely touched: kept last, after the fields the hot paths use.
+    /// How many spares were ever made (published in `allp` from `maxProcs`).
+    let nsparesMade = Atomic<Int>(0)
+    /// The runtime's own threads (Ms, sysmon, the SIGQUIT watcher) by kernel
+    /// id, under `ownThreadsLock`: the deadlock check asks about every other.
+    let ownThreadsLock = FutexLock()
+    var ownThreads: [Int32] = []
+    /// Microseconds sysmon waits between its first look at a G and its claim
+    /// (0 in production): tests widen that window, where a G can wake and
+    /// park again in another kind of wait (`GMP.trimClaimDelayForTesting`).
+    let trimClaimDelay = Atomic<Int>(0)
 
     private init() {
         allp = .allocate(capacity: Scheduler.maxProcs + Scheduler.maxSpares)
