@@ -94,10 +94,10 @@ static bool has_children(void) {
 }
 
 // Whether something besides a thread of the process could write an
-// eventfd: a child (it may hold one), or an io_uring instance (its
-// completions can signal one).
+// eventfd: an io_uring instance (its completions can signal one). A child,
+// which may hold one, is ruled out before any thread is looked at
+// (own_signal_sources).
 static bool eventfd_writers(void) {
-    if (has_children()) return true;
     DIR *d = opendir("/proc/self/fd");
     if (d == NULL) return true;
     struct dirent *e;

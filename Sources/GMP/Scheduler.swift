@@ -970,36 +970,37 @@ final class Scheduler: @unchecked Sendable {
     }
 
     private func exitsyscallSlow(_ m: M, _ g: G) {
-        lock.lock()
-        let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
-        lock.unlock()
-        if let pp {
-            acquirep(m, pp)
-            g.s.pointee.status = .running
-            return
-        }
-        if g.s.pointee.runsJob {
+        var got = acquireIdleP(m)
+        if !got && g.s.pointee.runsJob {
             // A task's job must go on on this thread: wait here for a P
             // rather than queue the G for another M. Rare (the P was handed
             // on during the call and none is idle), so a backing-off look,
             // not a wait list every P release would have to check.
             var delay: UInt32 = 20
-            while true {
+            while !got {
                 gmp_usleep(delay)
                 delay = min(delay * 2, 1_000)
-                lock.lock()
-                let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
-                lock.unlock()
-                if let pp {
-                    acquirep(m, pp)
-                    g.s.pointee.status = .running
-                    return
-                }
+                got = acquireIdleP(m)
             }
+        }
+        if got {
+            g.s.pointee.status = .running
+            return
         }
         m.pointee.action = .exitSyscall
         gmp_mcall(g.ctx, m.pointee.ctx)
         g.s.pointee.status = .running
+    }
+
+    /// Gives `m` an idle P, unless there is none or the world is being
+    /// stopped. Whether it did.
+    private func acquireIdleP(_ m: M) -> Bool {
+        lock.lock()
+        let pp = stopRequested.load(ordering: .acquiring) ? nil : pidleget()
+        lock.unlock()
+        guard let pp else { return false }
+        acquirep(m, pp)
+        return true
     }
 
     // MARK: stop the world, GMPPROCS

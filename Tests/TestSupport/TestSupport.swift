@@ -188,6 +188,18 @@ private func leaseBlocking(exclusive: Bool, procs: Int?, resizeWithin: Double = 
     return {}
 }
 
+/// For the async helpers: unless the calling task runs `alone`, waits
+/// (suspended) for a shared lease with `procs` Ps (set directly inside
+/// `alone`). Returns what to call when done: the lease's release, if any.
+private func leaseShared(procs: Int?) async -> @Sendable () -> Void {
+    if GMPLease.heldAlone {
+        if let procs { await resizeNow(procs) }
+        return {}
+    }
+    await GMPLease.shared.acquire(exclusive: false, procs: procs)
+    return { GMPLease.shared.release() }
+}
+
 /// Runs `body` on a new thread and blocks the calling thread until it ends,
 /// at most `timeout` seconds; then calls `end` (exactly once) and returns its
 /// value, or nil on time-out.
@@ -245,13 +257,7 @@ public func runG<T>(procs: Int? = nil, timeout: Double = 30, _ body: @escaping @
 /// tests that need another count or the runtime `alone` to finish. The
 /// time-out counts from when the G starts.
 public func runG<T>(procs: Int? = nil, timeout: Double = 30, _ body: @escaping @Sendable () -> T) async -> T? {
-    let alone = GMPLease.heldAlone
-    if alone {
-        if let procs { await resizeNow(procs) }
-    } else {
-        await GMPLease.shared.acquire(exclusive: false, procs: procs)
-    }
-    return await awaitThread(timeout: timeout, end: { if !alone { GMPLease.shared.release() } }) {
+    await awaitThread(timeout: timeout, end: await leaseShared(procs: procs)) {
         GMP.run { body() }
     }
 }
@@ -278,13 +284,7 @@ public func onThread<T>(procs: Int? = nil, timeout: Double = 30, _ body: @escapi
 /// Holds a shared lease on the runtime while the thread runs (its body may
 /// start Gs; see `GMPLease`), with `procs` Ps throughout if given.
 public func onThread<T>(procs: Int? = nil, timeout: Double = 30, _ body: @escaping @Sendable () -> T) async -> T? {
-    let alone = GMPLease.heldAlone
-    if alone {
-        if let procs { await resizeNow(procs) }
-    } else {
-        await GMPLease.shared.acquire(exclusive: false, procs: procs)
-    }
-    return await awaitThread(timeout: timeout, end: { if !alone { GMPLease.shared.release() } }, body)
+    await awaitThread(timeout: timeout, end: await leaseShared(procs: procs), body)
 }
 
 /// Runs `body` with the runtime to this test alone: it waits (suspended) for
