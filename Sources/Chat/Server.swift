@@ -563,7 +563,11 @@ func formatRate(_ r: Double) -> String {
 /// wait), pings every `pingPeriod`; once the client is kicked (dropped as
 /// slow, gone, or the server stops), what is queued, then close 1001. Each
 /// write must finish within writeWait (`ws.writeTimeout`, set at the
-/// upgrade), or the pump closes the connection.
+/// upgrade), or the pump closes the connection. A write refused because the
+/// read pump has sent a close frame (its answer, a protocol failure, 1008)
+/// does not close the connection: the read pump lingers so that its frame
+/// reaches the peer, and closing under it would reset the connection and
+/// could destroy the frame; the pump waits for its kick (after the linger).
 ///
 /// The pings come from one timer per client, re-armed by the pump after each
 /// ping (gorilla's ticker), so a select that waits does not make a timer.
@@ -616,11 +620,15 @@ func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
         case kicked:
             if case .value(let first) = c.send.tryReceive() { _ = flush(first) }
             try? c.ws.close(code: CloseCode.goingAway.rawValue)
-            open = false
+            return
         default:
             break
         }
     }
+    // A failed write. If the read pump's close frame is what refused it,
+    // the read pump is lingering: it kicks once done (runClient always ends
+    // with a kick, within the linger's time-out).
+    if c.ws.closeFrameSent { _ = c.kicked.receive() }
 }
 
 /// A chat message as the room gets it (gorilla: newlines become spaces, the

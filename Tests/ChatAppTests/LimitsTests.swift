@@ -124,6 +124,43 @@ struct AbuseTests {
         #expect(code == 1008)
     }
 
+    @Test("A write refused because the read pump sent a close frame leaves the connection open for the read pump's linger: the peer reads the frame, then the end only after the kick")
+    func writePumpLeavesTheCloseToTheReader() async throws {
+        // The flood test's rare failure (CI, under ASan): the read pump set
+        // 1008 as sent, the write pump's next line was refused for it, and the
+        // write pump closed the socket before the close frame was written.
+        let r = await runG(procs: 2, timeout: 30) { () -> (UInt16?, Bool, Bool)? in
+            guard let listener = try? Listener(port: 0),
+                  let dialed = try? Conn.dial("127.0.0.1", listener.port),
+                  let accepted = try? listener.accept() else { return nil }
+            defer { listener.close(); dialed.close() }
+            let server = WebSocketConn(conn: accepted, isServer: true)
+            let peer = WebSocketConn(conn: dialed, isServer: false)
+            let client = Client(ws: server, peer: "test", format: .text)
+            let pumpDone = Chan<Void>(capacity: 1)
+            go { writePump(client, ChatConfig(), ChatMetrics()); pumpDone.send(()) }
+            try? server.close(code: CloseCode.policyViolation.rawValue, reason: "test") // the read pump's 1008
+            _ = client.offer(.info("refused: a close frame went first"), ChatMetrics())
+            var code: UInt16?
+            do throws(WebSocketError) { _ = try peer.receive() } catch { if case .closed(let c, _) = error { code = c } }
+            // The pump has had the line (it is out of the buffer, or the pump has ended).
+            let took = waitFor(seconds: 10, every: 1_000_000) { client.send.count == 0 }
+            // Still open: a read waits until its deadline instead of seeing the end.
+            dialed.setReadDeadline(GMP.deadline(afterNanoseconds: 200_000_000))
+            let open: Bool
+            do throws(NetError) { _ = try dialed.read(); open = false } catch { open = error == .timeout }
+            client.kick()
+            _ = pumpDone.receive()
+            dialed.setReadDeadline(GMP.deadline(afterNanoseconds: 10_000_000_000))
+            let ended = (try? dialed.read()) == nil
+            return took ? (code, open, ended) : nil
+        }
+        guard let (code, open, ended) = r ?? nil else { Issue.record("no result"); return }
+        #expect(code == 1008)
+        #expect(open, "the write pump closed the connection under the read pump's close")
+        #expect(ended, "the connection did not end after the kick")
+    }
+
     @Test("Connections over --max-conns-per-ip or --max-conns get 503 before any upgrade; a freed place is taken again")
     func connectionLimits() async throws {
         for flags in [["--max-conns-per-ip", "3"], ["--max-conns", "3", "--max-conns-per-ip", "0"]] {
