@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import WebSocket
 
@@ -9,7 +10,9 @@ import WebSocket
 //
 //   {"type":"message","room":"lobby","seq":12,"time":1733212345678,"from":"ann","text":"hi"}
 //       text: "ann: hi" ("hi" without a name)
-//   {"type":"ack","room":"lobby","seq":12}          to the sender, once the message is in the log
+//   {"type":"ack","room":"lobby","seq":12,"id":"c7"} to the sender, once the message is in the log
+//   {"type":"error","id":"c7","outcome":"refused","text":"…"}  or "unknown": the answer to a
+//       message that was not stored, or may have been (a retry with the same id is stored once)
 //   {"type":"joined","room":"lobby","seq":11}       after the history: live from here (11: the newest then)
 //   {"type":"gap","room":"lobby","from":1,"to":40}  since asked for messages no longer kept
 //   {"type":"reset","room":"lobby","since":90,"seq":11}  since is past the newest (11; a server that
@@ -18,6 +21,10 @@ import WebSocket
 //   {"type":"who","room":"lobby","names":["ann"],"anonymous":1} text: "online: ann, 1 without a name"
 //   {"type":"private","from":"ann","text":"hi"}      text: "(private) ann: hi"
 //   {"type":"info","text":"…"} and {"type":"error","text":"…"}  text: the line itself
+//
+// A client in the JSON format may send a message as {"id":"c7","text":"hi"}:
+// the id (1 to 64 printable ASCII characters) names the message's answer,
+// ack or error (`ClientMessage`). Every message gets exactly one answer.
 //
 // Acks and "joined" have no text form: gorilla's page would show them. A
 // text client gets no history when it joins a room either (gorilla's
@@ -77,9 +84,23 @@ final class Prepared: Sendable {
         return Prepared(json: parts.map(\.json).joined(separator: "\n"), text: parts.map(\.text).joined(separator: "\n"))
     }
 
-    static func ack(room: String, seq: UInt64) -> Prepared {
-        Prepared(json: "{\"type\":\"ack\",\"room\":\(jsonString(room)),\"seq\":\(seq)}", text: nil)
+    /// The ack of a message: its number, and the client's id for it if it gave one.
+    static func ack(room: String, seq: UInt64, id: String? = nil) -> Prepared {
+        Prepared(json: "{\"type\":\"ack\",\"room\":\(jsonString(room)),\"seq\":\(seq)\(idField(id))}", text: nil)
     }
+
+    /// The answer to a message that was not stored (`line` starts with
+    /// "error: "), naming it by the client's id if it gave one. `unknown`:
+    /// it may have been stored after all (Redis did not answer in time); a
+    /// retry with the same id is stored at most once.
+    static func refusal(_ line: String, id: String?, unknown: Bool = false) -> Prepared {
+        let bare = line.hasPrefix("error: ") ? String(line.dropFirst(7)) : line
+        let outcome = unknown ? "unknown" : "refused"
+        return Prepared(json: "{\"type\":\"error\"\(idField(id)),\"outcome\":\"\(outcome)\",\"text\":\(jsonString(bare))}",
+                        text: "error: " + bare)
+    }
+
+    private static func idField(_ id: String?) -> String { id.map { ",\"id\":\(jsonString($0))" } ?? "" }
 
     static func joined(room: String, seq: UInt64) -> Prepared {
         Prepared(json: "{\"type\":\"joined\",\"room\":\(jsonString(room)),\"seq\":\(seq)}", text: nil)
@@ -142,4 +163,36 @@ func jsonString(_ s: String) -> String {
         }
     }
     return out + "\""
+}
+
+/// A message as a client sent it: its text, and the id its answer echoes.
+/// A JSON client may send `{"id":"c7","text":"hi"}` (an object whose "text"
+/// is a string; "id", if there, 1 to 64 printable ASCII characters); any
+/// other line is the text itself, without an id.
+struct ClientMessage: Equatable {
+    var text: String
+    var id: String?
+
+    init(text: String, id: String? = nil) {
+        self.text = text
+        self.id = id
+    }
+
+    /// Parses a line a client sent in `format`; nil for an object that
+    /// claims to be a message but is malformed (a bad id): the answer is an error.
+    init?(parsing line: String, format: ChatFormat) {
+        guard format == .json, line.utf8.first == UInt8(ascii: "{"),
+              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let text = object["text"] as? String else {
+            self.init(text: line)
+            return
+        }
+        guard let raw = object["id"] else {
+            self.init(text: text)
+            return
+        }
+        guard let id = raw as? String, (1...64).contains(id.utf8.count),
+              id.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else { return nil }
+        self.init(text: text, id: id)
+    }
 }

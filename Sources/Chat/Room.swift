@@ -115,6 +115,8 @@ struct Post: Sendable {
     let from: Client
     var name = ""
     let text: String
+    /// The client's id for it (echoed in its answer), if it gave one.
+    var id: String? = nil
     /// When the read pump took it (GMP.now).
     let receivedAt: Int64
 }
@@ -194,7 +196,7 @@ final class Room: @unchecked Sendable {
     /// Closed by the directory to end the room (no members left).
     let closing = Chan<Void>()
     /// Closed by the hub G when it ends; the log G then drains, syncs and ends.
-    private let hubDone = Chan<Void>()
+    let hubDone = Chan<Void>()
     /// Closed by the log G (or the hub, without one) when the room is all done.
     let finished = Chan<Void>()
     /// Members now (the hub's count) and the newest message's number.
@@ -215,7 +217,7 @@ final class Room: @unchecked Sendable {
     /// With Redis: the subscription came back; read what was missed.
     let resync = Chan<Void>(capacity: 1)
     /// With Redis: the hub asks its Redis G to read the stream after a number.
-    private let fills = Chan<UInt64>(capacity: 1)
+    let fills = Chan<UInt64>(capacity: 1)
 
     init(name: String, settings: RoomSettings, tail: [Entry], log: RoomLog?,
          cluster: (store: RedisRoomStore, node: ClusterNode)? = nil) {
@@ -289,8 +291,8 @@ final class Room: @unchecked Sendable {
     func leave(_ client: Client) { _ = call(unregister, client) }
 
     /// Hands a message to the room.
-    func post(_ client: Client, _ text: String, receivedAt: Int64) {
-        _ = call(posts, Post(from: client, text: text, receivedAt: receivedAt))
+    func post(_ client: Client, _ text: String, id: String? = nil, receivedAt: Int64) {
+        _ = call(posts, Post(from: client, text: text, id: id, receivedAt: receivedAt))
     }
 
     /// The members now: their names, and how many have none (nil if the room has ended).
@@ -374,12 +376,14 @@ final class Room: @unchecked Sendable {
             // The sender hears of its message even if it has moved on to another room.
             if let error = b.error {
                 metrics.bump(.historyErrors, by: b.posts.count)
-                for p in b.posts { p.from.offer(.error("error: your message was not stored (\(error)); try again later"), metrics) }
+                for p in b.posts {
+                    p.from.offer(.refusal("error: your message was not stored (\(error)); try again later", id: p.id), metrics)
+                }
                 return
             }
             if !b.acks.isEmpty {
                 for (p, seq) in zip(b.posts, b.acks) {
-                    if p.from.format == .json { p.from.offer(.ack(room: name, seq: seq), metrics) }
+                    if p.from.format == .json { p.from.offer(.ack(room: name, seq: seq, id: p.id), metrics) }
                     if seq > last && receipts.count < 10_000 { receipts[seq] = p.receivedAt }
                 }
                 return
@@ -424,7 +428,7 @@ final class Room: @unchecked Sendable {
                 return
             }
             for (e, p) in zip(b.entries, b.posts) {
-                if p.from.format == .json { p.from.offer(.ack(room: name, seq: e.seq), metrics) }
+                if p.from.format == .json { p.from.offer(.ack(room: name, seq: e.seq, id: p.id), metrics) }
                 deliver(e, receivedAt: p.receivedAt)
             }
             newest.store(last, ordering: .relaxed)
@@ -472,7 +476,7 @@ final class Room: @unchecked Sendable {
             p.name = p.from.name ?? ""
             if let logInput {
                 if !logInput.trySend(p) {
-                    _ = offer(.error("error: the server is busy; your message was not sent"), to: p.from)
+                    _ = offer(.refusal("error: the server is busy; your message was not stored", id: p.id), to: p.from)
                 }
             } else {
                 let e = Entry(seq: last + 1, time: wallClockMilliseconds(), from: p.name, text: p.text)
@@ -503,11 +507,11 @@ final class Room: @unchecked Sendable {
         if logInput == nil { finished.close() } else { logInput!.close() }
     }
 
-    // MARK: - The log G and the Redis G
+    // MARK: - The log G (the Redis G: RoomRedis.swift)
 
     /// A batch back to the hub, unless the hub has ended (the posts are
     /// in the log, or were refused: nobody is left to tell).
-    private func handBack(_ b: Batch) {
+    func handBack(_ b: Batch) {
         select { s in
             if s.send(committed, b) {}
             if s.receive(hubDone) != nil {}
@@ -516,81 +520,10 @@ final class Room: @unchecked Sendable {
 
     /// `first` and the posts queued behind it, at most 256: one write, or
     /// one pipeline, for all of them.
-    private static func batch(_ first: Post, _ input: Chan<Post>) -> [Post] {
+    static func batch(_ first: Post, _ input: Chan<Post>) -> [Post] {
         var posts = [first]
         while posts.count < 256, case .value(let p) = input.tryReceive() { posts.append(p) }
         return posts
-    }
-
-    /// With Redis: appends batches of posts (pipelined, the append script)
-    /// and hands back their numbers, or refuses them while Redis is away;
-    /// reads the stream when the hub asks (`fills`). Ends once the hub has
-    /// ended and closed its input.
-    private func runRedis(_ input: Chan<Post>) {
-        guard let (store, node) = cluster else { return }
-        defer { finished.close() }
-        // Once the subscription is confirmed, read what was published before it.
-        go {
-            let deadline = GMP.now + 10_000_000_000
-            while !node.subscriber.isSubscribed(store.channel) && GMP.now < deadline {
-                if case .closed = self.hubDone.tryReceive() { return }
-                GMP.sleep(nanoseconds: 5_000_000)
-            }
-            _ = self.resync.trySend(())
-        }
-        var open = true
-        while open {
-            select { s in
-                if let r = s.receive(input) {
-                    guard case .value(let first) = r else {
-                        open = false
-                        return
-                    }
-                    let posts = Self.batch(first, input)
-                    let time = wallClockMilliseconds()
-                    let results: [Result<UInt64, RedisError>]
-                    do throws(RedisError) {
-                        let c = try node.client.connection()
-                        results = store.append(posts.map { (time, $0.name, $0.text) }, on: c)
-                    } catch {
-                        results = posts.map { _ in .failure(error) }
-                    }
-                    var acked: [(Post, UInt64)] = []
-                    var refused: [Post] = []
-                    var why: RedisError?
-                    for (p, r) in zip(posts, results) {
-                        switch r {
-                        case .success(let seq): acked.append((p, seq))
-                        case .failure(let e): refused.append(p); why = e
-                        }
-                    }
-                    if !acked.isEmpty {
-                        settings.metrics.bump(.historyAppends, by: acked.count)
-                        handBack(Batch(entries: [], posts: acked.map(\.0), error: nil, acks: acked.map(\.1)))
-                    }
-                    if let why {
-                        handBack(Batch(entries: [], posts: refused, error: StoreError("Redis is unreachable: \(why)")))
-                    }
-                }
-                if let r = s.receive(fills), case .value(let after) = r {
-                    if let c = try? node.client.connection(), let top = try? store.newest(on: c), top < after {
-                        handBack(Batch(entries: [], posts: [], error: nil, fill: true, done: true, rewound: top))
-                        return
-                    }
-                    var from = after
-                    while true { // the stream after `from`, 1,000 at a time
-                        guard let c = try? node.client.connection(), let es = try? store.read(after: from, limit: 1_000, on: c) else {
-                            handBack(Batch(entries: [], posts: [], error: nil, fill: true, done: true, failedFill: true))
-                            break
-                        }
-                        let done = es.count < 1_000
-                        handBack(Batch(entries: es, posts: [], error: nil, fill: true, done: done))
-                        if done { break }
-                        from = es.last!.seq
-                    }
-                }
-            }
-        }
     }
 
     /// Numbers, logs and hands back posts in batches, and syncs: within

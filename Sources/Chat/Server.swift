@@ -425,7 +425,11 @@ public final class ChatServer: @unchecked Sendable {
                 guard case .text(let text) = message else { continue }
                 let receivedAt = GMP.now
                 metrics.bump(.messagesIn)
-                let line = cleanMessage(text)
+                guard let sent = ClientMessage(parsing: text, format: client.format) else {
+                    client.offer(.refusal("error: a message's id must be 1 to 64 printable ASCII characters", id: nil), metrics)
+                    continue
+                }
+                let line = cleanMessage(sent.text)
                 if let cmd = ChatCommand(parsing: line) {
                     guard let next = command(cmd, client, room, &joins) else { // stopping, out of every room
                         inRoom = false
@@ -433,14 +437,17 @@ public final class ChatServer: @unchecked Sendable {
                     }
                     room = next
                 } else {
-                    room.post(client, line, receivedAt: receivedAt)
+                    room.post(client, line, id: sent.id, receivedAt: receivedAt)
                 }
             case .refuse(let first):
                 // Straight back from this G (writes are serialized by the
-                // connection): the room never sees a flood.
-                if first {
+                // connection): the room never sees a flood. A JSON client
+                // gets an answer for every message (naming it by its id); a
+                // text client one line a run (gorilla's protocol has no answers).
+                if first || client.format == .json {
                     let line = "error: too many messages: at most \(formatRate(cfg.rate)) a second (\(cfg.burst) at once)"
-                    try? ws.sendEncoded(Prepared.error(line).frame(client.format)!)
+                    let id = client.format == .json ? message.textValue.flatMap { ClientMessage(parsing: $0, format: .json)?.id } : nil
+                    try? ws.sendEncoded(Prepared.refusal(line, id: id).frame(client.format)!)
                 }
             case .close:
                 log("disconnect \(peer): message rate limit")
@@ -655,5 +662,13 @@ extension String {
         while let f = s.first, f.isWhitespace { s.removeFirst() }
         while let l = s.last, l.isWhitespace { s.removeLast() }
         return String(s)
+    }
+}
+
+extension Message {
+    /// A text message's text (nil for binary).
+    fileprivate var textValue: String? {
+        if case .text(let t) = self { return t }
+        return nil
     }
 }
