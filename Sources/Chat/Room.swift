@@ -126,6 +126,10 @@ struct Batch: Sendable {
     let entries: [Entry]
     let posts: [Post]
     let error: StoreError?
+    /// With `error`: the posts may have been stored after all (Redis did
+    /// not answer in time); their answers say so, and a retry with the same
+    /// client id is stored at most once.
+    var unknown = false
     /// With Redis: the posts' numbers (their messages come by the subscription).
     var acks: [UInt64] = []
     /// With Redis: `entries` were read from the stream to fill a gap; the
@@ -377,7 +381,10 @@ final class Room: @unchecked Sendable {
             if let error = b.error {
                 metrics.bump(.historyErrors, by: b.posts.count)
                 for p in b.posts {
-                    p.from.offer(.refusal("error: your message was not stored (\(error)); try again later", id: p.id), metrics)
+                    let line = b.unknown
+                        ? "error: your message may or may not have been stored (\(error)); send it again with the same id"
+                        : "error: your message was not stored (\(error)); try again later"
+                    p.from.offer(.refusal(line, id: p.id, unknown: b.unknown), metrics)
                 }
                 return
             }
