@@ -46,19 +46,20 @@ final class Prepared: Sendable {
     /// nil: nothing to send a text client.
     let text: [UInt8]?
     let textFrame: [UInt8]?
-    /// For a room's message: when its sender's read pump took it (GMP.now),
-    /// and how many holders it still has (the hub while it delivers, and
-    /// each send buffer it sits in). Whoever lets go last observes the
-    /// receipt-to-last-write time (Metrics.swift). 0: not a message.
-    let receivedAt: Int64
+    /// For a room's messages as the hub delivers them: when their senders'
+    /// read pumps took them (GMP.now; those of this server only), and how
+    /// many holders it still has (the hub while it delivers, and each send
+    /// buffer it sits in). Whoever lets go last observes each message's
+    /// receipt-to-last-write time (Metrics.swift). Empty: nothing to time.
+    let receipts: [Int64]
     let holders = Atomic<Int>(1)
 
-    init(json: String, text: String?, receivedAt: Int64 = 0) {
+    init(json: String, text: String?, receipts: [Int64] = []) {
         self.json = Array(json.utf8)
         jsonFrame = Frame(opcode: .text, payload: self.json).encode()
         self.text = text.map { Array($0.utf8) }
         textFrame = self.text.map { Frame(opcode: .text, payload: $0).encode() }
-        self.receivedAt = receivedAt
+        self.receipts = receipts
     }
 
     func payload(_ f: ChatFormat) -> [UInt8]? { f == .json ? json : text }
@@ -72,17 +73,20 @@ final class Prepared: Sendable {
         return (j, e.from.isEmpty ? e.text : "\(e.from): \(e.text)")
     }
 
-    /// A room's message.
-    static func message(_ e: Entry, room: String, receivedAt: Int64 = 0) -> Prepared {
-        let (j, t) = lines(e, room: room)
-        return Prepared(json: j, text: t, receivedAt: receivedAt)
+    /// Several messages as one line each, in one object (a batch the hub
+    /// delivers, history on a join): one place in a client's send buffer.
+    static func messages(_ es: some Collection<Entry>, room: String, receipts: [Int64] = []) -> Prepared {
+        let parts = es.map { lines($0, room: room) }
+        return Prepared(json: parts.map(\.json).joined(separator: "\n"), text: parts.map(\.text).joined(separator: "\n"),
+                        receipts: receipts)
     }
 
-    /// Several messages as one line each, in one object (history on a join).
-    static func messages(_ es: some Collection<Entry>, room: String) -> Prepared {
-        let parts = es.map { lines($0, room: room) }
-        return Prepared(json: parts.map(\.json).joined(separator: "\n"), text: parts.map(\.text).joined(separator: "\n"))
+    /// The acks of a sender's messages in a batch, one line each, in one object.
+    static func acks(room: String, _ acked: [(seq: UInt64, id: String?)]) -> Prepared {
+        Prepared(json: acked.map { ack(room: room, seq: $0.seq, id: $0.id).jsonLine }.joined(separator: "\n"), text: nil)
     }
+
+    private var jsonLine: String { String(decoding: json, as: UTF8.self) }
 
     /// The ack of a message: its number, and the client's id for it if it gave one.
     static func ack(room: String, seq: UInt64, id: String? = nil) -> Prepared {

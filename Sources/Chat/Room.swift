@@ -15,14 +15,16 @@ import WebSocket
 // a batch of posts, appends them to the room's log in one write (History.swift),
 // syncs if the policy is `always`, moves the room's committed mark
 // (`durable`) and hands the batch back; the hub then keeps each in its tail
-// (the newest messages, in memory), acks the sender and delivers to every
-// member, each message encoded once (`Prepared`). So a delivered message is
+// (the newest messages, in memory), acks each sender (its acks of a batch in
+// one object) and delivers the batch to every member as one object, encoded
+// once (`Prepared`): a batch takes one place in a member's send buffer, so
+// bursts the rate limits admit cannot overflow members that read. So a delivered message is
 // always in the log, synced under `always` (a client never sees a number
 // that a crash could give to another message, short of a power cut under
 // `interval` or `never`), and the hub never waits for the disk. With
 // `--fsync interval` the log G also syncs within 100 ms of a write, by
-// itself. Without a data directory the hub numbers and commits a message at
-// once, and the tail is all the history there is.
+// itself. Without a data directory the hub numbers and commits the posts
+// waiting at once, as one batch, and the tail is all the history there is.
 //
 // Joining, and the seam between catch-up and live messages: a joiner's
 // register carries `since` (the newest message it has, or none). The hub
@@ -331,18 +333,47 @@ final class Room: @unchecked Sendable {
             remove(c)
             return false
         }
-        /// One message to every member that does not have it yet.
-        func deliver(_ e: Entry, receivedAt: Int64) {
-            last = e.seq
-            tail.append(e)
-            let m = Prepared.message(e, room: name, receivedAt: receivedAt)
+        /// Messages to every member that does not have them yet, as one
+        /// object: a batch takes one place in each member's send buffer, so
+        /// a burst the limits admit (several senders' whole bursts in a
+        /// batch of 256) cannot overflow a member that reads. `receipts`:
+        /// when this server's read pumps took them (for the delivery time).
+        func deliver(_ es: [Entry], receipts: [Int64]) {
+            guard let first = es.first?.seq, let newest = es.last?.seq else { return }
+            last = newest
+            for e in es { tail.append(e) }
+            let m = Prepared.messages(es, room: name, receipts: receipts)
             // A hold for every member up front (one atomic add, not one per
             // member), given back for those it did not reach, with the hub's own.
+            let timed = !receipts.isEmpty
             let n = members.count
-            if receivedAt != 0 { m.holders.add(n, ordering: .relaxed) }
+            if timed { m.holders.add(n, ordering: .relaxed) }
             var reached = 0
-            for member in members.values where member.skipThrough < e.seq && offer(m, to: member.client) { reached += 1 }
-            m.release(metrics, count: receivedAt != 0 ? n - reached + 1 : 1) // the unused holds and the hub's
+            for member in members.values {
+                if member.skipThrough < first {
+                    if offer(m, to: member.client) { reached += 1 }
+                } else if member.skipThrough < newest { // it joined with some of them (rare)
+                    _ = offer(.messages(es.drop { $0.seq <= member.skipThrough }, room: name), to: member.client)
+                }
+            }
+            m.release(metrics, count: timed ? n - reached + 1 : 1) // the unused holds and the hub's
+        }
+        /// Each sender's acks of a batch, as one object per sender, in order.
+        func ack(_ acked: some Sequence<(Post, UInt64)>) {
+            var order: [ObjectIdentifier] = []
+            var bySender: [ObjectIdentifier: (client: Client, acks: [(seq: UInt64, id: String?)])] = [:]
+            for (p, seq) in acked where p.from.format == .json {
+                let key = ObjectIdentifier(p.from)
+                if bySender[key] == nil {
+                    order.append(key)
+                    bySender[key] = (p.from, [])
+                }
+                bySender[key]!.acks.append((seq, p.id))
+            }
+            for key in order {
+                let (client, acks) = bySender[key]!
+                client.offer(.acks(room: name, acks), metrics)
+            }
         }
         // With Redis: messages by number, held until those before them came;
         // a read of the stream (a fill) at a time, another wanted after it
@@ -368,9 +399,12 @@ final class Room: @unchecked Sendable {
                     fill() // the same number for another message: Redis lost data (the fill finds it rewound)
                 }
             }
-            while let e = held.removeValue(forKey: last + 1) {
-                deliver(e, receivedAt: receipts.removeValue(forKey: e.seq) ?? 0)
+            var ready: [Entry] = [], times: [Int64] = []
+            while let e = held.removeValue(forKey: (ready.last?.seq ?? last) + 1) {
+                ready.append(e)
+                if let t = receipts.removeValue(forKey: e.seq) { times.append(t) }
             }
+            deliver(ready, receipts: times)
             newest.store(last, ordering: .relaxed)
             raiseDurable(to: last)
             if receipts.count > 1_000 { receipts = receipts.filter { $0.key > last } }
@@ -389,10 +423,8 @@ final class Room: @unchecked Sendable {
                 return
             }
             if !b.acks.isEmpty {
-                for (p, seq) in zip(b.posts, b.acks) {
-                    if p.from.format == .json { p.from.offer(.ack(room: name, seq: seq, id: p.id), metrics) }
-                    if seq > last && receipts.count < 10_000 { receipts[seq] = p.receivedAt }
-                }
+                ack(zip(b.posts, b.acks))
+                for (p, seq) in zip(b.posts, b.acks) where seq > last && receipts.count < 10_000 { receipts[seq] = p.receivedAt }
                 return
             }
             if b.fill {
@@ -434,10 +466,8 @@ final class Room: @unchecked Sendable {
                 }
                 return
             }
-            for (e, p) in zip(b.entries, b.posts) {
-                if p.from.format == .json { p.from.offer(.ack(room: name, seq: e.seq, id: p.id), metrics) }
-                deliver(e, receivedAt: p.receivedAt)
-            }
+            ack(zip(b.posts, b.entries.map(\.seq)))
+            deliver(b.entries, receipts: b.posts.map(\.receivedAt))
             newest.store(last, ordering: .relaxed)
             if logInput == nil { durable.store(last, ordering: .relaxed) }
         }
@@ -477,19 +507,30 @@ final class Room: @unchecked Sendable {
             for m in push where !offer(m, to: j.client) { break }
             j.reply.send(.joined)
         }
-        func handle(_ p: Post) {
-            guard members[ObjectIdentifier(p.from)] != nil else { return } // dropped meanwhile
+        /// A post with its sender's name, unless the sender was dropped meanwhile.
+        func named(_ p: Post) -> Post? {
+            guard members[ObjectIdentifier(p.from)] != nil else { return nil }
             var p = p
             p.name = p.from.name ?? ""
+            return p
+        }
+        func handle(_ first: Post) {
             if let logInput {
+                guard let p = named(first) else { return }
                 if !logInput.trySend(p) {
                     _ = offer(.refusal("error: the server is busy; your message was not stored", id: p.id), to: p.from)
                 }
-            } else {
-                let e = Entry(seq: last + 1, time: wallClockMilliseconds(), from: p.name, text: p.text)
-                metrics.bump(.historyAppends)
-                commit(Batch(entries: [e], posts: [p], error: nil))
+                return
             }
+            // Without a log: the posts waiting now, numbered and committed as one batch.
+            var waiting = [first]
+            while waiting.count < 256, case .value(let p) = posts.tryReceive() { waiting.append(p) }
+            let ps = waiting.compactMap(named)
+            guard !ps.isEmpty else { return }
+            let time = wallClockMilliseconds()
+            let es = ps.enumerated().map { i, p in Entry(seq: last + 1 + UInt64(i), time: time, from: p.name, text: p.text) }
+            metrics.bump(.historyAppends, by: es.count)
+            commit(Batch(entries: es, posts: ps, error: nil))
         }
         while !stopping {
             select { s in
@@ -497,7 +538,11 @@ final class Room: @unchecked Sendable {
                 if let r = s.receive(unregister), case .value(let c) = r { remove(c) }
                 if let r = s.receive(posts), case .value(let p) = r { handle(p) }
                 if let r = s.receive(committed), case .value(let b) = r { commit(b) }
-                if let r = s.receive(incoming), case .value(let e) = r { accept([e]) }
+                if let r = s.receive(incoming), case .value(let e) = r {
+                    var es = [e] // and those queued behind it: delivered as one batch
+                    while es.count < 256, case .value(let more) = incoming.tryReceive() { es.append(more) }
+                    accept(es)
+                }
                 if s.receive(resync) != nil { fill() }
                 if let r = s.receive(snapshots), case .value(let reply) = r {
                     let names = members.values.compactMap(\.client.name).sorted()
@@ -598,11 +643,12 @@ final class Room: @unchecked Sendable {
 }
 
 extension Prepared {
-    /// Lets go of `count` holds on a room's message; the last one observes
-    /// the time from its receipt to its last write.
+    /// Lets go of `count` holds on a room's messages; the last one observes
+    /// the time from each one's receipt to its last write.
     func release(_ metrics: ChatMetrics, count: Int = 1) {
-        guard receivedAt != 0, count > 0, holders.subtract(count, ordering: .acquiringAndReleasing).newValue == 0 else { return }
-        metrics.deliverySeconds.observe(nanoseconds: GMP.now - receivedAt)
+        guard !receipts.isEmpty, count > 0, holders.subtract(count, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        let now = GMP.now
+        for t in receipts where t != 0 { metrics.deliverySeconds.observe(nanoseconds: now - t) }
     }
 }
 

@@ -161,6 +161,52 @@ struct AbuseTests {
         #expect(ended, "the connection did not end after the kick")
     }
 
+    @Test("Bursts within the limits drop nobody: 4 senders each send a whole burst (200) at once, 5 observers read; all 9 get all 800, each sender its 200 acks",
+          arguments: ["memory", "disk"])
+    func burstsWithinTheLimits(history: String) async throws {
+        // (Each member's send buffer has 256 places: a batch of 256 once took
+        // 256 of them, so a room of readers was dropped as slow.)
+        let dir = temporaryDirectory("bursts")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (app, port) = try startChatApp(extraArguments: history == "memory" ? ["--memory"] : ["--data-dir", dir])
+        defer { app.terminate(); app.waitUntilExit() }
+        let senders = 4, observers = 5, burst = 200
+        let r = await runG(procs: 2, timeout: 60) { () -> [(messages: Int, acks: Int)]? in
+            var clients: [EnvelopeClient] = []
+            for _ in 0..<(senders + observers) {
+                guard let c = EnvelopeClient(port: port), c.until({ $0.type == "joined" }) != nil else { return nil }
+                clients.append(c)
+            }
+            defer { for c in clients { c.close() } }
+            let counts = Chan<(Int, Int, Int)>(capacity: clients.count)
+            for (i, c) in clients.enumerated() {
+                go {
+                    var messages = 0, acks = 0
+                    while messages < senders * burst || (i < senders && acks < burst) {
+                        guard let l = c.next() else { break }
+                        if l.type == "message" { messages += 1 } else if l.type == "ack" { acks += 1 }
+                    }
+                    counts.send((i, messages, acks))
+                }
+            }
+            for i in 0..<senders {
+                let c = clients[i]
+                go { for k in 0..<burst { c.say("s\(i) m\(k)") } }
+            }
+            var out = Array(repeating: (messages: 0, acks: 0), count: clients.count)
+            for _ in clients.indices {
+                guard case .value(let (i, m, a)) = counts.receive() else { return nil }
+                out[i] = (m, a)
+            }
+            return out
+        }
+        guard let got = r ?? nil else { Issue.record("no result"); return }
+        for (i, g) in got.enumerated() {
+            #expect(g.messages == senders * burst, "client \(i) (\(i < senders ? "a sender" : "an observer")) got \(g.messages) messages")
+            if i < senders { #expect(g.acks == burst, "sender \(i) got \(g.acks) acks") }
+        }
+    }
+
     @Test("Connections over --max-conns-per-ip or --max-conns get 503 before any upgrade; a freed place is taken again")
     func connectionLimits() async throws {
         for flags in [["--max-conns-per-ip", "3"], ["--max-conns", "3", "--max-conns-per-ip", "0"]] {
