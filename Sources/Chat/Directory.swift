@@ -22,7 +22,11 @@ import Redis
 // has two writers. Without a data directory an idle room's tail is all its
 // history: it stays, but idle rooms past `maxRooms` are dropped, the
 // longest idle first. Rooms with members are bounded by `maxRooms` (the
-// lobby does not count). Rooms on disk cost a directory each, and a read of
+// lobby does not count); idle rooms with a log by `maxIdleRooms`: loading
+// one more unloads the longest idle first, so rooms that clients open and
+// leave in a loop cannot pile up their Gs and files. An address may load
+// `loadsPerMinute` rooms that were not loaded a minute (a join through
+// `/ws?room=` on a fresh connection counts as much as a `/join`). Rooms on disk cost a directory each, and a read of
 // their logs at start; `/rooms` lists them with 0 members.
 //
 // On start (`openStore`) the data directory is created if need be, proved
@@ -35,15 +39,21 @@ struct StoreSettings: Sendable {
     var dataDir: String?
     /// Messages kept per room on disk at least.
     var retain = 10_000
-    /// Rooms loaded at once, besides the lobby.
+    /// Rooms with members at once, besides the lobby.
     var maxRooms = 1_000
+    /// Idle rooms (no members) kept loaded with their log, on disk or in
+    /// Redis: loading one more unloads the longest idle first.
+    var maxIdleRooms = 100
+    /// Rooms that were not loaded one address may have loaded in a minute,
+    /// this many at once (0: no limit, as behind a reverse proxy).
+    var loadsPerMinute = 30
 }
 
 final class Directory: @unchecked Sendable {
     // @unchecked: the `let`s are channels and settings; the state below is
     // owned by the directory's G (`run`).
     enum Request: Sendable {
-        case join(String, Chan<Result<Room, RoomRefusal>>)
+        case join(String, from: String?, Chan<Result<Room, RoomRefusal>>)
         case leave(Room)
         case rooms(Chan<[(name: String, members: Int)]>)
         case nick(Client, String, Chan<String?>)
@@ -75,6 +85,8 @@ final class Directory: @unchecked Sendable {
     /// `onDisk`, sorted (for `/rooms`), rebuilt when it changes.
     private var onDiskSorted: [String]?
     private var names: [String: Client] = [:]
+    /// Per address: its room loads (a token bucket) and when it last loaded one.
+    private var loadsBy: [String: (limiter: MessageRateLimiter, last: Int64)] = [:]
 
     /// With Redis: this node's connections (history and broadcast go through Redis).
     let cluster: ClusterNode?
@@ -131,8 +143,9 @@ final class Directory: @unchecked Sendable {
     }
 
     /// The room `name`, loaded if need be, with the caller counted in; nil
-    /// if the server is stopping.
-    func join(_ name: String) -> Result<Room, RoomRefusal>? { ask { .join(name, $0) } }
+    /// if the server is stopping. `from`: the caller's address (IP), whose
+    /// loads of rooms that were not loaded are counted.
+    func join(_ name: String, from: String?) -> Result<Room, RoomRefusal>? { ask { .join(name, from: from, $0) } }
 
     /// Uncounts the caller from `room` (after it left the room's hub).
     func leave(_ room: Room) { _ = tell(.leave(room)) }
@@ -198,21 +211,31 @@ final class Directory: @unchecked Sendable {
     }
 
     /// Unloads the rooms idle for `idleUnload`; without a data directory,
-    /// only the idle rooms past `maxRooms`, the longest idle first.
+    /// only the idle rooms past `maxRooms`, the longest idle first. Forgets
+    /// the addresses that loaded no room for a minute (their buckets are full).
     private func sweep() {
+        let now = GMP.now
+        loadsBy = loadsBy.filter { now - $0.value.last < 60_000_000_000 }
         let idle = rooms.filter { $0.value.count == 0 }.sorted { $0.value.idleSince < $1.value.idleSince }
         if store.dataDir != nil {
-            let now = GMP.now
             for (name, entry) in idle where now - entry.idleSince >= Self.idleUnload { unload(name) }
         } else {
             for (name, _) in idle.prefix(max(0, idle.count - store.maxRooms)) { unload(name) }
         }
     }
 
+    /// With a log (disk or Redis): unloads the longest idle rooms until at
+    /// most `keeping` are idle.
+    private func unloadIdle(keeping: Int) {
+        guard store.dataDir != nil || cluster != nil else { return }
+        var idle = rooms.filter { $0.value.count == 0 }.sorted { $0.value.idleSince < $1.value.idleSince }[...]
+        while idle.count > max(keeping, 0), let (name, _) = idle.popFirst() { unload(name) }
+    }
+
     private func handle(_ req: Request) {
         let metrics = settings.metrics
         switch req {
-        case .join(let name, let reply):
+        case .join(let name, let from, let reply):
             let needsPlace = name != ChatCommand.lobby && (rooms[name]?.count ?? 0) == 0
             if needsPlace && activeRooms >= store.maxRooms {
                 reply.send(.failure(.tooManyRooms(store.maxRooms)))
@@ -223,6 +246,20 @@ final class Directory: @unchecked Sendable {
                 reply.send(.success(entry.room))
                 return
             }
+            // A load: counted against the address, and an idle room makes
+            // room for it if too many are loaded (each holds its Gs and a file).
+            if let from, store.loadsPerMinute > 0, name != ChatCommand.lobby {
+                let now = GMP.now
+                var bucket = loadsBy[from]?.limiter
+                    ?? MessageRateLimiter(rate: Double(store.loadsPerMinute) / 60, burst: store.loadsPerMinute, now: now)
+                let verdict = bucket.take(now: now)
+                loadsBy[from] = (bucket, now)
+                guard verdict == .pass else {
+                    reply.send(.failure(.tooManyLoads(store.loadsPerMinute)))
+                    return
+                }
+            }
+            unloadIdle(keeping: store.maxIdleRooms - 1)
             let room: Room
             if let node = cluster {
                 // The tail first, then the subscription: what is published
@@ -262,6 +299,7 @@ final class Directory: @unchecked Sendable {
             guard entry.count == 1 else { return }
             if room.newest.load(ordering: .relaxed) > 0 { // history: idle for a while (`sweep`)
                 rooms[room.name]!.idleSince = GMP.now
+                unloadIdle(keeping: store.maxIdleRooms)
             } else {
                 unload(room.name)
             }
@@ -318,12 +356,14 @@ func fullestFirst(_ rooms: [(name: String, members: Int)]) -> [(name: String, me
 /// Why a join was refused.
 enum RoomRefusal: Error, CustomStringConvertible {
     case tooManyRooms(Int)
+    case tooManyLoads(Int)
     case store(StoreError)
     case redis(RedisError)
 
     var description: String {
         switch self {
         case .tooManyRooms(let n): "error: too many rooms (at most \(n)); join one that exists (/rooms)"
+        case .tooManyLoads(let n): "error: too many rooms opened from your address (at most \(n) a minute); try again later"
         case .store(let e): "error: the room's history cannot be opened (\(e))"
         case .redis(let e): "error: the room cannot be opened: \(e)"
         }

@@ -129,8 +129,10 @@ public final class ChatServer: @unchecked Sendable {
     /// tails) and listens on `config.host`:`config.port` (call `serve` to accept).
     public init(config: ChatConfig) throws(ChatStartError) {
         self.config = config
+        // (Behind a reverse proxy, --max-conns-per-ip 0, every client has its
+        // address: loads are not counted per address there.)
         let store = StoreSettings(dataDir: config.redis == nil ? config.dataDir : nil, retain: config.retain,
-                                  maxRooms: config.maxRooms)
+                                  maxRooms: config.maxRooms, loadsPerMinute: config.maxConnsPerIP == 0 ? 0 : config.joinsPerMinute)
         let onDisk: Set<String>
         do { onDisk = try Directory.openStore(store, policy: config.fsync) } catch { throw .store(error) }
         let settings = RoomSettings(history: config.history, policy: config.fsync, metrics: metrics, quit: quit)
@@ -345,7 +347,7 @@ public final class ChatServer: @unchecked Sendable {
         ws.writeTimeout = config.writeWait
         let client = Client(ws: ws, peer: conn.remoteAddress, format: options.format)
         let room: Room
-        switch directory.join(options.room) {
+        switch directory.join(options.room, from: ConnectionLimits.address(of: conn.remoteAddress)) {
         case nil:
             conn.close() // stopping
             return
@@ -510,7 +512,7 @@ public final class ChatServer: @unchecked Sendable {
             client.offer(.error("error: too many joins: at most \(config.joinsPerMinute) a minute"), metrics)
             return room
         }
-        switch directory.join(name) {
+        switch directory.join(name, from: ConnectionLimits.address(of: client.peer)) {
         case nil:
             return room // stopping: the read pump ends when the connection does
         case .failure(let refusal)?:

@@ -1,3 +1,4 @@
+import Channels
 import Foundation
 import GMP
 import GMPTestSupport
@@ -174,5 +175,77 @@ final class EnvelopeClient: @unchecked Sendable {
             "1:m1 2:m2 3:m3 4:m4 5:m5 joined 5",
             "reset 5 3:m3 4:m4 5:m5 joined 5",
         ])
+    }
+
+    @Test("Rooms opened and left in a loop (16 at a time, one address, 300 rooms with a line each) leave the fd count bounded by the idle-room cap; a bystander is served")
+    func idleRoomsBounded() async throws {
+        // (Each room with history stayed loaded 30 s with its Gs and an open
+        // segment: such loops ran the server out of file descriptors.)
+        let dir = temporaryDirectory("idle-rooms")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir, "--stats", "--joins-per-minute", "100000"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2, timeout: 120) { () -> (before: Int, after: Int, opened: Int, bystander: Bool)? in
+            guard let bystander = EnvelopeClient(port: port), bystander.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { bystander.close() }
+            guard let before = serverStats(port)["fds"] else { return nil }
+            let opened = Chan<Int>(capacity: 16)
+            for w in 0..<16 {
+                go {
+                    var n = 0
+                    for k in stride(from: w, to: 300, by: 16) {
+                        guard let c = EnvelopeClient(port: port, query: "room=r\(k)"), c.until({ $0.type == "joined" }) != nil else { continue }
+                        c.say("one line")
+                        if c.until({ $0.type == "ack" }) != nil { n += 1 }
+                        c.close()
+                    }
+                    opened.send(n)
+                }
+            }
+            var total = 0
+            for _ in 0..<16 { total += opened.receive().value ?? 0 }
+            // The last connections' sockets may take a moment to go.
+            var after = Int.max
+            _ = waitFor(seconds: 10, every: 10_000_000) {
+                after = serverStats(port)["fds"] ?? Int.max
+                return after <= before + 100 + 5
+            }
+            bystander.say("still here")
+            let served = bystander.until({ $0.type == "ack" }) != nil
+            return (before, after, total, served)
+        }
+        guard let got = r ?? nil else { Issue.record("no result"); return }
+        #expect(got.opened == 300, "rooms that took a line: \(got.opened)")
+        #expect(got.after <= got.before + 100 + 5, "fds went from \(got.before) to \(got.after) (at most 100 idle rooms hold a segment)")
+        #expect(got.bystander)
+    }
+
+    @Test("An address may open --joins-per-minute rooms that were not loaded a minute, by /ws?room= as by /join: the next is refused (503, or an error line)")
+    func roomLoadsPerAddress() async throws {
+        let (app, port) = try startChatApp(extraArguments: ["--joins-per-minute", "5"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2) { () -> (opened: Int, refused: String?, joinRefused: String?)? in
+            var opened = 0
+            var refused: String?
+            for k in 0..<6 {
+                do throws(WebSocketError) {
+                    let ws = try dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?room=new\(k)")
+                    opened += 1
+                    ws.conn.close()
+                } catch {
+                    if case .handshake(let line) = error { refused = line }
+                }
+            }
+            // A fresh connection's /join counts for the address too.
+            guard let c = EnvelopeClient(port: port), c.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { c.close() }
+            c.say("/join another")
+            let e = c.until { $0.type == "error" || $0.type == "joined" }?.last
+            return (opened, refused, e.map { "\($0.type): \($0.text)" })
+        }
+        guard let got = r ?? nil else { Issue.record("no result"); return }
+        #expect(got.opened == 5)
+        #expect(got.refused?.hasPrefix("HTTP/1.1 503") == true, "\(String(describing: got.refused))")
+        #expect(got.joinRefused == "error: too many rooms opened from your address (at most 5 a minute); try again later")
     }
 }
