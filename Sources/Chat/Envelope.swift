@@ -53,13 +53,16 @@ final class Prepared: Sendable {
     /// receipt-to-last-write time (Metrics.swift). Empty: nothing to time.
     let receipts: [Int64]
     let holders = Atomic<Int>(1)
+    /// How many lines (messages, acks) it holds: for `chat_messages_out_total`.
+    let lines: Int
 
-    init(json: String, text: String?, receipts: [Int64] = []) {
+    init(json: String, text: String?, receipts: [Int64] = [], lines: Int = 1) {
         self.json = Array(json.utf8)
         jsonFrame = Frame(opcode: .text, payload: self.json).encode()
         self.text = text.map { Array($0.utf8) }
         textFrame = self.text.map { Frame(opcode: .text, payload: $0).encode() }
         self.receipts = receipts
+        self.lines = lines
     }
 
     func payload(_ f: ChatFormat) -> [UInt8]? { f == .json ? json : text }
@@ -78,12 +81,13 @@ final class Prepared: Sendable {
     static func messages(_ es: some Collection<Entry>, room: String, receipts: [Int64] = []) -> Prepared {
         let parts = es.map { lines($0, room: room) }
         return Prepared(json: parts.map(\.json).joined(separator: "\n"), text: parts.map(\.text).joined(separator: "\n"),
-                        receipts: receipts)
+                        receipts: receipts, lines: parts.count)
     }
 
     /// The acks of a sender's messages in a batch, one line each, in one object.
     static func acks(room: String, _ acked: [(seq: UInt64, id: String?)]) -> Prepared {
-        Prepared(json: acked.map { ack(room: room, seq: $0.seq, id: $0.id).jsonLine }.joined(separator: "\n"), text: nil)
+        Prepared(json: acked.map { ack(room: room, seq: $0.seq, id: $0.id).jsonLine }.joined(separator: "\n"), text: nil,
+                 lines: acked.count)
     }
 
     private var jsonLine: String { String(decoding: json, as: UTF8.self) }

@@ -606,7 +606,7 @@ func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
             bytes = frame.count
         }
         if ok {
-            metrics.bump(.messagesOut, by: 1 + more.count)
+            metrics.bump(.messagesOut, by: more.reduce(first.lines) { $0 + $1.lines })
             metrics.bump(.bytesOut, by: bytes)
         }
         first.release(metrics)
