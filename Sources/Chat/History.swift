@@ -22,7 +22,9 @@
 // Readers (catch-up after a reconnect) open the segments by themselves and
 // take whole records up to the log G's committed mark: a batch being
 // written, or being cut back, is never read; a segment that retention
-// removed under them is a gap they report.
+// removed under them is a gap they report, and one they cannot read is an
+// error (never a gap). An fsync that fails under `always` refuses its batch
+// (cut back) and stops appends until the log is read back (`recover`).
 // All file I/O runs inside `GMP.blocking`: the G's P goes on with other Gs.
 import Foundation
 import GMP
@@ -148,10 +150,13 @@ final class RoomLog {
     private var fd: Int32 = -1
     private var size = 0
     private var inSegment = 0
+    /// fsync(2), or a stand-in that fails (tests).
+    let syncFile: @Sendable (Int32) -> Int32
 
-    private init(dir: String, policy: FsyncPolicy, retain: Int) {
+    private init(dir: String, policy: FsyncPolicy, retain: Int, syncFile: @escaping @Sendable (Int32) -> Int32) {
         self.dir = dir
         self.policy = policy
+        self.syncFile = syncFile
         self.retain = max(1, retain)
         segmentLength = max(1, min(self.retain / 2, 5_000))
     }
@@ -176,9 +181,10 @@ final class RoomLog {
     /// Opens (creating) the log in `dir`, reads it back and cuts off a bad
     /// tail. Returns the log, its newest `tailLength` entries, and notes on
     /// what was cut.
-    static func open(dir: String, policy: FsyncPolicy, retain: Int, tailLength: Int)
+    static func open(dir: String, policy: FsyncPolicy, retain: Int, tailLength: Int,
+                     syncFile: @escaping @Sendable (Int32) -> Int32 = { fsync($0) })
         throws(StoreError) -> (RoomLog, tail: [Entry], notes: [String]) {
-        let log = RoomLog(dir: dir, policy: policy, retain: retain)
+        let log = RoomLog(dir: dir, policy: policy, retain: retain, syncFile: syncFile)
         var tail: [Entry] = []
         var notes: [String] = []
         try GMP.blocking { () throws(StoreError) in
@@ -190,9 +196,17 @@ final class RoomLog {
                 guard let bytes = FileManager.default.contents(atPath: path) else {
                     throw StoreError("cannot read \(path)", errno: errno)
                 }
-                var (entries, end, problem) = Record.decode(Array(bytes), after: expected)
-                if problem == nil, let e = entries.first, e.seq != first {
-                    (entries, end, problem) = ([], 0, "its first record is number \(e.seq)")
+                let (entries, end, problem) = Record.decode(Array(bytes), after: expected)
+                if let e = entries.first, e.seq != first {
+                    // Named for another number than it holds: the log ends
+                    // before it; it and every later segment are set aside.
+                    for later in found[i...] {
+                        let p = dir + "/" + segmentName(later)
+                        notes.append(later == first ? "\(p): its first record is number \(e.seq); set aside as \(p).corrupt"
+                                                    : "\(p): after it; set aside as \(p).corrupt")
+                        rename(p, p + ".corrupt")
+                    }
+                    break
                 }
                 tail += entries
                 if tail.count > tailLength { tail.removeFirst(tail.count - tailLength) }
@@ -226,20 +240,20 @@ final class RoomLog {
     }
 
     /// Appends `entries` (numbered from `last + 1` on, no gap) in one write,
-    /// rolling a new segment first if the newest is full. If the write fails
-    /// nothing of the batch is kept (the segment is cut back to where it
-    /// was) and the error says why. Once written, the batch is in the log:
-    /// under the policy `always` it is then synced, and an fsync that fails
-    /// is returned (the records stay, numbered: they are served, and a
-    /// power cut may lose them), not thrown.
-    @discardableResult
-    func append(_ entries: [Entry]) throws(StoreError) -> StoreError? {
-        guard let first = entries.first else { return nil }
+    /// rolling a new segment first if the newest is full, and under the
+    /// policy `always` syncs them. If the write or the fsync fails nothing
+    /// of the batch is kept (the segment is cut back to where it was) and
+    /// the error says why. After a failed fsync the kernel may have dropped
+    /// writes it had (and marked them clean): what is on the disk is
+    /// unknown, so the log takes no more appends (`broken`) until `recover`
+    /// has read it back and a sync succeeds.
+    func append(_ entries: [Entry]) throws(StoreError) {
+        guard let first = entries.first else { return }
         if let broken { throw broken }
         precondition(first.seq == last + 1, "history: entries must follow the log")
         var bytes: [UInt8] = []
         for e in entries { Record.append(e, to: &bytes) }
-        return try GMP.blocking { () throws(StoreError) -> StoreError? in
+        try GMP.blocking { () throws(StoreError) in
             if fd < 0 || inSegment >= segmentLength { try roll(first: first.seq) }
             var done = 0
             while done < bytes.count {
@@ -254,15 +268,38 @@ final class RoomLog {
                 }
                 done += n
             }
+            unsynced = true
+            if policy == .always {
+                do throws(StoreError) { try syncNow() } catch {
+                    _ = ftruncate(fd, off_t(size)) // not served, not acked: not kept either (if the cut fails, `recover` reads it)
+                    broken = StoreError("\(error.description); the log takes no appends until it is read back")
+                    throw error
+                }
+            }
             size += bytes.count
             inSegment += entries.count
             last = entries[entries.count - 1].seq
-            unsynced = true
-            if policy == .always {
-                do throws(StoreError) { try syncNow() } catch { return error }
-            }
-            return nil
         }
+    }
+
+    /// After a failed fsync (`broken`): reads the log back from the disk
+    /// as `open` does (cutting a bad tail), then syncs it; appends go on
+    /// from what it holds. Throws, and stays broken, if either fails.
+    func recover() throws(StoreError) {
+        guard broken != nil else { return }
+        if fd >= 0 {
+            let old = fd
+            GMP.blocking { _ = Glibc.close(old) }
+            fd = -1
+        }
+        let (fresh, _, notes) = try RoomLog.open(dir: dir, policy: policy, retain: retain, tailLength: 0, syncFile: syncFile)
+        for n in notes { Chat.log("history: \(n)") }
+        (last, segments, size, inSegment) = (fresh.last, fresh.segments, fresh.size, fresh.inSegment)
+        swap(&fd, &fresh.fd) // (fresh's deinit closes nothing)
+        unsynced = true
+        if fd >= 0 { try GMP.blocking { () throws(StoreError) in try syncNow() } }
+        unsynced = false
+        broken = nil
     }
 
     /// Flushes what was written to the disk (fsync), if anything.
@@ -274,7 +311,7 @@ final class RoomLog {
     private func syncNow() throws(StoreError) {
         let start = GMP.now
         defer { lastSyncNanoseconds = GMP.now - start }
-        if fsync(fd) != 0 { throw StoreError("cannot sync \(dir)", errno: errno) }
+        if syncFile(fd) != 0 { throw StoreError("cannot sync \(dir)", errno: errno) }
         unsynced = false
     }
 
@@ -315,6 +352,25 @@ final class RoomLog {
         }
     }
 
+    /// The bytes of the file at `path`; nil if there is none (ENOENT).
+    static func readFile(_ path: String) throws(StoreError) -> [UInt8]? {
+        let f = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        if f < 0 {
+            if errno == ENOENT { return nil }
+            throw StoreError("cannot open \(path)", errno: errno)
+        }
+        defer { Glibc.close(f) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(f, $0.baseAddress!, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw StoreError("cannot read \(path)", errno: errno) }
+            if n == 0 { return out }
+            out += chunk[..<n]
+        }
+    }
+
     /// Syncs a directory, so that a new entry's name survives a power cut.
     private static func syncDirectory(_ dir: String) {
         let d = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -327,17 +383,19 @@ final class RoomLog {
     /// beyond may be a batch still being written, or one about to be cut back
     /// after a failed write. Entries may start later than `after + 1` if
     /// retention removed the older ones (the caller reports the gap).
-    static func read(dir: String, after: UInt64, through: UInt64, limit: Int) -> [Entry] {
-        GMP.blocking {
+    /// - Throws: a segment that is there but cannot be read (EMFILE, EIO):
+    ///   never taken for one that retention removed, which would be a gap.
+    static func read(dir: String, after: UInt64, through: UInt64, limit: Int) throws(StoreError) -> [Entry] {
+        try GMP.blocking { () throws(StoreError) -> [Entry] in
             let found = listSegments(dir)
             // The newest segment that starts at or before after + 1 (or the oldest).
             let start = found.lastIndex(where: { $0 <= after + 1 }) ?? 0
             var out: [Entry] = []
             for first in found[start...] {
-                guard let bytes = FileManager.default.contents(atPath: dir + "/" + segmentName(first)) else {
+                guard let bytes = try readFile(dir + "/" + segmentName(first)) else {
                     continue // removed by retention meanwhile
                 }
-                let (entries, _, problem) = Record.decode(Array(bytes), after: nil)
+                let (entries, _, problem) = Record.decode(bytes, after: nil)
                 for e in entries where e.seq > after && (out.last.map { e.seq == $0.seq + 1 } ?? true) {
                     if e.seq > through { return out }
                     out.append(e)

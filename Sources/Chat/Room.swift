@@ -261,16 +261,23 @@ final class Room: @unchecked Sendable {
     /// Up to `limit` messages after `after` from the room's log (catch-up):
     /// the disk's up to the committed mark, or Redis's stream (whose entries
     /// are all committed: the mark moves up to what was read). Empty if
-    /// there is no log or it cannot be read.
-    func readLog(after: UInt64, limit: Int, dataDir: String?) -> [Entry] {
+    /// there is no log, or it holds nothing after `after` (retention).
+    /// - Throws: the log cannot be read now (Redis away, a disk error):
+    ///   never an empty answer, which the joiner would report as a gap.
+    func readLog(after: UInt64, limit: Int, dataDir: String?) throws(StoreError) -> [Entry] {
         if let (store, node) = cluster {
-            guard let c = try? node.client.connection(), let top = try? store.newest(on: c),
-                  let es = try? store.read(after: after, limit: limit, on: c) else { return [] }
-            raiseDurable(to: max(es.last?.seq ?? 0, min(after, top))) // numbers Redis has given are committed
-            return es
+            do throws(RedisError) {
+                let c = try node.client.connection()
+                let top = try store.newest(on: c)
+                let es = try store.read(after: after, limit: limit, on: c)
+                raiseDurable(to: max(es.last?.seq ?? 0, min(after, top))) // numbers Redis has given are committed
+                return es
+            } catch {
+                throw StoreError("Redis: \(error)")
+            }
         }
         guard let dataDir else { return [] }
-        return RoomLog.read(dir: dataDir + "/" + name, after: after, through: durable.load(ordering: .acquiring), limit: limit)
+        return try RoomLog.read(dir: dataDir + "/" + name, after: after, through: durable.load(ordering: .acquiring), limit: limit)
     }
 
     /// Sends `value` on `c` unless the room or the server stops first.
@@ -598,17 +605,18 @@ final class Room: @unchecked Sendable {
         }
         func write(_ first: Post) {
             let posts = Self.batch(first, input)
-            let time = wallClockMilliseconds()
-            var entries: [Entry] = []
-            entries.reserveCapacity(posts.count)
-            for (i, p) in posts.enumerated() {
-                entries.append(Entry(seq: log.last + 1 + UInt64(i), time: time, from: p.name, text: p.text))
-            }
             let batch: Batch
             do {
-                if let unsynced = try log.append(entries) { // in the log, served, but maybe not on the disk
-                    Chat.log("history of \(name): \(unsynced); messages up to \(log.last) may not survive a power cut")
+                // After a failed fsync the log is read back and synced before
+                // anything more goes in (RoomLog.append).
+                if log.broken != nil { try log.recover() }
+                let time = wallClockMilliseconds()
+                var entries: [Entry] = []
+                entries.reserveCapacity(posts.count)
+                for (i, p) in posts.enumerated() {
+                    entries.append(Entry(seq: log.last + 1 + UInt64(i), time: time, from: p.name, text: p.text))
                 }
+                try log.append(entries) // a failed write or fsync (`always`) keeps none of them
                 observeSync()
                 metrics.bump(.historyAppends, by: entries.count)
                 durable.store(log.last, ordering: .releasing)

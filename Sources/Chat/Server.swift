@@ -337,6 +337,10 @@ public final class ChatServer: @unchecked Sendable {
             + "\"fds\":\(fds),\"rss_bytes\":\(pages * Int(sysconf(Int32(_SC_PAGESIZE))))}"
     }
 
+    /// Messages a catch-up reads from the log at a time (and holds while
+    /// the socket takes them).
+    static let catchUpPage = 256
+
     /// A WebSocket request that passed the handshake checks: joins the
     /// room, writes the 101, catches up from the log if `since` asks for
     /// more than the room's tail (Room.swift: the seam), then runs the client.
@@ -372,24 +376,43 @@ public final class ChatServer: @unchecked Sendable {
         if answer == .readLog {
             guard var since = options.since else { giveUp(); return } // (cannot be)
             while answer == .readLog {
-                let entries = room.readLog(after: since, limit: 5_000, dataDir: directory.dataDir)
-                do {
-                    if let first = entries.first, first.seq > since + 1 {
-                        try ws.sendEncoded(Prepared.gap(room: room.name, from: since + 1, to: first.seq - 1).frame(client.format)!)
+                // The log after `since`, a page at a time as the socket takes
+                // it: a client that does not read holds one page, not the log.
+                var readAny = false
+                while true {
+                    let entries: [Entry]
+                    do throws(StoreError) {
+                        entries = try room.readLog(after: since, limit: Self.catchUpPage, dataDir: directory.dataDir)
+                    } catch {
+                        // Not a gap: the messages may well be there. The client
+                        // comes back later with the same `since`.
+                        log("catch-up of \(client.peer) in \(room.name): \(error)")
+                        try? ws.close(code: CloseCode.tryAgainLater.rawValue, reason: "the history cannot be read now; try again later")
+                        ws.linger()
+                        giveUp()
+                        return
                     }
-                    var chunk = entries[...]
-                    while !chunk.isEmpty {
-                        try ws.sendEncoded(Prepared.messages(chunk.prefix(64), room: room.name).frame(client.format)!)
-                        chunk = chunk.dropFirst(64)
+                    do {
+                        if let first = entries.first, first.seq > since + 1 {
+                            try ws.sendEncoded(Prepared.gap(room: room.name, from: since + 1, to: first.seq - 1).frame(client.format)!)
+                        }
+                        var chunk = entries[...]
+                        while !chunk.isEmpty {
+                            try ws.sendEncoded(Prepared.messages(chunk.prefix(64), room: room.name).frame(client.format)!)
+                            chunk = chunk.dropFirst(64)
+                        }
+                    } catch {
+                        giveUp()
+                        return
                     }
-                } catch {
-                    giveUp()
-                    return
+                    guard let newest = entries.last?.seq else { break }
+                    since = newest
+                    readAny = true
+                    if entries.count < Self.catchUpPage { break }
                 }
-                since = entries.last?.seq ?? since
                 // An empty read (retention took it all meanwhile): the hub
                 // reports the gap and serves its tail instead.
-                answer = room.join(client, since: since, mayReadLog: !entries.isEmpty)
+                answer = room.join(client, since: since, mayReadLog: readAny)
                 if answer == nil { giveUp(); return }
             }
         }

@@ -13,6 +13,9 @@ public enum CloseCode: UInt16, Sendable {
     case normal = 1000, goingAway = 1001, protocolError = 1002, unsupportedData = 1003
     case noStatus = 1005, abnormal = 1006, invalidPayload = 1007, policyViolation = 1008
     case messageTooBig = 1009, missingExtension = 1010, internalError = 1011
+    /// IANA's registrations after the RFC: the service restarts, or cannot
+    /// serve this now (a client should reconnect later).
+    case serviceRestart = 1012, tryAgainLater = 1013
 
     /// Whether `code` may appear in a close frame on the wire (RFC 6455
     /// section 7.4): 1000-1003 and 1007-1014 (1012-1014 are IANA's later

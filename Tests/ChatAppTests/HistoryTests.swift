@@ -1,6 +1,7 @@
 @testable import Chat
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 import WebSocket
 
@@ -68,12 +69,12 @@ private func entry(_ seq: UInt64, _ text: String = "", from: String = "ann") -> 
         #expect(log.last == 3)
         #expect(tail == [entry(2), entry(3)])
         #expect(notes.count == 1 && notes[0].contains("a short record") && notes[0].contains("cut there"), "\(notes)")
-        #expect(RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1), entry(2), entry(3)])
+        #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1), entry(2), entry(3)])
         // Appending goes on from the cut: the next reopen finds a clean log.
         try log.append([entry(4, "after the cut")])
         let (again, _, notesAgain) = try RoomLog.open(dir: dir, policy: .never, retain: 100, tailLength: 10)
         #expect(again.last == 4 && notesAgain.isEmpty)
-        #expect(RoomLog.read(dir: dir, after: 2, through: .max, limit: 10) == [entry(3), entry(4, "after the cut")])
+        #expect(try RoomLog.read(dir: dir, after: 2, through: .max, limit: 10) == [entry(3), entry(4, "after the cut")])
     }
 
     @Test("Corruption inside an older segment: the log ends there, later segments are set aside as .corrupt")
@@ -104,13 +105,13 @@ private func entry(_ seq: UInt64, _ text: String = "", from: String = "ann") -> 
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (log, _, _) = try RoomLog.open(dir: dir, policy: .never, retain: 10, tailLength: 0) // 5 a segment
         for s in stride(from: 1 as UInt64, through: 100, by: 2) { try log.append([entry(s), entry(s + 1)]) }
-        let kept = RoomLog.read(dir: dir, after: 0, through: .max, limit: 1_000)
+        let kept = try RoomLog.read(dir: dir, after: 0, through: .max, limit: 1_000)
         #expect(kept.last?.seq == 100)
         #expect(kept.count >= 10 && kept.count <= 20, "kept \(kept.count)")
         #expect(zip(kept, kept.dropFirst()).allSatisfy { $0.seq + 1 == $1.seq })
-        #expect(RoomLog.read(dir: dir, after: 95, through: .max, limit: 3).map(\.seq) == [96, 97, 98])
+        #expect(try RoomLog.read(dir: dir, after: 95, through: .max, limit: 3).map(\.seq) == [96, 97, 98])
         // Nothing past the committed mark (a batch being written, or cut back).
-        #expect(RoomLog.read(dir: dir, after: 95, through: 97, limit: 10).map(\.seq) == [96, 97])
+        #expect(try RoomLog.read(dir: dir, after: 95, through: 97, limit: 10).map(\.seq) == [96, 97])
     }
 
     @Test("The data directory: created if missing; a path that cannot be a directory is a clear error at start")
@@ -164,5 +165,91 @@ private func entry(_ seq: UInt64, _ text: String = "", from: String = "ann") -> 
                                 (#"{"dataDir": ""}"#, "c.json: key 'dataDir' must be a directory, or null to keep history in memory")] {
             #expect { _ = try parseConfig(Data(json.utf8), name: "c.json", into: &c) } throws: { "\($0)" == message }
         }
+    }
+
+    @Test("Records that skip forward (1, 2, 4) end the read at the gap, as one that goes back does")
+    func decodeSkipForward() {
+        var bytes: [UInt8] = []
+        for e in [entry(1), entry(2), entry(4)] { Record.append(e, to: &bytes) }
+        let d = Record.decode(bytes, after: 0)
+        #expect(d.entries == [entry(1), entry(2)] && d.problem == "sequence number 4 where 3 was due")
+    }
+
+    @Test("A segment named for another number than its first record (…100.log holding 1 to 3 and a torn 4th) is set aside at start, with the segments after it; no trap")
+    func misnamedSegment() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var bytes: [UInt8] = []
+        for s in 1...3 as ClosedRange<UInt64> { Record.append(entry(s), to: &bytes) }
+        var torn: [UInt8] = []
+        Record.append(entry(4), to: &torn)
+        bytes += torn.prefix(torn.count / 2)
+        let path = dir + "/" + RoomLog.segmentName(100)
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let (log, tail, notes) = try RoomLog.open(dir: dir, policy: .never, retain: 100, tailLength: 10)
+        #expect(log.last == 0 && tail.isEmpty)
+        #expect(notes.count == 1 && notes[0].contains("its first record is number 1") && notes[0].contains(".corrupt"), "\(notes)")
+        #expect(FileManager.default.fileExists(atPath: path + ".corrupt") && RoomLog.listSegments(dir).isEmpty)
+        try log.append([entry(1, "new")]) // the log goes on, empty
+        #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1, "new")])
+    }
+
+    @Test("Retention at the boundary: the newest --retain records are all kept, and a segment goes as soon as all of its are older")
+    func retentionBoundary() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _, _) = try RoomLog.open(dir: dir, policy: .never, retain: 5, tailLength: 0) // 2 a segment
+        for s in 1...7 as ClosedRange<UInt64> { try log.append([entry(s)]) }
+        // Segment 7 started with 1 to 6 written: the newest 5 were 2 to 6, so segment 1 (1 and 2) stays.
+        #expect(RoomLog.listSegments(dir) == [1, 3, 5, 7])
+        #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 100).map(\.seq) == Array(1...7))
+        try log.append([entry(8)])
+        try log.append([entry(9)]) // segment 9: the newest 5 were 4 to 8; 1 and 2 go, 3 and 4 stay
+        #expect(RoomLog.listSegments(dir) == [3, 5, 7, 9])
+    }
+
+    @Test("A segment that is there but cannot be read is an error for catch-up, never a gap")
+    func unreadableSegment() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _, _) = try RoomLog.open(dir: dir, policy: .never, retain: 4, tailLength: 0)
+        for s in 1...6 as ClosedRange<UInt64> { try log.append([entry(s)]) }
+        // (As root no mode stops a read: a directory in the segment's place does.)
+        let path = dir + "/" + RoomLog.segmentName(3)
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        #expect { _ = try RoomLog.read(dir: dir, after: 2, through: .max, limit: 10) } throws: {
+            "\($0)".hasPrefix("cannot read \(path)")
+        }
+        // One that retention removed is skipped: the reader reports the gap.
+        try FileManager.default.removeItem(atPath: path)
+        #expect(try RoomLog.read(dir: dir, after: 2, through: .max, limit: 10).map(\.seq) == [5, 6])
+    }
+
+    @Test("--fsync always: a failed fsync refuses its batch (cut back, never read) and the log takes nothing until it is read back and synced")
+    func failedFsync() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let failing = Atomic<Bool>(false)
+        let (log, _, _) = try RoomLog.open(dir: dir, policy: .always, retain: 100, tailLength: 0) { fd in
+            if failing.load(ordering: .relaxed) {
+                errno = EIO
+                return -1
+            }
+            return fsync(fd)
+        }
+        try log.append([entry(1)])
+        failing.store(true, ordering: .relaxed)
+        #expect(throws: StoreError.self) { try log.append([entry(2)]) }
+        #expect(log.last == 1 && log.broken != nil)
+        #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1)])
+        #expect(throws: StoreError.self) { try log.recover() } // the sync still fails
+        #expect(log.broken != nil)
+        failing.store(false, ordering: .relaxed)
+        try log.recover()
+        #expect(log.broken == nil && log.last == 1)
+        try log.append([entry(2, "again")])
+        #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1), entry(2, "again")])
     }
 }
