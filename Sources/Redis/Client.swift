@@ -9,7 +9,9 @@ import Synchronization
 // connection that works), so a Redis that is down costs a failed dial per
 // back-off, not one per command. A command that was in flight when the
 // connection broke fails (`.connectionLost` or `.timeout`): it may or may
-// not have run, and only the caller knows whether it may be sent again.
+// not have run, and only the caller knows whether it may be sent again. One
+// that found no connection (none could be made, or the back-off is not
+// over) fails with `.notSent`: it did not run.
 
 /// A Redis client with reconnection (see the top of the file).
 public final class RedisClient: @unchecked Sendable {
@@ -78,12 +80,19 @@ public final class RedisClient: @unchecked Sendable {
 
     /// Sends a command and waits for its reply.
     @discardableResult
-    public func call(_ args: [String]) throws(RedisError) -> RESPValue { try connection().call(args) }
+    public func call(_ args: [String]) throws(RedisError) -> RESPValue { try sendable().call(args) }
 
     /// Sends several commands in one write and waits for every reply, in order.
     public func pipeline(_ commands: [[String]]) -> [RedisReply] {
-        do { return try connection().pipeline(commands) } catch {
+        do { return try sendable().pipeline(commands) } catch {
             return commands.map { _ in .failure(error) }
+        }
+    }
+
+    /// `connection()`, its failure as `.notSent` (no command of the caller's was written).
+    private func sendable() throws(RedisError) -> RedisConnection {
+        do { return try connection() } catch {
+            throw .notSent("\(error)")
         }
     }
 

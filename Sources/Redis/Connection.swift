@@ -16,8 +16,9 @@ import Synchronization
 // read has a deadline `timeout` after the oldest one was sent or the latest
 // reply came; with none pending it has none (an idle connection waits for ever). A deadline that
 // passes, a read or write that fails, or bytes that are not RESP break the
-// connection: every pending command fails with that error, later ones at
-// once, and the socket is closed. (`RedisClient` makes a new one.)
+// connection: every pending command fails with that error (it may or may
+// not have run), later ones at once with `.notSent` (they did not), and the
+// socket is closed. (`RedisClient` makes a new one.)
 
 /// A reply, or why there is none.
 public typealias RedisReply = Result<RESPValue, RedisError>
@@ -115,10 +116,15 @@ public final class RedisConnection: @unchecked Sendable {
 
     /// Sends several commands in one write and waits for every reply, in order.
     public func pipeline(_ commands: [[String]]) -> [RedisReply] {
+        send(pipeline: commands).map { r in Result { () throws(RedisError) -> RESPValue in try wait(r) } }
+    }
+
+    /// Sends several commands in one write without waiting: their replies
+    /// come on the channels, in order (`wait` takes one).
+    public func send(pipeline commands: [[String]]) -> [Chan<RedisReply>] {
         var out: [UInt8] = []
         for c in commands { encodeCommand(c.map { Array($0.utf8) }, into: &out) }
-        let replies = enqueue(out, count: commands.count)
-        return replies.map { r in Result { () throws(RedisError) -> RESPValue in try wait(r) } }
+        return enqueue(out, count: commands.count)
     }
 
     /// Writes a command whose answers come as pushes (`SUBSCRIBE` on a
@@ -165,7 +171,8 @@ public final class RedisConnection: @unchecked Sendable {
             return nil
         }
         if let failed {
-            for r in replies { _ = r.trySend(.failure(failed)) }
+            let unsent = RedisError.notSent("the connection broke before: \(failed)")
+            for r in replies { _ = r.trySend(.failure(unsent)) }
             return replies
         }
         do { try write(bytes) } catch { fail(error) } // fails these replies too

@@ -101,6 +101,9 @@ public enum RedisError: Error, Equatable, CustomStringConvertible {
     case protocolError(String)
     /// The connection failed or was lost (a command in flight may or may not have run).
     case connectionLost(String)
+    /// The command was never written: the connection was broken (or
+    /// closed) before its turn, so it did not run.
+    case notSent(String)
     /// No reply within the time-out (the connection is closed: the reply may still come).
     case timeout
     /// The client was closed.
@@ -114,9 +117,22 @@ public enum RedisError: Error, Equatable, CustomStringConvertible {
         case .server(let m): "Redis: \(m)"
         case .protocolError(let m): "Redis protocol: \(m)"
         case .connectionLost(let m): "Redis connection lost: \(m)"
+        case .notSent(let m): "Redis: not sent (\(m))"
         case .timeout: "Redis: no reply in time"
         case .closed: "Redis: the client is closed"
         case .badURL(let m): "Redis URL: \(m)"
+        }
+    }
+
+    /// Whether a command that failed so may have run all the same: its
+    /// bytes were (or may have been) written and no answer came (a
+    /// time-out, a connection lost or closed meanwhile, a reply that was
+    /// not RESP). False for an error reply (it ran and failed, or was
+    /// refused), a command never sent, and a bad URL.
+    public var mayHaveRun: Bool {
+        switch self {
+        case .timeout, .connectionLost, .closed, .protocolError: true
+        case .server, .notSent, .badURL: false
         }
     }
 }
