@@ -16,6 +16,7 @@ import WebSocket
 //   chat:{R}:log   a stream, one entry per message, ID "<seq>-1", field m
 //   chat:{R}       the pub/sub channel: "<seq> <m>"
 //   chat:{R}:who   presence: a hash, a field per node, "<expires ms> <JSON>"
+//   chat:{R}:ids, chat:{R}:idt   client ids stored lately (below)
 //   chat:rooms     a sorted set: rooms with members somewhere, by expiry
 // where m is "<time ms> <bytes in the name> <name><text>".
 //
@@ -26,16 +27,33 @@ import WebSocket
 // stops cleanly removes its fields. (The stamps are the writers' clocks:
 // nodes whose clocks disagree by seconds would count too long or too little.)
 //
-// Appending is one Lua script (EVALSHA, EVAL the first time): INCR, XADD
-// with MAXLEN ~ retain, PUBLISH. Redis runs a script whole, so numbers are
-// global and gap-free, the stream holds them in order, and the channel
-// carries them in order: every node sees 1, 2, 3, … unless its subscription
-// was away (reconnecting), and then the gap shows in the numbers and is
-// read back from the stream. A node delivers its own messages as it does
-// the others' (by the channel, or the stream for a gap), each number once,
-// so never twice. Chosen over Redis Streams' own
-// IDs (time-based, not gap-free) and over a channel per node (more
-// subscriptions, the same ordering problem).
+// Appending is one Lua script: INCR, XADD with MAXLEN ~ retain, PUBLISH.
+// Redis runs a script whole, so numbers are global and gap-free, the
+// stream holds them in order, and the channel carries them in order: every
+// node sees 1, 2, 3, … unless its subscription was away (reconnecting), and
+// then the gap shows in the numbers and is read back from the stream. A
+// node delivers its own messages as it does the others' (by the channel, or
+// the stream for a gap), each number once, so never twice. Chosen over
+// Redis Streams' own IDs (time-based, not gap-free) and over a channel per
+// node (more subscriptions, the same ordering problem).
+//
+// A batch of posts is one transaction, MULTI, SCRIPT LOAD, EVALSHA for
+// each, EXEC, written at once: nothing runs between them, so no EVALSHA
+// meets a script cache another client flushed (NOSCRIPT), and a sender's
+// messages are numbered in its order. (EVALSHA alone, resending those
+// refused with NOSCRIPT, put them after later ones that had run.)
+//
+// A message with a client id: the script remembers, per room, a hash of
+// the id, the sender's name and the text, with the number it got
+//   chat:{R}:ids   a hash, dedup key → number
+//   chat:{R}:idt   a sorted set, the same keys by when (Redis's clock, ms)
+// for 10 minutes, at most the last 10,000 a room; a post whose key is
+// there is not stored again: its ack carries the first one's number. So a
+// client told that its message's outcome is unknown (Redis did not answer
+// in time: it may have run) sends it again with the same id and it is
+// stored once. (Ids are per client, not per room: the name and text in the
+// key keep two clients that pick the same id apart, unless they also send
+// the same text under the same name.)
 //
 // Redis must keep its data across a restart (an append-only file; RDB
 // snapshots lose the last minutes): one that lost data hands out numbers
@@ -54,13 +72,52 @@ struct RedisRoomStore: Sendable {
     /// Messages the stream keeps, about (MAXLEN ~).
     let retain: Int
 
+    /// The client ids the room has stored: a hash, dedup key → number,
+    /// and a sorted set of the same keys by when (ms, Redis's clock).
+    var idsKey: String { "chat:{\(room)}:ids" }
+    var idTimesKey: String { "chat:{\(room)}:idt" }
+    /// How long, and how many, client ids a room remembers.
+    static let idWindowMilliseconds = 600_000
+    static let idsKept = 10_000
+
+    // KEYS: seq, log, channel, ids, idt. ARGV: m, retain, dedup key ("":
+    // none), window ms, ids kept. A key seen already answers its number
+    // and does nothing else; a new one is remembered after the message is
+    // kept, and the oldest (past the window, or past the count) forgotten.
     static let appendScript = """
+        local key = ARGV[3]
+        if key ~= '' then
+          local seen = redis.call('HGET', KEYS[4], key)
+          if seen then return tonumber(seen) end
+        end
         local seq = redis.call('INCR', KEYS[1])
         redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'm', ARGV[1])
         redis.call('PUBLISH', KEYS[3], seq .. ' ' .. ARGV[1])
+        if key ~= '' then
+          local t = redis.call('TIME')
+          local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+          local window = tonumber(ARGV[4])
+          redis.call('HSET', KEYS[4], key, seq)
+          redis.call('ZADD', KEYS[5], now, key)
+          local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - window), 'LIMIT', 0, 100)
+          local extra = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[5])
+          if extra > #old then old = redis.call('ZRANGE', KEYS[5], 0, extra - 1) end
+          if #old > 0 then
+            redis.call('HDEL', KEYS[4], unpack(old))
+            redis.call('ZREM', KEYS[5], unpack(old))
+          end
+          redis.call('PEXPIRE', KEYS[4], window)
+          redis.call('PEXPIRE', KEYS[5], window)
+        end
         return seq
         """
     static let appendSHA = sha1Hex(Array(appendScript.utf8))
+
+    /// What the append script remembers of a message with a client id: its
+    /// id, sender and text (a retry is the same three), hashed.
+    static func dedupKey(id: String, from: String, text: String) -> String {
+        sha1Hex(Array("\(id.utf8.count) \(id)\(from.utf8.count) \(from)\(text)".utf8))
+    }
 
     /// The room a channel is for, if it is one of ours.
     static func room(ofChannel ch: String) -> String? {
@@ -93,29 +150,85 @@ struct RedisRoomStore: Sendable {
         return decode(seq: seq, Array(payload[(space + 1)...]))
     }
 
-    /// Numbers, keeps and publishes messages, pipelined in one write; the
-    /// number of each, or why it failed.
-    func append(_ messages: [(time: Int64, from: String, text: String)], on c: RedisConnection) -> [Result<UInt64, RedisError>] {
-        func evalsha(_ m: (time: Int64, from: String, text: String)) -> [String] {
-            ["EVALSHA", Self.appendSHA, "3", seqKey, logKey, channel, Self.encode(time: m.time, from: m.from, text: m.text),
-             String(retain)]
+    /// A message to append.
+    struct Appending: Sendable {
+        var time: Int64
+        var from: String
+        var text: String
+        /// The client's id for it (nil: none; never de-duplicated).
+        var id: String? = nil
+    }
+
+    /// What became of a message sent to the append script.
+    enum Outcome: Sendable, Equatable {
+        /// Kept and published under this number (or it had been: a retry).
+        case stored(UInt64)
+        /// Not kept: Redis refused it, or it was never sent.
+        case refused(RedisError)
+        /// It may have been kept: sent, and no answer came.
+        case unknown(RedisError)
+
+        init(failure e: RedisError) { self = e.mayHaveRun ? .unknown(e) : .refused(e) }
+    }
+
+    /// The commands that append `messages`: one transaction that loads the
+    /// script and runs it for each (see `append`).
+    func appendCommands(_ messages: [Appending]) -> [[String]] {
+        var commands: [[String]] = [["MULTI"], ["SCRIPT", "LOAD", Self.appendScript]]
+        commands.reserveCapacity(messages.count + 3)
+        for m in messages {
+            let key = m.id.map { Self.dedupKey(id: $0, from: m.from, text: m.text) } ?? ""
+            commands.append(["EVALSHA", Self.appendSHA, "5", seqKey, logKey, channel, idsKey, idTimesKey,
+                             Self.encode(time: m.time, from: m.from, text: m.text), String(retain), key,
+                             String(Self.idWindowMilliseconds), String(Self.idsKept)])
         }
-        var replies = c.pipeline(messages.map(evalsha))
-        // The first time on a Redis: the script is not loaded yet. Those
-        // refused for it are sent again (only those: the others ran).
-        func noScript(_ r: RedisReply) -> Bool { if case .failure(.server(let e)) = r { e.hasPrefix("NOSCRIPT") } else { false } }
-        let again = replies.indices.filter { noScript(replies[$0]) }
-        if !again.isEmpty {
-            _ = try? c.call(["SCRIPT", "LOAD", Self.appendScript])
-            for (i, r) in zip(again, c.pipeline(again.map { evalsha(messages[$0]) })) { replies[i] = r }
-        }
-        return replies.map { r in
-            switch r {
-            case .success(.integer(let n)) where n > 0: .success(UInt64(n))
-            case .success(let v): .failure(.protocolError("the append script answered \(v)"))
-            case .failure(let e): .failure(e)
+        commands.append(["EXEC"])
+        return commands
+    }
+
+    /// What became of each message, from the replies to `appendCommands`.
+    func outcomes(_ replies: [RedisReply], count: Int) -> [Outcome] {
+        func each(_ v: RESPValue) -> Outcome {
+            switch v {
+            case .integer(let n) where n > 0: .stored(UInt64(n))
+            case .error(let e): .refused(.server(e))
+            default: .unknown(.protocolError("the append script answered \(v)"))
             }
         }
+        guard replies.count == count + 3 else { return Array(repeating: .unknown(.protocolError("replies missing")), count: count) }
+        if case .failure(.server) = replies[0] {
+            // No transaction (MULTI refused): each ran by itself.
+            return replies[2..<(count + 2)].map { r in
+                switch r {
+                case .success(let v): each(v)
+                case .failure(.server(let e)): .refused(.server(e))
+                case .failure(let e): Outcome(failure: e)
+                }
+            }
+        }
+        switch replies[count + 2] {
+        case .failure(let e): // EXECABORT (refused while queued: none ran), or no answer
+            return Array(repeating: Outcome(failure: e), count: count)
+        case .success(.array(let items)) where items.count == count + 1:
+            return items.dropFirst().map(each)
+        case .success(let v):
+            return Array(repeating: .unknown(.protocolError("EXEC answered \(v)")), count: count)
+        }
+    }
+
+    /// Numbers, keeps and publishes messages, pipelined in one write: what
+    /// became of each, in order.
+    ///
+    /// One transaction (MULTI, SCRIPT LOAD, an EVALSHA each, EXEC): nothing
+    /// runs between its commands, so the script is there for every
+    /// EVALSHA even if another client flushes scripts meanwhile, and the
+    /// messages are numbered in their order (an EVALSHA refused with
+    /// NOSCRIPT and sent again would go after later ones that ran). A
+    /// message with a client id that the room has stored (within
+    /// `idWindowMilliseconds`, among its last `idsKept`) is not stored
+    /// again: its answer is the first one's number.
+    func append(_ messages: [Appending], on c: RedisConnection) -> [Outcome] {
+        outcomes(c.pipeline(appendCommands(messages)), count: messages.count)
     }
 
     /// The room's newest number (0: none yet).
@@ -126,11 +239,24 @@ struct RedisRoomStore: Sendable {
         return UInt64(n)
     }
 
+    /// Entries a stream read asks for at a time: a catch-up of thousands
+    /// is several replies, and what else waits on the connection goes
+    /// between them.
+    static let readPage = 500
+
     /// Up to `limit` entries numbered after `after`, oldest first (from the
-    /// oldest kept, if those are gone).
+    /// oldest kept, if those are gone), read `readPage` at a time.
     func read(after: UInt64, limit: Int, on c: RedisConnection) throws(RedisError) -> [Entry] {
-        let v = try c.call("XRANGE", logKey, "(\(after)-1", "+", "COUNT", String(limit))
-        return try entries(v)
+        var out: [Entry] = []
+        var from = after
+        while out.count < limit {
+            let n = min(Self.readPage, limit - out.count)
+            let page = try entries(c.call("XRANGE", logKey, "(\(from)-1", "+", "COUNT", String(n)))
+            out += page
+            guard page.count == n, let last = page.last else { break }
+            from = last.seq
+        }
+        return out
     }
 
     /// The newest `count` entries, oldest first.
@@ -161,16 +287,20 @@ func sha1Hex(_ bytes: [UInt8]) -> String {
 }
 
 /// This node's connections to Redis (see the top of the file): a client
-/// for commands (shared by the rooms' Redis Gs and catch-up readers), one
-/// subscriber for every loaded room's channel, and a dispatcher G that
-/// hands each message to its room's hub. It watches the subscriber: when
+/// for appends only (every room's Redis G pipelines its batches there, so
+/// an ack never waits behind a read), a client for the rest (catch-up and
+/// fill reads, presence, `/rooms`), one subscriber for every loaded room's
+/// channel, and a dispatcher G that hands each message to its room's hub. It watches the subscriber: when
 /// it is lost the node is degraded (logged, `chat_redis_up` 0), and when it
 /// comes back every room reads from the stream what it may have missed.
 final class ClusterNode: @unchecked Sendable {
     // @unchecked: `routes` is guarded by `lock` (a few instructions, never
     // across a park); the rest are Redis clients, atomics and settings.
     let url: RedisURL
+    /// Reads, presence and the rest (not appends).
     let client: RedisClient
+    /// Appends (the rooms' Redis Gs).
+    let appender: RedisClient
     let subscriber: RedisSubscriber
     /// Messages a room's stream keeps, about.
     let retain: Int
@@ -188,6 +318,7 @@ final class ClusterNode: @unchecked Sendable {
         self.url = url
         self.retain = retain
         client = RedisClient(url: url)
+        appender = RedisClient(url: url)
         subscriber = RedisSubscriber(url: url)
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
@@ -251,6 +382,7 @@ final class ClusterNode: @unchecked Sendable {
             if stop {
                 if !written.isEmpty { _ = client.pipeline(written.map { ["HDEL", Self.whoKey($0), nodeID] }) }
                 client.close()
+                appender.close()
                 return
             }
         }
@@ -293,8 +425,13 @@ final class ClusterNode: @unchecked Sendable {
         return Array(fullestFirst(counts.map { (name: $0.key, members: $0.value) }).prefix(100))
     }
 
-    /// The dispatcher G: messages to their rooms; the subscriber's state,
-    /// checked every 200 ms, to the log and the rooms.
+    /// Messages the dispatcher could not queue for a room whose hub was
+    /// behind (they were read back from the stream).
+    let overflows = Atomic<Int>(0)
+
+    /// The dispatcher G: messages to their rooms, without waiting for any
+    /// (see `overflows`); the subscriber's state, checked every 200 ms, to
+    /// the log and the rooms.
     private func dispatch(_ quit: Chan<Void>) {
         let tick = Chan<Void>(capacity: 1)
         let ticker = Timer { _ = tick.trySend(()) }
@@ -311,10 +448,12 @@ final class ClusterNode: @unchecked Sendable {
                     guard let name = RedisRoomStore.room(ofChannel: m.channel),
                           let room = lock.withLock({ routes[name] }),
                           let e = RedisRoomStore.decode(published: m.payload) else { return }
-                    select { t in
-                        if t.send(room.incoming, e) {}
-                        if t.receive(room.closing) != nil {}
-                        if t.receive(quit) != nil { stop = true }
+                    // Never waits for one room: a room whose queue is full
+                    // (its hub behind) loses the message here and reads it
+                    // back from the stream (a gap, or the resync).
+                    if !room.incoming.trySend(e) {
+                        _ = room.resync.trySend(())
+                        overflows.add(1, ordering: .relaxed)
                     }
                 }
                 if s.receive(tick) != nil {

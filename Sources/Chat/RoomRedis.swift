@@ -2,21 +2,40 @@ import Channels
 import GMP
 import Redis
 
-// A room's Redis G (`--redis`, Cluster.swift): the log G of a room whose
-// messages live in a Redis stream. It appends batches of posts with the
-// append script, pipelined, and hands back only their numbers (the senders'
-// acks): the messages themselves reach the hub from the node's
-// subscription. When the hub finds a gap (or the subscription came back) it
-// asks for a fill: the stream read after a number, 1,000 entries at a time.
+// A room's Redis Gs (`--redis`, Cluster.swift): the log G of a room whose
+// messages live in a Redis stream, in three Gs.
+//
+// The append G takes a batch of posts and writes it on the node's append
+// connection (the append script in one transaction, Cluster.swift) without
+// waiting for the answer: it hands the replies to the answer G and takes
+// the next batch. So a post is sent as soon as it is taken, and while Redis
+// hangs it is answered within one time-out of being sent (the connection's
+// deadline), never behind the batches before it. The answer G waits for
+// each batch's replies, in order, and hands the hub only the numbers (the
+// senders' acks): the messages themselves reach the hub from the node's
+// subscription. A post is refused (not stored: Redis refused it, or it was
+// never written) or its outcome is unknown (written, and no answer came: it
+// may have been stored, and a retry with the same client id is stored at
+// most once); the hub says which.
+//
+// The fill G reads the stream when the hub asks (a gap, or the subscription
+// came back), after a number, 1,000 entries at a time, on the node's other
+// connection: a fill never holds up an append, nor an append a fill.
 
 extension Room {
+    /// A batch written and not yet answered.
+    private struct InFlight: Sendable {
+        let posts: [Post]
+        /// The replies to come, on `connection`; or why it was not written.
+        let replies: Result<(RedisConnection, [Chan<RedisReply>]), RedisError>
+    }
+
     /// With Redis: appends batches of posts (pipelined, the append script)
-    /// and hands back their numbers, or refuses them while Redis is away;
-    /// reads the stream when the hub asks (`fills`). Ends once the hub has
-    /// ended and closed its input.
+    /// and hands back their numbers, or refuses them; the fill G reads the
+    /// stream when the hub asks (`fills`). Ends once the hub has ended and
+    /// closed its input, and every batch written has its answer.
     func runRedis(_ input: Chan<Post>) {
         guard let (store, node) = cluster else { return }
-        defer { finished.close() }
         // Once the subscription is confirmed, read what was published before it.
         go {
             let deadline = GMP.now + 10_000_000_000
@@ -26,57 +45,87 @@ extension Room {
             }
             _ = self.resync.trySend(())
         }
-        var open = true
-        while open {
+        go { self.runFills(store, node) }
+        let written = Chan<InFlight>(capacity: 16)
+        go { self.answer(written, store) }
+        defer { written.close() } // the answer G drains it, then closes `finished`
+        while case .value(let first) = input.receive() {
+            let posts = Self.batch(first, input)
+            let time = wallClockMilliseconds()
+            let messages = posts.map { RedisRoomStore.Appending(time: time, from: $0.name, text: $0.text, id: $0.id) }
+            let replies: Result<(RedisConnection, [Chan<RedisReply>]), RedisError>
+            do throws(RedisError) {
+                let c = try node.appender.connection()
+                replies = .success((c, c.send(pipeline: store.appendCommands(messages))))
+            } catch {
+                replies = .failure(.notSent("\(error)"))
+            }
+            written.send(InFlight(posts: posts, replies: replies))
+        }
+    }
+
+    /// The answer G: each batch's replies, in order, to the hub.
+    private func answer(_ written: Chan<InFlight>, _ store: RedisRoomStore) {
+        defer { finished.close() }
+        while case .value(let b) = written.receive() {
+            let outcomes: [RedisRoomStore.Outcome]
+            switch b.replies {
+            case .failure(let e):
+                outcomes = b.posts.map { _ in .refused(e) }
+            case .success(let (c, replies)):
+                let got = replies.map { r in Result { () throws(RedisError) -> RESPValue in try c.wait(r) } }
+                outcomes = store.outcomes(got, count: b.posts.count)
+            }
+            var acked: [(Post, UInt64)] = []
+            var refused: [Post] = [], unknown: [Post] = []
+            var refusal: RedisError?, silence: RedisError?
+            for (p, o) in zip(b.posts, outcomes) {
+                switch o {
+                case .stored(let seq): acked.append((p, seq))
+                case .refused(let e): refused.append(p); refusal = e
+                case .unknown(let e): unknown.append(p); silence = e
+                }
+            }
+            if !acked.isEmpty {
+                settings.metrics.bump(.historyAppends, by: acked.count)
+                handBack(Batch(entries: [], posts: acked.map(\.0), error: nil, acks: acked.map(\.1)))
+            }
+            if let refusal {
+                let why = if case .server = refusal { "Redis refused it: \(refusal)" } else { "Redis is unreachable: \(refusal)" }
+                handBack(Batch(entries: [], posts: refused, error: StoreError(why)))
+            }
+            if let silence {
+                var batch = Batch(entries: [], posts: unknown, error: StoreError("Redis did not answer: \(silence)"))
+                batch.unknown = true
+                handBack(batch)
+            }
+        }
+    }
+
+    /// The fill G: reads the stream after the number the hub asks for (on
+    /// the node's read connection), until the hub has ended.
+    private func runFills(_ store: RedisRoomStore, _ node: ClusterNode) {
+        while true {
+            var asked: UInt64?
             select { s in
-                if let r = s.receive(input) {
-                    guard case .value(let first) = r else {
-                        open = false
-                        return
-                    }
-                    let posts = Self.batch(first, input)
-                    let time = wallClockMilliseconds()
-                    let results: [Result<UInt64, RedisError>]
-                    do throws(RedisError) {
-                        let c = try node.client.connection()
-                        results = store.append(posts.map { (time, $0.name, $0.text) }, on: c)
-                    } catch {
-                        results = posts.map { _ in .failure(error) }
-                    }
-                    var acked: [(Post, UInt64)] = []
-                    var refused: [Post] = []
-                    var why: RedisError?
-                    for (p, r) in zip(posts, results) {
-                        switch r {
-                        case .success(let seq): acked.append((p, seq))
-                        case .failure(let e): refused.append(p); why = e
-                        }
-                    }
-                    if !acked.isEmpty {
-                        settings.metrics.bump(.historyAppends, by: acked.count)
-                        handBack(Batch(entries: [], posts: acked.map(\.0), error: nil, acks: acked.map(\.1)))
-                    }
-                    if let why {
-                        handBack(Batch(entries: [], posts: refused, error: StoreError("Redis is unreachable: \(why)")))
-                    }
+                if let r = s.receive(fills), case .value(let after) = r { asked = after }
+                if s.receive(hubDone) != nil {}
+            }
+            guard let after = asked else { return }
+            if let c = try? node.client.connection(), let top = try? store.newest(on: c), top < after {
+                handBack(Batch(entries: [], posts: [], error: nil, fill: true, done: true, rewound: top))
+                continue
+            }
+            var from = after
+            while true { // the stream after `from`, 1,000 at a time
+                guard let c = try? node.client.connection(), let es = try? store.read(after: from, limit: 1_000, on: c) else {
+                    handBack(Batch(entries: [], posts: [], error: nil, fill: true, done: true, failedFill: true))
+                    break
                 }
-                if let r = s.receive(fills), case .value(let after) = r {
-                    if let c = try? node.client.connection(), let top = try? store.newest(on: c), top < after {
-                        handBack(Batch(entries: [], posts: [], error: nil, fill: true, done: true, rewound: top))
-                        return
-                    }
-                    var from = after
-                    while true { // the stream after `from`, 1,000 at a time
-                        guard let c = try? node.client.connection(), let es = try? store.read(after: from, limit: 1_000, on: c) else {
-                            handBack(Batch(entries: [], posts: [], error: nil, fill: true, done: true, failedFill: true))
-                            break
-                        }
-                        let done = es.count < 1_000
-                        handBack(Batch(entries: es, posts: [], error: nil, fill: true, done: done))
-                        if done { break }
-                        from = es.last!.seq
-                    }
-                }
+                let done = es.count < 1_000
+                handBack(Batch(entries: es, posts: [], error: nil, fill: true, done: done))
+                if done { break }
+                from = es.last!.seq
             }
         }
     }

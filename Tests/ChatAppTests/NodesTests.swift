@@ -167,11 +167,13 @@ struct NodesTests {
             out.append("\(first.0) \(first.1)")
             box.server?.kill()
             box.server = nil
-            // Degraded: a message is refused (say it until the node has noticed), and /metrics says so.
+            // Degraded: a message is refused (say it until the node has noticed; one
+            // written as Redis died has an unknown outcome), and /metrics says so.
             var refused = ""
             _ = waitFor(seconds: 15, every: 50_000_000) {
                 x.say("while down")
-                guard let l = x.until({ $0.type == "error" || $0.type == "ack" })?.last, l.type == "error" else { return false }
+                guard let l = x.until({ $0.type == "error" || $0.type == "ack" })?.last, l.type == "error",
+                      l.object["outcome"] as? String == "refused" else { return false }
                 refused = l.text
                 return true
             }
