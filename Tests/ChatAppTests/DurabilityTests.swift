@@ -1,0 +1,201 @@
+// The history's promises end to end, against the built ChatApp: an ack
+// means stored (after fsync under `always`), a refused message is not
+// stored, catch-up has no gap it does not report and never serves past the
+// committed mark. Faults come from a small LD_PRELOAD shim over fsync(2),
+// built here with the system's C compiler: while the file named by
+// SHIM_FSYNC_FAILS exists every fsync fails with EIO, and while the one
+// named by SHIM_FSYNC_STALLS exists every fsync waits (at most 10 s).
+@testable import Chat
+import Channels
+import Foundation
+import GMP
+import GMPTestSupport
+import Glibc
+import NetPoller
+import Testing
+import WebSocket
+
+/// The shim's shared object, built once per test process (nil: no compiler).
+private let fsyncShim: String? = {
+    let dir = temporaryDirectory("fsync-shim")
+    let source = dir + "/shim.c", object = dir + "/shim.so"
+    let code = """
+    #define _GNU_SOURCE
+    #include <dlfcn.h>
+    #include <errno.h>
+    #include <stdlib.h>
+    #include <unistd.h>
+    static int flagged(const char *var) { const char *p = getenv(var); return p && access(p, F_OK) == 0; }
+    int fsync(int fd) {
+        static int (*real)(int);
+        if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+        if (flagged("SHIM_FSYNC_FAILS")) { errno = EIO; return -1; }
+        for (int i = 0; i < 1000 && flagged("SHIM_FSYNC_STALLS"); i++) usleep(10000);
+        return real(fd);
+    }
+    """
+    guard FileManager.default.createFile(atPath: source, contents: Data(code.utf8)) else { return nil }
+    let cc = Process()
+    cc.executableURL = URL(fileURLWithPath: "/bin/sh")
+    cc.arguments = ["-c", "cc -shared -fPIC -o '\(object)' '\(source)' -ldl"]
+    guard (try? cc.run()) != nil else { return nil }
+    cc.waitUntilExit()
+    return cc.terminationStatus == 0 ? object : nil
+}()
+
+/// Inside a G: sends `n` messages from `c` and waits for each answer; the acked count.
+private func post(_ c: EnvelopeClient, _ n: Int, _ prefix: String) -> Int {
+    var acked = 0
+    for k in 0..<n {
+        c.say("\(prefix)\(k)")
+        guard let l = c.until({ $0.type == "ack" || $0.type == "error" })?.last else { return acked }
+        if l.type == "ack" { acked += 1 }
+    }
+    return acked
+}
+
+/// Inside a G: the code of the close frame that ends `ws` (nil: it ended otherwise).
+private func closeCode(_ ws: WebSocketConn) -> UInt16? {
+    while true {
+        do throws(WebSocketError) { _ = try ws.receive() } catch {
+            if case .closed(let code, _) = error { return code }
+            return nil
+        }
+    }
+}
+
+@Suite(.serialized) struct DurabilityTests {
+    @Test("--fsync always: catch-up never serves a batch whose fsync has not returned; a failed fsync refuses its message (error line with its id, nobody gets it, never in the history) and the log goes on once fsync works")
+    func fsyncStallsAndFailures() async throws {
+        let shim = try #require(fsyncShim, "cannot build the fsync shim (cc)")
+        let dir = temporaryDirectory("durability")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stall = dir + "/stall", fail = dir + "/fail"
+        let env = ["LD_PRELOAD": shim, "SHIM_FSYNC_STALLS": stall, "SHIM_FSYNC_FAILS": fail]
+        let data = dir + "/data"
+        let (app, port) = try startChatApp(extraArguments: ["--data-dir", data, "--fsync", "always"], environment: env)
+        defer { app.terminate(); app.waitUntilExit() }
+        struct Seen { var caughtUp: [UInt64]; var live: [UInt64]; var refusal: [String: Any]?; var bystander: [String]; var after: UInt64? }
+        let r = await runG(procs: 2, timeout: 60) { () -> Seen? in
+            guard let a = EnvelopeClient(port: port), let b = EnvelopeClient(port: port),
+                  a.next()?.type == "joined", b.next()?.type == "joined" else { return nil }
+            defer { a.close(); b.close() }
+            // More than the hub's tail (128): a joiner with since=0 reads the log.
+            guard post(a, 140, "m") == 140 else { return nil }
+            // The next batch is written, and its fsync stalls.
+            let segment = data + "/lobby/" + RoomLog.segmentName(1)
+            func size() -> Int { ((try? FileManager.default.attributesOfItem(atPath: segment))?[.size] as? Int) ?? 0 }
+            let before = size()
+            FileManager.default.createFile(atPath: stall, contents: nil)
+            a.say("uncommitted")
+            guard waitFor(seconds: 10, every: 1_000_000, { size() > before }) else { return nil }
+            guard let c = EnvelopeClient(port: port, query: "since=0") else { return nil }
+            defer { c.close() }
+            guard let caughtUp = c.until({ $0.type == "joined" }) else { return nil }
+            try? FileManager.default.removeItem(atPath: stall)
+            guard let live = c.until({ $0.type == "message" }), a.until({ $0.type == "ack" }) != nil else { return nil }
+            b.say("/who") // (what b has so far, read)
+            guard b.until({ $0.type == "who" }) != nil else { return nil }
+            // A failed fsync.
+            FileManager.default.createFile(atPath: fail, contents: nil)
+            a.say(#"{"id":"f1","text":"lost"}"#)
+            let refusal = a.until { $0.type == "error" || $0.type == "ack" }?.last
+            b.say("/who")
+            let bystander = b.until { $0.type == "who" }?.map { "\($0.type) \($0.text)" } ?? ["nothing"]
+            try? FileManager.default.removeItem(atPath: fail)
+            a.say("after")
+            let after = a.until { $0.type == "error" || $0.type == "ack" }?.last
+            return Seen(caughtUp: caughtUp.filter { $0.type == "message" }.compactMap(\.seq),
+                        live: live.filter { $0.type == "message" }.compactMap(\.seq),
+                        refusal: refusal?.object, bystander: bystander, after: after?.type == "ack" ? after?.seq : nil)
+        }
+        let seen = try #require(r ?? nil)
+        #expect(seen.caughtUp == Array(1...140), "caught up: \(seen.caughtUp.suffix(3)) (\(seen.caughtUp.count))")
+        #expect(seen.live == [141])
+        #expect(seen.refusal?["id"] as? String == "f1" && seen.refusal?["outcome"] as? String == "refused",
+                "\(String(describing: seen.refusal))")
+        #expect((seen.refusal?["text"] as? String)?.contains("cannot sync") == true)
+        #expect(seen.bystander.allSatisfy { !$0.hasPrefix("message") }, "\(seen.bystander)")
+        #expect(seen.after == 142)
+        app.terminate()
+        app.waitUntilExit()
+        // Restarted: what was acked, and nothing else.
+        let (again, port2) = try startChatApp(extraArguments: ["--data-dir", data])
+        defer { again.terminate(); again.waitUntilExit() }
+        let history = await runG(procs: 2) { fullHistory(port: port2) } ?? nil
+        #expect(history?.map(\.1).suffix(2) == ["uncommitted", "after"])
+        #expect(history?.map(\.0) == Array(1...142))
+    }
+
+    @Test("A log that cannot be read at catch-up closes the joiner with 1013 (try again later), never a gap")
+    func unreadableLogIsNotAGap() async throws {
+        let dir = temporaryDirectory("durability-read")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2) { () -> (code: UInt16?, gap: Bool)? in
+            guard let a = EnvelopeClient(port: port), a.next()?.type == "joined", post(a, 140, "m") == 140 else { return nil }
+            defer { a.close() }
+            // (As root no mode stops a read: a directory in the segment's place does.)
+            let segment = dir + "/lobby/" + RoomLog.segmentName(1)
+            guard rename(segment, segment + ".away") == 0, mkdir(segment, 0o755) == 0 else { return nil }
+            guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?since=0") else { return nil }
+            defer { ws.conn.close() }
+            ws.conn.setReadDeadline(GMP.now + 10_000_000_000)
+            var gap = false
+            while true {
+                do throws(WebSocketError) {
+                    if case .text(let t) = try ws.receive(), t.contains("\"type\":\"gap\"") { gap = true }
+                } catch {
+                    if case .closed(let code, _) = error { return (code, gap) }
+                    return (nil, gap)
+                }
+            }
+        }
+        let got = try #require(r ?? nil)
+        #expect(got.code == 1013)
+        #expect(!got.gap)
+    }
+
+    @Test("Gap lines: from the log (a since older than the oldest kept segment) and from the hub (--memory, a since older than its tail), then every kept message once")
+    func gapLines() async throws {
+        let dir = temporaryDirectory("durability-gap")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for flags in [["--data-dir", dir, "--retain", "10"], ["--memory"]] {
+            let (app, port) = try startChatApp(extraArguments: flags)
+            defer { app.terminate(); app.waitUntilExit() }
+            let r = await runG(procs: 2) { () -> (gap: (UInt64, UInt64)?, seqs: [UInt64])? in
+                guard let a = EnvelopeClient(port: port), a.next()?.type == "joined", post(a, 140, "m") == 140 else { return nil }
+                defer { a.close() }
+                guard let c = EnvelopeClient(port: port, query: "since=1"), let lines = c.until({ $0.type == "joined" }) else { return nil }
+                defer { c.close() }
+                let g = lines.first { $0.type == "gap" }.flatMap { l -> (UInt64, UInt64)? in
+                    guard let from = (l.object["from"] as? NSNumber)?.uint64Value, let to = (l.object["to"] as? NSNumber)?.uint64Value else { return nil }
+                    return (from, to)
+                }
+                return (g, lines.filter { $0.type == "message" }.compactMap(\.seq))
+            }
+            let got = try #require(r ?? nil, "\(flags)")
+            let first = try #require(got.seqs.first, "\(flags): no messages")
+            #expect(got.gap.map { [$0.0, $0.1] } == [2, first - 1], "\(flags)")
+            #expect(got.seqs == Array(first...140), "\(flags)")
+            // The log keeps about --retain (10 to 15 here); the hub's tail 128.
+            #expect(flags.contains("--memory") ? first == 13 : first > 120, "\(flags): from \(first)")
+        }
+    }
+
+    @Test("--fsync interval: a write is synced within 100 ms while the server idles (the log G's timer)")
+    func intervalSync() async throws {
+        let dir = temporaryDirectory("durability-interval")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir, "--fsync", "interval", "--metrics"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2) { () -> Bool? in
+            guard let a = EnvelopeClient(port: port), a.next()?.type == "joined", post(a, 1, "m") == 1 else { return nil }
+            defer { a.close() }
+            // (Bounded well past 100 ms: a loaded machine may be slow to run the timer.)
+            return waitFor(seconds: 5, every: 5_000_000) { httpGet(port, "/metrics").contains("\nchat_history_fsync_seconds_count 1\n") }
+        }
+        #expect(r == true)
+    }
+}
