@@ -8,7 +8,8 @@ import Synchronization
 // so a G waiting for it parks), and its reply channel joins the queue of
 // pending replies in the same critical section, so the queue's order is the
 // order of the bytes on the wire. Redis answers in that order; the
-// connection's reader G parses replies as they arrive and hands each to the
+// connection's reader G parses replies as they arrive (`RESPReader`: a
+// reply that takes many reads is parsed once) and hands each to the
 // oldest pending channel. Out-of-band values (RESP3 pushes, or everything
 // on a subscriber connection once it has logged in) go to `pushes` instead.
 //
@@ -203,26 +204,22 @@ public final class RedisConnection: @unchecked Sendable {
     /// The reader G: replies to their callers, pushes to `pushes`.
     private func readReplies() {
         defer { ended.close() }
-        let parser = RESPParser()
-        var buf: [UInt8] = []
+        var reader = RESPReader() // (a reply in many reads is parsed once, not after each)
         while true {
             let more: [UInt8]
             do { more = try conn.read(max: 65536) } catch {
                 fail(error == .timeout ? .timeout : error == .closed ? .closed : .connectionLost("read: \(error)"))
                 return
             }
-            buf += more
-            var used = 0
+            reader.append(more)
             do {
-                while let (v, n) = try parser.parse(buf[used...]) {
-                    used += n
+                while let v = try reader.next() {
                     guard deliver(v) else { return }
                 }
             } catch {
                 fail(.protocolError(error.description))
                 return
             }
-            buf.removeFirst(used)
         }
     }
 

@@ -15,8 +15,9 @@
 // peer controls is bounded: the length of a line, of a bulk string, the
 // elements of an aggregate and how deeply aggregates nest; past a bound,
 // or on any byte the protocol does not allow, it throws. It parses from
-// the start each time: a reply that arrives in many reads costs a parse
-// per read, fine for the small replies of commands and pub/sub.
+// the start each time: a reader of a stream of bytes uses `RESPReader`
+// (RESPReader.swift), which finds where a value ends as the bytes come and
+// parses each value once.
 
 /// A RESP value (RESP2 and RESP3).
 public indirect enum RESPValue: Sendable, Equatable {

@@ -1,6 +1,7 @@
 // Redis: a client for Redis on our own poller and channels, no package.
 //
 //   RESP.swift        the protocol (RESP2 and RESP3): values, parser, commands
+//   RESPReader.swift  values from a stream of reads, each parsed once
 //   Connection.swift  one connection: commands pipelined, replies in order
 //   Client.swift      a connection that comes back by itself (back-off)
 //   Subscriber.swift  pub/sub into a Chan, re-subscribing after a reconnect

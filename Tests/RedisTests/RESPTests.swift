@@ -1,4 +1,4 @@
-import Redis
+@testable import Redis
 import Testing
 
 private func parse(_ s: String) throws -> (RESPValue, Int)? { try RESPParser().parse(Array(s.utf8)[...]) }
@@ -88,5 +88,69 @@ private func parse(_ s: String) throws -> (RESPValue, Int)? { try RESPParser().p
                            ("redis://a:%zz@x", "redis://a:%zz@x: a bad escape in the user or password")] {
             #expect(throws: RedisError.badURL(why)) { _ = try RedisURL(bad) }
         }
+    }
+
+    @Test("The reader: values split anywhere, fed in pieces of every size, come out as one parse of the whole gives them; bytes the parser refuses, the reader refuses with the same words")
+    func readerAgrees() throws {
+        let values: [RESPValue] = [
+            .simple("OK"), .error("ERR x"), .integer(-7), .bulk(Array("a\r\nb".utf8)), .null, .array([]),
+            .array([.integer(1), .array([.bulk([]), .null]), .map([RESPPair(.simple("k"), .set([.double(2.5)]))])]),
+            .push([.bulk(Array("message".utf8)), .bulk(Array("ch".utf8)), .bulk(Array(repeating: 120, count: 300))]),
+            .verbatim(format: "txt", text: "hi"), .boolean(false), .bigNumber("-1"),
+        ]
+        var bytes: [UInt8] = []
+        for v in values { v.encode(into: &bytes) }
+        bytes += Array("|1\r\n+ttl\r\n:3\r\n*1\r\n+after an attribute\r\n".utf8)
+        let expected = values + [.array([.simple("after an attribute")])]
+        for piece in [1, 2, 3, 7, 64, bytes.count] {
+            var reader = RESPReader()
+            var got: [RESPValue] = []
+            var at = 0
+            while at < bytes.count {
+                reader.append(Array(bytes[at..<min(at + piece, bytes.count)]))
+                at += piece
+                while let v = try reader.next() { got.append(v) }
+            }
+            #expect(got == expected, "pieces of \(piece)")
+            #expect(reader.buffered == 0 && reader.parses == expected.count, "pieces of \(piece): \(reader.parses) parses")
+        }
+        var small = RESPParser()
+        small.maxElements = 3
+        small.maxDepth = 2
+        small.maxLine = 8
+        for (bad, parser) in [("?x\r\n", RESPParser()), ("*2\r\n:1\r\n:12a\r\n", RESPParser()), ("+a\rb\r\n", RESPParser()),
+                              ("*1\r\n$3\r\nabcd\r\n", RESPParser()), ("$-2\r\n", RESPParser()), ("*1\r\n#x\r\n", RESPParser()),
+                              ("*4\r\n", small), ("*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", small), ("+123456789", small)] {
+            var whole: String?
+            do { _ = try parser.parse(Array(bad.utf8)[...]) } catch { whole = error.description }
+            for piece in [1, 3, bad.utf8.count] {
+                var reader = RESPReader(parser: parser)
+                var seen: String?
+                let b = Array(bad.utf8)
+                var at = 0
+                while at < b.count && seen == nil {
+                    reader.append(Array(b[at..<min(at + piece, b.count)]))
+                    at += piece
+                    do { while try reader.next() != nil {} } catch { seen = error.description }
+                }
+                #expect(seen != nil && seen == whole, "\(bad.debugDescription) in pieces of \(piece)")
+            }
+        }
+    }
+
+    @Test("The reader parses a big reply once: 5,000 stream entries (about 2.5 MB) in 64 KiB reads is one parse, not one per read")
+    func readerParsesOnce() throws {
+        let entry = RESPValue.array([.bulk(Array("1-1".utf8)), .array([.bulk([109]), .bulk(Array(repeating: 97, count: 480))])])
+        let reply = RESPValue.array(Array(repeating: entry, count: 5_000)).encoded
+        var reader = RESPReader()
+        var got: [RESPValue] = []
+        var at = 0
+        while at < reply.count {
+            reader.append(Array(reply[at..<min(at + 65536, reply.count)]))
+            at += 65536
+            while let v = try reader.next() { got.append(v) }
+        }
+        #expect(reply.count > 2_400_000 && got.count == 1 && got.first?.elements?.count == 5_000)
+        #expect(reader.parses == 1)
     }
 }
