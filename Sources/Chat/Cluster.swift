@@ -294,8 +294,9 @@ func sha1Hex(_ bytes: [UInt8]) -> String {
 /// it is lost the node is degraded (logged, `chat_redis_up` 0), and when it
 /// comes back every room reads from the stream what it may have missed.
 final class ClusterNode: @unchecked Sendable {
-    // @unchecked: `routes` is guarded by `lock` (a few instructions, never
-    // across a park); the rest are Redis clients, atomics and settings.
+    // @unchecked: `routes` and `roomsCache` are guarded by `lock` (a few
+    // instructions, never across a park); the rest are Redis clients,
+    // atomics and settings.
     let url: RedisURL
     /// Reads, presence and the rest (not appends).
     let client: RedisClient
@@ -390,7 +391,16 @@ final class ClusterNode: @unchecked Sendable {
 
     /// The other nodes' members of `room` (what has not expired), added up.
     func presence(of room: String) -> [Presence] {
-        guard let v = try? client.call("HGETALL", Self.whoKey(room)), let items = v.elements else { return [] }
+        guard let v = try? client.call("HGETALL", Self.whoKey(room)) else { return [] }
+        let (out, expired) = presences(v)
+        if !expired.isEmpty { _ = client.pipeline([["HDEL", Self.whoKey(room)] + expired]) }
+        return out
+    }
+
+    /// The other nodes' fields of a presence hash (HGETALL's answer) that
+    /// have not expired, and the nodes whose fields have.
+    private func presences(_ v: RESPValue) -> (present: [Presence], expired: [String]) {
+        guard let items = v.elements else { return ([], []) }
         let now = wallClockMilliseconds()
         var out: [Presence] = []
         var expired: [String] = []
@@ -404,24 +414,39 @@ final class ClusterNode: @unchecked Sendable {
                   let names = obj["names"] as? [String], let anonymous = obj["anonymous"] as? Int else { continue }
             out.append(Presence(names: names, anonymous: anonymous))
         }
-        if !expired.isEmpty { _ = client.pipeline([["HDEL", Self.whoKey(room)] + expired]) }
-        return out
+        return (out, expired)
     }
+
+    /// How long the other nodes' counts for `/rooms` are used again.
+    static let roomsCacheNanoseconds: Int64 = 1_000_000_000
+    /// The other nodes' members by room, and when they were read (GMP.now); guarded by `lock`.
+    private var roomsCache: (at: Int64, others: [String: Int])?
 
     /// Rooms with members on any node, with every node's count, the fullest
     /// first (at most 100); `here`: this node's loaded rooms and members.
+    /// The other nodes' counts cost one round trip (the listed rooms'
+    /// presence hashes in one pipeline) and are used again for
+    /// `roomsCacheNanoseconds`.
     func roomsAcrossNodes(here: [(name: String, members: Int)]) -> [(name: String, members: Int)] {
-        let now = wallClockMilliseconds()
-        var counts: [String: Int] = [:]
-        for (name, n) in here { counts[name] = n }
-        if let v = try? client.call("ZRANGEBYSCORE", "chat:rooms", String(now), "+inf", "LIMIT", "0", "100"),
-           let names = v.elements?.compactMap(\.string) {
-            for name in names {
-                let others = presence(of: name).reduce(0) { $0 + $1.names.count + $1.anonymous }
-                counts[name, default: 0] += others
+        var others: [String: Int]
+        if let cached = lock.withLock({ roomsCache }), GMP.now - cached.at < Self.roomsCacheNanoseconds {
+            others = cached.others
+        } else {
+            others = [:]
+            let now = wallClockMilliseconds()
+            if let v = try? client.call("ZRANGEBYSCORE", "chat:rooms", String(now), "+inf", "LIMIT", "0", "100"),
+               let names = v.elements?.compactMap(\.string) {
+                let replies = client.pipeline(names.map { ["HGETALL", Self.whoKey($0)] } + [["ZREMRANGEBYSCORE", "chat:rooms", "-inf", String(now)]])
+                for (name, r) in zip(names, replies) {
+                    guard case .success(let v) = r else { continue }
+                    others[name] = presences(v).present.reduce(0) { $0 + $1.names.count + $1.anonymous }
+                }
             }
+            let read = others
+            lock.withLock { roomsCache = (GMP.now, read) }
         }
-        _ = client.pipeline([["ZREMRANGEBYSCORE", "chat:rooms", "-inf", String(now)]])
+        var counts: [String: Int] = others
+        for (name, n) in here { counts[name, default: 0] += n }
         return Array(fullestFirst(counts.map { (name: $0.key, members: $0.value) }).prefix(100))
     }
 

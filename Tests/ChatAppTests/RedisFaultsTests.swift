@@ -205,3 +205,41 @@ struct RedisFaultsTests {
         #expect(r == ["1 hi", "busy reads the stream"])
     }
 }
+
+@Suite(.serialized, .enabled(if: haveRedis, "needs redis-server (apt-get install redis-server; .ci/run installs it)"))
+struct RedisCostTests {
+    @Test("/rooms with 30 rooms on another node: the counts are right, and 10 /rooms in a row cost one read of the presence hashes (in one pipeline), not one HGETALL per room per /rooms")
+    func roomsIsOneRoundTrip() async throws {
+        let redis = try RedisServer()
+        let url = redis.redisURL
+        let (app, port) = try startChatApp(extraArguments: ["--redis", redis.urlString])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
+            guard let c = try? RedisConnection.connect(url) else { return nil }
+            defer { c.close() }
+            // Another node's members: room i has i + 1 (named), for a minute.
+            let expires = wallClockMilliseconds() + 60_000
+            var commands: [[String]] = []
+            for i in 0..<30 {
+                let names = (0...i).map { "\"u\($0)\"" }.joined(separator: ",")
+                commands += [["HSET", "chat:{r\(i)}:who", "other-node", "\(expires) {\"names\":[\(names)],\"anonymous\":0}"],
+                             ["ZADD", "chat:rooms", String(expires), "r\(i)"]]
+            }
+            _ = c.pipeline(commands)
+            guard let x = EnvelopeClient(port: port), x.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { x.close() }
+            _ = try? c.call("CONFIG", "RESETSTAT")
+            var lists: Set<String> = []
+            for _ in 0..<10 {
+                x.say("/rooms")
+                guard let l = x.until({ $0.type == "rooms" })?.last, let list = l.object["rooms"] as? [[String: Any]] else { return nil }
+                lists.insert(list.prefix(3).map { "\($0["name"]!)=\($0["members"]!)" }.joined(separator: ","))
+            }
+            let stats = (try? c.call("INFO", "commandstats"))?.string ?? ""
+            let hgetall = stats.split(separator: "\r\n").first { $0.hasPrefix("cmdstat_hgetall:") }
+                .flatMap { $0.split(separator: "=").dropFirst().first?.split(separator: ",").first }.flatMap { Int($0) } ?? 0
+            return Array(lists) + [hgetall <= 60 ? "few HGETALLs" : "\(hgetall) HGETALLs"]
+        } ?? nil
+        #expect(r == ["r29=30,r28=29,r27=28", "few HGETALLs"])
+    }
+}
