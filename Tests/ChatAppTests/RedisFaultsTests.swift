@@ -130,6 +130,43 @@ struct RedisFaultsTests {
         #expect(r == ["ack m1 1", "error m2 unknown", "ack m2 2", "ack m3 3", "1 one,2 two,3 three", "one,two,three"])
     }
 
+    @Test("While Redis hangs, a post is answered within one time-out of being sent (5 s), also one sent while an earlier batch waits (it waited for that batch, then its own: 10 s); once Redis is back, posts are acked")
+    func hangBoundedByOneTimeout() async throws {
+        let redis = try RedisServer(args: ["--enable-debug-command", "yes"])
+        let url = redis.redisURL
+        let (app, port) = try startChatApp(extraArguments: ["--redis", redis.urlString, "--rate", "0"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
+            guard let x = EnvelopeClient(port: port), x.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { x.close() }
+            x.say(#"{"id":"m0","text":"zero"}"#)
+            guard x.until({ $0.type == "ack" }) != nil, let sleeper = try? RedisConnection.connect(url, timeout: 20_000_000_000) else { return nil }
+            defer { sleeper.close() }
+            let slept = sleeper.send(["DEBUG", "SLEEP", "10"])
+            guard asleep(url) else { return ["not asleep"] }
+            x.say(#"{"id":"m1","text":"one"}"#)
+            GMP.sleep(nanoseconds: 300_000_000) // (pacing, not waiting for something: m2 comes after m1's batch left)
+            let sent = GMP.now
+            x.say(#"{"id":"m2","text":"two"}"#)
+            var out: [String] = []
+            for id in ["m1", "m2"] {
+                guard let l = x.until({ $0.type == "error" || $0.type == "ack" })?.last else { return out + ["no answer"] }
+                out.append("\(l.object["id"] ?? "-") \(l.type) \(l.object["outcome"] ?? "-")")
+                if id == "m2" { out.append(GMP.now - sent < 7_500_000_000 ? "within one time-out" : "after \((GMP.now - sent) / 1_000_000) ms") }
+            }
+            _ = try? sleeper.wait(slept)
+            var acked = false
+            _ = waitFor(seconds: 10, every: 50_000_000) {
+                x.say(#"{"id":"m3","text":"three"}"#)
+                acked = x.until({ $0.type == "error" || $0.type == "ack" })?.last?.type == "ack"
+                return acked
+            }
+            out.append(acked ? "acked after" : "not acked after")
+            return out
+        } ?? nil
+        #expect(r == ["m1 error unknown", "m2 error unknown", "within one time-out", "acked after"])
+    }
+
     @Test("Scripts flushed and loaded again in a loop while one client sends 4,000: every message stored once, numbered in the order sent")
     func scriptFlushKeepsOrder() async throws {
         let redis = try RedisServer()
