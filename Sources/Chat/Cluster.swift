@@ -55,6 +55,13 @@ import WebSocket
 // key keep two clients that pick the same id apart, unless they also send
 // the same text under the same name.)
 //
+// A node has two connections for commands: appends go on one of their own
+// (pipelined, never behind a read), everything else on the other, stream
+// reads 500 entries a request (so a catch-up of thousands lets presence and
+// other rooms' reads through between its pages). Its dispatcher hands each
+// published message to its room without waiting: a room whose queue is full
+// loses it there and reads it back from the stream.
+//
 // Redis must keep its data across a restart (an append-only file; RDB
 // snapshots lose the last minutes): one that lost data hands out numbers
 // again. A node notices when its subscription comes back (the room's
