@@ -30,7 +30,7 @@ html, body { height: 100%; margin: 0; font-family: sans-serif; background: #eee;
 #head { height: 1.6em; line-height: 1.6em; }
 #log { position: absolute; top: 1.8em; left: 0; right: 0; bottom: 2.5em; overflow: auto;
        background: white; padding: 0.5em; box-sizing: border-box; }
-#log div { white-space: pre-wrap; }
+#log div { white-space: pre-wrap; overflow-wrap: anywhere; } /* a long word wraps, never widens the pane */
 #log .status { color: #888; font-style: italic; }
 #log .error { color: #b00; }
 #log .private { color: #060; }

@@ -87,10 +87,73 @@ public struct ChatConfig: Sendable {
     public init() {}
 }
 
-/// Writes one line to standard error (the server's log).
-public func log(_ s: String) {
-    let line = s + "\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
+/// Writes one line to standard error (the server's log). From a G the line
+/// goes through a queue to one writer G, which writes inside `GMP.blocking`:
+/// a stderr that blocks (a full pipe nobody reads) holds that G's thread,
+/// never a worker thread with its P. At most 4,096 lines wait; more are
+/// dropped and counted, and the count is logged once there is room again.
+/// Off a G (before the scheduler runs, after it) the line is written at once.
+public func log(_ s: String) { ServerLog.shared.write(s + "\n") }
+
+/// Waits until the lines logged so far are written, at most `nanoseconds`
+/// (call it from a G before the process exits). Whether they were.
+@discardableResult
+public func flushLog(nanoseconds: Int64 = 1_000_000_000) -> Bool {
+    let deadline = GMP.now + nanoseconds
+    while !ServerLog.shared.isIdle {
+        if GMP.now >= deadline { return false }
+        GMP.sleep(nanoseconds: 1_000_000)
+    }
+    return true
+}
+
+/// The queue and writer G behind `log`.
+final class ServerLog: Sendable {
+    static let shared = ServerLog()
+    private let lines = Chan<String>(capacity: 4096)
+    private let dropped = Atomic<Int>(0)
+    /// Lines queued or being written.
+    private let pending = Atomic<Int>(0)
+    private let started = Atomic<Bool>(false)
+
+    var isIdle: Bool { pending.load(ordering: .acquiring) == 0 }
+
+    func write(_ line: String) {
+        guard GMP.inGoroutine else {
+            Self.writeOut(line)
+            return
+        }
+        if !started.exchange(true, ordering: .acquiringAndReleasing) { go { self.run() } }
+        pending.add(1, ordering: .relaxed)
+        if !lines.trySend(line) {
+            pending.subtract(1, ordering: .releasing)
+            dropped.add(1, ordering: .relaxed)
+        }
+    }
+
+    private func run() {
+        while case .value(let line) = lines.receive() {
+            let lost = dropped.exchange(0, ordering: .relaxed)
+            GMP.blocking {
+                if lost > 0 { Self.writeOut("(\(lost) lines of the log were dropped: standard error was not taking them)\n") }
+                Self.writeOut(line)
+            }
+            pending.subtract(1, ordering: .releasing)
+        }
+    }
+
+    private static func writeOut(_ line: String) {
+        line.withCString { p in
+            var at = 0, n = strlen(p)
+            while n > 0 {
+                let w = Glibc.write(2, p + at, n)
+                if w < 0 && errno == EINTR { continue }
+                if w <= 0 { return }
+                at += w
+                n -= w
+            }
+        }
+    }
 }
 
 /// Why a server cannot start.

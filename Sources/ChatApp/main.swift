@@ -210,6 +210,7 @@ let code: Int32 = GMP.run { () -> Int32 in
         server = try ChatServer(config: config)
     } catch {
         log("ChatApp: \(error)")
+        flushLog()
         return 1
     }
     go {
@@ -228,6 +229,7 @@ let code: Int32 = GMP.run { () -> Int32 in
     if !server.waitUntilStopped(nanoseconds: 5_000_000_000) { log("ChatApp: the history did not sync within 5 s") }
     GMP.sleep(for: .milliseconds(200))
     log(failure == nil ? "chat server stopped" : "chat server stopped after an error")
+    flushLog()
     return failure == nil ? 0 : 1
 }
 exit(code)

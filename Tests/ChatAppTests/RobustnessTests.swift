@@ -554,3 +554,37 @@ extension ChatAppTests {
         #expect(app.isRunning)
     }
 }
+
+// MARK: the log never holds a worker
+
+extension ChatAppTests {
+    @Test("A standard error nobody reads (a full pipe) does not stop the server: 2,000 connections log past the pipe's 64 KiB and it serves on")
+    func blockedStderr() async throws {
+        // (Each connection logs "connect" and "disconnect"; a plain write(2)
+        // to a full pipe held the worker thread, with its P, for ever.)
+        let unread = Pipe()
+        let (app, port) = try startChatApp(extraArguments: ["--max-conns-per-ip", "0"], environment: ["GMPPROCS": "2"],
+                                           stderr: unread)
+        defer { kill(app.processIdentifier, SIGKILL); app.waitUntilExit() } // (a wedged server would not stop by itself)
+        let r = await runG(procs: 2, timeout: 60) { () -> (opened: Int, served: Bool) in
+            let done = Chan<Int>(capacity: 8)
+            for _ in 0..<8 {
+                go {
+                    var n = 0
+                    for _ in 0..<250 {
+                        guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { break }
+                        n += 1
+                        ws.conn.close()
+                    }
+                    done.send(n)
+                }
+            }
+            var opened = 0
+            for _ in 0..<8 { opened += done.receive().value ?? 0 }
+            return (opened, httpGet(port, "/").hasPrefix("HTTP/1.1 200"))
+        }
+        #expect(r?.opened == 2000)
+        #expect(r?.served == true)
+        _ = unread // (kept open, unread, until the server has gone)
+    }
+}

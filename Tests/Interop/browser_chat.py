@@ -64,6 +64,11 @@ try:
     b.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     WebDriverWait(a, 10).until(lambda d: "bee: hi A" in log_text(d))
     check("named message reaches tab A", "you are now bee" not in log_text(a))
+    # A long word wraps: the message pane never scrolls sideways.
+    say(a, "x" * 400)
+    WebDriverWait(a, 10).until(lambda d: "x" * 400 in log_text(d))
+    wide = a.execute_script("const l = document.getElementById('log'); return [l.scrollWidth, l.clientWidth];")
+    check(f"a long word wraps in the message pane (scroll width {wide[0]}, width {wide[1]})", wide[0] <= wide[1])
     # A room of their own: both join it; the room list and members follow.
     for d in (a, b):
         say(d, "/join den")
