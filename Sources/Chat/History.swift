@@ -67,6 +67,15 @@ public struct StoreError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// The system calls a log's appends make: the system's, or stand-ins that
+/// fail the way a full or broken disk does (tests).
+struct LogIO: Sendable {
+    var write: @Sendable (Int32, UnsafeRawPointer, Int) -> Int
+    var fsync: @Sendable (Int32) -> Int32
+
+    static let system = LogIO(write: { Glibc.write($0, $1, $2) }, fsync: { Glibc.fsync($0) })
+}
+
 /// Records: encoding, and decoding with every check.
 enum Record {
     static let headerSize = 8
@@ -150,13 +159,13 @@ final class RoomLog {
     private var fd: Int32 = -1
     private var size = 0
     private var inSegment = 0
-    /// fsync(2), or a stand-in that fails (tests).
-    let syncFile: @Sendable (Int32) -> Int32
+    /// write(2) and fsync(2), or stand-ins that fail (tests).
+    let io: LogIO
 
-    private init(dir: String, policy: FsyncPolicy, retain: Int, syncFile: @escaping @Sendable (Int32) -> Int32) {
+    private init(dir: String, policy: FsyncPolicy, retain: Int, io: LogIO) {
         self.dir = dir
         self.policy = policy
-        self.syncFile = syncFile
+        self.io = io
         self.retain = max(1, retain)
         segmentLength = max(1, min(self.retain / 2, 5_000))
     }
@@ -182,9 +191,9 @@ final class RoomLog {
     /// tail. Returns the log, its newest `tailLength` entries, and notes on
     /// what was cut.
     static func open(dir: String, policy: FsyncPolicy, retain: Int, tailLength: Int,
-                     syncFile: @escaping @Sendable (Int32) -> Int32 = { fsync($0) })
+                     io: LogIO = .system)
         throws(StoreError) -> (RoomLog, tail: [Entry], notes: [String]) {
-        let log = RoomLog(dir: dir, policy: policy, retain: retain, syncFile: syncFile)
+        let log = RoomLog(dir: dir, policy: policy, retain: retain, io: io)
         var tail: [Entry] = []
         var notes: [String] = []
         try GMP.blocking { () throws(StoreError) in
@@ -257,7 +266,7 @@ final class RoomLog {
             if fd < 0 || inSegment >= segmentLength { try roll(first: first.seq) }
             var done = 0
             while done < bytes.count {
-                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+                let n = bytes.withUnsafeBytes { io.write(fd, $0.baseAddress! + done, $0.count - done) }
                 if n < 0 && errno == EINTR { continue }
                 if n <= 0 {
                     let failure = StoreError("cannot write to \(dir)", errno: n < 0 ? errno : ENOSPC)
@@ -292,7 +301,7 @@ final class RoomLog {
             GMP.blocking { _ = Glibc.close(old) }
             fd = -1
         }
-        let (fresh, _, notes) = try RoomLog.open(dir: dir, policy: policy, retain: retain, tailLength: 0, syncFile: syncFile)
+        let (fresh, _, notes) = try RoomLog.open(dir: dir, policy: policy, retain: retain, tailLength: 0, io: io)
         for n in notes { Chat.log("history: \(n)") }
         (last, segments, size, inSegment) = (fresh.last, fresh.segments, fresh.size, fresh.inSegment)
         swap(&fd, &fresh.fd) // (fresh's deinit closes nothing)
@@ -311,7 +320,7 @@ final class RoomLog {
     private func syncNow() throws(StoreError) {
         let start = GMP.now
         defer { lastSyncNanoseconds = GMP.now - start }
-        if syncFile(fd) != 0 { throw StoreError("cannot sync \(dir)", errno: errno) }
+        if io.fsync(fd) != 0 { throw StoreError("cannot sync \(dir)", errno: errno) }
         unsynced = false
     }
 

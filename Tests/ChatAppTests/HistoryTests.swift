@@ -232,13 +232,15 @@ private func entry(_ seq: UInt64, _ text: String = "", from: String = "ann") -> 
         let dir = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let failing = Atomic<Bool>(false)
-        let (log, _, _) = try RoomLog.open(dir: dir, policy: .always, retain: 100, tailLength: 0) { fd in
+        var io = LogIO.system
+        io.fsync = { fd in
             if failing.load(ordering: .relaxed) {
                 errno = EIO
                 return -1
             }
             return fsync(fd)
         }
+        let (log, _, _) = try RoomLog.open(dir: dir, policy: .always, retain: 100, tailLength: 0, io: io)
         try log.append([entry(1)])
         failing.store(true, ordering: .relaxed)
         #expect(throws: StoreError.self) { try log.append([entry(2)]) }
@@ -249,6 +251,33 @@ private func entry(_ seq: UInt64, _ text: String = "", from: String = "ann") -> 
         failing.store(false, ordering: .relaxed)
         try log.recover()
         #expect(log.broken == nil && log.last == 1)
+        try log.append([entry(2, "again")])
+        #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1), entry(2, "again")])
+    }
+
+    @Test("A write that fails part way (a full disk) is cut back: nothing of its batch is read, after a reopen either, and the log goes on")
+    func failedWriteCutBack() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let failing = Atomic<Bool>(false)
+        var io = LogIO.system
+        io.write = { fd, p, n in
+            guard failing.load(ordering: .relaxed) else { return write(fd, p, n) }
+            // What fits goes (two records and a bit), then the disk is full.
+            let room = 100
+            if n > room { return write(fd, p, room) }
+            errno = ENOSPC
+            return -1
+        }
+        let (log, _, _) = try RoomLog.open(dir: dir, policy: .never, retain: 100, tailLength: 0, io: io)
+        try log.append([entry(1)])
+        failing.store(true, ordering: .relaxed)
+        #expect(throws: StoreError.self) { try log.append([entry(2), entry(3), entry(4), entry(5)]) }
+        #expect(log.last == 1 && log.broken == nil)
+        #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1)])
+        let (again, _, notes) = try RoomLog.open(dir: dir, policy: .never, retain: 100, tailLength: 0)
+        #expect(again.last == 1 && notes.isEmpty, "\(notes)")
+        failing.store(false, ordering: .relaxed)
         try log.append([entry(2, "again")])
         #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1), entry(2, "again")])
     }

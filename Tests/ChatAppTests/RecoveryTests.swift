@@ -149,32 +149,44 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
         #expect(r == ["ok", "ok", "ok", "ok"])
     }
 
-    @Test("A full disk (ulimit -f) at run time: messages are refused with an error line, none is acknowledged or delivered, and the server serves on")
+    @Test("A full disk (ulimit -f) at run time: messages are refused with an error line, none is acknowledged or delivered, and the server serves on; after a restart the history is exactly the acknowledged ones (a failed write left nothing behind)")
     func fullDisk() async throws {
         let dir = temporaryDirectory("chat-full")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // dash's ulimit -f counts 512-byte blocks: a log file of 2 KiB at most.
         let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir, "--rate", "0"], wrapper: "ulimit -f 4")
         defer { app.terminate(); app.waitUntilExit() }
-        let r = await runG(procs: 2) { () -> (acked: Int, refused: String?, delivered: Int, alive: Bool)? in
+        let r = await runG(procs: 2) { () -> (acked: Int, refused: String?, delivered: Int, alive: Bool, texts: [String])? in
             guard let a = EnvelopeClient(port: port), let b = EnvelopeClient(port: port),
                   a.next()?.type == "joined", b.next()?.type == "joined" else { return nil }
             defer { a.close(); b.close() }
             var acked = 0
             var refused: String?
+            var texts: [String] = []
             let body = String(repeating: "x", count: 100)
             for k in 0..<60 {
                 a.say("\(k) \(body)")
                 guard let l = a.until({ $0.type == "ack" || $0.type == "error" })?.last else { return nil }
-                if l.type == "ack" { acked += 1 } else { refused = refused ?? l.text }
+                if l.type == "ack" {
+                    acked += 1
+                    texts.append("\(k) \(body)")
+                } else {
+                    refused = refused ?? l.text
+                }
             }
             // b saw exactly the acknowledged ones.
             b.say("/who")
             guard let lines = b.until({ $0.type == "who" }) else { return nil }
             let delivered = lines.filter { $0.type == "message" }.count
-            return (acked, refused, delivered, httpGet(port, "/").hasPrefix("HTTP/1.1 200"))
+            return (acked, refused, delivered, httpGet(port, "/").hasPrefix("HTTP/1.1 200"), texts)
         }
         let res = try #require(r ?? nil)
+        app.terminate()
+        app.waitUntilExit()
+        let (again, port2) = try startChatApp(extraArguments: ["--data-dir", dir])
+        defer { again.terminate(); again.waitUntilExit() }
+        let history = await runG(procs: 2) { fullHistory(port: port2) } ?? nil
+        #expect(history?.map(\.1) == res.texts, "the history after a restart: \(history?.count ?? -1) messages, \(res.texts.count) acked")
         #expect(res.acked > 0 && res.acked < 60, "acked \(res.acked) of 60")
         #expect(res.refused?.hasPrefix("your message was not stored (cannot write to ") == true, "\(res.refused ?? "nothing refused")")
         #expect(res.refused?.contains("File too large") == true)
