@@ -24,7 +24,11 @@ import WebSocket
 //
 // A client in the JSON format may send a message as {"id":"c7","text":"hi"}:
 // the id (1 to 64 printable ASCII characters) names the message's answer,
-// ack or error (`ClientMessage`). Every message gets exactly one answer.
+// ack or error (`ClientMessage`). Every message of a JSON client gets exactly
+// one answer; a refusal by the rate limit can come ahead of the acks of
+// earlier messages, so a client pairs them by id. With Redis, a message sent
+// again with the same id (and text, from the same name) within 10 minutes is
+// stored once, and acked with the first number (RoomRedis.swift).
 //
 // Acks and "joined" have no text form: gorilla's page would show them. A
 // text client gets no history when it joins a room either (gorilla's
