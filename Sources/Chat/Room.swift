@@ -49,7 +49,7 @@ import WebSocket
 // order; one that skips numbers is held while the Redis G reads the gap
 // from the stream (`fills`), and after the subscription was lost the hub
 // reads what follows its newest (`resync`). A message the stream no longer
-// has is skipped. While Redis is unreachable, posts are refused with an
+// has is skipped, and the members get a `gap` line for it. While Redis is unreachable, posts are refused with an
 // error line. Catch-up reads the stream instead of the disk.
 //
 // A client's `send` channel is never closed, so any G may offer to it
@@ -461,6 +461,9 @@ final class Room: @unchecked Sendable {
                 // What the stream no longer has (trimmed, or a number its
                 // script gave but could not keep) is skipped.
                 if let first = b.entries.first, first.seq > last + 1 {
+                    // The members hear of it, as a joiner would (a `gap` line).
+                    let gap = Prepared.gap(room: name, from: last + 1, to: first.seq - 1)
+                    for member in members.values where member.skipThrough < first.seq - 1 { _ = offer(gap, to: member.client) }
                     last = first.seq - 1
                     held = held.filter { $0.key > last }
                 }

@@ -207,6 +207,37 @@ struct AbuseTests {
         }
     }
 
+    @Test("Every message of a JSON client gets exactly one answer naming its id: 260 sent at once (a burst of 200) get acks and refusals (outcome refused), each id once")
+    func oneAnswerPerMessage() async throws {
+        // (The rate limit's error line once covered a run of refusals, and
+        // came ahead of acks still in the pipeline: 260 sent got 201 answers.)
+        let (app, port) = try startChatApp()
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2, timeout: 60) { () -> (answers: [String: [String]], acks: Int, refused: Int)? in
+            guard let c = EnvelopeClient(port: port), c.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { c.close() }
+            for k in 0..<260 { c.say("{\"id\":\"m\(k)\",\"text\":\"hello \(k)\"}") }
+            var answers: [String: [String]] = [:]
+            var acks = 0, refused = 0
+            while acks + refused < 260 {
+                guard let l = c.next() else { return nil }
+                guard l.type == "ack" || l.type == "error" else { continue }
+                let id = l.object["id"] as? String ?? "no id"
+                answers[id, default: []].append(l.type == "ack" ? "ack" : (l.object["outcome"] as? String ?? "no outcome"))
+                if l.type == "ack" { acks += 1 } else { refused += 1 }
+            }
+            // Nothing more: a /who's answer is the next line that is not a message.
+            c.say("/who")
+            guard let next = c.until({ $0.type != "message" })?.last, next.type == "who" else { return nil }
+            return (answers, acks, refused)
+        }
+        guard let got = r ?? nil else { Issue.record("no result, or an answer too many"); return }
+        #expect(got.answers.count == 260, "ids answered: \(got.answers.count)")
+        #expect((0..<260).allSatisfy { got.answers["m\($0)"]?.count == 1 })
+        #expect(got.acks >= 200 && got.refused > 0, "\(got.acks) acks, \(got.refused) refused")
+        #expect(got.answers.values.allSatisfy { $0 == ["ack"] || $0 == ["refused"] })
+    }
+
     @Test("Connections over --max-conns-per-ip or --max-conns get 503 before any upgrade; a freed place is taken again")
     func connectionLimits() async throws {
         for flags in [["--max-conns-per-ip", "3"], ["--max-conns", "3", "--max-conns-per-ip", "0"]] {

@@ -241,6 +241,47 @@ struct RedisFaultsTests {
         } ?? nil
         #expect(r == ["1 hi", "busy reads the stream"])
     }
+
+    @Test("A node that missed messages the stream no longer has (its subscription cut while it was stopped, the stream trimmed meanwhile) gives its live members a gap line, then the rest in order")
+    func trimmedFillGap() async throws {
+        let redis = try RedisServer(args: ["--stream-node-max-entries", "4"]) // (so that MAXLEN ~ 10 trims close to 10)
+        let (a, portA) = try startChatApp(extraArguments: ["--redis", redis.urlString, "--retain", "10"])
+        defer { kill(a.processIdentifier, SIGCONT); a.terminate(); a.waitUntilExit() }
+        let (b, portB) = try startChatApp(extraArguments: ["--redis", redis.urlString, "--retain", "10", "--rate", "0"])
+        defer { b.terminate(); b.waitUntilExit() }
+        let url = redis.redisURL
+        let r = await runG(procs: 2, timeout: 60) { () -> (gap: [UInt64]?, seqs: [UInt64])? in
+            guard let live = EnvelopeClient(port: portA), live.until({ $0.type == "joined" }) != nil,
+                  let sender = EnvelopeClient(port: portB), sender.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { live.close(); sender.close() }
+            sender.say("first")
+            guard received(live, upTo: 1).count == 1 else { return nil }
+            // Node A stops; its subscription is cut while it cannot notice.
+            kill(a.processIdentifier, SIGSTOP)
+            guard let c = try? RedisConnection.connect(url) else { return nil }
+            _ = try? c.call("CLIENT", "KILL", "TYPE", "pubsub")
+            c.close()
+            for k in 0..<50 { sender.say("m\(k)") }
+            guard sender.until({ $0.type == "ack" && $0.seq == 51 }) != nil else { return nil }
+            kill(a.processIdentifier, SIGCONT)
+            var gap: [UInt64]?
+            var seqs: [UInt64] = []
+            while let l = live.next() {
+                if l.type == "gap", let from = (l.object["from"] as? NSNumber)?.uint64Value,
+                   let to = (l.object["to"] as? NSNumber)?.uint64Value { gap = [from, to] }
+                if l.type == "message", let s = l.seq {
+                    seqs.append(s)
+                    if s == 51 { break }
+                }
+            }
+            return (gap, seqs)
+        }
+        let got = try #require(r ?? nil)
+        let first = try #require(got.seqs.first)
+        #expect(first > 2, "the stream still had \(first)")
+        #expect(got.gap == [2, first - 1])
+        #expect(got.seqs == Array(first...51))
+    }
 }
 
 @Suite(.serialized, .enabled(if: haveRedis, "needs redis-server (apt-get install redis-server; .ci/run installs it)"))
