@@ -6,7 +6,8 @@ import WebSocket
 // small JSON object per line (the envelope); `/ws?format=text` gives
 // gorilla's protocol, plain lines, for gorilla's page and clients written
 // for it. Several lines queued for one client go out joined by "\n" in one
-// frame, in either format (gorilla's write pump does so).
+// frame (of at most 64 KiB, unless one line is longer), in either format
+// (gorilla's write pump does so).
 //
 //   {"type":"message","room":"lobby","seq":12,"time":1733212345678,"from":"ann","text":"hi"}
 //       text: "ann: hi" ("hi" without a name)
@@ -42,14 +43,20 @@ public enum ChatFormat: String, Sendable {
     case text
 }
 
-/// A line for clients, encoded once per format (payload and frame): the
-/// hub hands the same object to every write pump.
+/// Lines for clients, encoded once per format (payload and frames): the
+/// hub hands the same object to every write pump. The lines are joined by
+/// "\n" into pieces of at most `pieceLimit` bytes (a longer line is a piece
+/// of its own), each piece one frame: a batch of 256 long messages is
+/// several frames, so no client is sent a frame past what it may take.
 final class Prepared: Sendable {
-    let json: [UInt8]
-    let jsonFrame: [UInt8]
+    /// A piece's size, at most (unless one line is longer).
+    static let pieceLimit = 64 << 10
+    /// The pieces, and all their frames end to end (what a write sends).
+    let json: [[UInt8]]
+    let jsonWire: [UInt8]
     /// nil: nothing to send a text client.
-    let text: [UInt8]?
-    let textFrame: [UInt8]?
+    let text: [[UInt8]]?
+    let textWire: [UInt8]?
     /// For a room's messages as the hub delivers them: when their senders'
     /// read pumps took them (GMP.now; those of this server only), and how
     /// many holders it still has (the hub while it delivers, and each send
@@ -60,17 +67,46 @@ final class Prepared: Sendable {
     /// How many lines (messages, acks) it holds: for `chat_messages_out_total`.
     let lines: Int
 
-    init(json: String, text: String?, receipts: [Int64] = [], lines: Int = 1) {
-        self.json = Array(json.utf8)
-        jsonFrame = Frame(opcode: .text, payload: self.json).encode()
-        self.text = text.map { Array($0.utf8) }
-        textFrame = self.text.map { Frame(opcode: .text, payload: $0).encode() }
-        self.receipts = receipts
-        self.lines = lines
+    /// One line in each format.
+    convenience init(json: String, text: String?) {
+        self.init(jsonLines: [json], textLines: text.map { [$0] })
     }
 
-    func payload(_ f: ChatFormat) -> [UInt8]? { f == .json ? json : text }
-    func frame(_ f: ChatFormat) -> [UInt8]? { f == .json ? jsonFrame : textFrame }
+    /// Lines in each format (nil: none for text clients).
+    init(jsonLines: [String], textLines: [String]?, receipts: [Int64] = []) {
+        json = Self.pieces(jsonLines)
+        jsonWire = Self.wire(json)
+        text = textLines.map(Self.pieces)
+        textWire = text.map(Self.wire)
+        self.receipts = receipts
+        lines = jsonLines.count
+    }
+
+    private static func pieces(_ lines: [String]) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        var piece: [UInt8] = []
+        for (i, line) in lines.enumerated() {
+            let bytes = line.utf8
+            if i > 0 && piece.count + 1 + bytes.count > pieceLimit {
+                out.append(piece)
+                piece = []
+            } else if i > 0 {
+                piece.append(UInt8(ascii: "\n"))
+            }
+            piece += bytes
+        }
+        out.append(piece)
+        return out
+    }
+
+    private static func wire(_ pieces: [[UInt8]]) -> [UInt8] {
+        pieces.reduce(into: []) { $0 += Frame(opcode: .text, payload: $1).encode() }
+    }
+
+    /// The pieces for format `f` (nil: nothing for it).
+    func payload(_ f: ChatFormat) -> [[UInt8]]? { f == .json ? json : text }
+    /// The frames for format `f`, end to end (nil: nothing for it).
+    func frame(_ f: ChatFormat) -> [UInt8]? { f == .json ? jsonWire : textWire }
 
     /// A room's message as a JSON line and as a text line.
     private static func lines(_ e: Entry, room: String) -> (json: String, text: String) {
@@ -84,21 +120,21 @@ final class Prepared: Sendable {
     /// delivers, history on a join): one place in a client's send buffer.
     static func messages(_ es: some Collection<Entry>, room: String, receipts: [Int64] = []) -> Prepared {
         let parts = es.map { lines($0, room: room) }
-        return Prepared(json: parts.map(\.json).joined(separator: "\n"), text: parts.map(\.text).joined(separator: "\n"),
-                        receipts: receipts, lines: parts.count)
+        return Prepared(jsonLines: parts.map(\.json), textLines: parts.map(\.text), receipts: receipts)
     }
 
     /// The acks of a sender's messages in a batch, one line each, in one object.
     static func acks(room: String, _ acked: [(seq: UInt64, id: String?)]) -> Prepared {
-        Prepared(json: acked.map { ack(room: room, seq: $0.seq, id: $0.id).jsonLine }.joined(separator: "\n"), text: nil,
-                 lines: acked.count)
+        Prepared(jsonLines: acked.map { ackLine(room: room, seq: $0.seq, id: $0.id) }, textLines: nil)
     }
-
-    private var jsonLine: String { String(decoding: json, as: UTF8.self) }
 
     /// The ack of a message: its number, and the client's id for it if it gave one.
     static func ack(room: String, seq: UInt64, id: String? = nil) -> Prepared {
-        Prepared(json: "{\"type\":\"ack\",\"room\":\(jsonString(room)),\"seq\":\(seq)\(idField(id))}", text: nil)
+        Prepared(json: ackLine(room: room, seq: seq, id: id), text: nil)
+    }
+
+    private static func ackLine(room: String, seq: UInt64, id: String?) -> String {
+        "{\"type\":\"ack\",\"room\":\(jsonString(room)),\"seq\":\(seq)\(idField(id))}"
     }
 
     /// The answer to a message that was not stored (`line` starts with

@@ -67,6 +67,14 @@ public struct StoreError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// Where a catch-up's last page of a log stopped: the segment, the byte
+/// after the last record read, and that record's number.
+struct LogCursor: Sendable {
+    let segment: UInt64
+    let offset: Int
+    let after: UInt64
+}
+
 /// The system calls a log's appends make: the system's, or stand-ins that
 /// fail the way a full or broken disk does (tests).
 struct LogIO: Sendable {
@@ -101,8 +109,11 @@ enum Record {
     /// The records at the start of `bytes`, and where the last whole one
     /// ends. `problem` says why decoding stopped before the end, if it did:
     /// a short record, a CRC mismatch, a bad length, or a sequence number
-    /// that does not follow `after` (when given) or its predecessor.
-    static func decode(_ bytes: [UInt8], after: UInt64?) -> (entries: [Entry], end: Int, problem: String?) {
+    /// that does not follow `after` (when given) or its predecessor. Records
+    /// numbered up to `keepAfter` are checked but not kept (a reader's skip),
+    /// and decoding stops once `limit` are kept (`end`: after the last).
+    static func decode(_ bytes: [UInt8], after: UInt64?, keepAfter: UInt64 = 0,
+                       limit: Int = .max) -> (entries: [Entry], end: Int, problem: String?) {
         var entries: [Entry] = []
         var at = 0
         var expected = after.map { $0 + 1 }
@@ -121,11 +132,14 @@ enum Record {
                 guard 18 + nameLength <= length else { return (entries, at, "a bad name length") }
                 if let e = expected, seq != e { return (entries, at, "sequence number \(seq) where \(e) was due") }
                 guard seq > 0 && seq < UInt64.max else { return (entries, at, "sequence number \(seq)") }
-                let name = String(decoding: body[18..<(18 + nameLength)], as: UTF8.self)
-                let text = String(decoding: body[(18 + nameLength)...], as: UTF8.self)
-                entries.append(Entry(seq: seq, time: time, from: name, text: text))
+                if seq > keepAfter {
+                    let name = String(decoding: body[18..<(18 + nameLength)], as: UTF8.self)
+                    let text = String(decoding: body[(18 + nameLength)...], as: UTF8.self)
+                    entries.append(Entry(seq: seq, time: time, from: name, text: text))
+                }
                 expected = seq + 1
                 at += headerSize + length
+                if entries.count >= limit { return (entries, at, nil) }
             }
             return (entries, at, nil)
         }
@@ -361,25 +375,6 @@ final class RoomLog {
         }
     }
 
-    /// The bytes of the file at `path`; nil if there is none (ENOENT).
-    static func readFile(_ path: String) throws(StoreError) -> [UInt8]? {
-        let f = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        if f < 0 {
-            if errno == ENOENT { return nil }
-            throw StoreError("cannot open \(path)", errno: errno)
-        }
-        defer { Glibc.close(f) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(f, $0.baseAddress!, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw StoreError("cannot read \(path)", errno: errno) }
-            if n == 0 { return out }
-            out += chunk[..<n]
-        }
-    }
-
     /// Syncs a directory, so that a new entry's name survives a power cut.
     private static func syncDirectory(_ dir: String) {
         let d = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -391,26 +386,69 @@ final class RoomLog {
     /// newest record the log G has committed (`Room.durable`): what lies
     /// beyond may be a batch still being written, or one about to be cut back
     /// after a failed write. Entries may start later than `after + 1` if
-    /// retention removed the older ones (the caller reports the gap).
+    /// retention removed the older ones (the caller reports the gap). A
+    /// segment is read 64 KiB at a time and only the entries wanted are
+    /// decoded: a read holds about `limit` entries, not a segment. A read
+    /// that stopped at `limit` leaves `cursor` where it stopped, and the
+    /// next read after its last entry starts there (pages cost what they
+    /// read, not the segment before them).
     /// - Throws: a segment that is there but cannot be read (EMFILE, EIO):
     ///   never taken for one that retention removed, which would be a gap.
     static func read(dir: String, after: UInt64, through: UInt64, limit: Int) throws(StoreError) -> [Entry] {
-        try GMP.blocking { () throws(StoreError) -> [Entry] in
+        var cursor: LogCursor?
+        return try read(dir: dir, after: after, through: through, limit: limit, cursor: &cursor)
+    }
+
+    /// `read`, starting where `cursor` says if it fits `after`, and leaving
+    /// it where this read stopped if it stopped at `limit`.
+    static func read(dir: String, after: UInt64, through: UInt64, limit: Int,
+                     cursor: inout LogCursor?) throws(StoreError) -> [Entry] {
+        let resume = cursor
+        cursor = nil
+        return try GMP.blocking { () throws(StoreError) -> [Entry] in
             let found = listSegments(dir)
-            // The newest segment that starts at or before after + 1 (or the oldest).
-            let start = found.lastIndex(where: { $0 <= after + 1 }) ?? 0
+            // The newest segment that starts at or before after + 1 (or the
+            // oldest), or where the last page stopped.
+            var start = found.lastIndex(where: { $0 <= after + 1 }) ?? 0
+            var offset = 0
+            if let c = resume, c.after == after, let i = found.firstIndex(of: c.segment) { (start, offset) = (i, c.offset) }
             var out: [Entry] = []
             for first in found[start...] {
-                guard let bytes = try readFile(dir + "/" + segmentName(first)) else {
-                    continue // removed by retention meanwhile
+                let path = dir + "/" + segmentName(first)
+                let f = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+                if f < 0 {
+                    if errno == ENOENT { continue } // removed by retention meanwhile
+                    throw StoreError("cannot open \(path)", errno: errno)
                 }
-                let (entries, _, problem) = Record.decode(bytes, after: nil)
-                for e in entries where e.seq > after && (out.last.map { e.seq == $0.seq + 1 } ?? true) {
-                    if e.seq > through { return out }
-                    out.append(e)
-                    if out.count == limit { return out }
+                defer { Glibc.close(f) }
+                var consumed = offset // the file's offset at pending[0]
+                if offset > 0 && lseek(f, off_t(offset), SEEK_SET) < 0 { throw StoreError("cannot read \(path)", errno: errno) }
+                offset = 0
+                var pending: [UInt8] = []
+                var chunk = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let n = chunk.withUnsafeMutableBytes { Glibc.read(f, $0.baseAddress!, $0.count) }
+                    if n < 0 && errno == EINTR { continue }
+                    if n < 0 { throw StoreError("cannot read \(path)", errno: errno) }
+                    pending += chunk[..<n]
+                    let (entries, end, problem) = Record.decode(pending, after: nil, keepAfter: max(after, out.last?.seq ?? 0),
+                                                                limit: limit - out.count)
+                    pending.removeFirst(end)
+                    consumed += end
+                    for e in entries where out.last.map({ e.seq == $0.seq + 1 }) ?? true {
+                        if e.seq > through { return out }
+                        out.append(e)
+                    }
+                    if out.count >= limit {
+                        cursor = LogCursor(segment: first, offset: consumed, after: out[out.count - 1].seq)
+                        return out
+                    }
+                    // A record cut by the chunk's end is read whole next time;
+                    // one short at the end of the file is still being written.
+                    let short = problem == "a short record" || problem == "a short record header"
+                    if problem != nil && (n == 0 || !short) { return out }
+                    if n == 0 { break }
                 }
-                if problem != nil { break } // a record still being written
             }
             return out
         }

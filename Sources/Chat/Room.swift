@@ -262,9 +262,10 @@ final class Room: @unchecked Sendable {
     /// the disk's up to the committed mark, or Redis's stream (whose entries
     /// are all committed: the mark moves up to what was read). Empty if
     /// there is no log, or it holds nothing after `after` (retention).
+    /// `cursor`: where the disk's last page stopped (RoomLog.read).
     /// - Throws: the log cannot be read now (Redis away, a disk error):
     ///   never an empty answer, which the joiner would report as a gap.
-    func readLog(after: UInt64, limit: Int, dataDir: String?) throws(StoreError) -> [Entry] {
+    func readLog(after: UInt64, limit: Int, dataDir: String?, cursor: inout LogCursor?) throws(StoreError) -> [Entry] {
         if let (store, node) = cluster {
             do throws(RedisError) {
                 let c = try node.client.connection()
@@ -277,7 +278,8 @@ final class Room: @unchecked Sendable {
             }
         }
         guard let dataDir else { return [] }
-        return try RoomLog.read(dir: dataDir + "/" + name, after: after, through: durable.load(ordering: .acquiring), limit: limit)
+        return try RoomLog.read(dir: dataDir + "/" + name, after: after, through: durable.load(ordering: .acquiring), limit: limit,
+                                cursor: &cursor)
     }
 
     /// Sends `value` on `c` unless the room or the server stops first.

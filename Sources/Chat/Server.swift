@@ -442,10 +442,11 @@ public final class ChatServer: @unchecked Sendable {
                 // The log after `since`, a page at a time as the socket takes
                 // it: a client that does not read holds one page, not the log.
                 var readAny = false
+                var cursor: LogCursor?
                 while true {
                     let entries: [Entry]
                     do throws(StoreError) {
-                        entries = try room.readLog(after: since, limit: Self.catchUpPage, dataDir: directory.dataDir)
+                        entries = try room.readLog(after: since, limit: Self.catchUpPage, dataDir: directory.dataDir, cursor: &cursor)
                     } catch {
                         // Not a gap: the messages may well be there. The client
                         // comes back later with the same `since`.
@@ -654,8 +655,8 @@ func formatRate(_ r: Double) -> String {
     r == r.rounded() && abs(r) < 1e15 ? String(Int64(r)) : String(r)
 }
 
-/// Write pump: queued lines (joined by newlines into one frame when several
-/// wait), pings every `pingPeriod`; once the client is kicked (dropped as
+/// Write pump: queued lines (joined by newlines into frames of up to 64 KiB
+/// when several wait, all written at once), pings every `pingPeriod`; once the client is kicked (dropped as
 /// slow, gone, or the server stops), what is queued, then close 1001. Each
 /// write must finish within writeWait (`ws.writeTimeout`, set at the
 /// upgrade), or the pump closes the connection. A write refused because the
@@ -675,28 +676,47 @@ func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
         ticker.stop()
         c.ws.conn.close()
     }
-    /// Writes `first` and whatever else is queued, as one frame.
+    /// Writes `first` and whatever else is queued, in one write: lines that
+    /// are alone in their piece are joined into frames of up to a piece's
+    /// size (a prepared frame is sent as it is when nothing joins it), and
+    /// the pieces of a larger batch go as their own frames.
     func flush(_ first: Prepared) -> Bool {
-        var more: [Prepared] = []
-        while case .value(let m) = c.send.tryReceive() { more.append(m) }
-        let ok: Bool, bytes: Int
-        if more.isEmpty {
-            let frame = first.frame(c.format)! // the shared bytes (offer queues only what has this format)
-            ok = (try? c.ws.sendEncoded(frame)) != nil
-            bytes = frame.count
-        } else {
-            var joined = first.payload(c.format)!
-            for m in more { joined.append(UInt8(ascii: "\n")); joined += m.payload(c.format)! }
-            let frame = Frame(opcode: .text, payload: joined).encode() // a server's: unmasked
-            ok = (try? c.ws.sendEncoded(frame)) != nil
-            bytes = frame.count
+        var queued = [first]
+        while case .value(let m) = c.send.tryReceive() { queued.append(m) }
+        var wire: [UInt8] = []
+        var joined: [UInt8] = []
+        var alone: Prepared? // the one item in `joined`, if only one: its frame is ready
+        func endFrame() {
+            if let alone { wire += alone.frame(c.format)! } else if !joined.isEmpty {
+                wire += Frame(opcode: .text, payload: joined).encode() // a server's: unmasked
+            }
+            joined = []
+            alone = nil
         }
+        for m in queued {
+            let pieces = m.payload(c.format)! // (offer queues only what has this format)
+            if pieces.count > 1 || pieces[0].count >= Prepared.pieceLimit {
+                endFrame()
+                wire += m.frame(c.format)!
+                continue
+            }
+            if !joined.isEmpty && joined.count + 1 + pieces[0].count > Prepared.pieceLimit { endFrame() }
+            if joined.isEmpty {
+                joined = pieces[0]
+                alone = m
+            } else {
+                joined.append(UInt8(ascii: "\n"))
+                joined += pieces[0]
+                alone = nil
+            }
+        }
+        endFrame()
+        let ok = (try? c.ws.sendEncoded(wire)) != nil
         if ok {
-            metrics.bump(.messagesOut, by: more.reduce(first.lines) { $0 + $1.lines })
-            metrics.bump(.bytesOut, by: bytes)
+            metrics.bump(.messagesOut, by: queued.reduce(0) { $0 + $1.lines })
+            metrics.bump(.bytesOut, by: wire.count)
         }
-        first.release(metrics)
-        for m in more { m.release(metrics) }
+        for m in queued { m.release(metrics) }
         return ok
     }
     // The cases are built once: the pump waits on them for every message.

@@ -198,4 +198,39 @@ private func closeCode(_ ws: WebSocketConn) -> UInt16? {
         }
         #expect(r == true)
     }
+
+    @Test("Catch-up holds about a page for a client that does not read: 20 clients asking for 3,000 messages of 1 KB (since=0) that never read leave the server's RSS within 40 MiB of before, until the write wait cuts them")
+    func catchUpMemoryBounded() async throws {
+        let dir = temporaryDirectory("durability-memory")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir, "--rate", "0", "--stats", "--write-wait-ms", "2000",
+                                                            "--max-conns-per-ip", "0", "--max-message", "2048"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2, timeout: 120) { () -> (before: Int, peak: Int, cut: Bool)? in
+            guard let a = EnvelopeClient(port: port), a.next()?.type == "joined" else { return nil }
+            defer { a.close() }
+            let text = String(repeating: "x", count: 1_000)
+            go { for k in 0..<3_000 { a.say("\(k) \(text)") } }
+            guard a.until({ $0.type == "ack" && $0.seq == 3_000 }) != nil else { return nil }
+            let stats = serverStats(port)
+            guard let before = stats["rss_bytes"], let gs = stats["goroutines"] else { return nil }
+            var readers: [WebSocketConn] = []
+            for _ in 0..<20 {
+                guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?since=0") else { return nil }
+                readers.append(ws)
+            }
+            defer { for ws in readers { ws.conn.close() } }
+            // The peak while they hold on, until the write wait has cut every one.
+            var peak = before
+            let cut = waitFor(seconds: 20, every: 20_000_000) {
+                let now = serverStats(port)
+                peak = max(peak, now["rss_bytes"] ?? 0)
+                return (now["goroutines"] ?? .max) <= gs + 2
+            }
+            return (before, peak, cut)
+        }
+        let got = try #require(r ?? nil)
+        #expect(got.cut)
+        #expect(got.peak - got.before < 40 << 20, "RSS from \(got.before >> 20) to \(got.peak >> 20) MiB")
+    }
 }

@@ -281,4 +281,35 @@ private func entry(_ seq: UInt64, _ text: String = "", from: String = "ann") -> 
         try log.append([entry(2, "again")])
         #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 10) == [entry(1), entry(2, "again")])
     }
+
+    @Test("Reads go through a segment in 64 KiB pieces: records cut by a piece's end (one of 150 KB too) come whole, from any point, up to the limit")
+    func readInPieces() throws {
+        let dir = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (log, _, _) = try RoomLog.open(dir: dir, policy: .never, retain: 1_000, tailLength: 0)
+        var all: [Entry] = []
+        for s in 1...40 as ClosedRange<UInt64> {
+            let e = entry(s, String(repeating: Character(UnicodeScalar(UInt8(96 + s % 26))), count: s == 20 ? 150_000 : 9_000 + Int(s)))
+            all.append(e)
+            try log.append([e])
+        }
+        #expect(try RoomLog.read(dir: dir, after: 0, through: .max, limit: 100) == all)
+        #expect(try RoomLog.read(dir: dir, after: 17, through: .max, limit: 5) == Array(all[17..<22]))
+        #expect(try RoomLog.read(dir: dir, after: 30, through: 33, limit: 100) == Array(all[30..<33]))
+        // Pages of 7 with a cursor (across segments of 20): the same entries, and a cursor
+        // that does not fit the next read (another `after`) is not used.
+        let (small, _, _) = try RoomLog.open(dir: dir + "-pages", policy: .never, retain: 40, tailLength: 0)
+        defer { try? FileManager.default.removeItem(atPath: dir + "-pages") }
+        for e in all { try small.append([e]) }
+        var cursor: LogCursor?
+        var paged: [Entry] = []
+        while true {
+            let page = try RoomLog.read(dir: dir + "-pages", after: paged.last?.seq ?? 0, through: .max, limit: 7, cursor: &cursor)
+            paged += page
+            if page.count < 7 { break }
+        }
+        #expect(paged == all)
+        var stale = LogCursor?(LogCursor(segment: 21, offset: 0, after: 25))
+        #expect(try RoomLog.read(dir: dir + "-pages", after: 2, through: .max, limit: 3, cursor: &stale) == Array(all[2..<5]))
+    }
 }

@@ -207,6 +207,31 @@ struct AbuseTests {
         }
     }
 
+    @Test("A burst of long messages reaches a reader as frames of at most 64 KiB (one line longer goes alone): a client that takes frames of 200 KB gets all 40 messages of 90 KB")
+    func framesStaySmall() async throws {
+        // (A batch, and what a write pump joined, was one frame: megabytes,
+        // past what clients take: Python's websockets 1 MiB by default.)
+        let (app, port) = try startChatApp(extraArguments: ["--max-message", "100000", "--rate", "0"])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2, timeout: 60) { () -> (got: Int, biggest: Int)? in
+            guard let sender = EnvelopeClient(port: port), sender.until({ $0.type == "joined" }) != nil,
+                  let reader = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws", readLimit: 200_000) else { return nil }
+            defer { sender.close(); reader.conn.close() }
+            let text = String(repeating: "y", count: 90_000)
+            for k in 0..<40 { sender.say("\(k) \(text)") }
+            var got = 0, biggest = 0
+            while got < 40 {
+                guard case .text(let t)? = try? reader.receive() else { break }
+                biggest = max(biggest, t.utf8.count)
+                got += t.split(separator: "\n").filter { $0.contains("\"type\":\"message\"") }.count
+            }
+            return (got, biggest)
+        }
+        let got = try #require(r ?? nil)
+        #expect(got.got == 40)
+        #expect(got.biggest < 100_000, "a frame of \(got.biggest) bytes")
+    }
+
     @Test("Every message of a JSON client gets exactly one answer naming its id: 260 sent at once (a burst of 200) get acks and refusals (outcome refused), each id once")
     func oneAnswerPerMessage() async throws {
         // (The rate limit's error line once covered a run of refusals, and
