@@ -330,7 +330,8 @@ final class ClusterNode: @unchecked Sendable {
         subscriber = RedisSubscriber(url: url)
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
-        nodeID = "\(String(cString: host))-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let name = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        nodeID = "\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         go { self.dispatch(quit) }
         go { self.beat(quit) }
     }

@@ -400,12 +400,14 @@ func cCompiler() -> String? {
 /// SHIM_FAIL_COUNT (counting from 1, in the order accepted) are closed and
 /// reported as errno SHIM_FAIL_ERRNO, as accept(2) reports a network error of
 /// a pending connection (or, for EINVAL, a broken listening socket).
-func acceptFaultShim() throws -> String {
-    let source = acceptFaultShimSource
+func acceptFaultShim() throws -> String { try faultShim(named: "accept_fault", source: acceptFaultShimSource) }
+
+/// Builds (once per machine and source) the LD_PRELOAD library `name`.so from `source`.
+func faultShim(named name: String, source: String) throws -> String {
     // Named by a hash of its source: later runs reuse it, an edited source gets a new one.
     let hash = source.utf8.reduce(UInt64(14_695_981_039_346_656_037)) { ($0 ^ UInt64($1)) &* 1_099_511_628_211 }
-    let dir = NSTemporaryDirectory() + "chatapp-accept-shim-\(String(hash, radix: 16))"
-    let lib = dir + "/accept_fault.so"
+    let dir = NSTemporaryDirectory() + "chatapp-\(name)-\(String(hash, radix: 16))"
+    let lib = dir + "/\(name).so"
     if FileManager.default.fileExists(atPath: lib) { return lib }
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     // Built under a name of its own, then renamed: test cases may race here.
