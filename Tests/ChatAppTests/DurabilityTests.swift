@@ -76,7 +76,7 @@ private func closeCode(_ ws: WebSocketConn) -> UInt16? {
             let segment = data + "/lobby/" + RoomLog.segmentName(1)
             func size() -> Int { ((try? FileManager.default.attributesOfItem(atPath: segment))?[.size] as? Int) ?? 0 }
             let before = size()
-            FileManager.default.createFile(atPath: stall, contents: nil)
+            _ = FileManager.default.createFile(atPath: stall, contents: nil)
             a.say("uncommitted")
             guard waitFor(seconds: 10, every: 1_000_000, { size() > before }) else { return nil }
             guard let c = EnvelopeClient(port: port, query: "since=0") else { return nil }
@@ -87,7 +87,7 @@ private func closeCode(_ ws: WebSocketConn) -> UInt16? {
             b.say("/who") // (what b has so far, read)
             guard b.until({ $0.type == "who" }) != nil else { return nil }
             // A failed fsync.
-            FileManager.default.createFile(atPath: fail, contents: nil)
+            _ = FileManager.default.createFile(atPath: fail, contents: nil)
             a.say(#"{"id":"f1","text":"lost"}"#)
             let refusal = a.until { $0.type == "error" || $0.type == "ack" }?.last
             b.say("/who")
