@@ -18,16 +18,17 @@ import Redis
 // idle, for `idleUnload` (a client that blinks, or one that joins and leaves
 // in a loop, costs no reload and no sync), and a sweep every 10 s unloads
 // the idle ones after that. Unloading waits until the room's log G has
-// synced and closed its files (`finished`), so a room loaded again never
-// has two writers. Without a data directory an idle room's tail is all its
-// history: it stays, but idle rooms past `maxRooms` are dropped, the
-// longest idle first. Rooms with members are bounded by `maxRooms` (the
-// lobby does not count); idle rooms with a log by `maxIdleRooms`: loading
-// one more unloads the longest idle first, so rooms that clients open and
-// leave in a loop cannot pile up their Gs and files. An address may load
-// `loadsPerMinute` rooms that were not loaded a minute (a join through
-// `/ws?room=` on a fresh connection counts as much as a `/join`). Rooms on disk cost a directory each, and a read of
-// their logs at start; `/rooms` lists them with 0 members.
+// synced and closed its files (`finished`; the hub answers what the log G
+// still commits first), so a room loaded again never has two writers. With
+// history in memory (`--memory`) an idle room's tail is all its history: it
+// stays, but idle rooms past `maxRooms` are dropped, the longest idle first.
+// Rooms with members are bounded by `maxRooms` (the lobby does not count);
+// idle rooms with a log (disk or Redis) by `maxIdleRooms`: one more unloads
+// the longest idle first, so rooms that clients open and leave in a loop
+// cannot pile up their Gs and files. An address may load `loadsPerMinute`
+// rooms that were not loaded a minute (a join through `/ws?room=` on a fresh
+// connection counts as much as a `/join`). Rooms on disk cost a directory
+// each, and a read of their logs at start; `/rooms` lists them with 0 members.
 //
 // On start (`openStore`) the data directory is created if need be, proved
 // writable, and every room's log in it is read back once: a torn or corrupt
@@ -201,23 +202,24 @@ final class Directory: @unchecked Sendable {
     private func unload(_ name: String) {
         guard let entry = rooms.removeValue(forKey: name) else { return }
         settings.metrics.roomsLoaded.store(rooms.count, ordering: .relaxed)
-        if entry.room.logged && entry.room.newest.load(ordering: .relaxed) > 0 && !onDisk.contains(name) {
-            onDisk.insert(name)
-            onDiskSorted = nil
-        }
         cluster?.remove(entry.room)
         entry.room.closing.close()
         _ = entry.room.finished.receive() // synced and closed: it may be loaded again
+        // (Read after the log G has ended: a post it took as the room emptied counts.)
+        if entry.room.logged && entry.room.durable.load(ordering: .acquiring) > 0 && !onDisk.contains(name) {
+            onDisk.insert(name)
+            onDiskSorted = nil
+        }
     }
 
-    /// Unloads the rooms idle for `idleUnload`; without a data directory,
+    /// Unloads the rooms idle for `idleUnload`; with history in memory,
     /// only the idle rooms past `maxRooms`, the longest idle first. Forgets
     /// the addresses that loaded no room for a minute (their buckets are full).
     private func sweep() {
         let now = GMP.now
         loadsBy = loadsBy.filter { now - $0.value.last < 60_000_000_000 }
         let idle = rooms.filter { $0.value.count == 0 }.sorted { $0.value.idleSince < $1.value.idleSince }
-        if store.dataDir != nil {
+        if store.dataDir != nil || cluster != nil {
             for (name, entry) in idle where now - entry.idleSince >= Self.idleUnload { unload(name) }
         } else {
             for (name, _) in idle.prefix(max(0, idle.count - store.maxRooms)) { unload(name) }

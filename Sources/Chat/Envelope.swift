@@ -1,4 +1,3 @@
-import Foundation
 import Synchronization
 import WebSocket
 
@@ -148,6 +147,14 @@ final class Prepared: Sendable {
                         text: "error: " + bare)
     }
 
+    /// The answers to a sender's posts of a batch that was not stored (one
+    /// line each, naming each by its id), as one object.
+    static func refusals(_ line: String, ids: [String?], unknown: Bool) -> Prepared {
+        let one = ids.map { refusal(line, id: $0, unknown: unknown) }
+        return Prepared(jsonLines: one.map { String(decoding: $0.json[0], as: UTF8.self) },
+                        textLines: one.map { String(decoding: $0.text![0], as: UTF8.self) })
+    }
+
     private static func idField(_ id: String?) -> String { id.map { ",\"id\":\(jsonString($0))" } ?? "" }
 
     static func joined(room: String, seq: UInt64) -> Prepared {
@@ -214,9 +221,9 @@ func jsonString(_ s: String) -> String {
 }
 
 /// A message as a client sent it: its text, and the id its answer echoes.
-/// A JSON client may send `{"id":"c7","text":"hi"}` (an object whose "text"
-/// is a string; "id", if there, 1 to 64 printable ASCII characters); any
-/// other line is the text itself, without an id.
+/// A JSON client may send `{"id":"c7","text":"hi"}` (an object of string
+/// values with a "text"; "id", if there, 1 to 64 printable ASCII
+/// characters); any other line is the text itself, without an id.
 struct ClientMessage: Equatable {
     var text: String
     var id: String?
@@ -230,17 +237,106 @@ struct ClientMessage: Equatable {
     /// claims to be a message but is malformed (a bad id): the answer is an error.
     init?(parsing line: String, format: ChatFormat) {
         guard format == .json, line.utf8.first == UInt8(ascii: "{"),
-              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let text = object["text"] as? String else {
+              let object = Self.flatObject(line), let text = object["text"] else {
             self.init(text: line)
             return
         }
-        guard let raw = object["id"] else {
+        guard let id = object["id"] else {
             self.init(text: text)
             return
         }
-        guard let id = raw as? String, (1...64).contains(id.utf8.count),
-              id.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else { return nil }
+        guard (1...64).contains(id.utf8.count), id.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else { return nil }
         self.init(text: text, id: id)
+    }
+
+    /// A JSON object whose values are all strings, read in one pass without
+    /// recursion (a client's nesting cannot run a G out of stack); nil for
+    /// anything else: another value, a bad escape, a lone surrogate, a raw
+    /// control character, bytes after the object. A repeated key: the last.
+    static func flatObject(_ line: String) -> [String: String]? {
+        let b = Array(line.utf8)
+        var i = 0
+        func skipSpace() { while i < b.count, b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0A || b[i] == 0x0D { i += 1 } }
+        func hex4() -> UInt32? {
+            guard i + 4 <= b.count else { return nil }
+            var v: UInt32 = 0
+            for k in 0..<4 {
+                guard let d = Character(UnicodeScalar(b[i + k])).hexDigitValue else { return nil }
+                v = v << 4 | UInt32(d)
+            }
+            i += 4
+            return v
+        }
+        func string() -> String? {
+            guard i < b.count, b[i] == UInt8(ascii: "\"") else { return nil }
+            i += 1
+            var out: [UInt8] = []
+            while i < b.count {
+                let c = b[i]
+                i += 1
+                switch c {
+                case UInt8(ascii: "\""):
+                    return String(decoding: out, as: UTF8.self)
+                case UInt8(ascii: "\\"):
+                    guard i < b.count else { return nil }
+                    let e = b[i]
+                    i += 1
+                    switch e {
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
+                    case UInt8(ascii: "b"): out.append(0x08)
+                    case UInt8(ascii: "f"): out.append(0x0C)
+                    case UInt8(ascii: "n"): out.append(0x0A)
+                    case UInt8(ascii: "r"): out.append(0x0D)
+                    case UInt8(ascii: "t"): out.append(0x09)
+                    case UInt8(ascii: "u"):
+                        guard var v = hex4() else { return nil }
+                        if (0xD800...0xDBFF).contains(v) { // a surrogate pair
+                            guard i + 2 <= b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else { return nil }
+                            i += 2
+                            guard let low = hex4(), (0xDC00...0xDFFF).contains(low) else { return nil }
+                            v = 0x10000 + (v - 0xD800) << 10 + (low - 0xDC00)
+                        }
+                        guard let scalar = UnicodeScalar(v) else { return nil }
+                        out += Array(String(Character(scalar)).utf8)
+                    default:
+                        return nil
+                    }
+                case 0..<0x20:
+                    return nil
+                default:
+                    out.append(c)
+                }
+            }
+            return nil
+        }
+        var object: [String: String] = [:]
+        skipSpace()
+        guard i < b.count, b[i] == UInt8(ascii: "{") else { return nil }
+        i += 1
+        skipSpace()
+        if i < b.count, b[i] == UInt8(ascii: "}") {
+            i += 1
+        } else {
+            while true {
+                guard let key = string() else { return nil }
+                skipSpace()
+                guard i < b.count, b[i] == UInt8(ascii: ":") else { return nil }
+                i += 1
+                skipSpace()
+                guard let value = string() else { return nil }
+                object[key] = value
+                skipSpace()
+                guard i < b.count else { return nil }
+                if b[i] == UInt8(ascii: "}") {
+                    i += 1
+                    break
+                }
+                guard b[i] == UInt8(ascii: ",") else { return nil }
+                i += 1
+                skipSpace()
+            }
+        }
+        skipSpace()
+        return i == b.count ? object : nil
     }
 }

@@ -315,8 +315,19 @@ final class RoomLog {
             GMP.blocking { _ = Glibc.close(old) }
             fd = -1
         }
+        // The refused batch is cut again first (if the cut after the failure
+        // failed too, it would read back as records); what reads back must
+        // end where the log did before it, or numbers would be served that
+        // were refused, or given again.
+        if let newest = segments.last {
+            let path = dir + "/" + Self.segmentName(newest), keep = size
+            GMP.blocking { _ = truncate(path, off_t(keep)) }
+        }
         let (fresh, _, notes) = try RoomLog.open(dir: dir, policy: policy, retain: retain, tailLength: 0, io: io)
         for n in notes { Chat.log("history: \(n)") }
+        guard fresh.last == last else {
+            throw StoreError("the log in \(dir) reads back to \(fresh.last) where \(last) was committed; it takes no appends until the server restarts")
+        }
         (last, segments, size, inSegment) = (fresh.last, fresh.segments, fresh.size, fresh.inSegment)
         swap(&fd, &fresh.fd) // (fresh's deinit closes nothing)
         unsynced = true

@@ -369,19 +369,8 @@ final class Room: @unchecked Sendable {
         }
         /// Each sender's acks of a batch, as one object per sender, in order.
         func ack(_ acked: some Sequence<(Post, UInt64)>) {
-            var order: [ObjectIdentifier] = []
-            var bySender: [ObjectIdentifier: (client: Client, acks: [(seq: UInt64, id: String?)])] = [:]
-            for (p, seq) in acked where p.from.format == .json {
-                let key = ObjectIdentifier(p.from)
-                if bySender[key] == nil {
-                    order.append(key)
-                    bySender[key] = (p.from, [])
-                }
-                bySender[key]!.acks.append((seq, p.id))
-            }
-            for key in order {
-                let (client, acks) = bySender[key]!
-                client.offer(.acks(room: name, acks), metrics)
+            for (client, posts) in Self.bySender(acked) where client.format == .json {
+                client.offer(.acks(room: name, posts.map { (seq: $0.1, id: $0.0.id) }), metrics)
             }
         }
         // With Redis: messages by number, held until those before them came;
@@ -423,11 +412,13 @@ final class Room: @unchecked Sendable {
             // The sender hears of its message even if it has moved on to another room.
             if let error = b.error {
                 metrics.bump(.historyErrors, by: b.posts.count)
-                for p in b.posts {
-                    let line = b.unknown
-                        ? "error: your message may or may not have been stored (\(error)); send it again with the same id"
-                        : "error: your message was not stored (\(error)); try again later"
-                    p.from.offer(.refusal(line, id: p.id, unknown: b.unknown), metrics)
+                let line = b.unknown
+                    ? "error: your message may or may not have been stored (\(error)); send it again with the same id"
+                    : "error: your message was not stored (\(error)); try again later"
+                // One object per sender (as its acks): a burst refused whole
+                // takes one place in its buffer.
+                for (client, posts) in Self.bySender(b.posts.map { ($0, ()) }) {
+                    client.offer(.refusals(line, ids: posts.map(\.0.id), unknown: b.unknown), metrics)
                 }
                 return
             }
@@ -464,8 +455,10 @@ final class Room: @unchecked Sendable {
                 // script gave but could not keep) is skipped.
                 if let first = b.entries.first, first.seq > last + 1 {
                     // The members hear of it, as a joiner would (a `gap` line).
-                    let gap = Prepared.gap(room: name, from: last + 1, to: first.seq - 1)
-                    for member in members.values where member.skipThrough < first.seq - 1 { _ = offer(gap, to: member.client) }
+                    for member in members.values where member.skipThrough < first.seq - 1 {
+                        let from = max(last, member.skipThrough) + 1
+                        _ = offer(.gap(room: name, from: from, to: first.seq - 1), to: member.client)
+                    }
                     last = first.seq - 1
                     held = held.filter { $0.key > last }
                 }
@@ -501,6 +494,9 @@ final class Room: @unchecked Sendable {
                     }
                 } else if let oldest = tail.oldest, oldest <= since + 1 {
                     let after = tail.after(since)
+                    if let first = after.first, first.seq > since + 1 { // numbers the stream no longer had
+                        push.append(.gap(room: name, from: since + 1, to: first.seq - 1))
+                    }
                     if !after.isEmpty { push.append(.messages(after, room: name)) }
                 } else if logged && j.mayReadLog {
                     j.reply.send(.readLog)
@@ -567,8 +563,21 @@ final class Room: @unchecked Sendable {
                 }
             }
         }
+        // What the log G still commits is answered (its senders hear of it,
+        // in whatever room they are now): its input closes, and the hub takes
+        // batches until the log G has ended.
+        if let logInput {
+            logInput.close()
+            var draining = true
+            while draining {
+                select { s in
+                    if let r = s.receive(committed), case .value(let b) = r { commit(b) }
+                    if s.receive(finished) != nil { draining = false }
+                }
+            }
+        }
         hubDone.close()
-        if logInput == nil { finished.close() } else { logInput!.close() }
+        if logInput == nil { finished.close() }
     }
 
     // MARK: - The log G (the Redis G: RoomRedis.swift)
@@ -580,6 +589,21 @@ final class Room: @unchecked Sendable {
             if s.send(committed, b) {}
             if s.receive(hubDone) != nil {}
         }
+    }
+
+    /// `items` by their posts' senders, in the order of each sender's first.
+    static func bySender<T>(_ items: some Sequence<(Post, T)>) -> [(Client, [(Post, T)])] {
+        var order: [ObjectIdentifier] = []
+        var groups: [ObjectIdentifier: (Client, [(Post, T)])] = [:]
+        for item in items {
+            let key = ObjectIdentifier(item.0.from)
+            if groups[key] == nil {
+                order.append(key)
+                groups[key] = (item.0.from, [])
+            }
+            groups[key]!.1.append(item)
+        }
+        return order.map { groups[$0]! }
     }
 
     /// `first` and the posts queued behind it, at most 256: one write, or
@@ -690,11 +714,15 @@ struct Tail {
     /// The newest `n`.
     func last(_ n: Int) -> ArraySlice<Entry> { entries[max(start, entries.count - n)...] }
 
-    /// Those numbered after `seq`.
+    /// Those numbered after `seq` (found by their numbers: with Redis the
+    /// tail can skip numbers the stream no longer had).
     func after(_ seq: UInt64) -> ArraySlice<Entry> {
-        guard let oldest else { return [] }
-        let skip = seq >= oldest ? Int(min(seq - oldest + 1, UInt64(entries.count - start))) : 0
-        return entries[(start + skip)...]
+        var lo = start, hi = entries.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if entries[mid].seq <= seq { lo = mid + 1 } else { hi = mid }
+        }
+        return entries[lo...]
     }
 }
 

@@ -676,13 +676,18 @@ func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
         ticker.stop()
         c.ws.conn.close()
     }
-    /// Writes `first` and whatever else is queued, in one write: lines that
+    /// Writes `first` and what else is queued (about 1 MiB at most), in one write: lines that
     /// are alone in their piece are joined into frames of up to a piece's
     /// size (a prepared frame is sent as it is when nothing joins it), and
     /// the pieces of a larger batch go as their own frames.
     func flush(_ first: Prepared) -> Bool {
+        // What is queued, up to about 1 MiB a write (the rest goes next).
         var queued = [first]
-        while case .value(let m) = c.send.tryReceive() { queued.append(m) }
+        var size = first.frame(c.format)!.count
+        while size < 1 << 20, case .value(let m) = c.send.tryReceive() {
+            queued.append(m)
+            size += m.frame(c.format)!.count
+        }
         var wire: [UInt8] = []
         var joined: [UInt8] = []
         var alone: Prepared? // the one item in `joined`, if only one: its frame is ready

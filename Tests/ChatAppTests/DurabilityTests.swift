@@ -117,6 +117,36 @@ private func closeCode(_ ws: WebSocketConn) -> UInt16? {
         #expect(history?.map(\.0) == Array(1...142))
     }
 
+    @Test("A post taken as its room empties (a fresh room, then /leave at once) is answered, and the room is kept: the hub answers what its log G still commits before the room is unloaded",
+          .enabled(if: cCompiler() != nil))
+    func postAsTheRoomEmpties() async throws {
+        let shim = try faultShim(named: "fsync_fault", source: fsyncShimSource)
+        let dir = temporaryDirectory("durability-unload")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stall = dir + "/stall"
+        let (app, port) = try startChatApp(extraArguments: ["--data-dir", dir + "/data", "--fsync", "always"],
+                                           environment: ["LD_PRELOAD": shim, "SHIM_FSYNC_STALLS": stall])
+        defer { app.terminate(); app.waitUntilExit() }
+        let r = await runG(procs: 2, timeout: 60) { () -> (answer: String, listed: Bool)? in
+            guard let c = EnvelopeClient(port: port, query: "room=fresh"), c.until({ $0.type == "joined" }) != nil else { return nil }
+            defer { c.close() }
+            // Its write waits in fsync while the client leaves: the room has no member and no number yet.
+            _ = FileManager.default.createFile(atPath: stall, contents: nil)
+            c.say(#"{"id":"a","text":"hi"}"#)
+            c.say("/leave")
+            guard c.until({ $0.type == "joined" && $0.room == "lobby" }) != nil else { return nil }
+            try? FileManager.default.removeItem(atPath: stall)
+            let answer = c.until { $0.type == "ack" || $0.type == "error" }?.last
+            c.say("/rooms")
+            let rooms = c.until { $0.type == "rooms" }?.last?.object["rooms"] as? [[String: Any]] ?? []
+            return (answer.map { "\($0.type) \($0.object["id"] ?? "-") \($0.seq ?? 0)" } ?? "none",
+                    rooms.contains { $0["name"] as? String == "fresh" })
+        }
+        let got = try #require(r ?? nil)
+        #expect(got.answer == "ack a 1")
+        #expect(got.listed, "/rooms does not list the room")
+    }
+
     @Test("A log that cannot be read at catch-up closes the joiner with 1013 (try again later), never a gap")
     func unreadableLogIsNotAGap() async throws {
         let dir = temporaryDirectory("durability-read")

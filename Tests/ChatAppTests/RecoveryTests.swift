@@ -174,6 +174,13 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
                     refused = refused ?? l.text
                 }
             }
+            // A burst refused whole: one answer each, and the sender is not dropped as slow.
+            for k in 0..<300 { a.say("{\"id\":\"r\(k)\",\"text\":\"\(k) \(body)\"}") }
+            var refusals = 0
+            while refusals < 300, let l = a.next() {
+                if l.type == "error" && l.object["outcome"] as? String == "refused" { refusals += 1 } else if l.type == "ack" { break }
+            }
+            guard refusals == 300 else { return nil }
             // b saw exactly the acknowledged ones.
             b.say("/who")
             guard let lines = b.until({ $0.type == "who" }) else { return nil }
