@@ -590,8 +590,10 @@ struct SchedulerTests {
           arguments: [1, 2], Hog.allCases)
     func hogDoesNotStarve(procs: Int, hog: Hog) async {
         // Alone: it counts GMP.stats.spareLends over a baseline, and its hogs hold
-        // every P.
+        // every P. A spare lent for an earlier case is given back first: the
+        // ticker could run on it, and no spare would be lent for this one.
         await alone(procs: procs) {
+            _ = waitFor(seconds: 10, every: 1_000_000) { GMP.stats.spareProcs == 0 }
             let lendsBefore = GMP.stats.spareLends
             let r = await runG { () -> (ticks: Int, hogsOutlasted: Int) in
                 let ticked = Counters(1), outlasted = Counters(1)
