@@ -59,8 +59,15 @@ struct SignalTests {
             check(b.trySend(0), "fill b")
             signalThisProcess(SIGUSR1)
             signalThisProcess(SIGUSR2)
-            // Two signals raised back to back may be handled in either order.
-            func two() -> Set<Int32> { Set([get(a), get(a)]) }
+            // Two signals raised back to back may be handled in either order;
+            // a third, SIGUSR2 alone, marks the end: once `a` has it, the relay
+            // has offered the two before to every channel (if SIGUSR1 came
+            // second, `a` had it before b was offered it).
+            func two() -> Set<Int32> {
+                let got = Set([get(a), get(a)])
+                signalThisProcess(SIGUSR2)
+                return get(a) == SIGUSR2 ? got : []
+            }
             check(two() == [SIGUSR1, SIGUSR2], "a gets SIGUSR1 past the full b, and SIGUSR2")
             check(b.tryReceive() == .value(0) && b.tryReceive() == .empty, "b missed it")
 
