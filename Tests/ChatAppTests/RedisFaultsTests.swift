@@ -273,8 +273,10 @@ struct RedisFaultsTests {
             defer { live.close(); sender.close() }
             sender.say("first")
             guard received(live, upTo: 1).count == 1 else { return nil }
-            // Node A stops; its subscription is cut while it cannot notice.
+            // Node A stops; its subscription is cut while it cannot notice
+            // (once it is stopped: kill returns before the process has).
             kill(a.processIdentifier, SIGSTOP)
+            guard waitFor(seconds: 10, every: 1_000_000, { processState(a.processIdentifier) == "T" }) else { return nil }
             guard let c = try? RedisConnection.connect(url) else { return nil }
             _ = try? c.call("CLIENT", "KILL", "TYPE", "pubsub")
             c.close()
@@ -337,4 +339,11 @@ struct RedisCostTests {
         } ?? nil
         #expect(r == ["r29=30,r28=29,r27=28", "few HGETALLs"])
     }
+}
+
+/// The state letter of process `pid` in /proc (R running, S sleeping, T stopped, ...).
+private func processState(_ pid: Int32) -> Character? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    return stat[stat.index(after: close)...].first { $0 != " " }
 }
