@@ -16,20 +16,13 @@ let package = Package(
     ],
     targets: [
         .target(name: "CGMP"),
-        .target(
-            name: "GMP", dependencies: ["CGMP"],
-            // The runtime's own class fields are guarded by its locks and
-            // ownership rules (documented beside them); dynamic exclusivity
-            // checks there cost a thread-local access set per field write.
-            // User code keeps its checks (and the G carries their state).
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"])]),
-        .target(
-            name: "Channels", dependencies: ["GMP"],
-            // Chan<T> is generic: clients need its bodies to specialize them
-            // (otherwise every send/receive goes through runtime metadata).
-            // A channel's fields are guarded by its lock: no dynamic
-            // exclusivity checks inside the critical sections.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"])]),
+        // No unsafe flags (SwiftPM refuses them in a dependency pinned by
+        // version): the runtime's fields opt out of dynamic exclusivity
+        // checks one by one (`@exclusivity(unchecked)`, each under a lock or
+        // ownership rule written beside it), and the hot generic paths of
+        // channels and select are `@inlinable` so clients specialize them.
+        .target(name: "GMP", dependencies: ["CGMP"]),
+        .target(name: "Channels", dependencies: ["GMP"]),
         .target(name: "NetPoller", dependencies: ["GMP", "CGMP", "Channels"]),
         .target(name: "Contexts", dependencies: ["NetPoller", "Channels", "GMP"]),
         .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
@@ -42,6 +35,13 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks", dependencies: ["GMP", "Channels", "NetPoller", "WebSocket"], path: "Benchmarks",
             exclude: ["peers"]),
+        // Examples/: small programs to copy from (README, "Examples"); CI builds and runs each.
+        .executableTarget(name: "WorkerPool", dependencies: ["GMP", "Channels"], path: "Examples/WorkerPool"),
+        .executableTarget(name: "Pipeline", dependencies: ["GMP", "Channels", "Contexts"], path: "Examples/Pipeline"),
+        .executableTarget(name: "EchoServer", dependencies: ["GMP", "Channels", "NetPoller"], path: "Examples/EchoServer"),
+        .executableTarget(name: "RateLimiter", dependencies: ["GMP", "Channels"], path: "Examples/RateLimiter"),
+        .executableTarget(name: "TasksAndGs", dependencies: ["GMP", "Channels"], path: "Examples/TasksAndGs"),
+        .executableTarget(name: "Crawler", dependencies: ["GMP", "Channels", "NetPoller", "Contexts"], path: "Examples/Crawler"),
         .target(name: "GMPTestSupport", dependencies: ["GMP", "NetPoller"], path: "Tests/TestSupport"),
         // Programs the deadlock check's tests run, each in a clean process.
         .executableTarget(name: "DeadlockScenarios", dependencies: ["GMP", "Channels"], path: "Tests/DeadlockScenarios"),

@@ -106,7 +106,7 @@ func chatRun(_ setup: ChatSetup) -> ChatOutcome {
         for ws in conns {
             go {
                 // A lost message fails the run (below) rather than hanging it.
-                ws.conn.setReadDeadline(now() + 60_000_000_000)
+                ws.conn.setReadDeadline(.after(.seconds(60)))
                 var got = 0
                 var l: [Int64] = []
                 l.reserveCapacity(clients * per)

@@ -84,7 +84,7 @@ extension Chan {
     /// never begun. A send that can complete at once completes, cancelled or
     /// not. Traps if the channel is closed, or closed while the task waits,
     /// as a send from a G does.
-    public func send(_ value: T) async throws {
+    public func send(_ value: T) async throws(CancellationError) {
         if trySend(value) { return }
         let sg = Sudog.acquireForTask()
         defer { sg.release() }
@@ -110,7 +110,7 @@ extension Chan {
     /// Throws `CancellationError` if the task is cancelled while it waits;
     /// no value is then taken from the channel. A receive that can complete
     /// at once completes, cancelled or not.
-    public func receive() async throws -> Received<T> {
+    public func receive() async throws(CancellationError) -> Received<T> {
         switch tryReceive() {
         case .value(let v): return .value(v)
         case .closed: return .closed

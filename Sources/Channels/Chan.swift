@@ -31,23 +31,25 @@ import GMP
 
 /// A channel's mutable state (Go's `hchan` minus the buffer), guarded by the
 /// lock word that sits just before it on the same cache line.
-struct ChanState {
-    var qcount = 0
-    var sendx = 0
-    var recvx = 0
-    var closed = false
-    var recvq = WaitQueue()
-    var sendq = WaitQueue()
+@usableFromInline struct ChanState {
+    @usableFromInline var qcount = 0
+    @usableFromInline var sendx = 0
+    @usableFromInline var recvx = 0
+    @usableFromInline var closed = false
+    @usableFromInline var recvq = WaitQueue()
+    @usableFromInline var sendq = WaitQueue()
+
+    @usableFromInline init() {}
 }
 
 /// The untyped part of a channel: lock, queues, counters. `Chan<T>` adds
 /// the typed buffer. `select` works on this level.
 public class AnyChan: @unchecked Sendable {
     // @unchecked: every mutable field (in `st`) is guarded by `lock`.
-    let lock: FutexLock
+    @usableFromInline let lock: FutexLock
     /// Lock word at offset 0, `ChanState` at offset 16, 64-byte aligned:
     /// an operation touches one or two cache lines, not one per field.
-    let st: UnsafeMutablePointer<ChanState>
+    @usableFromInline let st: UnsafeMutablePointer<ChanState>
     /// Buffer size; 0 for an unbuffered (rendezvous) channel.
     public let capacity: Int
 
@@ -65,19 +67,19 @@ public class AnyChan: @unchecked Sendable {
         (UnsafeMutableRawPointer(st) - 16).deallocate()
     }
 
-    var qcount: Int {
+    @inlinable var qcount: Int {
         get { st.pointee.qcount }
         set { st.pointee.qcount = newValue }
     }
-    var closed: Bool {
+    @inlinable var closed: Bool {
         get { st.pointee.closed }
         set { st.pointee.closed = newValue }
     }
-    var recvq: WaitQueue {
+    @inlinable var recvq: WaitQueue {
         _read { yield st.pointee.recvq }
         _modify { yield &st.pointee.recvq }
     }
-    var sendq: WaitQueue {
+    @inlinable var sendq: WaitQueue {
         _read { yield st.pointee.sendq }
         _modify { yield &st.pointee.sendq }
     }
@@ -94,12 +96,12 @@ public class AnyChan: @unchecked Sendable {
     /// How many parties (Gs, tasks, threads, select cases) wait to receive. For tests.
     var waitingReceivers: Int { lock.withLock { recvq.count } }
 
-    var identity: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+    @inlinable var identity: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
 
     // Typed buffer operations, implemented by Chan<T>. Lock held.
-    func bufPush(from elem: UnsafeMutableRawPointer) { fatalError("abstract") }
-    func bufPop(into elem: UnsafeMutableRawPointer) { fatalError("abstract") }
-    func moveValue(from src: UnsafeMutableRawPointer, to dst: UnsafeMutableRawPointer) { fatalError("abstract") }
+    @usableFromInline func bufPush(from elem: UnsafeMutableRawPointer) { fatalError("abstract") }
+    @usableFromInline func bufPop(into elem: UnsafeMutableRawPointer) { fatalError("abstract") }
+    @usableFromInline func moveValue(from src: UnsafeMutableRawPointer, to dst: UnsafeMutableRawPointer) { fatalError("abstract") }
     func freeSlot(_ p: UnsafeMutableRawPointer, initialized: Bool) { fatalError("abstract") }
     /// Destroys the value at `p` (for select slots in its arena).
     func deinitSlot(_ p: UnsafeMutableRawPointer) { fatalError("abstract") }
@@ -107,7 +109,7 @@ public class AnyChan: @unchecked Sendable {
     /// Lock held: tries to send the value at `elem` without blocking. On
     /// success the value has been moved out of `elem`, and the sudog to
     /// ready (if any) is returned for the caller to ready after unlocking.
-    @inline(__always)
+    @inlinable @inline(__always)
     func sendLocked(_ elem: UnsafeMutableRawPointer) -> (sent: Bool, wake: Sudog?) {
         if closed {
             lock.unlock()
@@ -128,7 +130,7 @@ public class AnyChan: @unchecked Sendable {
     /// Lock held: tries to receive into `elem` (uninitialized) without
     /// blocking. Returns whether the operation completed and whether a value
     /// was received (false: closed and drained), plus a sudog to ready.
-    @inline(__always)
+    @inlinable @inline(__always)
     func receiveLocked(_ elem: UnsafeMutableRawPointer) -> (done: Bool, received: Bool, wake: Sudog?) {
         if let sg = sendq.dequeue() {
             if capacity == 0 {
@@ -158,7 +160,7 @@ public class AnyChan: @unchecked Sendable {
     /// else on `elem` itself, which pins the stack for the wait (Trim.swift).
     /// Always inlined: as a call of its own, each park retained and released
     /// the channel around it (pingpong 178 -> 222 ns).
-    @inline(__always)
+    @inlinable @inline(__always)
     func parkLocked(elem: UnsafeMutableRawPointer, sending: Bool, inSudog: Bool) -> Bool {
         let sg = Sudog.acquire()
         if inSudog {
@@ -205,7 +207,9 @@ public class AnyChan: @unchecked Sendable {
 /// (A separate enum keeps `Chan<Int?>` unambiguous: `.value(nil)` is a nil
 /// that was sent, `.closed` is the end.)
 public enum Received<T> {
+    /// A value that was sent.
     case value(T)
+    /// The channel is closed and its buffer drained: no value will come.
     case closed
 
     /// The value, or nil when closed (ambiguous for optional `T`; match the
@@ -221,7 +225,9 @@ extension Received: Equatable where T: Equatable {}
 
 /// The result of a non-blocking receive.
 public enum TryReceived<T> {
+    /// A value that was sent.
     case value(T)
+    /// The channel is closed and its buffer drained.
     case closed
     /// Nothing to receive now (the receive would block).
     case empty
@@ -244,11 +250,12 @@ extension TryReceived: Equatable where T: Equatable {}
 /// messages. `for v in channel` receives until the channel is closed and
 /// drained.
 public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
-    // @unchecked: the buffer and indices are guarded by `lock`.
+    // @unchecked: the buffer and indices are guarded by `lock` (`buf` is
+    // `@exclusivity(unchecked)`: the lock, not a dynamic check, keeps it apart).
     /// The ring of `capacity` values, made when the first value is buffered
     /// (guarded by `lock`): a channel that never buffers a value, such as an
     /// idle client's send queue, costs no buffer.
-    private var buf: UnsafeMutablePointer<T>?
+    @exclusivity(unchecked) @usableFromInline var buf: UnsafeMutablePointer<T>?
 
     /// Makes a channel. `capacity` 0 (the default) is unbuffered.
     public init(capacity: Int = 0) {
@@ -265,7 +272,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
         buf.deallocate()
     }
 
-    override func bufPush(from elem: UnsafeMutableRawPointer) {
+    @inlinable override func bufPush(from elem: UnsafeMutableRawPointer) {
         let x = st.pointee.sendx
         let b = buf ?? makeBuffer()
         (b + x).moveInitialize(from: elem.assumingMemoryBound(to: T.self), count: 1)
@@ -273,26 +280,26 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
         st.pointee.qcount += 1
     }
 
-    @inline(never)
-    private func makeBuffer() -> UnsafeMutablePointer<T> {
+    @usableFromInline @inline(never)
+    func makeBuffer() -> UnsafeMutablePointer<T> {
         let b = UnsafeMutablePointer<T>.allocate(capacity: Swift.max(capacity, 1))
         buf = b
         return b
     }
 
-    override func bufPop(into elem: UnsafeMutableRawPointer) {
+    @inlinable override func bufPop(into elem: UnsafeMutableRawPointer) {
         let x = st.pointee.recvx
         elem.assumingMemoryBound(to: T.self).moveInitialize(from: buf! + x, count: 1) // (pushed before)
         st.pointee.recvx = x + 1 == capacity ? 0 : x + 1
         st.pointee.qcount -= 1
     }
 
-    override func moveValue(from src: UnsafeMutableRawPointer, to dst: UnsafeMutableRawPointer) {
+    @inlinable override func moveValue(from src: UnsafeMutableRawPointer, to dst: UnsafeMutableRawPointer) {
         dst.assumingMemoryBound(to: T.self).moveInitialize(from: src.assumingMemoryBound(to: T.self), count: 1)
     }
 
     /// Sends `value`, parking until a receiver takes it or there is room.
-    public func send(_ value: T) {
+    @inlinable public func send(_ value: T) {
         GMP.chaosPoint()
         withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
             let p = slot.baseAddress!
@@ -314,7 +321,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
 
     /// Sends `value` if that can be done without waiting. Returns false if
     /// it would block. Traps if the channel is closed.
-    public func trySend(_ value: T) -> Bool {
+    @inlinable public func trySend(_ value: T) -> Bool {
         withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
             let p = slot.baseAddress!
             p.initialize(to: value)
@@ -332,7 +339,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
 
     /// Receives a value, parking until one is available, or `.closed` once
     /// the channel is closed and drained.
-    public func receive() -> Received<T> {
+    @inlinable public func receive() -> Received<T> {
         GMP.chaosPoint()
         return withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
             let p = slot.baseAddress!
@@ -349,7 +356,7 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
     }
 
     /// Receives without waiting: a value, `.closed`, or `.empty`.
-    public func tryReceive() -> TryReceived<T> {
+    @inlinable public func tryReceive() -> TryReceived<T> {
         withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot in
             let p = slot.baseAddress!
             lock.lock()
@@ -373,14 +380,17 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
 
     /// Iterates over received values until the channel is closed and drained.
     public struct Iterator: IteratorProtocol {
-        let chan: Chan<T>
-        public mutating func next() -> T? {
+        @usableFromInline let chan: Chan<T>
+        @inlinable init(chan: Chan<T>) { self.chan = chan }
+        /// The next value received, or nil once the channel is closed and drained.
+        @inlinable public mutating func next() -> T? {
             if case .value(let v) = chan.receive() { return v }
             return nil
         }
     }
 
-    public func makeIterator() -> Iterator { Iterator(chan: self) }
+    /// An iterator that receives until the channel is closed and drained.
+    @inlinable public func makeIterator() -> Iterator { Iterator(chan: self) }
 }
 
 /// Closes `channel`; closing a nil channel traps, as in Go.

@@ -44,7 +44,7 @@ import Synchronization
 /// both passes (only the first pass's channel is used), so keep them free of
 /// side effects (variables and properties are). Cost: one lock per distinct channel,
 /// plus a sudog per case and a timer when it has to wait.
-public func select(_ body: (inout Select) -> Void) {
+@inlinable public func select(_ body: (inout Select) -> Void) {
     GMP.chaosPoint()
     // The cases and their value slots live on this stack (heap only past 8
     // cases or a 512-byte arena).
@@ -66,38 +66,43 @@ public func select(_ body: (inout Select) -> Void) {
 
 /// The cases of one `select` (see `select(_:)`).
 public struct Select {
-    enum Kind { case receive, send, timeout, otherwise }
+    @usableFromInline enum Kind { case receive, send, timeout, otherwise }
 
-    struct Case {
-        var kind: Kind
+    @usableFromInline struct Case {
+        @usableFromInline var kind: Kind
         /// Retained once at registration and released by `cleanup`; used
         /// unretained in between (no reference counting on shared channels).
-        var chan: Unmanaged<AnyChan>?
-        var slot: UnsafeMutableRawPointer?
+        @usableFromInline var chan: Unmanaged<AnyChan>?
+        @usableFromInline var slot: UnsafeMutableRawPointer?
         /// The slot was allocated on the heap (the arena was full).
-        var slotOnHeap = false
+        @usableFromInline var slotOnHeap = false
         /// Send: the slot still holds the value. Receive: it holds a received value.
-        var slotFull = false
-        var received = false
-        var deadline: Int64 = 0
+        @usableFromInline var slotFull = false
+        @usableFromInline var received = false
+        @usableFromInline var deadline: Int64 = 0
         /// A receive case whose value fits `Sudog.slot`.
-        var fitsSudog = false
+        @usableFromInline var fitsSudog = false
+
+        @usableFromInline init(kind: Kind, deadline: Int64 = 0) {
+            self.kind = kind
+            self.deadline = deadline
+        }
     }
 
-    enum Phase { case register, deliver(Int) }
+    @usableFromInline enum Phase { case register, deliver(Int) }
 
-    static let arenaSize = 512
+    @usableFromInline static let arenaSize = 512
 
-    var phase = Phase.register
-    var cases: CaseList
-    var position = 0
-    var arena: UnsafeMutableRawPointer
+    @usableFromInline var phase = Phase.register
+    @usableFromInline var cases: CaseList
+    @usableFromInline var position = 0
+    @usableFromInline var arena: UnsafeMutableRawPointer
     /// The arena's size: `arenaSize` on the stack of `select { }`; a
     /// `SelectSet` keeps a smaller one of its own (scratch only).
-    var arenaCapacity = Select.arenaSize
-    var arenaUsed = 0
+    @usableFromInline var arenaCapacity = Select.arenaSize
+    @usableFromInline var arenaUsed = 0
 
-    init(arena: UnsafeMutableRawPointer, cases: UnsafeMutablePointer<Case>) {
+    @usableFromInline init(arena: UnsafeMutableRawPointer, cases: UnsafeMutablePointer<Case>) {
         self.arena = arena
         self.cases = CaseList(base: cases, capacity: 8)
     }
@@ -105,28 +110,28 @@ public struct Select {
     /// The registered cases: a fixed buffer on the caller's stack, moved to
     /// the heap if a select has more than it holds. `Case` is trivial (no
     /// reference counting when read or copied).
-    struct CaseList {
-        var base: UnsafeMutablePointer<Case>
-        var capacity: Int
-        var count = 0
-        var onHeap = false
+    @usableFromInline struct CaseList {
+        @usableFromInline var base: UnsafeMutablePointer<Case>
+        @usableFromInline var capacity: Int
+        @usableFromInline var count = 0
+        @usableFromInline var onHeap = false
 
-        init(base: UnsafeMutablePointer<Case>, capacity: Int) {
+        @usableFromInline init(base: UnsafeMutablePointer<Case>, capacity: Int) {
             self.base = base
             self.capacity = capacity
         }
 
         /// Inlined, so that the caller builds the case in place (a case
         /// built on the stack and then copied stalls on store forwarding).
-        @inline(__always)
+        @inlinable @inline(__always)
         mutating func append(_ c: Case) {
             if count == capacity { grow() }
             (base + count).initialize(to: c)
             count += 1
         }
 
-        @inline(never)
-        private mutating func grow() {
+        @usableFromInline @inline(never)
+        mutating func grow() {
             let bigger = UnsafeMutablePointer<Case>.allocate(capacity: capacity * 2)
             bigger.moveInitialize(from: base, count: count)
             if onHeap { base.deallocate() }
@@ -135,7 +140,7 @@ public struct Select {
             onHeap = true
         }
 
-        subscript(i: Int) -> Case {
+        @inlinable subscript(i: Int) -> Case {
             get { base[i] }
             nonmutating set { base[i] = newValue }
         }
@@ -149,7 +154,7 @@ public struct Select {
     /// A value slot for a `T`: from the arena, or the heap when full. It
     /// needs no channel: a channel passed to this mutating method was
     /// retained and released around the call, a fifth of a select's time.
-    private mutating func slot<T>(for _: T.Type) -> (UnsafeMutableRawPointer, Bool) {
+    @inlinable mutating func slot<T>(for _: T.Type) -> (UnsafeMutableRawPointer, Bool) {
         let align = MemoryLayout<T>.alignment
         let start = (arenaUsed + align - 1) / align * align
         let size = Swift.max(MemoryLayout<T>.stride, 1)
@@ -163,14 +168,14 @@ public struct Select {
     /// Second pass: the position of this call and whether it is the winner.
     /// Calls after the winner (whose handler may have changed what the body
     /// registers) are not counted and never win.
-    private mutating func next() -> (Int, Bool) {
+    @inlinable mutating func next() -> (Int, Bool) {
         guard case .deliver(let f) = phase, position <= f else { return (-1, false) }
         let i = position
         position += 1
         return (i, f == i)
     }
 
-    private var registering: Bool {
+    @inlinable var registering: Bool {
         if case .register = phase { return true }
         return false
     }
@@ -178,7 +183,7 @@ public struct Select {
     /// A receive case: returns the result when this case fires, else nil.
     /// `.closed` means the channel was closed and drained. A nil channel is
     /// never ready.
-    public mutating func receive<T>(_ channel: Chan<T>?) -> Received<T>? {
+    @inlinable public mutating func receive<T>(_ channel: Chan<T>?) -> Received<T>? {
         if registering {
             var rec = Case(kind: .receive)
             if let c = channel {
@@ -199,7 +204,7 @@ public struct Select {
 
     /// A send case: returns true when this case fired (the value was sent).
     /// `value` is evaluated once, on the first pass, even for a nil channel.
-    public mutating func send<T>(_ channel: Chan<T>?, _ value: @autoclosure () -> T) -> Bool {
+    @inlinable public mutating func send<T>(_ channel: Chan<T>?, _ value: @autoclosure () -> T) -> Bool {
         if registering {
             let c = channel
             let v = value() // evaluated even for a nil channel, as in Go
@@ -218,10 +223,9 @@ public struct Select {
         return won
     }
 
-    /// A time-out case: fires when nothing else did within `nanoseconds`.
-    /// (`Int64.max`: never.)
-    public mutating func timeout(afterNanoseconds nanoseconds: Int64) -> Bool {
-        deadline(at: GMP.deadline(afterNanoseconds: nanoseconds))
+    /// `timeout(after:)` in nanoseconds (`Int64.max`: never).
+    package mutating func timeout(afterNanoseconds nanoseconds: Int64) -> Bool {
+        deadline(atNanoseconds: GMP.deadline(afterNanoseconds: nanoseconds))
     }
 
     /// A time-out case: fires when nothing else did within `duration` (one
@@ -230,8 +234,14 @@ public struct Select {
         timeout(afterNanoseconds: GMP.nanoseconds(duration))
     }
 
-    /// A deadline case: fires when nothing else did by `deadline` (`GMP.now` time base).
-    public mutating func deadline(at deadline: Int64) -> Bool {
+    /// A deadline case: fires when nothing else did by `deadline` (one
+    /// already past fires at once unless another case is ready).
+    public mutating func deadline(at deadline: GMP.Instant) -> Bool {
+        self.deadline(atNanoseconds: deadline.nanoseconds)
+    }
+
+    /// `deadline(at:)` on the raw `GMP.now` time base.
+    package mutating func deadline(atNanoseconds deadline: Int64) -> Bool {
         if registering {
             cases.append(Case(kind: .timeout, deadline: deadline))
             position += 1
@@ -250,7 +260,7 @@ public struct Select {
         return next().1
     }
 
-    mutating func cleanup() {
+    @usableFromInline mutating func cleanup() {
         defer { cases.free() }
         for i in 0..<cases.count {
             let c = cases[i]
@@ -284,7 +294,7 @@ public struct Select {
     /// `SelectSet` passes its wait's time-out and default here instead of as
     /// cases: `deadlineIndex`/`defaultIndex` are then what fires for them
     /// (indexes past the cases), -1 for none.
-    mutating func run(deadline extraDeadline: Int64 = 0, deadlineIndex extraDeadlineIndex: Int = -1,
+    @usableFromInline mutating func run(deadline extraDeadline: Int64 = 0, deadlineIndex extraDeadlineIndex: Int = -1,
                       defaultIndex extraDefault: Int = -1) -> Int {
         var heap = false
         let words = scratch(2 * Swift.max(cases.count, 1), heap: &heap)

@@ -40,15 +40,17 @@ import GMP
 /// allocated unless it parks (then a sudog per case, and a timer with a
 /// time-out).
 public final class SelectSet {
+    // Not Sendable: one G uses a set at a time, so its fields need no
+    // dynamic exclusivity checks (`@exclusivity(unchecked)`).
     /// The cases and the scratch arena (both on the heap, grown with the
     /// cases), and `Select.run`.
-    private var s: Select
+    @exclusivity(unchecked) @usableFromInline var s: Select
     /// Per case: the channel it was given (retained by this set), nil for none.
-    private var channels: [Unmanaged<AnyChan>?] = []
+    @exclusivity(unchecked) @usableFromInline var channels: [Unmanaged<AnyChan>?] = []
     /// Per case: destroys the value in its slot (which has the case's type).
-    private var deinitSlot: [(UnsafeMutableRawPointer) -> Void] = []
+    @exclusivity(unchecked) private var deinitSlot: [(UnsafeMutableRawPointer) -> Void] = []
     /// The receive case whose value may still sit in its slot.
-    private var lastFired = -1
+    @exclusivity(unchecked) @usableFromInline var lastFired = -1
 
     /// An empty set of cases.
     public init() {
@@ -82,7 +84,7 @@ public final class SelectSet {
         public let index: Int
 
         /// `case c:` in a `switch` over what `wait` returned.
-        public static func ~= (c: ReceiveCase<T>, fired: Int) -> Bool { c.index == fired }
+        @inlinable public static func ~= (c: ReceiveCase<T>, fired: Int) -> Bool { c.index == fired }
     }
 
     /// A send case of a `SelectSet`.
@@ -91,7 +93,7 @@ public final class SelectSet {
         public let index: Int
 
         /// `case c:` in a `switch` over what `wait` returned.
-        public static func ~= (c: SendCase<T>, fired: Int) -> Bool { c.index == fired }
+        @inlinable public static func ~= (c: SendCase<T>, fired: Int) -> Bool { c.index == fired }
     }
 
     /// Adds a case that receives from `channel` (nil: never ready, until
@@ -147,7 +149,7 @@ public final class SelectSet {
 
     /// Loads the value a send case sends when it fires (replacing one
     /// loaded before), and switches the case on if it has a channel.
-    public func setValue<T>(_ value: T, for c: SendCase<T>) {
+    @inlinable public func setValue<T>(_ value: T, for c: SendCase<T>) {
         let slot = s.cases[c.index].slot!.assumingMemoryBound(to: T.self)
         if s.cases[c.index].slotFull {
             slot.pointee = value
@@ -161,7 +163,7 @@ public final class SelectSet {
     /// After `c` fired: the value received, or `.closed` (the channel was
     /// closed and drained). Traps if `c` was not the case that fired last or
     /// its value was already taken.
-    public func value<T>(of c: ReceiveCase<T>) -> Received<T> {
+    @inlinable public func value<T>(of c: ReceiveCase<T>) -> Received<T> {
         guard lastFired == c.index else {
             fatalError("SelectSet.value(of:): case \(c.index) is not the receive that fired last, or was taken")
         }
@@ -182,12 +184,16 @@ public final class SelectSet {
 
     /// As `wait()`, giving up after `duration`: nil when it timed out.
     public func wait(timeout duration: Duration) -> Int? {
-        wait(deadline: GMP.deadline(afterNanoseconds: GMP.nanoseconds(duration)))
+        wait(deadlineNanoseconds: GMP.deadline(afterNanoseconds: GMP.nanoseconds(duration)))
     }
 
-    /// As `wait()`, giving up at `deadline` (`GMP.now` time base): nil when
-    /// it passed.
-    public func wait(deadline: Int64) -> Int? {
+    /// As `wait()`, giving up at `deadline`: nil when it passed.
+    public func wait(deadline: GMP.Instant) -> Int? {
+        wait(deadlineNanoseconds: deadline.nanoseconds)
+    }
+
+    /// `wait(deadline:)` on the raw `GMP.now` time base.
+    package func wait(deadlineNanoseconds deadline: Int64) -> Int? {
         GMP.chaosPoint()
         let i = perform(deadline: deadline, timeout: true, otherwise: false)
         return i == s.cases.count ? nil : i

@@ -11,11 +11,11 @@ import Synchronization
 /// before claiming, so a time-out can never ready a G that is not yet parked
 /// (channel wakers are held off by the channel locks in the same way).
 /// Sudogs point to it unretained; the select and the timer hold it.
-final class SelectState: @unchecked Sendable {
+@usableFromInline final class SelectState: @unchecked Sendable {
     // @unchecked: `winner` is written once, by the claimer of `done`, before
     // the wake-up that orders it for the reader.
-    let done = Atomic<UInt32>(0)
-    var winner = -1
+    @usableFromInline let done = Atomic<UInt32>(0)
+    @exclusivity(unchecked) @usableFromInline var winner = -1
     let armLock = FutexLock(compact: ())
     let parker: Sudog
     let timeoutIndex: Int
@@ -39,11 +39,13 @@ final class SelectState: @unchecked Sendable {
 
 /// A FIFO of sudogs waiting on one channel (Go's `waitq`). Guarded by the
 /// channel's lock.
-struct WaitQueue {
-    private var first: Sudog?
-    private var last: Sudog?
+@usableFromInline struct WaitQueue {
+    @usableFromInline var first: Sudog?
+    @usableFromInline var last: Sudog?
 
-    var isEmpty: Bool { first == nil }
+    @usableFromInline init() {}
+
+    @inlinable var isEmpty: Bool { first == nil }
 
     /// How many sudogs are queued (a walk; for tests).
     var count: Int {
@@ -56,7 +58,7 @@ struct WaitQueue {
         return n
     }
 
-    mutating func enqueue(_ sg: Sudog) {
+    @inlinable mutating func enqueue(_ sg: Sudog) {
         sg.s.pointee.next = nil
         sg.s.pointee.prev = last
         if let l = last { l.s.pointee.next = sg } else { first = sg }
@@ -65,7 +67,7 @@ struct WaitQueue {
 
     /// Removes and returns the first sudog whose party can still be woken:
     /// a sudog of a `select` that something else already claimed is dropped.
-    mutating func dequeue() -> Sudog? {
+    @inlinable mutating func dequeue() -> Sudog? {
         while let sg = first {
             unlink(sg)
             if let sel = sg.s.pointee.select {
@@ -89,7 +91,7 @@ struct WaitQueue {
         return true
     }
 
-    private mutating func unlink(_ sg: Sudog) {
+    @inlinable mutating func unlink(_ sg: Sudog) {
         let p = sg.s.pointee.prev
         let n = sg.s.pointee.next
         if let p { p.s.pointee.next = n } else { first = n }

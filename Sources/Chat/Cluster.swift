@@ -466,9 +466,7 @@ final class ClusterNode: @unchecked Sendable {
     /// (see `overflows`); the subscriber's state, checked every 200 ms, to
     /// the log and the rooms.
     private func dispatch(_ quit: Chan<Void>) {
-        let tick = Chan<Void>(capacity: 1)
-        let ticker = Timer { _ = tick.trySend(()) }
-        ticker.reset(at: GMP.deadline(afterNanoseconds: 200_000_000))
+        let ticker = Ticker(every: .milliseconds(200))
         defer {
             ticker.stop()
             subscriber.close() // (the presence G closes the client, after its last words)
@@ -489,7 +487,7 @@ final class ClusterNode: @unchecked Sendable {
                         overflows.add(1, ordering: .relaxed)
                     }
                 }
-                if s.receive(tick) != nil {
+                if s.receive(ticker.channel) != nil {
                     let now = subscriber.connects.load(ordering: .relaxed)
                     let isUp = subscriber.isConnected
                     if isUp != up.load(ordering: .relaxed) {
@@ -500,7 +498,6 @@ final class ClusterNode: @unchecked Sendable {
                         connects = now
                         for room in rooms() { _ = room.resync.trySend(()) }
                     }
-                    ticker.reset(at: GMP.deadline(afterNanoseconds: 200_000_000))
                 }
                 if s.receive(quit) != nil { stop = true }
             }

@@ -135,12 +135,7 @@ final class Directory: @unchecked Sendable {
     }
 
     private func tell(_ r: Request) -> Bool {
-        var sent = false
-        select { s in
-            if s.send(requests, r) { sent = true }
-            if s.receive(settings.quit) != nil {}
-        }
-        return sent
+        requests.send(r, unless: settings.quit)
     }
 
     /// The room `name`, loaded if need be, with the caller counted in; nil
@@ -176,17 +171,12 @@ final class Directory: @unchecked Sendable {
     /// The loop; run it in its own G. Ends when the server stops, once
     /// every room has ended and synced (then `finished` is closed).
     func run() {
-        let tick = Chan<Void>(capacity: 1)
-        let sweeper = Timer { _ = tick.trySend(()) }
-        sweeper.reset(at: GMP.deadline(afterNanoseconds: 10_000_000_000))
+        let sweeper = Ticker(every: .seconds(10))
         var running = true
         while running {
             select { s in
                 if let r = s.receive(requests), case .value(let req) = r { handle(req) }
-                if s.receive(tick) != nil {
-                    sweep()
-                    sweeper.reset(at: GMP.deadline(afterNanoseconds: 10_000_000_000))
-                }
+                if s.receive(sweeper.channel) != nil { sweep() }
                 if s.receive(settings.quit) != nil { running = false }
             }
         }

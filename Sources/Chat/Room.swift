@@ -284,13 +284,7 @@ final class Room: @unchecked Sendable {
 
     /// Sends `value` on `c` unless the room or the server stops first.
     private func call<T>(_ c: Chan<T>, _ value: T) -> Bool {
-        var sent = false
-        select { s in
-            if s.send(c, value) { sent = true }
-            if s.receive(self.closing) != nil {}
-            if s.receive(self.settings.quit) != nil {}
-        }
-        return sent
+        c.send(value, unless: closing, settings.quit)
     }
 
     /// Registers `client` (see the top of this file); nil if the room or
@@ -378,7 +372,7 @@ final class Room: @unchecked Sendable {
         // (a resync, or a gap it left), and a failed one retried in a second.
         var held: [UInt64: Entry] = [:]
         var filling = false, fillWanted = false
-        let retry = Timer { _ = self.resync.trySend(()) }
+        let retry = ChannelTimer() // stopped until a fill fails
         defer { retry.stop() }
         var receipts: [UInt64: Int64] = [:] // this node's posts acked before their message came
         func fill() {
@@ -430,7 +424,7 @@ final class Room: @unchecked Sendable {
             if b.fill {
                 if b.done { filling = false }
                 if b.failedFill {
-                    retry.reset(at: GMP.deadline(afterNanoseconds: 1_000_000_000))
+                    retry.reset(.seconds(1))
                     return
                 }
                 if let to = b.rewound {
@@ -467,7 +461,7 @@ final class Room: @unchecked Sendable {
                     // Held messages are in the stream: an empty read came before
                     // them; read again (in a second, not in a loop).
                     fillWanted = false
-                    if b.entries.isEmpty { retry.reset(at: GMP.deadline(afterNanoseconds: 1_000_000_000)) } else { fill() }
+                    if b.entries.isEmpty { retry.reset(.seconds(1)) } else { fill() }
                 }
                 return
             }
@@ -552,6 +546,7 @@ final class Room: @unchecked Sendable {
                     accept(es)
                 }
                 if s.receive(resync) != nil { fill() }
+                if s.receive(retry.channel) != nil { fill() }
                 if let r = s.receive(snapshots), case .value(let reply) = r {
                     let names = members.values.compactMap(\.client.name).sorted()
                     reply.send(Presence(names: names, anonymous: members.count - names.count))
@@ -585,10 +580,7 @@ final class Room: @unchecked Sendable {
     /// A batch back to the hub, unless the hub has ended (the posts are
     /// in the log, or were refused: nobody is left to tell).
     func handBack(_ b: Batch) {
-        select { s in
-            if s.send(committed, b) {}
-            if s.receive(hubDone) != nil {}
-        }
+        _ = committed.send(b, unless: hubDone)
     }
 
     /// `items` by their posts' senders, in the order of each sender's first.
@@ -621,8 +613,7 @@ final class Room: @unchecked Sendable {
         let log = self.log!
         self.log = nil
         let metrics = settings.metrics
-        let due = Chan<Void>(capacity: 1)
-        let timer = Timer { _ = due.trySend(()) }
+        let timer = ChannelTimer() // armed by a write that left the log unsynced
         var armed = false
         func observeSync() {
             if let ns = log.lastSyncNanoseconds { metrics.fsyncSeconds.observe(nanoseconds: ns) }
@@ -656,7 +647,7 @@ final class Room: @unchecked Sendable {
             }
             handBack(batch)
             if settings.policy == .interval && log.unsynced && !armed {
-                timer.reset(at: GMP.deadline(afterNanoseconds: 100_000_000))
+                timer.reset(.milliseconds(100))
                 armed = true
             }
         }
@@ -666,7 +657,7 @@ final class Room: @unchecked Sendable {
                 if let r = s.receive(input) {
                     if case .value(let p) = r { write(p) } else { open = false }
                 }
-                if s.receive(due) != nil {
+                if s.receive(timer.channel) != nil {
                     armed = false
                     sync()
                 }

@@ -219,7 +219,7 @@ public final class ChatServer: @unchecked Sendable {
         let directory = self.directory
         go { directory.run() }
         listener.onAcceptRetry = { error, backoff in
-            log("accept: \(error); retrying" + (backoff > 0 ? " in \(backoff / 1_000_000) ms" : ""))
+            log("accept: \(error); retrying" + (backoff > .zero ? " in \(GMP.nanoseconds(backoff) / 1_000_000) ms" : ""))
         }
         while true {
             let c: Conn
@@ -267,7 +267,7 @@ public final class ChatServer: @unchecked Sendable {
     private func refuseOverLimit(_ conn: Conn) {
         log("refused \(conn.remoteAddress): too many connections")
         let resp = HTTPResponse(error: HTTPError(status: .serviceUnavailable, detail: "too many connections"))
-        conn.setWriteDeadline(GMP.deadline(afterNanoseconds: 1_000_000_000))
+        conn.setWriteDeadline(.after(.seconds(1)))
         _ = try? conn.write(resp.encode())
         conn.lingeringShutdown()
         conn.close()
@@ -277,7 +277,7 @@ public final class ChatServer: @unchecked Sendable {
     private func handle(_ conn: Conn) {
         var buf: [UInt8] = []
         while true {
-            conn.setReadDeadline(GMP.deadline(afterNanoseconds: config.handshakeTimeout)) // each request in time
+            conn.setReadDeadline(.after(.nanoseconds(config.handshakeTimeout))) // each request in time
             let parsed: (HTTPRequest, Int)?
             do {
                 parsed = try HTTPRequest.parse(buf[...])
@@ -386,7 +386,7 @@ public final class ChatServer: @unchecked Sendable {
     /// one that does not read (pipelining requests, say) fails the write
     /// instead of holding this G and the connection for ever.
     private func write(_ conn: Conn, _ bytes: [UInt8]) -> Bool {
-        conn.setWriteDeadline(GMP.deadline(afterNanoseconds: config.writeWait))
+        conn.setWriteDeadline(.after(.nanoseconds(config.writeWait)))
         return (try? conn.write(bytes)) != nil
     }
 
@@ -411,7 +411,7 @@ public final class ChatServer: @unchecked Sendable {
                          _ buf: inout [UInt8]) {
         conn.setReadDeadline(nil)
         let ws = WebSocketConn(conn: conn, isServer: true, readLimit: config.maxMessage, leftover: buf)
-        ws.writeTimeout = config.writeWait
+        ws.writeTimeout = .nanoseconds(config.writeWait)
         let client = Client(ws: ws, peer: conn.remoteAddress, format: options.format)
         let room: Room
         switch directory.join(options.room, from: ConnectionLimits.address(of: conn.remoteAddress)) {
@@ -494,9 +494,9 @@ public final class ChatServer: @unchecked Sendable {
         let metrics = self.metrics
         go { writePump(client, cfg, metrics) }
         // Read pump (this G): messages to the room until the client goes.
-        ws.conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait))
+        ws.conn.setReadDeadline(.after(.nanoseconds(cfg.pongWait)))
         let conn = ws.conn // not `ws`: the closure is stored in ws, and would keep it alive
-        ws.onPong = { _ in conn.setReadDeadline(GMP.deadline(afterNanoseconds: cfg.pongWait)) }
+        ws.onPong = { _ in conn.setReadDeadline(.after(.nanoseconds(cfg.pongWait))) }
         var limiter = MessageRateLimiter(rate: cfg.rate, burst: cfg.burst, now: GMP.now)
         var joins = MessageRateLimiter(rate: Double(cfg.joinsPerMinute) / 60, burst: cfg.joinsPerMinute, now: GMP.now)
         var room = joined
@@ -665,13 +665,10 @@ func formatRate(_ r: Double) -> String {
 /// reaches the peer, and closing under it would reset the connection and
 /// could destroy the frame; the pump waits for its kick (after the linger).
 ///
-/// The pings come from one timer per client, re-armed by the pump after each
-/// ping (gorilla's ticker), so a select that waits does not make a timer.
+/// The pings come from one ticker per client (gorilla's), so a select that
+/// waits does not make a timer.
 func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
-    let ping = Chan<Void>(capacity: 1)
-    let ticker = Timer { _ = ping.trySend(()) }
-    var nextPing = GMP.deadline(afterNanoseconds: cfg.pingPeriod) // a fixed schedule, as a ticker's
-    ticker.reset(at: nextPing)
+    let ticker = Ticker(every: .nanoseconds(cfg.pingPeriod))
     defer {
         ticker.stop()
         c.ws.conn.close()
@@ -726,16 +723,13 @@ func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
     }
     // The cases are built once: the pump waits on them for every message.
     let set = SelectSet()
-    let queued = set.receive(c.send), pinged = set.receive(ping), kicked = set.receive(c.kicked)
+    let queued = set.receive(c.send), pinged = set.receive(ticker.channel), kicked = set.receive(c.kicked)
     var open = true
     while open {
         switch set.wait() {
         case queued:
             if case .value(let first) = set.value(of: queued) { open = flush(first) }
         case pinged:
-            let (next, overflow) = nextPing.addingReportingOverflow(cfg.pingPeriod)
-            nextPing = overflow ? .max : next
-            ticker.reset(at: nextPing)
             open = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
         case kicked:
             if case .value(let first) = c.send.tryReceive() { _ = flush(first) }

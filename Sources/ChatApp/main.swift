@@ -199,7 +199,7 @@ if let procs { GMP.setProcs(procs) }
 // history reports it; the signal would kill the server instead.
 signal(SIGXFSZ, SIG_IGN)
 
-let code: Int32 = GMP.run { () -> Int32 in
+let code: Int32 = GMP.run { [config] () -> Int32 in
     // SIGINT/SIGTERM: stop accepting, close every client with 1001, exit 0.
     // Caught before the socket listens: a client that can connect can also
     // stop the server gracefully.

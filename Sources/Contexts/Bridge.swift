@@ -1,4 +1,4 @@
-@_spi(Contexts) import GMP
+import GMP
 
 // Cancellation across the line between Gs and Swift tasks.
 //

@@ -45,7 +45,7 @@ extension Conn {
         // The callback may run on another thread while the call ends: `ended`
         // (under its lock) keeps it from setting a deadline after the clear.
         let ended = Ended()
-        let stop = context.onDone { ended.unlessEnded { set(1) } } // long past: wakes a waiting G now
+        let stop = context.onDone { ended.unlessEnded { set(GMP.Instant(nanoseconds: 1)) } } // long past: wakes a waiting G now
         defer {
             _ = stop()
             ended.end { set(nil) }

@@ -70,9 +70,8 @@ public final class Context: @unchecked Sendable {
     /// value is ever sent on it: a receive returns `.closed` once it is done.
     public let done = Chan<Never>()
 
-    /// The deadline (`GMP.now` base, nanoseconds), if the context or an
-    /// ancestor has one.
-    public let deadline: Int64?
+    /// The deadline, if the context or an ancestor has one.
+    public let deadline: GMP.Instant?
 
     private let parent: Context?
     private let cancellable: Bool
@@ -87,7 +86,7 @@ public final class Context: @unchecked Sendable {
         var timer: Timer?
     }
 
-    private init(parent: Context?, deadline: Int64?, cancellable: Bool) {
+    private init(parent: Context?, deadline: GMP.Instant?, cancellable: Bool) {
         self.parent = parent
         self.deadline = deadline
         self.cancellable = cancellable
@@ -121,14 +120,13 @@ public final class Context: @unchecked Sendable {
     }
 
     /// A child of `parent` that is also cancelled, with `.deadlineExceeded`,
-    /// at `deadline` (`GMP.now` base). If `parent`'s deadline is earlier,
-    /// that one stands, as in Go. A deadline already past ends the context
-    /// at once.
-    public static func withDeadline(_ parent: Context, at deadline: Int64) -> (context: Context, cancel: CancelFunc) {
+    /// at `deadline`. If `parent`'s deadline is earlier, that one stands, as
+    /// in Go. A deadline already past ends the context at once.
+    public static func withDeadline(_ parent: Context, at deadline: GMP.Instant) -> (context: Context, cancel: CancelFunc) {
         if let d = parent.deadline, d <= deadline { return withCancel(parent) }
         let c = Context(parent: parent, deadline: deadline, cancellable: true)
         c.attach()
-        if deadline <= GMP.now {
+        if deadline.hasPassed {
             c.cancel(.deadlineExceeded)
         } else {
             // The timer holds the context (as Go's does) until it fires or the
@@ -146,7 +144,7 @@ public final class Context: @unchecked Sendable {
 
     /// `withDeadline(parent, at: now + timeout)`.
     public static func withTimeout(_ parent: Context, _ timeout: Duration) -> (context: Context, cancel: CancelFunc) {
-        withDeadline(parent, at: GMP.deadline(afterNanoseconds: GMP.nanoseconds(timeout)))
+        withDeadline(parent, at: .after(timeout))
     }
 
     /// Registers with the nearest cancellable ancestor (the parent itself:

@@ -20,13 +20,13 @@
 // (Deadlock.swift).
 
 /// What one `GMP.await` call shares with its task.
-private final class AwaitState<T: Sendable>: @unchecked Sendable {
+private final class AwaitState<T: Sendable, E: Error>: @unchecked Sendable {
     // @unchecked: `result`, `done` and `parked` are guarded by `lock`; the
     // waiting party reads `result` after the hand-over above, which orders it.
     let lock = FutexLock(compact: ())
-    var result: Result<T, any Error>?
-    var done = false
-    var parked = false
+    @exclusivity(unchecked) var result: Result<T, E>?
+    @exclusivity(unchecked) var done = false
+    @exclusivity(unchecked) var parked = false
     /// The G that waits, or nil for a plain thread (which sleeps on `note`).
     let g: G?
     let note: Note?
@@ -42,7 +42,7 @@ private final class AwaitState<T: Sendable>: @unchecked Sendable {
     }
 
     /// The task's end: store the result and wake whoever waits.
-    func finish(_ r: Result<T, any Error>) {
+    func finish(_ r: Result<T, E>) {
         lock.lock()
         result = r
         done = true
@@ -59,7 +59,8 @@ private final class AwaitState<T: Sendable>: @unchecked Sendable {
 extension GMP {
     /// Runs `body` as a Swift task and waits for it: in a G, only the G
     /// parks (its M and P run other Gs meanwhile); on a plain thread, the
-    /// thread sleeps. Returns the task's value or rethrows its error.
+    /// thread sleeps. Returns the task's value or rethrows its error, with
+    /// its type (`GMP.await { 42 }` needs no `try`).
     ///
     /// The task prefers `GMP.executor`: its jobs run as Gs, so `body` is
     /// async code in full, and a blocking wait inside it (a sync channel
@@ -67,19 +68,18 @@ extension GMP {
     /// naming the async form; `GMP.blocking` works there. To cancel the task
     /// from the G's side, pass a `Context` (`GMP.await(context:_:)`, in the
     /// Contexts module).
-    public static func `await`<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    public static func `await`<T: Sendable, E: Error>(_ body: @escaping @Sendable () async throws(E) -> T) throws(E) -> T {
         try awaitTask(body, started: nil)
     }
 
     /// `await(_:)`, calling `started` with the task's handle once it is
     /// made, before the caller waits (so that it can cancel the task).
-    @_spi(Contexts)
-    public static func awaitTask<T: Sendable>(_ body: @escaping @Sendable () async throws -> T,
-                                              started: ((Task<Void, Never>) -> Void)?) throws -> T {
-        let state = AwaitState<T>(g: currentG)
+    package static func awaitTask<T: Sendable, E: Error>(_ body: @escaping @Sendable () async throws(E) -> T,
+                                                         started: ((Task<Void, Never>) -> Void)?) throws(E) -> T {
+        let state = AwaitState<T, E>(g: currentG)
         let task = Task(executorPreference: GMP.executor) {
-            let r: Result<T, any Error>
-            do { r = .success(try await body()) } catch { r = .failure(error) }
+            let r: Result<T, E>
+            do throws(E) { r = .success(try await body()) } catch { r = .failure(error) }
             state.finish(r)
         }
         started?(task)

@@ -9,11 +9,11 @@ enum GStatus: UInt8 {
 }
 
 /// Why a G waits, for the goroutine dump (`GMP.dump()`). Set when it parks.
-public enum WaitReason: UInt8, Sendable {
+@usableFromInline package enum WaitReason: UInt8, Sendable {
     case unknown, chanReceive, chanSend, select, sleep, ioWait, mutex, waitGroup, forever, await
 
     /// The words Go's traceback uses.
-    public var description: String {
+    package var description: String {
         switch self {
         case .unknown: return "waiting"
         case .chanReceive: return "chan receive"
@@ -79,7 +79,7 @@ struct GState {
 /// (per P and globally) and reused; a G's stack is taken when it first runs
 /// and given back when it ends. A handle is valid while its G is alive
 /// (parked, runnable or running): do not keep one past the G's end.
-public struct G: Hashable, @unchecked Sendable {
+@usableFromInline package struct G: Hashable, @unchecked Sendable {
     // @unchecked: a G is handed between Ms only through the scheduler's
     // queues and the park/ready protocol, which order every access to its state.
     let s: UnsafeMutablePointer<GState>
@@ -109,12 +109,12 @@ public struct G: Hashable, @unchecked Sendable {
     }
 
     /// Goroutine id, unique for the process lifetime (pooled Gs get new ids).
-    public var id: Int64 { s.pointee.id }
+    package var id: Int64 { s.pointee.id }
 
     /// Scratch word for park/ready protocols built on the runtime (Go's
     /// `g.param`): the waker stores here before `ready`, the G reads it after
     /// it resumes.
-    public var param: UnsafeMutableRawPointer? {
+    package var param: UnsafeMutableRawPointer? {
         get { s.pointee.param }
         nonmutating set { s.pointee.param = newValue }
     }
@@ -138,20 +138,20 @@ public struct G: Hashable, @unchecked Sendable {
 /// for the global run queue and for batches of Gs made ready by a poller
 /// (`Poller.poll` returns one). A G may be on at most one list at a time;
 /// push and pop are O(1) and allocate nothing.
-public struct GList {
+package struct GList {
     var head: G?
     var tail: G?
     /// Number of Gs on the list.
-    public private(set) var count = 0
+    package private(set) var count = 0
 
     /// An empty list.
-    public init() {}
+    package init() {}
 
     /// Whether the list is empty.
-    public var isEmpty: Bool { head == nil }
+    package var isEmpty: Bool { head == nil }
 
     /// Appends `g` at the tail.
-    public mutating func push(_ g: G) {
+    package mutating func push(_ g: G) {
         g.s.pointee.schedlink = nil
         if let t = tail { t.s.pointee.schedlink = g } else { head = g }
         tail = g
@@ -159,7 +159,7 @@ public struct GList {
     }
 
     /// Removes and returns the head, or nil when empty.
-    public mutating func pop() -> G? {
+    package mutating func pop() -> G? {
         guard let g = head else { return nil }
         head = g.s.pointee.schedlink
         if head == nil { tail = nil }

@@ -31,6 +31,8 @@ public enum GMP {
     public typealias Mutex = GMPMutex
     /// The G-aware wait group (also available as the top-level `WaitGroup`).
     public typealias WaitGroup = GMPWaitGroup
+    /// The runtime's callback timer (Go's `time.AfterFunc`): `GMPTimer`.
+    public typealias Timer = GMPTimer
 
     /// Runs `body` as a G and blocks the calling thread until it returns,
     /// handing back its value or rethrowing its error.
@@ -42,7 +44,13 @@ public enum GMP {
     /// does not own is provably blocked for good, the process reports the
     /// deadlock and exits with status 2 (`GMP_DEADLOCK`; see Deadlock.swift
     /// for the rule). While any other thread could still act, it waits.
-    public static func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    ///
+    /// `body` is `sending`: it runs on another thread, so it must not be
+    /// tied to the caller's actor. (Without it, a closure written at the top
+    /// level of `main.swift` would be main-actor code, and closures inside it
+    /// handed to the standard library, such as `sorted { }`, would trap on
+    /// the G's thread in their main-thread check.)
+    public static func run<T, E: Error>(_ body: sending () throws(E) -> T) throws(E) -> T {
         if inGoroutine {
             gmp_fatal("fatal error: GMP.run called from inside a goroutine; use go {} and a WaitGroup or channel")
         }
@@ -113,7 +121,7 @@ public enum GMP {
     }
 
     /// Sleeps at least `nanoseconds` (`Int64.max`: forever).
-    public static func sleep(nanoseconds: Int64) {
+    package static func sleep(nanoseconds: Int64) {
         guard let (m, g) = currentGWithP() else {
             if nanoseconds > 0 {
                 var req = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
@@ -162,12 +170,13 @@ public enum GMP {
         return try r.get()
     }
 
-    /// Monotonic clock in nanoseconds (the time base of `Timer.reset(at:)`).
-    public static var now: Int64 { gmp_nanotime() }
+    /// Monotonic clock in nanoseconds (`GMP.Instant.now.nanoseconds`: the time
+    /// base of every deadline).
+    package static var now: Int64 { gmp_nanotime() }
 
     /// The running G, or nil on a plain thread (and inside `GMP.blocking`,
     /// which runs as a plain thread).
-    public static var currentG: G? { currentGWithP()?.1 }
+    package static var currentG: G? { currentGWithP()?.1 }
 
     /// Index of the P running the caller, or nil on a plain thread (or during
     /// a blocking call). A spare P, lent while a G keeps its own P past its
@@ -181,7 +190,7 @@ public enum GMP {
     /// once the G is off its own stack (so a waker that takes `lock` can never
     /// ready a G that is still running). The G resumes after `ready(_:)`.
     /// Must be called from a G (not inside `GMP.blocking`), with `lock` held.
-    public static func park(unlocking lock: FutexLock) {
+    package static func park(unlocking lock: FutexLock) {
         guard let (m, g) = currentGWithP() else { parkOutsideG() }
         m.pointee.action = .parkUnlock
         m.pointee.actionLock = lock
@@ -190,7 +199,7 @@ public enum GMP {
 
     /// Parks the current G and then releases every lock in `locks` (see
     /// `park(unlocking:)`). For operations that hold several locks, as `select`.
-    public static func park(unlocking locks: [FutexLock]) {
+    package static func park(unlocking locks: [FutexLock]) {
         guard let (m, g) = currentGWithP() else { parkOutsideG() }
         m.pointee.action = .parkUnlockAll
         m.pointee.actionLocks = locks
@@ -221,40 +230,34 @@ public enum GMP {
     }
 
     /// A cheap per-thread random number (for `select`'s case order).
-    public static func fastrand() -> UInt32 { gmp_fastrand() }
+    package static func fastrand() -> UInt32 { gmp_fastrand() }
 
     /// `park(unlocking:)` for a G that waits on a socket: the dump shows it
     /// as "IO wait".
-    public static func parkForIO(unlocking lock: FutexLock) {
+    package static func parkForIO(unlocking lock: FutexLock) {
         currentG?.noteWait(.ioWait)
         park(unlocking: lock)
     }
 
     /// Makes a G parked by `park(unlocking:)` runnable (Go's `goready`). From
     /// a G it runs next on the caller's P.
-    public static func ready(_ g: G) {
+    package static func ready(_ g: G) {
         Scheduler.shared.ready(g)
     }
 
     /// Installs the poller the scheduler blocks in when idle (NetPoller's epoll).
-    public static func install(poller: any Poller) {
+    package static func install(poller: any Poller) {
         Scheduler.shared.install(poller)
-    }
-
-    /// Queues Gs made ready outside the scheduler loop (by a poller on a
-    /// thread with no P) and wakes Ms for them.
-    public static func inject(_ list: GList) {
-        Scheduler.shared.injectglist(list)
     }
 
     /// Size of a G stack in bytes (`GMP_STACK_SIZE`, default 256 KiB).
     public static var stackSize: Int { Scheduler.shared.stackPool.stackSize }
 
     /// Whether this build runs under ThreadSanitizer.
-    public static var isThreadSanitized: Bool { gmp_tsan_enabled() }
+    package static var isThreadSanitized: Bool { gmp_tsan_enabled() }
 
     /// Whether this build runs under AddressSanitizer.
-    public static var isAddressSanitized: Bool { gmp_asan_enabled() }
+    package static var isAddressSanitized: Bool { gmp_asan_enabled() }
 
     /// A snapshot of the scheduler's counters.
     public static var stats: Stats { Stats.capture(Scheduler.shared) }
@@ -273,8 +276,8 @@ private final class RunBox<T, E: Error>: @unchecked Sendable {
     // the G; the G writes `result` before `done.wakeup()` (release) and the
     // caller reads it after `done.sleep()` (acquire). The caller is blocked
     // in between, so nothing is accessed concurrently.
-    var body: (() throws(E) -> T)?
-    var result: Result<T, E>?
+    @exclusivity(unchecked) var body: (() throws(E) -> T)?
+    @exclusivity(unchecked) var result: Result<T, E>?
     let done = Note()
 
     func run() {

@@ -11,7 +11,7 @@ import Synchronization
 ///
 /// State of `word`: 0 unlocked, 1 locked, 2 locked and a thread may sleep in
 /// the futex (the unlocker must wake one).
-public struct FutexLock: @unchecked Sendable {
+@usableFromInline package struct FutexLock: @unchecked Sendable {
     // @unchecked: the struct is a pointer to an atomic word; all access to it
     // goes through atomic operations.
     @usableFromInline let word: UnsafeMutablePointer<Atomic<UInt32>>
@@ -20,7 +20,7 @@ public struct FutexLock: @unchecked Sendable {
     /// false sharing between locks). The lock is a pointer, not an owner:
     /// whoever creates it frees it with `free()` once nobody can use it
     /// (a class does so in its `deinit`), or keeps it for the process's life.
-    public init() {
+    package init() {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
         word = raw.bindMemory(to: Atomic<UInt32>.self, capacity: 1)
         word.initialize(to: Atomic(0))
@@ -29,14 +29,14 @@ public struct FutexLock: @unchecked Sendable {
     /// A lock whose word is a small allocation of its own (no cache line):
     /// for the many per-object locks (one per socket, per timer) where memory
     /// matters more than false sharing.
-    public init(compact: Void) {
+    package init(compact: Void) {
         word = .allocate(capacity: 1)
         word.initialize(to: Atomic(0))
     }
 
     /// Frees the word of a lock made by `init()` or `init(compact:)`. Only
     /// when the lock is unlocked and can no longer be reached.
-    public func free() {
+    package func free() {
         word.deinitialize(count: 1)
         word.deallocate()
     }
@@ -44,7 +44,7 @@ public struct FutexLock: @unchecked Sendable {
     /// A lock whose word lives in memory the caller owns (e.g. next to the
     /// fields it guards, on one cache line). `word` must hold 0 and stay
     /// valid as long as the lock is used.
-    public init(word: UnsafeMutableRawPointer) {
+    package init(word: UnsafeMutableRawPointer) {
         self.word = word.bindMemory(to: Atomic<UInt32>.self, capacity: 1)
         self.word.initialize(to: Atomic(0))
     }
@@ -55,7 +55,7 @@ public struct FutexLock: @unchecked Sendable {
 
     /// Acquires the lock, spinning briefly and then sleeping in the kernel.
     @inlinable @inline(__always)
-    public func lock() {
+    package func lock() {
         if word.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return }
         lockSlow()
     }
@@ -85,13 +85,13 @@ public struct FutexLock: @unchecked Sendable {
 
     /// Tries to acquire the lock without waiting.
     @inlinable
-    public func tryLock() -> Bool {
+    package func tryLock() -> Bool {
         word.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
     }
 
     /// Releases the lock, waking one sleeping thread if there is one.
     @inlinable @inline(__always)
-    public func unlock() {
+    package func unlock() {
         if word.pointee.exchange(0, ordering: .releasing) == 2 {
             _ = gmp_futex_wake(address, 1)
         }
@@ -99,7 +99,7 @@ public struct FutexLock: @unchecked Sendable {
 
     /// Runs `body` with the lock held.
     @inlinable @inline(__always)
-    public func withLock<R>(_ body: () throws -> R) rethrows -> R {
+    package func withLock<R>(_ body: () throws -> R) rethrows -> R {
         lock()
         defer { unlock() }
         return try body()

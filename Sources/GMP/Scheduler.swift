@@ -71,6 +71,10 @@ import Synchronization
 /// The runtime: one per process.
 final class Scheduler: @unchecked Sendable {
     // @unchecked: fields are atomics, `let`s, or guarded by `lock` as marked.
+    // The guarded `var`s are `@exclusivity(unchecked)`: their lock (or, for
+    // `trimCursor`, sysmon's sole ownership) keeps accesses apart, so a
+    // dynamic exclusivity check would only cost a thread-local access set
+    // per field access on the scheduler's paths.
 
     static let shared = Scheduler()
 
@@ -85,17 +89,17 @@ final class Scheduler: @unchecked Sendable {
     let gFreeLock = FutexLock()
 
     // Global run queue (lock).
-    var runq = GList()
+    @exclusivity(unchecked) var runq = GList()
     let runqSize = Atomic<Int>(0)
 
     // Idle Ps (lock), count readable without it.
-    var pidle: P?
+    @exclusivity(unchecked) var pidle: P?
     let npidle = Atomic<Int>(0)
 
     // Ms (lock).
-    var midle: M?
-    var nmidle = 0
-    var allm: [M] = []
+    @exclusivity(unchecked) var midle: M?
+    @exclusivity(unchecked) var nmidle = 0
+    @exclusivity(unchecked) var allm: [M] = []
     let nmspinning = Atomic<Int>(0)
 
     // Ps: slots published with release, never freed. Real Ps at 0..<procs,
@@ -105,12 +109,12 @@ final class Scheduler: @unchecked Sendable {
 
     // Stop the world (resize).
     let stopRequested = Atomic<Bool>(false)
-    var stopWait = 0 // lock
+    @exclusivity(unchecked) var stopWait = 0 // lock
     let stopNote = Note()
     // Spare Ps (lock): the free ones (linked through `sched.link`), every one
     // ever made (never freed, for stats), and how many are lent now.
-    var spareFree: P?
-    var spareAll: [P] = []
+    @exclusivity(unchecked) var spareFree: P?
+    @exclusivity(unchecked) var spareAll: [P] = []
     let nspare = Atomic<Int>(0)
     let spareLends = Atomic<Int>(0)
     /// Ps whose G has run past its slice, as sysmon last saw them.
@@ -127,7 +131,7 @@ final class Scheduler: @unchecked Sendable {
     // `allgLock` (each G knows its index), and a clock sysmon keeps (a G that
     // parks stamps it: no clock read on the park path).
     let allgLock = FutexLock()
-    var allgs: ContiguousArray<G> = []
+    @exclusivity(unchecked) var allgs: ContiguousArray<G> = []
     let coarseNow = Atomic<Int64>(gmp_nanotime())
 
     // Idle stack trimming (Trim.swift): after how long parked (ns, 0: never),
@@ -139,7 +143,7 @@ final class Scheduler: @unchecked Sendable {
     let trimmedBytes = Atomic<Int>(0)
     let trimCalls = Atomic<Int>(0)
     /// Where sysmon's next trim pass starts in `allgs` (sysmon only).
-    var trimCursor = 0
+    @exclusivity(unchecked) var trimCursor = 0
 
     /// One resize at a time. A G-aware mutex, taken by `setProcs` before it
     /// goes to g0: a G that waits for it parks and its P can stop, where a
@@ -149,20 +153,20 @@ final class Scheduler: @unchecked Sendable {
     // Poller.
     private let pollerRef = Atomic<UInt>(0)
     /// Pollers replaced by `install`, still retained (guarded by `lock`).
-    private var retiredPollers: [UInt] = []
+    @exclusivity(unchecked) private var retiredPollers: [UInt] = []
     let polling = Atomic<Bool>(false)
     let pollUntil = Atomic<Int64>(0)
     let lastPoll = Atomic<Int64>(0)
 
     // Free Gs (gFreeLock) and stacks.
-    var gFree: ContiguousArray<G> = []
+    @exclusivity(unchecked) var gFree: ContiguousArray<G> = []
     let gFreeLimit = 4096
     let stackPool: StackPool
     let goidGen = Atomic<Int64>(0)
 
     // Free sudogs beyond the per-P caches (sudogLock).
     let sudogLock = FutexLock()
-    var sudogFree: ContiguousArray<Sudog> = []
+    @exclusivity(unchecked) var sudogFree: ContiguousArray<Sudog> = []
 
     // Counters for Gs made or readied where there is no P.
     let createdNoP = Atomic<Int>(0)
@@ -179,7 +183,7 @@ final class Scheduler: @unchecked Sendable {
     /// The runtime's own threads (Ms, sysmon, the SIGQUIT watcher) by kernel
     /// id, under `ownThreadsLock`: the deadlock check asks about every other.
     let ownThreadsLock = FutexLock()
-    var ownThreads: [Int32] = []
+    @exclusivity(unchecked) var ownThreads: [Int32] = []
     /// Microseconds sysmon waits between its first look at a G and its claim
     /// (0 in production): tests widen that window, where a G can wake and
     /// park again in another kind of wait (`GMP.trimClaimDelayForTesting`).
@@ -1124,7 +1128,7 @@ private let gEntry: @convention(c) (UnsafeMutableRawPointer?) -> Void = { _ in
 
 /// The scheduler's poller hook (Go's netpoll interface). `NetPoller` installs
 /// an epoll-based one; the default only sleeps until the next timer.
-public protocol Poller: AnyObject, Sendable {
+package protocol Poller: AnyObject, Sendable {
     /// Waits up to `delayNanoseconds` (< 0: until `wake`, 0: do not block) and
     /// returns the Gs made ready by I/O.
     /// A wake-up must be consumed only by a blocking poll (`delayNanoseconds != 0`):

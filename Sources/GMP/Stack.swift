@@ -48,11 +48,11 @@ final class StackPool: @unchecked Sendable {
     /// Guard pages are guard regions (`MADV_GUARD_INSTALL`), not `mprotect`.
     let lightGuards: Bool
     private let lock = FutexLock()
-    private var warm: [Stack] = []   // guarded by lock
-    private var cold: [Stack] = []   // guarded by lock; pages released
-    private var guarded = 0          // guarded by lock
-    private var warmLowWater = 0     // guarded by lock; least `warm.count` since the last scavenge
-    private(set) var mapped = 0      // guarded by lock; stacks ever carved
+    @exclusivity(unchecked) private var warm: [Stack] = []   // guarded by lock
+    @exclusivity(unchecked) private var cold: [Stack] = []   // guarded by lock; pages released
+    @exclusivity(unchecked) private var guarded = 0          // guarded by lock
+    @exclusivity(unchecked) private var warmLowWater = 0     // guarded by lock; least `warm.count` since the last scavenge
+    @exclusivity(unchecked) private(set) var mapped = 0      // guarded by lock; stacks ever carved
 
     init(stackSize requested: Int) {
         pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))

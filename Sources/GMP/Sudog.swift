@@ -8,7 +8,7 @@ import Synchronization
 ///
 /// Fields are owned by whoever holds the lock of the queue the sudog is on,
 /// and by the waiting party itself before it enqueues and after it wakes.
-public struct SudogState {
+@usableFromInline package struct SudogState {
     /// Room for a value of up to `Sudog.slotSize` bytes (alignment up to 8)
     /// that the waker moves in or out while the party waits, instead of a
     /// slot on the party's stack. See `slot`. First, so that its address is
@@ -16,34 +16,34 @@ public struct SudogState {
     var storage: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
     /// The waiting G, or nil for a task (`resume`) or a plain thread (which
     /// sleeps on `note`).
-    public var g: G?
+    @usableFromInline package var g: G?
     /// For a Swift task that waits (suspended, not blocking a thread): the
     /// continuation `ready()` resumes. Set by the task before it enqueues.
-    public var resume: UnsafeContinuation<Void, Never>?
+    @usableFromInline package var resume: UnsafeContinuation<Void, Never>?
     /// For a task: set, under the queue's lock, by a cancellation that took
     /// the sudog off its queue before any waker did.
-    public var cancelled = false
+    @usableFromInline package var cancelled = false
     /// Value slot of the waiting party: a sender's value to move out, or a
     /// receiver's uninitialized slot to move a value into.
-    public var elem: UnsafeMutableRawPointer?
+    @usableFromInline package var elem: UnsafeMutableRawPointer?
     /// Set by the waker: true if a value was exchanged, false if woken by close.
-    public var success = false
+    @usableFromInline package var success = false
     /// For `select`: the select's shared state (nil for plain operations).
-    public var select: UnsafeMutableRawPointer?
+    @usableFromInline package var select: UnsafeMutableRawPointer?
     /// For `select`: which case this sudog stands for.
-    public var caseIndex = 0
+    @usableFromInline package var caseIndex = 0
     /// The channel (identity) this sudog waits on.
-    public var chan: UnsafeMutableRawPointer?
+    @usableFromInline package var chan: UnsafeMutableRawPointer?
     /// Links in a wait queue.
-    public var next: Sudog?
-    public var prev: Sudog?
+    @usableFromInline package var next: Sudog?
+    @usableFromInline package var prev: Sudog?
     /// Why the party waits (for the goroutine dump), set before it parks.
-    public var reason = WaitReason.unknown
+    @usableFromInline package var reason = WaitReason.unknown
     /// Set when `elem` points into the waiting G's own stack: the waker will
     /// copy a value into or out of it, so the stack must stay whole while
     /// the G waits (it is not trimmed, Trim.swift). Use `slot` instead where
     /// the value fits.
-    public var pinsStack = false
+    @usableFromInline package var pinsStack = false
 
     /// Thread parker, for plain threads only.
     var note: Note?
@@ -53,15 +53,16 @@ public struct SudogState {
 }
 
 /// Handle to a pooled `SudogState`.
-public struct Sudog: Equatable, @unchecked Sendable {
+@usableFromInline package struct Sudog: Equatable, @unchecked Sendable {
     // @unchecked: a sudog is handed between parties under queue locks and the
     // park/ready protocol, which order every access.
-    public let s: UnsafeMutablePointer<SudogState>
+    @usableFromInline package let s: UnsafeMutablePointer<SudogState>
 
     /// Takes a sudog for the caller (its G, or its thread), from the current
     /// P's cache when there is one. Cost: a few loads; an allocation only when
     /// the caches are empty.
-    public static func acquire() -> Sudog {
+    @usableFromInline
+    package static func acquire() -> Sudog {
         let sg: Sudog
         if let m = currentM(), let p = m.pointee.p, let cached = p.own.pointee.sudogCache.popLast() {
             sg = cached
@@ -77,28 +78,30 @@ public struct Sudog: Equatable, @unchecked Sendable {
 
     /// Takes a sudog for a Swift task, which waits by suspending: it sets
     /// `resume` before it enqueues the sudog, and `ready()` resumes it.
-    public static func acquireForTask() -> Sudog {
+    package static func acquireForTask() -> Sudog {
         Scheduler.shared.sudogGet()
     }
 
     /// Bytes a value may take to live in `slot`.
-    public static let slotSize = 32
+    @usableFromInline
+    package static let slotSize = 32
 
     /// A value slot inside the sudog (`slotSize` bytes, 8-aligned), for a
     /// waiting party's value: a waker that moves a value into or out of it
     /// touches the sudog, not the waiter's stack, so the waiter's stack can
     /// be trimmed while it waits.
-    @inline(__always) public var slot: UnsafeMutableRawPointer {
+    @inlinable @inline(__always) package var slot: UnsafeMutableRawPointer {
         UnsafeMutableRawPointer(s) // `storage` is the first field (checked in `Scheduler.sudogGet`)
     }
 
     /// Whether a `T` fits in `slot`.
-    @inline(__always) public static func fitsSlot<T>(_: T.Type) -> Bool {
+    @inlinable @inline(__always) package static func fitsSlot<T>(_: T.Type) -> Bool {
         MemoryLayout<T>.size <= slotSize && MemoryLayout<T>.alignment <= 8
     }
 
     /// Gives the sudog back (it must be on no queue).
-    public func release() {
+    @usableFromInline
+    package func release() {
         s.pointee.elem = nil
         s.pointee.select = nil
         s.pointee.chan = nil
@@ -120,7 +123,8 @@ public struct Sudog: Equatable, @unchecked Sendable {
 
     /// Parks the waiting party, releasing `lock` once it is safely parked
     /// (for a G: on the scheduler's stack). Returns when `ready()` is called.
-    public func park(unlocking lock: FutexLock) {
+    @usableFromInline
+    package func park(unlocking lock: FutexLock) {
         if let g = s.pointee.g {
             g.noteWait(s.pointee.reason, pinsStack: s.pointee.pinsStack)
             GMP.park(unlocking: lock)
@@ -157,13 +161,13 @@ public struct Sudog: Equatable, @unchecked Sendable {
 
     /// Makes `other` (taken by the same thread for the same wait) wake this
     /// sudog's parker, so a plain thread can wait on several sudogs at once.
-    public func shareParker(with other: Sudog) {
+    package func shareParker(with other: Sudog) {
         if s.pointee.g == nil { other.s.pointee.sharedNote = s.pointee.note }
     }
 
     /// Parks the waiting party, releasing every lock in `locks` once it is
     /// safely parked. For `select`, which holds the locks of all its channels.
-    public func park(unlocking locks: [FutexLock]) {
+    package func park(unlocking locks: [FutexLock]) {
         if let g = s.pointee.g {
             g.noteWait(s.pointee.reason, pinsStack: s.pointee.pinsStack)
             GMP.park(unlocking: locks)
@@ -182,12 +186,13 @@ public struct Sudog: Equatable, @unchecked Sendable {
     /// writes to the sudog (the verdict, the value) happen before what the
     /// task reads next. The resume goes through the concurrency runtime and
     /// Dispatch, which ThreadSanitizer does not see into; this tells it.
-    public func resumed() {
+    package func resumed() {
         gmp_tsan_acquire(UnsafeMutableRawPointer(s))
     }
 
     /// Wakes the waiting party. Call it after releasing the queue's lock.
-    public func ready() {
+    @usableFromInline
+    package func ready() {
         if let g = s.pointee.g {
             Scheduler.shared.ready(g)
         } else if let k = s.pointee.resume {

@@ -40,12 +40,14 @@ struct WaitQueue {
 /// one. Usable from plain threads too (they sleep on a futex). Not
 /// reentrant; unlocking an unlocked mutex traps.
 public final class GMPMutex: @unchecked Sendable {
-    // @unchecked: `state` is atomic; `waiters` is guarded by `qlock`.
+    // @unchecked: `state` is atomic; `waiters` is guarded by `qlock` (so no
+    // dynamic exclusivity check on it: `@exclusivity(unchecked)`).
     /// bit 0: locked; bit 1: the wait queue may be non-empty.
     private let state = Atomic<UInt32>(0)
     private let qlock = FutexLock()
-    private var waiters = WaitQueue()
+    @exclusivity(unchecked) private var waiters = WaitQueue()
 
+    /// Creates an unlocked mutex.
     public init() {}
 
     deinit { qlock.free() } // nobody can hold or wait on it any more
@@ -146,11 +148,12 @@ public final class GMPMutex: @unchecked Sendable {
 /// `add` and `done` are one atomic add each; `wait` parks the G (or
 /// sleeps a plain thread) until the counter is zero. A negative counter traps.
 public final class GMPWaitGroup: @unchecked Sendable {
-    // @unchecked: `state` is atomic; `waiters` is guarded by `qlock`.
+    // @unchecked: `state` is atomic; `waiters` is guarded by `qlock` (so no
+    // dynamic exclusivity check on it: `@exclusivity(unchecked)`).
     /// High 32 bits: counter; low 32 bits: number of waiters.
     private let state = Atomic<UInt64>(0)
     private let qlock = FutexLock()
-    private var waiters = WaitQueue()
+    @exclusivity(unchecked) private var waiters = WaitQueue()
 
     /// Creates a wait group with counter `count`.
     public init(_ count: Int = 0) {
@@ -208,3 +211,7 @@ public final class GMPWaitGroup: @unchecked Sendable {
 public typealias Mutex = GMPMutex
 /// The G-aware wait group.
 public typealias WaitGroup = GMPWaitGroup
+
+/// The runtime's callback timer (`GMPTimer`, also `GMP.Timer`: importing
+/// Foundation brings another `Timer`).
+public typealias Timer = GMPTimer

@@ -8,23 +8,24 @@ import Synchronization
 /// scheduler, never on a G's stack): it must be short and must not block.
 /// Readying a G from it is the intended use.
 ///
-/// Deadlines are absolute `GMP.now` times. Any `Int64` is a valid deadline:
-/// one at or before now (0 and negatives included) fires at the next look at
-/// the heap, and `Int64.max` (what `GMP.deadline(afterNanoseconds:)` clamps
-/// to, as Go's `when()`) never fires. Inside the heaps every `when` is at
+/// Deadlines are `GMP.Instant`s (inside, `GMP.now` nanoseconds). Any instant
+/// is a valid deadline: one at or before now fires at the next look at the
+/// heap, and `distantFuture` (`Int64.max`, what `GMP.deadline(afterNanoseconds:)`
+/// clamps to, as Go's `when()`) never fires. Inside the heaps every `when` is at
 /// least 1, because a P's `timer0When` of 0 means "no timers".
 ///
 /// Re-arming or stopping never searches a heap: each arm bumps `seq`, and a
 /// heap entry is live only while its `seq` matches and the timer is armed.
 /// Dead entries are dropped when they reach the top or when the heap is
 /// cleaned (amortised, when it doubles).
-public final class Timer: @unchecked Sendable {
-    // @unchecked: `when`, `seq` and `armed` are guarded by `lock`; `g` and
+public final class GMPTimer: @unchecked Sendable {
+    // @unchecked: `when`, `seq` and `armed` are guarded by `lock` (and so
+    // `@exclusivity(unchecked)`); `g` and
     // `callback` are set before the timer is first armed and not changed while armed.
     let lock = FutexLock(compact: ())
-    var when: Int64 = 0
-    var seq: UInt64 = 0
-    var armed = false
+    @exclusivity(unchecked) var when: Int64 = 0
+    @exclusivity(unchecked) var seq: UInt64 = 0
+    @exclusivity(unchecked) var armed = false
     /// For sleep timers: the G to ready.
     let g: G?
     let callback: (@Sendable () -> Void)?
@@ -42,16 +43,28 @@ public final class Timer: @unchecked Sendable {
 
     deinit { lock.free() } // no heap entry holds the timer any more
 
-    /// Arms (or re-arms) the timer to fire at `deadline` (monotonic ns, see
-    /// `GMP.now`; a deadline already past fires at once). Cost: O(log n) on
-    /// the current P's heap.
-    public func reset(at deadline: Int64) {
+    /// Arms (or re-arms) the timer to fire at `deadline` (one already past
+    /// fires at once; ``GMP/Instant/distantFuture`` never fires).
+    /// - Complexity: O(log n) in the timers on the current P's heap.
+    public func reset(at deadline: GMP.Instant) {
+        reset(at: deadline.nanoseconds)
+    }
+
+    /// Arms (or re-arms) the timer to fire after `duration` (zero or
+    /// negative: at once; a duration too long for the clock: never).
+    /// - Complexity: O(log n) in the timers on the current P's heap.
+    public func reset(after duration: Duration) {
+        reset(at: GMP.deadline(afterNanoseconds: GMP.nanoseconds(duration)))
+    }
+
+    /// `reset(at:)` on the raw `GMP.now` time base (for the package's own
+    /// deadlines, kept as nanoseconds).
+    package func reset(at deadline: Int64) {
         Scheduler.shared.addTimer(self, when: deadline)
     }
 
-    /// Arms (or re-arms) the timer to fire after `nanoseconds` (clamped:
-    /// `Int64.max` never fires).
-    public func reset(afterNanoseconds nanoseconds: Int64) {
+    /// `reset(after:)` in nanoseconds (clamped: `Int64.max` never fires).
+    package func reset(afterNanoseconds nanoseconds: Int64) {
         reset(at: GMP.deadline(afterNanoseconds: nanoseconds))
     }
 
@@ -91,7 +104,7 @@ public final class Timer: @unchecked Sendable {
 struct TimerEntry {
     var when: Int64
     var seq: UInt64
-    var ref: Unmanaged<Timer>
+    var ref: Unmanaged<GMPTimer>
 
     init(when: Int64, seq: UInt64, timer: Timer) {
         self.when = when
@@ -194,14 +207,14 @@ struct TimerHeap {
 extension GMP {
     /// The deadline `nanoseconds` from now (`GMP.now` base), clamped to
     /// `Int64.max` ("never") instead of wrapping; a negative duration is now.
-    public static func deadline(afterNanoseconds nanoseconds: Int64) -> Int64 {
+    package static func deadline(afterNanoseconds nanoseconds: Int64) -> Int64 {
         let (d, overflow) = gmp_nanotime().addingReportingOverflow(max(0, nanoseconds))
         return overflow ? .max : d
     }
 
     /// `duration` in whole nanoseconds, clamped to `Int64.min...Int64.max`
     /// (a duration of `.seconds(Int64.max)` is `Int64.max`: "forever").
-    public static func nanoseconds(_ duration: Duration) -> Int64 {
+    package static func nanoseconds(_ duration: Duration) -> Int64 {
         let (s, a) = duration.components
         let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return s < 0 ? .min : .max }

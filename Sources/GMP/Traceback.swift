@@ -90,7 +90,7 @@ enum Traceback {
     private final class SymbolCache: @unchecked Sendable {
         // @unchecked: `entries` is only touched with `lock` held.
         let lock = FutexLock()
-        var entries: [UInt: [FrameText]] = [:]
+        @exclusivity(unchecked) var entries: [UInt: [FrameText]] = [:]
     }
 
     private static func symbols(for pcs: Set<UInt>) -> [UInt: [FrameText]] {

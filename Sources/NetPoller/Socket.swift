@@ -53,14 +53,14 @@ private func makeAddress(_ host: String, _ port: Int) throws(NetError) -> (stora
 ///
 /// Reads and writes may run concurrently with each other (one reader, one
 /// writer at a time). `close()` wakes a G blocked in either with `.closed`.
-/// Deadlines are absolute (`GMP.now` base) and may be changed while a G is
-/// blocked. TCP connections (dialled or accepted) start with TCP_NODELAY on,
+/// Deadlines are `GMP.Instant`s and may be changed while a G is blocked. TCP connections (dialled or accepted) start with TCP_NODELAY on,
 /// as Go's do: a small write goes out at once (`setNoDelay(false)` for Nagle).
 public final class Conn: @unchecked Sendable {
     // @unchecked: the fd is immutable; per-direction state lives in the
     // PollDesc under its lock; `ref` is atomic. Every system call on the fd
     // holds a reference on it, so a close on another G cannot release the
     // fd number while the call might still use it.
+    /// The socket's file descriptor (owned by the connection: do not close it).
     public let fd: Int32
     let pd: PollDesc
     private let ref = FDRef()
@@ -73,16 +73,17 @@ public final class Conn: @unchecked Sendable {
     deinit { close() }
 
     /// Connects to `host:port` (an IP literal or "localhost"), waiting at
-    /// most `timeout` nanoseconds if given.
-    public static func dial(_ host: String, _ port: Int, timeoutNanoseconds: Int64? = nil) throws(NetError) -> Conn {
+    /// most `timeout` if given (then `.timeout` is thrown).
+    public static func dial(_ host: String, _ port: Int, timeout: Duration? = nil) throws(NetError) -> Conn {
         let (addr, len, family) = try makeAddress(host, port)
-        return try dial(addr, len, family, timeoutNanoseconds)
+        return try dial(addr, len, family, timeout.map(GMP.nanoseconds))
     }
 
-    /// Connects to the Unix domain socket at `path`.
-    public static func dial(unixPath path: String, timeoutNanoseconds: Int64? = nil) throws(NetError) -> Conn {
+    /// Connects to the Unix domain socket at `path`, waiting at most
+    /// `timeout` if given.
+    public static func dial(unixPath path: String, timeout: Duration? = nil) throws(NetError) -> Conn {
         let (addr, len, family) = try makeUnixAddress(path)
-        return try dial(addr, len, family, timeoutNanoseconds)
+        return try dial(addr, len, family, timeout.map(GMP.nanoseconds))
     }
 
     private static func dial(_ addr: [UInt8], _ len: UInt32, _ family: Int32,
@@ -201,13 +202,13 @@ public final class Conn: @unchecked Sendable {
         return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    /// Sets the read deadline (absolute, `GMP.now` base); nil clears it.
-    /// Any value is a deadline: 0 or a negative one has passed already.
-    public func setReadDeadline(_ at: Int64?) { pd.setDeadline(.read, at.map { Swift.max($0, 1) } ?? 0) }
+    /// Sets the read deadline; nil clears it. A deadline already past makes
+    /// reads throw `.timeout` at once (a blocked read wakes with it).
+    public func setReadDeadline(_ at: GMP.Instant?) { pd.setDeadline(.read, at.map { Swift.max($0.nanoseconds, 1) } ?? 0) }
 
-    /// Sets the write deadline (absolute, `GMP.now` base); nil clears it.
-    /// Any value is a deadline: 0 or a negative one has passed already.
-    public func setWriteDeadline(_ at: Int64?) { pd.setDeadline(.write, at.map { Swift.max($0, 1) } ?? 0) }
+    /// Sets the write deadline; nil clears it. A deadline already past makes
+    /// writes throw `.timeout` at once (a blocked write wakes with it).
+    public func setWriteDeadline(_ at: GMP.Instant?) { pd.setDeadline(.write, at.map { Swift.max($0.nanoseconds, 1) } ?? 0) }
 
     /// Shuts down the write side (the peer reads end of stream).
     public func closeWrite() throws(NetError) {
@@ -240,12 +241,12 @@ public final class Conn: @unchecked Sendable {
     /// The first half of a lingering close: shuts the socket for writing
     /// (the peer reads end of stream after what was written), then reads and
     /// drops whatever the peer still sends, until it closes or `timeout`
-    /// nanoseconds pass. A `close()` afterwards finds no unread input:
+    /// passes. A `close()` afterwards finds no unread input:
     /// closing with unread input makes the kernel send a reset, and a reset
     /// can destroy the last bytes written before the peer has read them.
-    public func lingeringShutdown(timeout: Int64 = 1_000_000_000) {
+    public func lingeringShutdown(timeout: Duration = .seconds(1)) {
         try? closeWrite()
-        setReadDeadline(GMP.deadline(afterNanoseconds: timeout))
+        setReadDeadline(.after(timeout))
         while (try? read(max: 16384)) != nil {}
     }
 
@@ -260,6 +261,7 @@ public final class Conn: @unchecked Sendable {
 public final class Listener: @unchecked Sendable {
     // @unchecked: as Conn; `onAcceptRetry` is set before the first accept
     // (its contract) and only read afterwards.
+    /// The listening socket's file descriptor (owned by the listener).
     public let fd: Int32
     /// The port it listens on (useful with port 0); 0 for a Unix socket.
     public let port: Int
@@ -272,7 +274,7 @@ public final class Listener: @unchecked Sendable {
     /// a server can log "out of file descriptors" and the like (Go's
     /// http.Server logs its "Accept error ... retrying in"). Set it before the
     /// first `accept`.
-    public var onAcceptRetry: (@Sendable (NetError, _ backoffNanoseconds: Int64) -> Void)?
+    public var onAcceptRetry: (@Sendable (NetError, _ backoff: Duration) -> Void)?
 
     /// Listens on `host:port` (IPv4 or IPv6 literal, or "localhost"; port 0
     /// picks a free one), with SO_REUSEADDR and the given backlog.
@@ -316,11 +318,11 @@ public final class Listener: @unchecked Sendable {
     /// - Throws: `.closed` once closed; another `NetError` only for an error
     ///   of the listening socket itself (such as EBADF or EINVAL).
     public func accept() throws(NetError) -> Conn {
-        var backoff: Int64 = 5_000_000
+        var backoff = Duration.milliseconds(5)
         func backOff(_ error: NetError) {
             onAcceptRetry?(error, backoff)
-            GMP.sleep(nanoseconds: backoff)
-            backoff = Swift.min(backoff * 2, 1_000_000_000)
+            GMP.sleep(for: backoff)
+            backoff = Swift.min(backoff * 2, .seconds(1))
         }
         while true {
             let c = try withFD(fd, ref) { () throws(NetError) -> Int32 in
@@ -332,7 +334,7 @@ public final class Listener: @unchecked Sendable {
                     if e == EAGAIN || e == EWOULDBLOCK {
                         try pd.wait(.read)
                     } else if Listener.skippable.contains(e) {
-                        if e != EINTR { onAcceptRetry?(NetError(errno: e, op: "accept"), 0) }
+                        if e != EINTR { onAcceptRetry?(NetError(errno: e, op: "accept"), .zero) }
                     } else if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
                         backOff(NetError(errno: e, op: "accept"))
                     } else {

@@ -20,7 +20,7 @@ public final class RedisClient: @unchecked Sendable {
     /// Where Redis is.
     public let url: RedisURL
     /// How long a reply, or a dial, may take.
-    public let timeout: Int64
+    public let timeout: Duration
     private let lock = GMPMutex()
     private var current: RedisConnection?
     private var backoff: Int64 = 0
@@ -28,14 +28,14 @@ public final class RedisClient: @unchecked Sendable {
     private var closed = false
 
     /// The longest wait between two attempts to connect.
-    public static let maxBackoff: Int64 = 5_000_000_000
+    package static let maxBackoff: Int64 = 5_000_000_000
 
     /// The wait after a failed attempt, given the one before (0: none yet):
     /// 100 ms, doubling to `maxBackoff`.
     static func nextBackoff(_ previous: Int64) -> Int64 { min(max(previous * 2, 100_000_000), maxBackoff) }
 
     /// A client for `url`; it connects on the first command.
-    public init(url: RedisURL, timeout: Int64 = 5_000_000_000) {
+    public init(url: RedisURL, timeout: Duration = .seconds(5)) {
         self.url = url
         self.timeout = timeout
     }

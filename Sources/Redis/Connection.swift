@@ -31,7 +31,7 @@ public final class RedisConnection: @unchecked Sendable {
     // serialized by `writeLock`; the rest is immutable.
     private let conn: Conn
     /// How long a reply may take.
-    public let timeout: Int64
+    public let timeout: Duration
     private let writeLock = GMPMutex()
     private let qlock = FutexLock()
     private var pending: [Chan<RedisReply>] = []
@@ -48,7 +48,7 @@ public final class RedisConnection: @unchecked Sendable {
     /// Closed once the connection is broken (by `fail`).
     private let broken = Chan<Void>()
 
-    private init(conn: Conn, timeout: Int64, subscriber: Bool, pushes: Chan<RESPValue>?) {
+    private init(conn: Conn, timeout: Duration, subscriber: Bool, pushes: Chan<RESPValue>?) {
         self.conn = conn
         self.timeout = timeout
         self.subscriber = subscriber
@@ -57,16 +57,16 @@ public final class RedisConnection: @unchecked Sendable {
 
     deinit { qlock.free() }
 
-    /// Connects to `url` within `timeout` (nanoseconds), logs in (`AUTH`)
+    /// Connects to `url` within `timeout`, logs in (`AUTH`)
     /// and selects its database; with `resp3`, speaks RESP3 (`HELLO 3`).
     /// `subscriber`: every value Redis sends goes to `pushes` (a connection
     /// in pub/sub mode, see `RedisSubscriber`), and commands are sent with
     /// `post`.
     /// - Throws: `.connectionLost` if it cannot connect, `.server` if Redis refuses the login.
-    public static func connect(_ url: RedisURL, timeout: Int64 = 5_000_000_000, resp3: Bool = false,
+    public static func connect(_ url: RedisURL, timeout: Duration = .seconds(5), resp3: Bool = false,
                                subscriber: Bool = false, pushes: Chan<RESPValue>? = nil) throws(RedisError) -> RedisConnection {
         let conn: Conn
-        do { conn = try Conn.dial(url.host, url.port, timeoutNanoseconds: timeout) } catch {
+        do { conn = try Conn.dial(url.host, url.port, timeout: timeout) } catch {
             throw .connectionLost("cannot connect to \(url.host):\(url.port): \(error)")
         }
         let c = RedisConnection(conn: conn, timeout: timeout, subscriber: subscriber, pushes: pushes)
@@ -167,7 +167,7 @@ public final class RedisConnection: @unchecked Sendable {
             if let failure { return failure }
             // The deadline runs from the oldest reply owed: set when the
             // queue was empty, moved on by each reply (`deliver`).
-            if head == pending.count { conn.setReadDeadline(GMP.deadline(afterNanoseconds: timeout)) }
+            if head == pending.count { conn.setReadDeadline(.after(timeout)) }
             pending += replies
             return nil
         }
@@ -181,7 +181,7 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     private func write(_ bytes: [UInt8]) throws(RedisError) {
-        conn.setWriteDeadline(GMP.deadline(afterNanoseconds: timeout))
+        conn.setWriteDeadline(.after(timeout))
         do { try conn.write(bytes) } catch {
             throw error == .timeout ? .timeout : .connectionLost("write: \(error)")
         }
@@ -233,12 +233,8 @@ public final class RedisConnection: @unchecked Sendable {
         let inPubsub = subscriber && qlock.withLock { pubsub }
         if isPush(v) && pushes == nil { return true } // a push nobody asked for (RESP3 invalidations): dropped
         if let pushes, inPubsub || isPush(v) {
-            var sent = false
-            select { s in // (a consumer that stopped reading does not hold this G once the connection breaks)
-                if s.send(pushes, v) { sent = true }
-                if s.receive(broken) != nil {}
-            }
-            return sent
+            // (A consumer that stopped reading does not hold this G once the connection breaks.)
+            return pushes.send(v, unless: broken)
         }
         let r: Chan<RedisReply>? = qlock.withLock {
             guard head < pending.count else { return nil }
@@ -249,7 +245,7 @@ public final class RedisConnection: @unchecked Sendable {
                 head = 0
                 conn.setReadDeadline(nil) // idle: no reply owed
             } else {
-                conn.setReadDeadline(GMP.deadline(afterNanoseconds: timeout))
+                conn.setReadDeadline(.after(timeout))
                 if head >= 64 && head * 2 >= pending.count { // compact now and then
                     pending.removeFirst(head)
                     head = 0

@@ -33,7 +33,9 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// Where Redis is.
     public let url: RedisURL
     /// How long a dial, or an answer to a PING, may take.
-    public let timeout: Int64
+    public let timeout: Duration
+    /// `timeout` in nanoseconds.
+    let timeoutNanoseconds: Int64
     /// The messages, in the order Redis sent them (buffered; when it is
     /// full the subscriber waits, and Redis buffers, up to its own limit).
     public let messages: Chan<RedisMessage>
@@ -55,10 +57,11 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// Starts subscribing (to nothing yet: `subscribe`). `onStateChange`
     /// is called with true on each connection and false when one is lost,
     /// from the subscriber's G.
-    public init(url: RedisURL, timeout: Int64 = 5_000_000_000, buffer: Int = 1024,
+    public init(url: RedisURL, timeout: Duration = .seconds(5), buffer: Int = 1024,
                 onStateChange: (@Sendable (Bool) -> Void)? = nil) {
         self.url = url
         self.timeout = timeout
+        timeoutNanoseconds = GMP.nanoseconds(timeout)
         messages = Chan<RedisMessage>(capacity: buffer)
         self.onStateChange = onStateChange
         go { self.run() }
@@ -154,10 +157,8 @@ public final class RedisSubscriber: @unchecked Sendable {
 
     /// Turns pushes into messages until the connection is lost or closed.
     private func serve(_ c: RedisConnection, _ pushes: Chan<RESPValue>) {
-        let tick = Chan<Void>(capacity: 1)
-        let pinger = Timer { _ = tick.trySend(()) }
+        let pinger = Ticker(every: timeout)
         defer { pinger.stop() }
-        pinger.reset(at: GMP.deadline(afterNanoseconds: timeout))
         var lastHeard = GMP.now
         var up = true
         while up {
@@ -169,19 +170,15 @@ public final class RedisSubscriber: @unchecked Sendable {
                         lock.withLock { if kind == "subscribe" { confirmed.insert(ch) } else { confirmed.remove(ch) } }
                     }
                     if let m = Self.message(v) {
-                        select { t in
-                            if t.send(self.messages, m) {}
-                            if t.receive(self.quit) != nil { up = false }
-                        }
+                        if !messages.send(m, unless: quit) { up = false }
                         lastHeard = GMP.now // (a consumer that was slow is not a silent peer)
                     }
                 }
-                if s.receive(tick) != nil {
-                    if GMP.now - lastHeard > 2 * timeout { // no answer to two PINGs: a silent peer
+                if s.receive(pinger.channel) != nil {
+                    if GMP.now - lastHeard > 2 * timeoutNanoseconds { // no answer to two PINGs: a silent peer
                         up = false
                     } else {
                         up = (try? c.post(["PING"])) != nil
-                        pinger.reset(at: GMP.deadline(afterNanoseconds: timeout))
                     }
                 }
                 if s.receive(c.ended) != nil { up = false }

@@ -2,7 +2,21 @@
 
 /// A frame's opcode.
 public enum Opcode: UInt8, Sendable {
-    case continuation = 0x0, text = 0x1, binary = 0x2, close = 0x8, ping = 0x9, pong = 0xA
+    /// 0x0: a continuation frame, the next fragment of a fragmented message.
+    case continuation = 0x0
+    /// 0x1: a text frame, the first (or only) frame of a UTF-8 text message.
+    case text = 0x1
+    /// 0x2: a binary frame, the first (or only) frame of a binary message.
+    case binary = 0x2
+    /// 0x8: a connection close frame (control), optionally with a close code
+    /// and a reason.
+    case close = 0x8
+    /// 0x9: a ping (control), to be answered with a pong carrying the same
+    /// payload.
+    case ping = 0x9
+    /// 0xA: a pong (control), the answer to a ping, or an unsolicited
+    /// heartbeat.
+    case pong = 0xA
 
     /// Close, ping and pong are control frames.
     public var isControl: Bool { rawValue & 0x8 != 0 }
@@ -10,9 +24,36 @@ public enum Opcode: UInt8, Sendable {
 
 /// Close status codes (RFC 6455 section 7.4.1).
 public enum CloseCode: UInt16, Sendable {
-    case normal = 1000, goingAway = 1001, protocolError = 1002, unsupportedData = 1003
-    case noStatus = 1005, abnormal = 1006, invalidPayload = 1007, policyViolation = 1008
-    case messageTooBig = 1009, missingExtension = 1010, internalError = 1011
+    /// 1000, normal closure: the purpose of the connection is fulfilled.
+    case normal = 1000
+    /// 1001, going away: the endpoint is leaving (a server shutting down, a
+    /// browser navigating away from the page).
+    case goingAway = 1001
+    /// 1002, protocol error: the peer broke the protocol.
+    case protocolError = 1002
+    /// 1003, unsupported data: a type of data the endpoint cannot accept
+    /// (such as binary for one that takes only text).
+    case unsupportedData = 1003
+    /// 1005, no status received: reported when a close frame had no code.
+    /// Never sent on the wire.
+    case noStatus = 1005
+    /// 1006, abnormal closure: reported when the connection ended without a
+    /// close frame. Never sent on the wire.
+    case abnormal = 1006
+    /// 1007, invalid frame payload data: data inconsistent with the message
+    /// type, such as a text message that is not UTF-8.
+    case invalidPayload = 1007
+    /// 1008, policy violation: a message breaks the endpoint's policy (the
+    /// generic code when no more specific one fits).
+    case policyViolation = 1008
+    /// 1009, message too big: a message too large to process.
+    case messageTooBig = 1009
+    /// 1010, mandatory extension: sent by a client when the server did not
+    /// negotiate an extension the client requires.
+    case missingExtension = 1010
+    /// 1011, internal error: the server met an unexpected condition that
+    /// keeps it from fulfilling the request.
+    case internalError = 1011
     /// IANA's registrations after the RFC: the service restarts, or cannot
     /// serve this now (a client should reconnect later).
     case serviceRestart = 1012, tryAgainLater = 1013
@@ -48,10 +89,15 @@ public struct FrameError: Error, Equatable, Sendable {
 
 /// One WebSocket frame (payload already unmasked).
 public struct Frame: Equatable, Sendable {
+    /// The FIN bit: this is the final fragment of its message (always true
+    /// for control frames and unfragmented messages).
     public var fin: Bool
+    /// What the frame carries.
     public var opcode: Opcode
+    /// The application data, unmasked.
     public var payload: [UInt8]
 
+    /// A frame with the given fields (final unless `fin` is false).
     public init(fin: Bool = true, opcode: Opcode, payload: [UInt8]) {
         self.fin = fin
         self.opcode = opcode
@@ -61,12 +107,15 @@ public struct Frame: Equatable, Sendable {
     /// Decodes one frame from the start of `bytes`. Returns the frame and how
     /// many bytes it took, or nil if `bytes` holds only part of a frame.
     /// - Parameters:
+    ///   - bytes: received bytes, starting at a frame boundary.
     ///   - masked: whether the peer must mask (true when decoding client
     ///     frames on a server: an unmasked one is a protocol error; false on
     ///     a client, where a masked server frame is one).
     ///   - maxPayload: larger payloads fail with 1009 (message too big).
     /// - Throws: `FrameError` with 1002 for reserved bits or opcodes, masking
     ///   violations, fragmented or oversized control frames.
+    /// - Complexity: O(*n*) in the payload's length (it is copied and
+    ///   unmasked); O(1) while the frame is still incomplete.
     public static func decode(_ bytes: ArraySlice<UInt8>, masked: Bool, maxPayload: Int) throws(FrameError) -> (Frame, Int)? {
         guard bytes.count >= 2 else { return nil }
         let b0 = bytes[bytes.startIndex], b1 = bytes[bytes.startIndex + 1]
@@ -114,6 +163,7 @@ public struct Frame: Equatable, Sendable {
 
     /// Encodes the frame: unmasked (server to client) or with `mask` (client
     /// to server), with the shortest length form.
+    /// - Complexity: O(*n*) in the payload's length.
     public func encode(mask: [UInt8]? = nil) -> [UInt8] {
         precondition(mask == nil || mask!.count == 4, "a mask is 4 bytes")
         var out: [UInt8] = [(fin ? 0x80 : 0) | opcode.rawValue]

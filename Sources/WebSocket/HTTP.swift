@@ -12,28 +12,55 @@
 
 /// An HTTP status with its reason phrase.
 public struct HTTPStatus: Equatable, Sendable {
+    /// The three-digit status code, such as 404.
     public let code: Int
+    /// The reason phrase sent after the code on the status line, such as
+    /// "Not Found".
     public let reason: String
 
+    /// 200 OK: the request succeeded.
     public static let ok = HTTPStatus(code: 200, reason: "OK")
+    /// 101 Switching Protocols: the server accepts the upgrade (here to
+    /// WebSocket); the connection speaks the new protocol after this response.
     public static let switchingProtocols = HTTPStatus(code: 101, reason: "Switching Protocols")
+    /// 400 Bad Request: the request is malformed.
     public static let badRequest = HTTPStatus(code: 400, reason: "Bad Request")
+    /// 403 Forbidden: understood but refused (here: an origin the policy
+    /// does not allow).
     public static let forbidden = HTTPStatus(code: 403, reason: "Forbidden")
+    /// 404 Not Found: nothing is served at the target.
     public static let notFound = HTTPStatus(code: 404, reason: "Not Found")
+    /// 405 Method Not Allowed: the target does not support the method.
     public static let methodNotAllowed = HTTPStatus(code: 405, reason: "Method Not Allowed")
+    /// 413 Payload Too Large (Content Too Large in RFC 9110): the announced
+    /// body exceeds the server's limit.
     public static let payloadTooLarge = HTTPStatus(code: 413, reason: "Payload Too Large")
+    /// 426 Upgrade Required: refused with the current protocol, but the
+    /// client may retry after upgrading to another (here: a WebSocket
+    /// version other than 13; the response names 13).
     public static let upgradeRequired = HTTPStatus(code: 426, reason: "Upgrade Required")
+    /// 431 Request Header Fields Too Large: the request head exceeds the
+    /// server's limit.
     public static let headersTooLarge = HTTPStatus(code: 431, reason: "Request Header Fields Too Large")
+    /// 501 Not Implemented: the server does not support a feature the request
+    /// needs (here: any Transfer-Encoding).
     public static let notImplemented = HTTPStatus(code: 501, reason: "Not Implemented")
+    /// 503 Service Unavailable: the server cannot handle the request now
+    /// (overloaded or shutting down); it may later.
     public static let serviceUnavailable = HTTPStatus(code: 503, reason: "Service Unavailable")
+    /// 505 HTTP Version Not Supported: the server does not support the
+    /// request's HTTP version (here: anything but 1.0 and 1.1).
     public static let versionNotSupported = HTTPStatus(code: 505, reason: "HTTP Version Not Supported")
 }
 
 /// A request that cannot be served: answer with `status` and close.
 public struct HTTPError: Error, Equatable, Sendable {
+    /// The status to answer with.
     public let status: HTTPStatus
+    /// What was wrong, for logs and the response body.
     public let detail: String
 
+    /// An error to be answered with `status`.
     public init(status: HTTPStatus, detail: String) {
         self.status = status
         self.detail = detail
@@ -42,7 +69,10 @@ public struct HTTPError: Error, Equatable, Sendable {
 
 /// A parsed request head (request line and headers).
 public struct HTTPRequest: Sendable {
+    /// The method, such as "GET" (uppercase letters only).
     public var method: String
+    /// The request target as sent: a path with an optional query
+    /// (`/chat?room=a`), or "*".
     public var target: String
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     public var minorVersion: Int
@@ -132,6 +162,8 @@ public struct HTTPRequest: Sendable {
     ///   one that is not plain decimal digits; 505 for another HTTP version;
     ///   413 when Content-Length exceeds `maxBodyBytes`; 501 for any
     ///   Transfer-Encoding (none is supported).
+    /// - Complexity: O(*n*) in the length of `bytes` (each call scans them
+    ///   again for the end of the head).
     public static func parse(_ bytes: ArraySlice<UInt8>, maxHeaderBytes: Int = 8192,
                              maxBodyBytes: Int = 1 << 20) throws(HTTPError) -> (HTTPRequest, Int)? {
         // Find the blank line that ends the head.
@@ -238,10 +270,15 @@ private func isTokenChar(_ c: UInt8) -> Bool {
 
 /// An HTTP response, encoded with `Content-Length`.
 public struct HTTPResponse: Sendable {
+    /// The status line's code and reason.
     public var status: HTTPStatus
+    /// Header fields, sent in order; `Content-Length` is added by `encode()`
+    /// unless present (or the status is 101).
     public var headers: [(name: String, value: String)]
+    /// The body, sent after the head.
     public var body: [UInt8]
 
+    /// A response with the given status, headers and body.
     public init(status: HTTPStatus, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
         self.status = status
         self.headers = headers

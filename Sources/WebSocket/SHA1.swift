@@ -8,9 +8,11 @@ public struct SHA1 {
     private var block = [UInt8]()
     private var length: UInt64 = 0
 
+    /// A digest in progress, with no input yet.
     public init() { block.reserveCapacity(64) }
 
     /// The digest of `bytes`.
+    /// - Complexity: O(*n*) in the input's length.
     public static func hash<S: Sequence>(_ bytes: S) -> [UInt8] where S.Element == UInt8 {
         var s = SHA1()
         s.update(bytes)
@@ -18,6 +20,7 @@ public struct SHA1 {
     }
 
     /// Feeds more input.
+    /// - Complexity: O(*n*) in the length of `bytes`.
     public mutating func update<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
         for b in bytes {
             block.append(b)

@@ -4,7 +4,9 @@ import Synchronization
 
 /// A message received on a WebSocket.
 public enum Message: Equatable, Sendable {
+    /// A text message (opcode 0x1), its fragments joined; validated as UTF-8.
     case text(String)
+    /// A binary message (opcode 0x2), its fragments joined.
     case binary([UInt8])
 }
 
@@ -35,6 +37,7 @@ public final class WebSocketConn: @unchecked Sendable {
     // `writeLock`; `closeCodeSent` is guarded by it; `readLimit`, `onPong` and
     // `writeTimeout` are set before the reader and writer Gs start (their
     // contract) and only read afterwards.
+    /// The underlying connection, which its owner closes.
     public let conn: Conn
     /// True for the server side (expects masked frames, sends unmasked ones).
     public let isServer: Bool
@@ -43,12 +46,12 @@ public final class WebSocketConn: @unchecked Sendable {
     /// Called (on the reader's G) for every pong.
     public var onPong: (@Sendable ([UInt8]) -> Void)?
     /// If set, every write (messages, and the pongs and close frames that
-    /// `receive()` sends from the reader's G) must finish within this many
-    /// nanoseconds or fail with `.transport(.timeout)`: the write deadline is
+    /// `receive()` sends from the reader's G) must finish within this time
+    /// or fail with `.transport(.timeout)`: the write deadline is
     /// set just before each write, under the write lock (gorilla's writeWait).
     /// Without it a peer that stops reading blocks a writer for ever. Set it
     /// before the reader and writer Gs start.
-    public var writeTimeout: Int64?
+    public var writeTimeout: Duration?
     private var pending: [UInt8] = []
     private let writeLock = Mutex()
     /// The code of the close frame sent (1005 for one without a body); nil
@@ -146,7 +149,7 @@ public final class WebSocketConn: @unchecked Sendable {
         if let code = closeCodeSent, let b0 = bytes.first, b0 & 0x08 == 0 {
             throw .closed(code: code, reason: "a close frame was sent: no more data")
         }
-        if let t = writeTimeout { conn.setWriteDeadline(GMP.deadline(afterNanoseconds: t)) }
+        if let t = writeTimeout { conn.setWriteDeadline(.after(t)) }
         do { try conn.write(bytes) } catch { throw .transport(error) }
     }
 
@@ -189,11 +192,11 @@ public final class WebSocketConn: @unchecked Sendable {
 
     /// For the reader, once a close frame has gone out: shuts the socket for
     /// writing, then reads and throws away whatever the peer still sends
-    /// until it closes or `timeout` nanoseconds pass (a lingering close,
+    /// until it closes or `timeout` passes (a lingering close,
     /// `Conn.lingeringShutdown`), so that the owner's `conn.close()` finds no
     /// unread input, whose reset could destroy the close frame before the
     /// peer has read it.
-    public func linger(timeout: Int64 = 1_000_000_000) {
+    public func linger(timeout: Duration = .seconds(1)) {
         pending = []
         conn.lingeringShutdown(timeout: timeout)
     }

@@ -444,12 +444,12 @@ struct SelectTests {
                 }
                 if !fired || GMP.now - t0 < Int64(ms) * 1_000_000 { return false }
             }
-            let deadline = GMP.now + 3_000_000
+            let deadline = GMP.Instant.now + .milliseconds(3)
             var fired = false
             select { s in
                 if s.deadline(at: deadline) { fired = true }
             }
-            return fired && GMP.now >= deadline
+            return fired && deadline.hasPassed
         }
         #expect(ok == true)
     }

@@ -57,7 +57,7 @@ func startChatApp(extraArguments: [String] = [], environment: [String: String] =
 @Sendable func httpGet(_ port: Int, _ path: String) -> String {
     guard let c = try? Conn.dial("127.0.0.1", port) else { return "" }
     defer { c.close() }
-    c.setReadDeadline(GMP.now + 10_000_000_000)
+    c.setReadDeadline(.after(.seconds(10)))
     try? c.write("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     var got: [UInt8] = []
     while let part = try? c.read(max: 65536) { got += part }
@@ -393,7 +393,7 @@ struct ChatAppTests {
             defer { c.close() }
             try? c.write("GET /ws HTTP/1.1\r\nHost: x\r\n") // never finished
             let t0 = GMP.now
-            c.setReadDeadline(t0 + 10_000_000_000)
+            c.setReadDeadline(GMP.Instant(nanoseconds: t0 + 10_000_000_000))
             do throws(NetError) {
                 _ = try c.read(max: 100)
                 return (false, 0)

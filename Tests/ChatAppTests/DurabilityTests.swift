@@ -161,7 +161,7 @@ private func closeCode(_ ws: WebSocketConn) -> UInt16? {
             guard rename(segment, segment + ".away") == 0, mkdir(segment, 0o755) == 0 else { return nil }
             guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?since=0") else { return nil }
             defer { ws.conn.close() }
-            ws.conn.setReadDeadline(GMP.now + 10_000_000_000)
+            ws.conn.setReadDeadline(.after(.seconds(10)))
             var gap = false
             while true {
                 do throws(WebSocketError) {

@@ -146,12 +146,12 @@ struct AbuseTests {
             // The pump has had the line (it is out of the buffer, or the pump has ended).
             let took = waitFor(seconds: 10, every: 1_000_000) { client.send.count == 0 }
             // Still open: a read waits until its deadline instead of seeing the end.
-            dialed.setReadDeadline(GMP.deadline(afterNanoseconds: 200_000_000))
+            dialed.setReadDeadline(.after(.milliseconds(200)))
             let open: Bool
             do throws(NetError) { _ = try dialed.read(); open = false } catch { open = error == .timeout }
             client.kick()
             _ = pumpDone.receive()
-            dialed.setReadDeadline(GMP.deadline(afterNanoseconds: 10_000_000_000))
+            dialed.setReadDeadline(.after(.seconds(10)))
             let ended = (try? dialed.read()) == nil
             return took ? (code, open, ended) : nil
         }

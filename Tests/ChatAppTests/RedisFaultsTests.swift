@@ -41,7 +41,7 @@ private func stream(_ url: RedisURL, room: String = "lobby") -> [String] {
 /// Inside a G: waits (bounded) until Redis does not answer a PING within 200 ms (it sleeps).
 private func asleep(_ url: RedisURL) -> Bool {
     waitFor(seconds: 5, every: 5_000_000) {
-        guard let c = try? RedisConnection.connect(url, timeout: 200_000_000) else { return true }
+        guard let c = try? RedisConnection.connect(url, timeout: .milliseconds(200)) else { return true }
         defer { c.close() }
         return (try? c.call("PING")) == nil
     }
@@ -74,8 +74,8 @@ struct RedisFaultsTests {
             out.append(show(store.append([A(time: 2, from: "ann", text: "a", id: "x1")], on: c)))
             out.append(stream(url, room: "r").joined(separator: ","))
             // No answer in time: Redis sleeps longer than the connection waits.
-            guard let quick = try? RedisConnection.connect(url, timeout: 300_000_000),
-                  let sleeper = try? RedisConnection.connect(url, timeout: 10_000_000_000) else { return nil }
+            guard let quick = try? RedisConnection.connect(url, timeout: .milliseconds(300)),
+                  let sleeper = try? RedisConnection.connect(url, timeout: .seconds(10)) else { return nil }
             defer { quick.close(); sleeper.close() }
             let slept = sleeper.send(["DEBUG", "SLEEP", "1"])
             guard asleep(url) else { return out + ["not asleep"] }
@@ -112,7 +112,7 @@ struct RedisFaultsTests {
             var out: [String] = []
             x.say(#"{"id":"m1","text":"one"}"#)
             out.append(answer())
-            guard let sleeper = try? RedisConnection.connect(url, timeout: 20_000_000_000) else { return nil }
+            guard let sleeper = try? RedisConnection.connect(url, timeout: .seconds(20)) else { return nil }
             defer { sleeper.close() }
             let slept = sleeper.send(["DEBUG", "SLEEP", "8"]) // past the node's 5 s
             guard asleep(url) else { return out + ["not asleep"] }
@@ -140,7 +140,7 @@ struct RedisFaultsTests {
             guard let x = EnvelopeClient(port: port), x.until({ $0.type == "joined" }) != nil else { return nil }
             defer { x.close() }
             x.say(#"{"id":"m0","text":"zero"}"#)
-            guard x.until({ $0.type == "ack" }) != nil, let sleeper = try? RedisConnection.connect(url, timeout: 20_000_000_000) else { return nil }
+            guard x.until({ $0.type == "ack" }) != nil, let sleeper = try? RedisConnection.connect(url, timeout: .seconds(20)) else { return nil }
             defer { sleeper.close() }
             let slept = sleeper.send(["DEBUG", "SLEEP", "10"])
             guard asleep(url) else { return ["not asleep"] }

@@ -46,7 +46,7 @@ extension ChatAppTests {
                 // One request answered first: from here the server holds the
                 // connection (a G and an fd), so its counts can only come back
                 // to the baseline by letting go of it.
-                c.setReadDeadline(GMP.now + 10_000_000_000)
+                c.setReadDeadline(.after(.seconds(10)))
                 try? c.write(one)
                 var got: [UInt8] = []
                 while responseStatuses(got) != [200], let part = try? c.read(max: 65536) { got += part }
@@ -54,7 +54,7 @@ extension ChatAppTests {
             }
             for c in conns {
                 go {
-                    c.setWriteDeadline(GMP.now + 30_000_000_000) // the server stops reading first
+                    c.setWriteDeadline(.after(.seconds(30))) // the server stops reading first
                     try? c.write(pipelined)
                 }
             }
@@ -93,7 +93,7 @@ extension ChatAppTests {
             for _ in 0..<200_000 { flood += ping }
             let pings = flood
             go {
-                ws.conn.setWriteDeadline(GMP.now + 30_000_000_000)
+                ws.conn.setWriteDeadline(.after(.seconds(30)))
                 try? ws.conn.write(pings)
             }
             var after = before
@@ -135,7 +135,7 @@ extension ChatAppTests {
             flood.reserveCapacity(frame.count * 40_000 + 16)
             for _ in 0..<40_000 { flood += frame }
             flood += clientFrame(.text, Array("/help".utf8))
-            m.conn.setWriteDeadline(GMP.now + 30_000_000_000)
+            m.conn.setWriteDeadline(.after(.seconds(30)))
             let wrote = (try? m.conn.write(flood)) != nil
             try? m.conn.closeWrite() // the read pump reads /help, then the end of the stream
             // Its read pump is gone (no client, and at most the write pump,
@@ -149,7 +149,7 @@ extension ChatAppTests {
             let alive = app.isRunning
             let handledAlive = handled && alive
             // Now read: the write pump gets through, sends its close and ends.
-            m.conn.setReadDeadline(GMP.now + 15_000_000_000)
+            m.conn.setReadDeadline(.after(.seconds(15)))
             while (try? m.conn.read(max: 1 << 16)) != nil {}
             let back = alive && waitFor(seconds: 10, every: 10_000_000) {
                 let s = serverStats(port)
@@ -195,8 +195,8 @@ extension ChatAppTests {
             for body in [smuggled, big] {
                 guard let c = try? Conn.dial("127.0.0.1", port) else { return out }
                 defer { c.close() }
-                c.setReadDeadline(GMP.now + 10_000_000_000)
-                c.setWriteDeadline(GMP.now + 10_000_000_000)
+                c.setReadDeadline(.after(.seconds(10)))
+                c.setWriteDeadline(.after(.seconds(10)))
                 try? c.write("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body + last)
                 var got: [UInt8] = []
                 while let part = try? c.read(max: 65536) { got += part }
@@ -217,8 +217,8 @@ extension ChatAppTests {
             for target in ["POST /nothere", "POST /", "POST /ws"] {
                 guard let c = try? Conn.dial("127.0.0.1", port) else { return out }
                 defer { c.close() }
-                c.setReadDeadline(GMP.now + 10_000_000_000)
-                c.setWriteDeadline(GMP.now + 10_000_000_000)
+                c.setReadDeadline(.after(.seconds(10)))
+                c.setWriteDeadline(.after(.seconds(10)))
                 let body = [UInt8](repeating: UInt8(ascii: "x"), count: 500_000)
                 try? c.write(Array("\(target) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body)
                 var got: [UInt8] = []
@@ -243,7 +243,7 @@ extension ChatAppTests {
         let r = await runG(procs: 2) { () -> [Int] in
             guard let c = try? Conn.dial("127.0.0.1", port) else { return [] }
             defer { c.close() }
-            c.setReadDeadline(GMP.now + 10_000_000_000)
+            c.setReadDeadline(.after(.seconds(10)))
             var statuses: [Int] = []
             // Three requests 250 ms apart: 750 ms in all, each within 400 ms of the last answer.
             for i in 0..<3 {
@@ -312,7 +312,7 @@ extension ChatAppTests {
             // b is silent: it reads raw bytes (pings) and never answers.
             let silent = Chan<(Bool, Int64)>(capacity: 1)
             go {
-                b.conn.setReadDeadline(t0 + 20_000_000_000)
+                b.conn.setReadDeadline(GMP.Instant(nanoseconds: t0 + 20_000_000_000))
                 while true {
                     do throws(NetError) {
                         _ = try b.conn.read(max: 4096)
@@ -324,7 +324,7 @@ extension ChatAppTests {
             }
             // a answers every ping by hand (raw frames, counted) for 2.5 s,
             // well past its pong wait, then checks it still chats.
-            a.conn.setReadDeadline(t0 + 20_000_000_000)
+            a.conn.setReadDeadline(GMP.Instant(nanoseconds: t0 + 20_000_000_000))
             var pending: [UInt8] = []
             var pings = 0
             var alive = false
@@ -454,7 +454,7 @@ let acceptFaultShimSource = """
 /// read), or nil if no 101 came within 10 s.
 func upgraded(_ port: Int) -> Conn? {
     guard let c = try? Conn.dial("127.0.0.1", port) else { return nil }
-    c.setReadDeadline(GMP.now + 10_000_000_000)
+    c.setReadDeadline(.after(.seconds(10)))
     try? c.write("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     var got: [UInt8] = []
@@ -481,7 +481,7 @@ extension ChatAppTests {
             for _ in 0..<3 {
                 // The server accepts and the shim drops it: end of stream or a reset.
                 guard let c = try? Conn.dial("127.0.0.1", port) else { continue }
-                c.setReadDeadline(GMP.now + 10_000_000_000)
+                c.setReadDeadline(.after(.seconds(10)))
                 do throws(NetError) { _ = try c.read(max: 100) } catch { if error != .timeout { dropped += 1 } }
                 c.close()
             }
@@ -510,7 +510,7 @@ extension ChatAppTests {
         _ = await runG(procs: 2) { () -> Bool in
             guard let c = try? Conn.dial("127.0.0.1", port) else { return false }
             defer { c.close() }
-            c.setReadDeadline(GMP.now + 10_000_000_000)
+            c.setReadDeadline(.after(.seconds(10)))
             _ = try? c.read(max: 100)
             return true
         }
@@ -543,7 +543,7 @@ extension ChatAppTests {
             // This one waits in the listen queue: accept fails with EMFILE.
             guard let c = try? Conn.dial("127.0.0.1", port) else { return nil }
             defer { c.close() }
-            c.setReadDeadline(GMP.now + 20_000_000_000)
+            c.setReadDeadline(.after(.seconds(20)))
             try? c.write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             for ws in clients { ws.close() }
             var got: [UInt8] = []

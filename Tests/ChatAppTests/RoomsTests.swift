@@ -28,7 +28,7 @@ final class EnvelopeClient: @unchecked Sendable {
             return nil
         }
         self.ws = ws
-        ws.conn.setReadDeadline(GMP.now + 20_000_000_000)
+        ws.conn.setReadDeadline(.after(.seconds(20)))
     }
 
     /// The next line; nil when the connection ends (or after 20 s).

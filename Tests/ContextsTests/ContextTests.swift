@@ -72,14 +72,14 @@ private func isDone(_ ctx: Context) -> Bool {
 
     @Test("Deadlines: a child's is never later than its parent's; a past one ends the context at once; cancel stops the clock")
     func deadlines() {
-        let now = GMP.now
-        let (parent, cancelParent) = Context.withDeadline(.background, at: now + 60_000_000_000)
-        let (later, _) = Context.withDeadline(parent, at: now + 120_000_000_000)
-        let (sooner, cancelSooner) = Context.withDeadline(parent, at: now + 30_000_000_000)
-        #expect(parent.deadline == now + 60_000_000_000)
+        let now = GMP.Instant.now
+        let (parent, cancelParent) = Context.withDeadline(.background, at: now + .seconds(60))
+        let (later, _) = Context.withDeadline(parent, at: now + .seconds(120))
+        let (sooner, cancelSooner) = Context.withDeadline(parent, at: now + .seconds(30))
+        #expect(parent.deadline == now + .seconds(60))
         #expect(later.deadline == parent.deadline)
-        #expect(sooner.deadline == now + 30_000_000_000)
-        let (past, _) = Context.withDeadline(parent, at: now - 1)
+        #expect(sooner.deadline == now + .seconds(30))
+        let (past, _) = Context.withDeadline(parent, at: now - .nanoseconds(1))
         #expect(past.err == .deadlineExceeded && isDone(past))
         cancelSooner()
         #expect(sooner.err == .canceled) // cancelled first: the deadline never counts

@@ -64,9 +64,24 @@ private struct Boom: Error, Equatable {}
         }
         #expect(fromG == true)
         let fromThread = await onThread(timeout: 10) {
-            try? GMP.await { () async -> Int in await Task.yield(); return 7 }
+            GMP.await { () async -> Int in await Task.yield(); return 7 } as Int?
         }
         #expect(fromThread == .some(.some(7)))
+    }
+
+    @Test("GMP.await keeps the closure's error type: none needs no try, a typed one is caught as that type")
+    func typedThrows() async {
+        let r = await runG(procs: 1) { () -> (Int, Boom?) in
+            let plain: Int = GMP.await { 42 } // (does not compile if GMP.await throws untyped)
+            do throws(Boom) {
+                _ = try GMP.await { () async throws(Boom) -> Int in throw Boom() }
+                return (plain, nil)
+            } catch {
+                return (plain, error) // `error` is a Boom, not `any Error`
+            }
+        }
+        #expect(r?.0 == 42)
+        #expect(r?.1 == Boom())
     }
 
     @Test("10,000 Gs await at once, each gets its own value")
@@ -77,10 +92,10 @@ private struct Boom: Error, Equatable {}
             let wg = WaitGroup(n)
             for i in 0..<n {
                 go {
-                    let v = (try? GMP.await { () async -> Int in
+                    let v = GMP.await { () async -> Int in
                         await Task.yield()
                         return i
-                    }) ?? -1_000_000
+                    }
                     total.add(v, ordering: .relaxed)
                     wg.done()
                 }

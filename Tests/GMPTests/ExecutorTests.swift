@@ -38,7 +38,7 @@ import Testing
     @Test("GMP.await's task runs as a G: from a G on one P it starts, finishes and hands back on that P")
     func awaitOnExecutor() async {
         let r = await runG(procs: 1) { () -> (Bool, Int?)? in
-            try? GMP.await { () async -> (Bool, Int?) in (GMP.inGoroutine, GMP.currentProcessor) }
+            GMP.await { () async -> (Bool, Int?) in (GMP.inGoroutine, GMP.currentProcessor) } as (Bool, Int?)?
         }
         #expect(r??.0 == true)
         #expect(r??.1 == 0)
@@ -58,9 +58,9 @@ import Testing
                 while !stop.load(ordering: .relaxed) && GMP.now < end { spins.add(1, ordering: .relaxed) }
                 wg.done()
             }
-            let v = try? GMP.await { () async -> (Int, Bool) in
+            let v: (Int, Bool)? = GMP.await { () async -> (Int, Bool) in
                 let before = pthread_self()
-                GMP.blocking { usleep(30_000) }
+                _ = GMP.blocking { usleep(30_000) }
                 let same = pthread_self() == before
                 stop.store(true, ordering: .relaxed)
                 await Task.yield()

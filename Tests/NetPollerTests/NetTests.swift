@@ -206,16 +206,16 @@ struct NetTests {
             defer { server?.close() }
             // 1. A deadline 20 ms ahead: the read times out, not before.
             let t0 = GMP.now
-            c.setReadDeadline(t0 + 20_000_000)
+            c.setReadDeadline(GMP.Instant(nanoseconds: t0 + 20_000_000))
             var timedOut = false
             do { _ = try c.read(max: 10) } catch { timedOut = (error as? NetError) == .timeout }
             let notEarly = GMP.now - t0 >= 20_000_000
             // 2. Far deadline, then moved closer by another G while blocked.
-            c.setReadDeadline(GMP.now + 10_000_000_000)
+            c.setReadDeadline(.after(.seconds(10)))
             let moved = GMP.now
             go {
                 GMP.sleep(nanoseconds: 5_000_000)
-                c.setReadDeadline(GMP.now + 5_000_000)
+                c.setReadDeadline(.after(.milliseconds(5)))
             }
             var movedFired = false
             do { _ = try c.read(max: 10) } catch { movedFired = (error as? NetError) == .timeout && GMP.now - moved < 5_000_000_000 }
@@ -232,8 +232,8 @@ struct NetTests {
             defer { l.close() }
             let accepted = Chan<Conn>(capacity: 1)
             go { if let c = try? l.accept() { accepted.send(c) } }
-            // A dial time-out of Int64.max nanoseconds is "no time-out", not a deadline in the past.
-            guard let c = try? Conn.dial("127.0.0.1", l.port, timeoutNanoseconds: .max) else { return ["dial"] }
+            // A dial time-out too long for the clock is "no time-out", not a deadline in the past.
+            guard let c = try? Conn.dial("127.0.0.1", l.port, timeout: .seconds(Int64.max)) else { return ["dial"] }
             defer { c.close() }
             guard let server = accepted.receive().value else { return ["accept"] }
             defer { server.close() }
@@ -244,17 +244,17 @@ struct NetTests {
                 var pfd = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
                 return poll(&pfd, 1, 0) > 0
             }) else { return ["no data"] }
-            c.setReadDeadline(GMP.now - 1)
+            c.setReadDeadline(.now - .nanoseconds(1))
             do { _ = try c.read(max: 10); got.append("read max: data") } catch { got.append("read max: \(error)") }
             var buf = [UInt8](repeating: 0, count: 10)
             let n = buf.withUnsafeMutableBytes { b in Result { () throws(NetError) in try c.read(into: b) } }
             if case .failure(let e) = n { got.append("read into: \(e)") } else { got.append("read into: data") }
             c.setReadDeadline(nil)
             got.append(((try? c.read(max: 10)) ?? []) == Array("hello".utf8) ? "cleared: data" : "cleared: none")
-            c.setWriteDeadline(GMP.now - 1)
+            c.setWriteDeadline(.now - .nanoseconds(1))
             do { try c.write("x"); got.append("write: sent") } catch { got.append("write: \(error)") }
             // 0 is a deadline too (long past), not "none": a read with nothing to read times out at once.
-            c.setReadDeadline(0)
+            c.setReadDeadline(GMP.Instant(nanoseconds: 0))
             do { _ = try c.read(max: 10); got.append("deadline 0: data") } catch { got.append("deadline 0: \(error)") }
             return got
         }
@@ -552,7 +552,7 @@ struct NetScaleTests {
             defer { c.close() }
             let peer = accepted.receive().value // never reads
             defer { peer?.close() }
-            c.setWriteDeadline(GMP.now + 50_000_000)
+            c.setWriteDeadline(.after(.milliseconds(50)))
             let chunk = [UInt8](repeating: 1, count: 1 << 20)
             do {
                 for _ in 0..<256 { try c.write(chunk) } // 256 MiB: far more than any socket buffer
@@ -696,7 +696,7 @@ private func hashBytes(_ h: UInt64, _ bytes: UnsafeRawBufferPointer) -> UInt64 {
                 guard let server = try? listener.accept() else { return }
                 _ = sent.receive() // the client's bytes are in our receive buffer, unread
                 try? server.write([UInt8](repeating: 7, count: total))
-                server.lingeringShutdown(timeout: 5_000_000_000)
+                server.lingeringShutdown(timeout: .seconds(5))
                 server.close()
             }
             guard let client = try? Conn.dial("127.0.0.1", listener.port) else { return nil }

@@ -83,7 +83,7 @@ struct ClientTests {
             let inTwo = (try? d.call("GET", "where"))?.string ?? "?"
             // A subscriber logs in (its login has replies) before pub/sub starts.
             u.db = 2
-            let sub = RedisSubscriber(url: u, timeout: 1_000_000_000)
+            let sub = RedisSubscriber(url: u, timeout: .seconds(1))
             defer { sub.close() }
             sub.subscribe(["news"])
             var heard = "nothing"
@@ -123,7 +123,7 @@ struct ClientTests {
             go { if let c = try? noisy.accept() { _ = try? c.read(max: 100); try? c.write("?what\r\n"); _ = try? c.read(max: 100) } }
             var u = RedisURL()
             u.port = silent.port
-            guard let c = try? RedisConnection.connect(u, timeout: 200_000_000) else { return nil }
+            guard let c = try? RedisConnection.connect(u, timeout: .milliseconds(200)) else { return nil }
             let start = GMP.now
             var out: [String] = []
             do { try c.call("PING") } catch { out.append("\(error)") }
@@ -150,8 +150,8 @@ struct ClientTests {
         let port = server.port
         let states = Chan<Bool>(capacity: 16)
         let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
-            let client = RedisClient(url: server.url, timeout: 1_000_000_000)
-            let sub = RedisSubscriber(url: server.url, timeout: 1_000_000_000) { up in _ = states.trySend(up) }
+            let client = RedisClient(url: server.url, timeout: .seconds(1))
+            let sub = RedisSubscriber(url: server.url, timeout: .seconds(1)) { up in _ = states.trySend(up) }
             defer { sub.close(); client.close() }
             sub.subscribe(["room:a"])
             var out: [String] = []

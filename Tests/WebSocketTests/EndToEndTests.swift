@@ -180,7 +180,7 @@ struct EndToEndTests {
                     return
                 }
                 defer { c.close() }
-                ws.writeTimeout = 200_000_000
+                ws.writeTimeout = .milliseconds(200)
                 do throws(WebSocketError) {
                     while true { _ = try ws.receive() } // answers each ping with a pong
                 } catch {
@@ -199,7 +199,7 @@ struct EndToEndTests {
             for _ in 0..<200_000 { flood += ping }
             let pings = flood
             go {
-                client.conn.setWriteDeadline(GMP.now + 30_000_000_000)
+                client.conn.setWriteDeadline(.after(.seconds(30)))
                 try? client.conn.write(pings)
             }
             var result: WebSocketError?

@@ -200,7 +200,7 @@ private func rawFrames(_ bytes: [UInt8]) -> [(b0: UInt8, mask: [UInt8]?, length:
                 do throws(WebSocketError) { _ = try server.receive(); return nil } catch { return error }
             }() else { return nil }
             func drain(_ c: Conn) -> ([UInt8], NetError?) {
-                c.setReadDeadline(GMP.now + 10_000_000_000)
+                c.setReadDeadline(.after(.seconds(10)))
                 var got: [UInt8] = []
                 while true {
                     do throws(NetError) { got += try c.read(max: 1024) } catch { return (got, error) }
