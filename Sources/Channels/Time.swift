@@ -50,16 +50,17 @@ private func instant(_ duration: Duration, after now: GMP.Instant) -> GMP.Instan
 
 /// The state a `Ticker` or a `ChannelTimer` shares with its timer's callback.
 final class TimeCore: @unchecked Sendable {
-    // @unchecked: `pending`, `when`, `period` are guarded by `lock`; `timer`
+    // @unchecked: `pending`, `when`, `period` are guarded by `lock` (so no
+    // dynamic exclusivity checks: `@exclusivity(unchecked)`); `timer`
     // is set once, in `start`, before the timer is first armed.
     let lock = FutexLock(compact: ())
     let channel = Chan<GMP.Instant>(capacity: 1)
     /// A fire is to come (armed and not yet sent; for a ticker: running).
-    var pending = false
+    @exclusivity(unchecked) var pending = false
     /// When it is due.
-    var when = GMP.Instant(nanoseconds: 0)
+    @exclusivity(unchecked) var when = GMP.Instant(nanoseconds: 0)
     /// A ticker's period in nanoseconds (> 0); 0 for a one-shot timer.
-    var period: Int64 = 0
+    @exclusivity(unchecked) var period: Int64 = 0
     /// The timer whose callback this is. Weak: the timer's callback holds
     /// this core, and the owner (Ticker, ChannelTimer) holds the timer.
     weak var timer: Timer?

@@ -139,6 +139,21 @@ private func report(to out: Chan<Outcome>, _ op: @escaping @Sendable () async th
         #expect(!sent)
     }
 
+    @Test("The async send and receive throw only CancellationError (typed): a catch gets a CancellationError, not any Error")
+    func typedCancellation() async {
+        let c = Chan<Int>(capacity: 1)
+        let task = Task.detached { () -> (CancellationError?, CancellationError?) in
+            withUnsafeCurrentTask { $0?.cancel() }
+            var sendError: CancellationError?, receiveError: CancellationError?
+            do throws(CancellationError) { try await c.send(1); try await c.send(2) } catch { sendError = error } // (does not compile if untyped)
+            do throws(CancellationError) { _ = try await c.receive(); _ = try await c.receive() } catch { receiveError = error }
+            return (sendError, receiveError)
+        }
+        let (s, r) = await task.value
+        #expect(s != nil) // the first send completes at once; the second waits, cancelled
+        #expect(r != nil) // the first receive takes the 1; the second waits, cancelled
+    }
+
     @Test("A task cancelled while it waits to send throws CancellationError; its value is destroyed, never delivered")
     func cancelSend() async {
         let before = tokensAlive.load(ordering: .relaxed)
