@@ -10,12 +10,10 @@ import GMP
 import Glibc   // exit()
 import NetPoller
 import Synchronization
-
 let site = ["/": ["/about", "/blog"], "/about": ["/", "/team"], "/blog": ["/blog/1", "/blog/2", "/about"],
             "/blog/1": ["/blog/2"], "/blog/2": ["/blog/1", "/gone"], "/team": ["/"]]
 let maxFetches = 2
 let inFlight = Atomic<Int>(0), peak = Atomic<Int>(0)   // to check the bound
-
 /// The server's side: one request, one response, then close (HTTP/1.0).
 func servePage(_ conn: Conn) {
     defer { conn.close() }
@@ -74,7 +72,7 @@ func crawlSite() -> [Page] {
     return pages.sorted { $0.url < $1.url }
 }
 
-let pages = GMP.run(crawlSite)   // a function, not a top-level closure: see WorkerPool
+let pages = GMP.run(crawlSite)
 for page in pages {
     print("\(page.url) \(page.status)" + (page.links.isEmpty ? "" : " -> " + page.links.joined(separator: " ")))
 }

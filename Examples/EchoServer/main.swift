@@ -73,7 +73,7 @@ func runEcho() -> [String] {
     return log.sorted()                             // Gs finish in any order: sort for stable output
 }
 
-let lines = GMP.run(runEcho)   // a function, not a top-level closure: see WorkerPool
+let lines = GMP.run(runEcho)
 for line in lines { print(line) }
 let expected = ["client 1: 3 lines echoed", "client 2: 3 lines echoed", "client 3: 3 lines echoed",
                 "idle client: hung up on after the server's deadline", "server: dropped a client idle for 0.3 seconds"]

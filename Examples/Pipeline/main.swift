@@ -58,6 +58,6 @@ func runPipeline() -> (lines: [String], err: ContextError?) {
     return (lines, ctx.err)
 }
 
-let (lines, stopped) = GMP.run(runPipeline)   // a function, not a top-level closure: see WorkerPool
+let (lines, stopped) = GMP.run(runPipeline)
 print("all stages stopped: \(stopped.map { "\($0)" } ?? "not cancelled")")
 guard lines == ["got 1", "got 4", "got 9", "got 16", "got 25"], stopped == .canceled else { exit(1) }

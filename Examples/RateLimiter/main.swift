@@ -55,7 +55,7 @@ func bursty() -> [Int] {
     return served
 }
 
-let steadyTicks = GMP.run(steady)   // each runs as a G (functions, not top-level closures: see WorkerPool)
+let steadyTicks = GMP.run(steady)   // each runs as a G
 let burstyTicks = GMP.run(bursty)
 // The limiter's promise: never earlier than its tick (later only on a busy machine).
 let steadyOK = zip(steadyTicks, [1, 2, 3, 4, 5]).allSatisfy { $0 >= $1 }

@@ -58,7 +58,7 @@ func runGs() -> (names: [String], streamed: Int, total: Int) {
     return (Array(names).sorted(), streamed, total)
 }
 
-let (names, streamed, total) = GMP.run(runGs)   // a function, not a top-level closure: see WorkerPool
+let (names, streamed, total) = GMP.run(runGs)
 print("names: \(names.joined(separator: ", "))")
 print("the task summed \(streamed) from the channel; the actor holds \(total)")
 guard names == ["player-1", "player-2", "player-3"], streamed == 60, total == 60 else { print("FAIL"); exit(1) }

@@ -44,10 +44,8 @@ func runPool() -> [Answer] {
     return Array(results)                   // a channel is a Sequence: gather until closed
 }
 
-// `GMP.run` runs a function as a G on the runtime's threads and waits for its
-// value. Pass it a function, not a closure written here at top level: Swift
-// takes top-level closures to belong to the main actor, and closures inside
-// them (`map { }`, `sorted { }`) would trap, running on a G's thread.
+// `GMP.run` runs a function (or a closure) as a G on the runtime's threads
+// and waits for its value; the main thread blocks meanwhile.
 let results = GMP.run(runPool)
 
 // The workers finish in any order; sort to print deterministically.
