@@ -162,12 +162,15 @@ public enum ChatStartError: Error, CustomStringConvertible {
     case store(StoreError)
     /// The address cannot be listened on.
     case listen(host: String, port: Int, NetError)
+    /// A setting is out of range (the text names it).
+    case config(String)
 
     /// What went wrong, for the log.
     public var description: String {
         switch self {
         case .store(let e): "\(e)"
         case .listen(let host, let port, let e): "cannot listen on \(host):\(port): \(e)"
+        case .config(let what): what
         }
     }
 }
@@ -191,6 +194,10 @@ public final class ChatServer: @unchecked Sendable {
     /// Opens the data directory (checking every room's log, cutting torn
     /// tails) and listens on `config.host`:`config.port` (call `serve` to accept).
     public init(config: ChatConfig) throws(ChatStartError) {
+        for (name, value) in [("pingPeriod", config.pingPeriod), ("pongWait", config.pongWait),
+                              ("writeWait", config.writeWait), ("handshakeTimeout", config.handshakeTimeout)] where value <= 0 {
+            throw .config("\(name) must be positive, not \(value) ns")
+        }
         self.config = config
         // (Behind a reverse proxy, --max-conns-per-ip 0, every client has its
         // address: loads are not counted per address there.)

@@ -33,16 +33,19 @@ extension GMP {
         /// for the clock is ``distantFuture``; a negative one is in the past).
         public static func after(_ duration: Duration) -> Instant { now.advanced(by: duration) }
 
-        /// This instant moved by `duration`, saturating at the ends of `Int64`.
+        /// This instant moved by `duration`, saturating at the ends of `Int64`
+        /// (the distant future stays the distant future, whatever is added).
         public func advanced(by duration: Duration) -> Instant {
+            if nanoseconds == .max { return self }
             let (sum, overflow) = nanoseconds.addingReportingOverflow(GMP.nanoseconds(duration))
             if overflow { return Instant(nanoseconds: duration < .zero ? .min : .max) }
             return Instant(nanoseconds: sum)
         }
 
-        /// The duration from this instant to `other` (negative if `other` is earlier).
+        /// The duration from this instant to `other` (negative if `other` is
+        /// earlier), exact: `Duration` holds any difference of two instants.
         public func duration(to other: Instant) -> Duration {
-            .nanoseconds(Int64(other.nanoseconds.subtractingReportingOverflow(nanoseconds).partialValue))
+            .nanoseconds(other.nanoseconds) - .nanoseconds(nanoseconds)
         }
 
         /// Whether this instant is earlier than `other`.
@@ -63,7 +66,8 @@ extension GMP {
         /// Whether this instant has come.
         public var hasPassed: Bool { gmp_nanotime() >= nanoseconds }
 
-        /// The instant as `"<nanoseconds>ns"` on the monotonic clock.
+        /// The instant as `"<nanoseconds>ns"` on the monotonic clock, or
+        /// `"distantFuture"`.
         public var description: String { nanoseconds == .max ? "distantFuture" : "\(nanoseconds)ns" }
     }
 }

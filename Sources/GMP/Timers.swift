@@ -10,8 +10,8 @@ import Synchronization
 ///
 /// Deadlines are `GMP.Instant`s (inside, `GMP.now` nanoseconds). Any instant
 /// is a valid deadline: one at or before now fires at the next look at the
-/// heap, and `distantFuture` (`Int64.max`, what `GMP.deadline(afterNanoseconds:)`
-/// clamps to, as Go's `when()`) never fires. Inside the heaps every `when` is at
+/// heap, and `distantFuture` (`Int64.max`, what a duration too long for the
+/// clock comes to, as with Go's `when()`) never fires. Inside the heaps every `when` is at
 /// least 1, because a P's `timer0When` of 0 means "no timers".
 ///
 /// Re-arming or stopping never searches a heap: each arm bumps `seq`, and a

@@ -56,9 +56,11 @@ public final class RedisSubscriber: @unchecked Sendable {
 
     /// Starts subscribing (to nothing yet: `subscribe`). `onStateChange`
     /// is called with true on each connection and false when one is lost,
-    /// from the subscriber's G.
+    /// from the subscriber's G. `timeout` (a dial's limit, and the PING
+    /// period) must be positive: a zero or negative one traps here.
     public init(url: RedisURL, timeout: Duration = .seconds(5), buffer: Int = 1024,
                 onStateChange: (@Sendable (Bool) -> Void)? = nil) {
+        guard timeout > .zero else { fatalError("RedisSubscriber: the timeout must be positive, not \(timeout)") }
         self.url = url
         self.timeout = timeout
         timeoutNanoseconds = GMP.nanoseconds(timeout)

@@ -9,6 +9,24 @@ import Testing
 import WebSocket
 
 @Suite struct RateLimiterTests {
+    @Test("A ChatServer with a zero or negative ping period, pong wait, write wait or handshake time-out is a clear error, not a crash later")
+    func nonPositiveTimes() {
+        for field in [\ChatConfig.pingPeriod, \.pongWait, \.writeWait, \.handshakeTimeout] {
+            for bad: Int64 in [0, -1] {
+                var c = ChatConfig()
+                c.port = 0
+                c[keyPath: field] = bad
+                do {
+                    _ = try ChatServer(config: c)
+                    Issue.record("accepted \(field) = \(bad)")
+                } catch {
+                    guard case .config(let what) = error else { Issue.record("\(error)"); continue }
+                    #expect(what.contains("must be positive"))
+                }
+            }
+        }
+    }
+
     @Test("A burst passes, then one message per 1/rate; the first refusal of a run is flagged")
     func bucket() {
         var l = MessageRateLimiter(rate: 10, burst: 5, now: 0)
