@@ -394,6 +394,22 @@ int gmp_ctx_frames(gmp_gctx *g, uintptr_t *pcs, int max) {
     return n;
 }
 
+__attribute__((noinline, no_sanitize("thread", "address")))
+int gmp_here_frames(uintptr_t lo, uintptr_t hi, uintptr_t *pcs, int max) {
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    int n = 0;
+    // A frame record is [saved fp][return address] on x86_64 and AArch64.
+    while (n < max && fp >= lo && fp + 16 <= hi && (fp & 7) == 0) {
+        uintptr_t next = ((const uintptr_t *)fp)[0];
+        uintptr_t pc = ((const uintptr_t *)fp)[1];
+        if (pc == 0) break;
+        pcs[n++] = pc;
+        if (next <= fp) break; // the chain must climb the stack
+        fp = next;
+    }
+    return n;
+}
+
 // Copies n bytes that other threads may be writing (the goroutine dump's
 // view of G states it does not own, and the trimmer's copies of stack
 // tops): word loads where aligned, which do not tear on the platforms we

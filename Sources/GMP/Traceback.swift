@@ -39,16 +39,20 @@ enum Traceback {
     /// of thunks, but a G parked 64 frames deep is already exceptional).
     static let depth = 64
 
-    /// The calling thread's return addresses, innermost first, without this
-    /// function's own frame.
+    /// The running G's return addresses, innermost first, without this
+    /// function's own frame; none on a plain thread (the dump shows no
+    /// stack for one). A walk of the frame pointers within the G's stack,
+    /// in C: the Runtime module's `Backtrace.capture` also captured the
+    /// process's image map, reading the ELF header of every file-backed
+    /// mapping, and under ThreadSanitizer it once faulted on a mapping that
+    /// went away meanwhile.
     static func here() -> [UInt] {
-        guard let bt = try? Backtrace.capture(algorithm: .fast, limit: depth, offset: 1, top: 0) else { return [] }
-        return bt.frames.compactMap { frame -> UInt? in
-            switch frame {
-            case .returnAddress, .programCounter: UInt(frame.originalProgramCounter)
-            default: nil
-            }
+        guard let g = GMP.currentG else { return [] }
+        let stack = g.s.pointee.stack
+        let pcs = [UInt](unsafeUninitializedCapacity: depth + 1) { buf, n in
+            n = Int(gmp_here_frames(stack.lo, stack.hi, buf.baseAddress!, Int32(depth + 1)))
         }
+        return Array(pcs.dropFirst())
     }
 
     /// Text for each stack, keyed by the stack: a line per frame (inlined

@@ -126,6 +126,10 @@ void gmp_release_ctx(gmp_gctx *g);
 /// inside its stack; the result is then garbage, not a crash). Returns how
 /// many were stored.
 int gmp_ctx_frames(gmp_gctx *g, uintptr_t *pcs, int max);
+/// The calling code's return addresses, innermost first (the caller of this
+/// function first), following saved frame pointers within [lo, hi): the
+/// running G's stack. Never reads outside it.
+int gmp_here_frames(uintptr_t lo, uintptr_t hi, uintptr_t *pcs, int max);
 
 /// Copies n bytes that other threads may be writing meanwhile, without
 /// telling the sanitizers (racy by design: for the goroutine dump).
