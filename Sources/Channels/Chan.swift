@@ -306,6 +306,13 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
             p.initialize(to: value)
             let raw = UnsafeMutableRawPointer(p)
             lock.lock()
+            // The common case on a straight path: room in the buffer and no
+            // receiver waiting (what `sendLocked` does then, spelled out).
+            if !closed && recvq.isEmpty && qcount < capacity {
+                bufPush(from: raw)
+                lock.unlock()
+                return
+            }
             let (sent, wake) = sendLocked(raw)
             if sent {
                 lock.unlock()
@@ -345,6 +352,13 @@ public final class Chan<T: Sendable>: AnyChan, Sequence, @unchecked Sendable {
             let p = slot.baseAddress!
             let raw = UnsafeMutableRawPointer(p)
             lock.lock()
+            // The common case on a straight path: a buffered value and no
+            // sender waiting (what `receiveLocked` does then, spelled out).
+            if qcount > 0 && sendq.isEmpty {
+                bufPop(into: raw)
+                lock.unlock()
+                return .value(p.move())
+            }
             let (done, received, wake) = receiveLocked(raw)
             if done {
                 lock.unlock()
