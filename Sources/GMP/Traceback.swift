@@ -46,13 +46,16 @@ enum Traceback {
     /// process's image map, reading the ELF header of every file-backed
     /// mapping, and under ThreadSanitizer it once faulted on a mapping that
     /// went away meanwhile.
+    @inline(never) // (its own frame is the one dropped)
     static func here() -> [UInt] {
         guard let g = GMP.currentG else { return [] }
         let stack = g.s.pointee.stack
-        let pcs = [UInt](unsafeUninitializedCapacity: depth + 1) { buf, n in
-            n = Int(gmp_here_frames(stack.lo, stack.hi, buf.baseAddress!, Int32(depth + 1)))
-        }
-        return Array(pcs.dropFirst())
+        // Called from here, not from a closure: the first address is then
+        // this function's, at every optimization level.
+        let buf = UnsafeMutablePointer<UInt>.allocate(capacity: depth + 1)
+        defer { buf.deallocate() }
+        let n = Int(gmp_here_frames(stack.lo, stack.hi, buf, Int32(depth + 1)))
+        return n > 1 ? Array(UnsafeBufferPointer(start: buf + 1, count: n - 1)) : []
     }
 
     /// Text for each stack, keyed by the stack: a line per frame (inlined

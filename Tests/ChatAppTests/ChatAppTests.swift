@@ -245,9 +245,17 @@ struct ChatAppTests {
         let r = await runG(procs: 2) { () -> (String, String)? in
             guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws?format=text") else { return nil }
             defer { ws.conn.close() }
-            try? ws.send(text: "hi") // registered and served: its pumps are parked now
+            try? ws.send(text: "hi") // registered and served: its pumps park once it is written
             guard case .text? = try? ws.receive() else { return nil }
-            return (httpGet(port, "/debug/goroutines"), String(httpGet(plainPort, "/debug/goroutines").prefix(12)))
+            // The write pump may not have parked yet when the echo arrives (it
+            // then shows as running, with no stack): take the dump again until
+            // it has, within a bound.
+            var dump = ""
+            _ = waitFor(seconds: 10, every: 10_000_000) {
+                dump = httpGet(port, "/debug/goroutines")
+                return dump.contains("    writePump(_:_:_:)\n")
+            }
+            return (dump, String(httpGet(plainPort, "/debug/goroutines").prefix(12)))
         }
         let (dump, notServed) = try #require(r ?? nil)
         #expect(dump.hasPrefix("HTTP/1.1 200"))
