@@ -58,8 +58,19 @@ struct TrimRaceTests {
                 let rounds = Atomic<Int>(0)
                 let bad = Atomic<Int>(0)
                 let notWhole = Atomic<Int>(0)
+                // BUSY on a running G can be sysmon's claim of a G it saw asleep
+                // (2 ms ago, with the window widened), about to find it awake
+                // and give the claim back (NONE): wait for that verdict, within
+                // a bound. A G trimmed while it runs would end at DONE instead.
                 let whole: @Sendable () -> Void = {
-                    if gmp_trim_state(GMP.currentG!.ctxUnread) != GMP_TRIM_NONE { notWhole.add(1, ordering: .relaxed) }
+                    let ctx = GMP.currentG!.ctxUnread
+                    var state = gmp_trim_state(ctx)
+                    let giveUp = GMP.now + 1_000_000_000
+                    while state == GMP_TRIM_BUSY && GMP.now < giveUp {
+                        sched_yield()
+                        state = gmp_trim_state(ctx)
+                    }
+                    if state != GMP_TRIM_NONE { notWhole.add(1, ordering: .relaxed) }
                 }
                 let dumping = Atomic<Bool>(true)
                 let dumperEnded = WaitGroup(1)
