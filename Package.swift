@@ -25,12 +25,15 @@ let package = Package(
         .target(name: "Channels", dependencies: ["GMP"]),
         .target(name: "NetPoller", dependencies: ["GMP", "CGMP", "Channels"]),
         .target(name: "Contexts", dependencies: ["NetPoller", "Channels", "GMP"]),
-        .target(name: "WebSocket", dependencies: ["NetPoller", "Channels", "GMP"]),
-        .target(name: "Redis", dependencies: ["NetPoller", "Channels", "GMP"]),
-        .target(name: "Chat", dependencies: ["WebSocket", "Redis", "Channels", "NetPoller", "GMP"]),
+        // SHA-1, SHA-256, HMAC-SHA256 and base64, written here (no product:
+        // its API is `package`, for the modules below).
+        .target(name: "Digests"),
+        .target(name: "WebSocket", dependencies: ["Digests", "NetPoller", "Channels", "GMP"]),
+        .target(name: "Redis", dependencies: ["Digests", "NetPoller", "Channels", "GMP"]),
+        .target(name: "Chat", dependencies: ["WebSocket", "Redis", "Digests", "Channels", "NetPoller", "GMP"]),
         .executableTarget(name: "ChatApp", dependencies: ["Chat", "Redis", "Channels", "NetPoller", "GMP"]),
         // Fuzz targets (the property checks) and their libFuzzer driver: see Fuzz/README.md.
-        .target(name: "FuzzTargets", dependencies: ["WebSocket", "Chat", "Redis"]),
+        .target(name: "FuzzTargets", dependencies: ["WebSocket", "Chat", "Redis", "Digests"]),
         .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets"]),
         .executableTarget(
             name: "Benchmarks", dependencies: ["GMP", "Channels", "NetPoller", "WebSocket"], path: "Benchmarks",
@@ -51,6 +54,7 @@ let package = Package(
         .testTarget(name: "NetPollerTests", dependencies: ["NetPoller", "GMP", "Channels", "GMPTestSupport"]),
         .testTarget(
             name: "ChatAppTests", dependencies: ["Chat", "Redis", "WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
+        .testTarget(name: "DigestsTests", dependencies: ["Digests"]),
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "WebSocket", "Chat"]),
         .testTarget(name: "RedisTests", dependencies: ["Redis", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),
         .testTarget(name: "WebSocketTests", dependencies: ["WebSocket", "NetPoller", "Channels", "GMP", "GMPTestSupport"]),

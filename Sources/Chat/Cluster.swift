@@ -1,4 +1,5 @@
 import Channels
+import Digests
 import Foundation
 import GMP
 import Glibc

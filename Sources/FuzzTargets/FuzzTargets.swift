@@ -24,6 +24,7 @@ public struct FuzzTarget: Sendable {
         FuzzTarget(name: "chat-line", run: fuzzChatLine),
         FuzzTarget(name: "config", run: fuzzConfig),
         FuzzTarget(name: "resp", run: fuzzRESP),
+        FuzzTarget(name: "jwt", run: fuzzJWT),
     ]
 
     /// The target called `name`, if any.

@@ -1,5 +1,7 @@
 // The server side of the RFC 6455 opening handshake (section 4.2).
 
+import Digests
+
 /// Which origins may open a WebSocket.
 public enum OriginPolicy: Sendable {
     /// The Origin's host must equal the Host header (gorilla's default); no
@@ -53,4 +55,10 @@ public func rejectWebSocket(_ error: HTTPError) -> HTTPResponse {
     var r = HTTPResponse(error: error)
     if error.status == .upgradeRequired { r.headers.append(("Sec-WebSocket-Version", "13")) }
     return r
+}
+
+/// The RFC 6455 handshake's accept value for a client's Sec-WebSocket-Key:
+/// base64(SHA-1(key + the protocol's GUID)).
+public func webSocketAccept(key: String) -> String {
+    Base64.encode(SHA1.hash(Array((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8)))
 }

@@ -1,3 +1,4 @@
+import Digests
 import GMP
 import NetPoller
 import Synchronization
