@@ -19,7 +19,9 @@ import WebSocket
 //   chat:{R}:who   presence: a hash, a field per node, "<expires ms> <JSON>"
 //   chat:{R}:ids, chat:{R}:idt   client ids stored lately (below)
 //   chat:rooms     a sorted set: rooms with members somewhere, by expiry
-// where m is "<time ms> <bytes in the name> <name><text>".
+// where m is "<time ms> <bytes in the name> <name><text>". Names and private
+// messages have keys of their own (chat:name:{NAME}, chat:node:<id>):
+// ClusterNames.swift.
 //
 // Presence: every node writes, every `heartbeat`, the members of each of
 // its rooms into the room's hash under its own id, stamped to expire three
@@ -297,8 +299,8 @@ func sha1Hex(_ bytes: [UInt8]) -> String {
 /// This node's connections to Redis (see the top of the file): a client
 /// for appends only (every room's Redis G pipelines its batches there, so
 /// an ack never waits behind a read), a client for the rest (catch-up and
-/// fill reads, presence, `/rooms`), one subscriber for every loaded room's
-/// channel, and a dispatcher G that hands each message to its room's hub. It watches the subscriber: when
+/// fill reads, presence, `/rooms`, names), one subscriber for every loaded
+/// room's channel and the node's own, and a dispatcher G that hands each message to its room's hub. It watches the subscriber: when
 /// it is lost the node is degraded (logged, `chat_redis_up` 0), and when it
 /// comes back every room reads from the stream what it may have missed.
 final class ClusterNode: @unchecked Sendable {
@@ -317,6 +319,8 @@ final class ClusterNode: @unchecked Sendable {
     let up = Atomic<Bool>(false)
     /// This node's name in the presence hashes.
     let nodeID: String
+    /// The names this node's clients hold, and private messages (ClusterNames.swift).
+    let names: ClusterNames
     /// How often presence is written, and how long it counts.
     static let heartbeat: Int64 = 2_000_000_000
     static let presenceMilliseconds: Int64 = 3 * heartbeat / 1_000_000
@@ -333,6 +337,7 @@ final class ClusterNode: @unchecked Sendable {
         gethostname(&host, 255)
         let name = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         nodeID = "\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        names = ClusterNames(nodeID: nodeID, redis: client, subscriber: subscriber)
         go { self.dispatch(quit) }
         go { self.beat(quit) }
     }
@@ -364,10 +369,12 @@ final class ClusterNode: @unchecked Sendable {
     private static func whoKey(_ room: String) -> String { "chat:{\(room)}:who" }
 
     /// The presence G: this node's members of each room into Redis every
-    /// `heartbeat`; its fields removed when the server stops.
+    /// `heartbeat`, and its names' claims refreshed; its fields removed
+    /// and its names released when the server stops.
     private func beat(_ quit: Chan<Void>) {
         var written: Set<String> = []
         while true {
+            names.refresh()
             var present: [(String, Presence)] = []
             for room in rooms() where room.members.load(ordering: .relaxed) > 0 {
                 if let p = room.presence(), !p.names.isEmpty || p.anonymous > 0 { present.append((room.name, p)) }
@@ -391,6 +398,7 @@ final class ClusterNode: @unchecked Sendable {
             }
             if stop {
                 if !written.isEmpty { _ = client.pipeline(written.map { ["HDEL", Self.whoKey($0), nodeID] }) }
+                names.releaseAll()
                 client.close()
                 appender.close()
                 return
@@ -477,6 +485,7 @@ final class ClusterNode: @unchecked Sendable {
             var stop = false
             select { s in
                 if let r = s.receive(subscriber.messages), case .value(let m) = r {
+                    if m.channel == names.channel { return names.receive(m.payload) } // a private message
                     guard let name = RedisRoomStore.room(ofChannel: m.channel),
                           let room = lock.withLock({ routes[name] }),
                           let e = RedisRoomStore.decode(published: m.payload) else { return }

@@ -30,6 +30,13 @@ import Redis
 // connection counts as much as a `/join`). Rooms on disk cost a directory
 // each, and a read of their logs at start; `/rooms` lists them with 0 members.
 //
+// Names: on one node (no Redis) the directory G keeps them (`names`) and
+// delivers `/msg`. With Redis a name is one across the cluster, claimed in
+// Redis, and the directory G has no part in it: `nick`, `forget`, `msg` and
+// `drop` below call the node's `ClusterNames` in the caller's G (the read
+// pump, which may block on Redis for its own command), so one client's claim
+// never holds up other clients' joins behind Redis (ClusterNames.swift).
+//
 // On start (`openStore`) the data directory is created if need be, proved
 // writable, and every room's log in it is read back once: a torn or corrupt
 // tail is cut off there, and reported in the server's log.
@@ -85,6 +92,7 @@ final class Directory: @unchecked Sendable {
     private var onDisk: Set<String>
     /// `onDisk`, sorted (for `/rooms`), rebuilt when it changes.
     private var onDiskSorted: [String]?
+    /// The names taken by `/nick` (without Redis: see the top of the file).
     private var names: [String: Client] = [:]
     /// Per address: its room loads (a token bucket) and when it last loaded one.
     private var loadsBy: [String: (limiter: MessageRateLimiter, last: Int64)] = [:]
@@ -153,18 +161,38 @@ final class Directory: @unchecked Sendable {
     /// Every loaded room and its members, the fullest first (for `/metrics`).
     func loaded() -> [(name: String, members: Int)] { ask { .loaded($0) } ?? [] }
 
-    /// Gives `client` the name `name`; the error line if it is taken.
-    func nick(_ client: Client, _ name: String) -> String? { ask { .nick(client, name, $0) } ?? nil }
+    /// Gives `client` the name `name`; the error line if it is taken (or,
+    /// with Redis, cannot be claimed now: the client keeps its name). With
+    /// Redis it blocks the caller for a round trip to Redis.
+    func nick(_ client: Client, _ name: String) -> String? {
+        if let names = cluster?.names { return names.claim(name, for: client, metrics: settings.metrics) }
+        return ask { .nick(client, name, $0) } ?? nil
+    }
 
     /// Frees `client`'s name (it has gone).
-    func forget(_ client: Client) { _ = tell(.forget(client)) }
+    func forget(_ client: Client) {
+        if let names = cluster?.names { return names.forget(client) }
+        _ = tell(.forget(client))
+    }
 
     /// Makes the server drop the client called `name` (close 1001), as it
-    /// drops a slow one: whether there was one (`/debug/drop`).
-    func drop(_ name: String) -> Bool { ask { .drop(name, $0) } ?? false }
+    /// drops a slow one: whether there was one (`/debug/drop`). With
+    /// Redis, one on this node.
+    func drop(_ name: String) -> Bool {
+        if let names = cluster?.names { return names.holder(of: name)?.kick() != nil }
+        return ask { .drop(name, $0) } ?? false
+    }
 
-    /// A private message from `from` to the client called `to`.
-    func msg(from: Client, to: String, text: String) { _ = tell(.msg(from: from, to: to, text: text)) }
+    /// A private message from `from` to the client called `to` (with Redis,
+    /// on any node: a round trip or two to Redis in the caller's G); an
+    /// error line to `from` if there is none.
+    func msg(from: Client, to: String, text: String) {
+        if let names = cluster?.names {
+            if let line = names.send(from: from, to: to, text: text) { from.offer(.error(line), settings.metrics) }
+            return
+        }
+        _ = tell(.msg(from: from, to: to, text: text))
+    }
 
     // MARK: - The directory's G
 

@@ -82,7 +82,7 @@ final class Client: @unchecked Sendable {
 
     deinit { lock.free() }
 
-    /// Set by `/nick` (the directory G, which keeps names unique).
+    /// Set by `/nick` (the directory G, or with Redis `ClusterNames`: they keep names unique).
     var name: String? {
         get { lock.withLock { _name } }
         set { lock.withLock { _name = newValue } }
