@@ -41,9 +41,10 @@ import WebSocket
 // node (more subscriptions, the same ordering problem).
 //
 // A batch of posts is one transaction, MULTI, SCRIPT LOAD, EVALSHA for
-// each, EXEC, written at once: nothing runs between them, so no EVALSHA
-// meets a script cache another client flushed (NOSCRIPT), and a sender's
-// messages are numbered in its order. (EVALSHA alone, resending those
+// each, EXEC (the commands from the script's `RedisScript`), written at
+// once: nothing runs between them, so no EVALSHA meets a script cache
+// another client flushed (NOSCRIPT), and a sender's messages are numbered
+// in its order. (EVALSHA alone, resending those
 // refused with NOSCRIPT, put them after later ones that had run.)
 //
 // A message with a client id: the script remembers, per room, a hash of
@@ -121,12 +122,15 @@ struct RedisRoomStore: Sendable {
         end
         return seq
         """
-    static let appendSHA = sha1Hex(Array(appendScript.utf8))
+    /// The append script, for EVALSHA (its SHA-1 computed once).
+    static let script = RedisScript(appendScript)
 
     /// What the append script remembers of a message with a client id: its
-    /// id, sender and text (a retry is the same three), hashed.
+    /// id, sender and text (a retry is the same three), hashed (SHA-1, in
+    /// lower-case hex).
     static func dedupKey(id: String, from: String, text: String) -> String {
-        sha1Hex(Array("\(id.utf8.count) \(id)\(from.utf8.count) \(from)\(text)".utf8))
+        SHA1.hash("\(id.utf8.count) \(id)\(from.utf8.count) \(from)\(text)".utf8)
+            .map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
     /// The room a channel is for, if it is one of ours.
@@ -184,13 +188,14 @@ struct RedisRoomStore: Sendable {
     /// The commands that append `messages`: one transaction that loads the
     /// script and runs it for each (see `append`).
     func appendCommands(_ messages: [Appending]) -> [[String]] {
-        var commands: [[String]] = [["MULTI"], ["SCRIPT", "LOAD", Self.appendScript]]
+        var commands: [[String]] = [["MULTI"], Self.script.load]
         commands.reserveCapacity(messages.count + 3)
+        let keys = [seqKey, logKey, channel, idsKey, idTimesKey]
         for m in messages {
             let key = m.id.map { Self.dedupKey(id: $0, from: m.from, text: m.text) } ?? ""
-            commands.append(["EVALSHA", Self.appendSHA, "5", seqKey, logKey, channel, idsKey, idTimesKey,
-                             Self.encode(time: m.time, from: m.from, text: m.text), String(retain), key,
-                             String(Self.idWindowMilliseconds), String(Self.idsKept)])
+            commands.append(Self.script.evalSHA(keys: keys, args: [Self.encode(time: m.time, from: m.from, text: m.text),
+                                                                   String(retain), key, String(Self.idWindowMilliseconds),
+                                                                   String(Self.idsKept)]))
         }
         commands.append(["EXEC"])
         return commands
@@ -289,11 +294,6 @@ struct RedisRoomStore: Sendable {
         }
         return out
     }
-}
-
-/// SHA-1 of `bytes` in lower-case hex (a script's EVALSHA name).
-func sha1Hex(_ bytes: [UInt8]) -> String {
-    SHA1.hash(bytes).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
 
 /// This node's connections to Redis (see the top of the file): a client

@@ -113,14 +113,14 @@ final class ClusterNames: @unchecked Sendable {
     static func channel(of id: String) -> String { "chat:node:\(id)" }
 
     // KEYS: the name's key. ARGV: the claim's value.
-    static let releaseScript = """
+    static let releaseScript = RedisScript("""
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
         return 0
-        """
+        """)
 
     // KEYS: the name's key. ARGV: the claim's value, the expiry (ms).
     // 1: still ours, extended; 2: it was gone, set again; 0: someone else's.
-    static let refreshScript = """
+    static let refreshScript = RedisScript("""
         local v = redis.call('GET', KEYS[1])
         if v == ARGV[1] then
           redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -131,8 +131,7 @@ final class ClusterNames: @unchecked Sendable {
           return 2
         end
         return 0
-        """
-    static let refreshSHA = sha1Hex(Array(refreshScript.utf8))
+        """)
 
     // MARK: - Claims (read pumps)
 
@@ -196,7 +195,7 @@ final class ClusterNames: @unchecked Sendable {
     private func release(_ gone: [(name: String, value: String)], wait: Bool = false) {
         guard !gone.isEmpty, let c = try? redis.connection() else { return }
         wire.lock()
-        let replies = c.send(pipeline: gone.map { ["EVAL", Self.releaseScript, "1", Self.key($0.name), $0.value] })
+        let replies = c.send(pipeline: gone.map { Self.releaseScript.eval(keys: [Self.key($0.name)], args: [$0.value]) })
         wire.unlock()
         if wait { for r in replies { _ = try? c.wait(r) } }
     }
@@ -217,8 +216,8 @@ final class ClusterNames: @unchecked Sendable {
         }
         // The script is loaded in the same write; one flushed in between
         // fails NOSCRIPT, and that name waits for the next heartbeat.
-        let commands = [["SCRIPT", "LOAD", Self.refreshScript]]
-            + snapshot.map { ["EVALSHA", Self.refreshSHA, "1", Self.key($0.name), $0.value, String(Self.ttlMilliseconds)] }
+        let commands = [Self.refreshScript.load]
+            + snapshot.map { Self.refreshScript.evalSHA(keys: [Self.key($0.name)], args: [$0.value, String(Self.ttlMilliseconds)]) }
         let replies = c.send(pipeline: commands)
         wire.unlock()
         _ = try? c.wait(replies[0])
