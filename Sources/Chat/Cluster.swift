@@ -62,9 +62,12 @@ import WebSocket
 // A node has two connections for commands: appends go on one of their own
 // (pipelined, never behind a read), everything else on the other, stream
 // reads 500 entries a request (so a catch-up of thousands lets presence and
-// other rooms' reads through between its pages). Its dispatcher hands each
-// published message to its room without waiting: a room whose queue is full
-// loses it there and reads it back from the stream.
+// other rooms' reads through between its pages). Its dispatcher takes the
+// subscriber's events as they come (nothing is polled): it hands each
+// published message to its room without waiting (a room whose queue is full
+// loses it there and reads it back from the stream), and each confirmation
+// of a room's subscription, the first and those after a reconnection, to
+// the room, which then reads from the stream what was published before it.
 //
 // Redis must keep its data across a restart (an append-only file; RDB
 // snapshots lose the last minutes): one that lost data hands out numbers
@@ -300,9 +303,11 @@ struct RedisRoomStore: Sendable {
 /// for appends only (every room's Redis G pipelines its batches there, so
 /// an ack never waits behind a read), a client for the rest (catch-up and
 /// fill reads, presence, `/rooms`, names), one subscriber for every loaded
-/// room's channel and the node's own, and a dispatcher G that hands each message to its room's hub. It watches the subscriber: when
-/// it is lost the node is degraded (logged, `chat_redis_up` 0), and when it
-/// comes back every room reads from the stream what it may have missed.
+/// room's channel and the node's own, and a dispatcher G that hands each
+/// of the subscriber's events on: a message to its room's hub; a room's
+/// subscription confirmed to the room (it reads from the stream what it may
+/// have missed); a connection lost (the node is degraded: logged,
+/// `chat_redis_up` 0) or back.
 final class ClusterNode: @unchecked Sendable {
     // @unchecked: `routes` and `roomsCache` are guarded by `lock` (a few
     // instructions, never across a park); the rest are Redis clients,
@@ -471,42 +476,41 @@ final class ClusterNode: @unchecked Sendable {
     /// behind (they were read back from the stream).
     let overflows = Atomic<Int>(0)
 
-    /// The dispatcher G: messages to their rooms, without waiting for any
-    /// (see `overflows`); the subscriber's state, checked every 200 ms, to
-    /// the log and the rooms.
+    /// The dispatcher G: the subscriber's events, as they come. Messages to
+    /// their rooms, without waiting for any (see `overflows`); a room's
+    /// subscription confirmed (at first, and again after each reconnection)
+    /// to the room, which then reads from the stream what was published
+    /// before it; the connection's ups and downs to the log and `up`.
     private func dispatch(_ quit: Chan<Void>) {
-        let ticker = Ticker(every: .milliseconds(200))
-        defer {
-            ticker.stop()
-            subscriber.close() // (the presence G closes the client, after its last words)
-        }
-        var connects = 0
+        defer { subscriber.close() } // (the presence G closes the client, after its last words)
         while true {
             var stop = false
             select { s in
-                if let r = s.receive(subscriber.messages), case .value(let m) = r {
-                    if m.channel == names.channel { return names.receive(m.payload) } // a private message
-                    guard let name = RedisRoomStore.room(ofChannel: m.channel),
-                          let room = lock.withLock({ routes[name] }),
-                          let e = RedisRoomStore.decode(published: m.payload) else { return }
-                    // Never waits for one room: a room whose queue is full
-                    // (its hub behind) loses the message here and reads it
-                    // back from the stream (a gap, or the resync).
-                    if !room.incoming.trySend(e) {
-                        _ = room.resync.trySend(())
-                        overflows.add(1, ordering: .relaxed)
-                    }
-                }
-                if s.receive(ticker.channel) != nil {
-                    let now = subscriber.connects.load(ordering: .relaxed)
-                    let isUp = subscriber.isConnected
-                    if isUp != up.load(ordering: .relaxed) {
-                        up.store(isUp, ordering: .relaxed)
-                        log(isUp ? "redis: connected to \(url)" : "redis: lost \(url); degraded: messages are refused until it is back")
-                    }
-                    if isUp && now != connects { // (re)connected: what was published meanwhile is in the streams
-                        connects = now
-                        for room in rooms() { _ = room.resync.trySend(()) }
+                if let r = s.receive(subscriber.events) {
+                    guard case .value(let event) = r else { stop = true; return } // (closed: only after close)
+                    switch event {
+                    case .message(let m):
+                        if m.channel == names.channel { return names.receive(m.payload) } // a private message
+                        guard let name = RedisRoomStore.room(ofChannel: m.channel),
+                              let room = lock.withLock({ routes[name] }),
+                              let e = RedisRoomStore.decode(published: m.payload) else { return }
+                        // Never waits for one room: a room whose queue is full
+                        // (its hub behind) loses the message here and reads it
+                        // back from the stream (a gap, or the resync).
+                        if !room.incoming.trySend(e) {
+                            _ = room.resync.trySend(())
+                            overflows.add(1, ordering: .relaxed)
+                        }
+                    case .subscribed(let ch):
+                        // From now on the channel brings everything: what came
+                        // before (or while the connection was away) is in the stream.
+                        guard let name = RedisRoomStore.room(ofChannel: ch), let room = lock.withLock({ routes[name] }) else { return }
+                        _ = room.subscribed.trySend(())
+                    case .connected, .disconnected:
+                        let isUp = event == .connected
+                        if isUp != up.exchange(isUp, ordering: .relaxed) {
+                            log(isUp ? "redis: connected to \(url)" : "redis: lost \(url); degraded: messages are refused until it is back")
+                        }
                     }
                 }
                 if s.receive(quit) != nil { stop = true }

@@ -47,8 +47,9 @@ import WebSocket
 // back only their numbers (the senders' acks). Messages, this node's own
 // included, come to the hub from the node's subscription (`incoming`), in
 // order; one that skips numbers is held while the Redis G reads the gap
-// from the stream (`fills`), and after the subscription was lost the hub
-// reads what follows its newest (`resync`). A message the stream no longer
+// from the stream (`fills`), and once the room's subscription is confirmed,
+// at first and after it was lost, the hub reads what follows its newest
+// (`subscribed`, then `resync`). A message the stream no longer
 // has is skipped, and the members get a `gap` line for it. While Redis is unreachable, posts are refused with an
 // error line. Catch-up reads the stream instead of the disk.
 //
@@ -222,6 +223,9 @@ final class Room: @unchecked Sendable {
     let incoming = Chan<Entry>(capacity: 1024)
     /// With Redis: the subscription came back; read what was missed.
     let resync = Chan<Void>(capacity: 1)
+    /// With Redis: the node's subscription to the room's channel was
+    /// confirmed (the dispatcher, each time; the Redis G makes it a resync).
+    let subscribed = Chan<Void>(capacity: 1)
     /// With Redis: the hub asks its Redis G to read the stream after a number.
     let fills = Chan<UInt64>(capacity: 1)
 

@@ -3,7 +3,7 @@ import GMP
 import Redis
 
 // A room's Redis Gs (`--redis`, Cluster.swift): the log G of a room whose
-// messages live in a Redis stream, in three Gs.
+// messages live in a Redis stream, in four Gs.
 //
 // The append G takes a batch of posts and writes it on the node's append
 // connection (the append script in one transaction, Cluster.swift) without
@@ -21,6 +21,11 @@ import Redis
 // The fill G reads the stream when the hub asks (a gap, or the subscription
 // came back), after a number, 1,000 entries at a time, on the node's other
 // connection: a fill never holds up an append, nor an append a fill.
+//
+// The watch G waits for the room's subscription to be confirmed (the
+// dispatcher hands it each confirmation, Cluster.swift) and asks the hub to
+// read what was published before it: at first (if none comes within 10 s,
+// all the same), and after each reconnection.
 
 extension Room {
     /// A batch written and not yet answered.
@@ -36,15 +41,7 @@ extension Room {
     /// closed its input, and every batch written has its answer.
     func runRedis(_ input: Chan<Post>) {
         guard let (store, node) = cluster else { return }
-        // Once the subscription is confirmed, read what was published before it.
-        go {
-            let deadline = GMP.now + 10_000_000_000
-            while !node.subscriber.isSubscribed(store.channel) && GMP.now < deadline {
-                if case .closed = self.hubDone.tryReceive() { return }
-                GMP.sleep(nanoseconds: 5_000_000)
-            }
-            _ = self.resync.trySend(())
-        }
+        go { self.watchSubscription() }
         go { self.runFills(store, node) }
         let written = Chan<InFlight>(capacity: 16)
         go { self.answer(written, store) }
@@ -61,6 +58,33 @@ extension Room {
                 replies = .failure(.notSent("\(error)"))
             }
             written.send(InFlight(posts: posts, replies: replies))
+        }
+    }
+
+    /// How long a room waits for its first subscription's confirmation
+    /// before it reads the stream all the same.
+    static let firstConfirmation: Int64 = 10_000_000_000
+
+    /// The watch G: each confirmation of the room's subscription (the
+    /// dispatcher's `subscribed`: at first, and after each reconnection) is
+    /// a resync, so the hub reads what was published before it; if the first
+    /// does not come within `firstConfirmation`, a resync all the same.
+    /// Until the hub has ended.
+    private func watchSubscription() {
+        let deadline = GMP.now + Self.firstConfirmation
+        var waiting = true // (for the first confirmation)
+        while true {
+            var resync = false, stop = false
+            select { s in
+                if s.receive(subscribed) != nil { resync = true }
+                if waiting, s.deadline(atNanoseconds: deadline) { resync = true }
+                if s.receive(hubDone) != nil { stop = true }
+            }
+            if stop { return }
+            if resync {
+                waiting = false
+                _ = self.resync.trySend(())
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 //   RESPReader.swift  values from a stream of reads, each parsed once
 //   Connection.swift  one connection: commands pipelined, replies in order
 //   Client.swift      a connection that comes back by itself (back-off)
-//   Subscriber.swift  pub/sub into a Chan, re-subscribing after a reconnect
+//   Subscriber.swift  pub/sub events into a Chan, re-subscribing after a reconnect
 //   Script.swift      Lua scripts by SHA-1: EVALSHA, loaded again on NOSCRIPT
 //
 // This file: where Redis is (`RedisURL`), and what can go wrong (`RedisError`).

@@ -4,16 +4,21 @@ import Synchronization
 
 // Pub/sub: a connection of its own in subscriber mode (RESP2: after
 // SUBSCRIBE it only takes (P)SUBSCRIBE, (P)UNSUBSCRIBE and PING, and
-// everything it sends is a push), run by one G that turns
-// "message"/"pmessage" pushes into `RedisMessage`s on `messages`. The
-// channels and patterns asked for are remembered: when the connection is
-// lost (a read or write fails, or no answer to the G's PING, sent every
-// `timeout`, within two of them) the G reconnects with a back-off (100 ms
-// doubling to 5 s) and subscribes to all of them again. Messages published
-// while it was away are lost (pub/sub keeps nothing): the owner learns of
-// each (re)connection from `connects` and `isConnected` (the chat's Cluster
-// looks at them on a tick, then reads what it missed from its streams), or
-// from `onStateChange` if it passed one, and catches up some other way.
+// everything it sends is a push), run by one G that turns pushes into
+// `RedisEvent`s on one channel, `events`, in the order they happened:
+// `.connected` (a connection is up and its subscriptions are asked for),
+// `.subscribed(channel)` (Redis confirmed one: every message published there
+// from now on comes), `.message` ("message"/"pmessage" pushes) and
+// `.disconnected` (the connection was lost). The channels and patterns asked
+// for are remembered: when the connection is lost (a read or write fails, or
+// no answer to the G's PING, sent every `timeout`, within two of them) the G
+// reconnects with a back-off (100 ms doubling to 5 s) and subscribes to all
+// of them again, so each is confirmed again. Messages published while it was
+// away are lost (pub/sub keeps nothing): the owner catches up some other
+// way once a channel's `.subscribed` comes (the chat's Cluster reads the
+// room's stream then). One channel for all of it, so an owner sees a
+// confirmation after the messages before it and before those after it,
+// and never needs to poll. `events` is closed when the G ends (`close`).
 
 /// A message published on a channel.
 public struct RedisMessage: Sendable, Equatable {
@@ -23,6 +28,21 @@ public struct RedisMessage: Sendable, Equatable {
     public let payload: [UInt8]
     /// The pattern it matched (PSUBSCRIBE), nil for a plain subscription.
     public let pattern: String?
+}
+
+/// What a `RedisSubscriber` delivers, in the order it happened.
+public enum RedisEvent: Sendable, Equatable {
+    /// A message published on a subscribed channel, or one matching a pattern.
+    case message(RedisMessage)
+    /// Redis confirmed the subscription to this channel (SUBSCRIBE) on the
+    /// current connection: every message published there from now on comes,
+    /// until the connection is lost. Again after each reconnection.
+    case subscribed(String)
+    /// A connection is up and its subscriptions are asked for (the first,
+    /// or after a reconnection: what was published meanwhile is lost).
+    case connected
+    /// The connection was lost; the subscriber is reconnecting.
+    case disconnected
 }
 
 /// A pub/sub subscriber that reconnects by itself (see the top of the file).
@@ -36,13 +56,12 @@ public final class RedisSubscriber: @unchecked Sendable {
     public let timeout: Duration
     /// `timeout` in nanoseconds.
     let timeoutNanoseconds: Int64
-    /// The messages, in the order Redis sent them (buffered; when it is
-    /// full the subscriber waits, and Redis buffers, up to its own limit).
-    public let messages: Chan<RedisMessage>
-    /// Connections made: 1 once connected, one more per reconnection.
-    public let connects = Atomic<Int>(0)
+    /// Messages, confirmations and the connection's ups and downs, in the
+    /// order they happened (buffered; when it is full the subscriber waits,
+    /// and Redis buffers, up to its own limit). Closed once the subscriber
+    /// has stopped (`close`).
+    public let events: Chan<RedisEvent>
     private let connectedNow = Atomic<Bool>(false)
-    private let onStateChange: (@Sendable (Bool) -> Void)?
     private let lock = FutexLock()
     private var channels: Set<String> = []
     private var patterns: Set<String> = []
@@ -54,30 +73,29 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// Closed when the subscriber's G has ended (after `close`).
     public let finished = Chan<Void>()
 
-    /// Starts subscribing (to nothing yet: `subscribe`). `onStateChange`
-    /// is called with true on each connection and false when one is lost,
-    /// from the subscriber's G. `timeout` (a dial's limit, and the PING
-    /// period) must be positive: a zero or negative one traps here.
-    public init(url: RedisURL, timeout: Duration = .seconds(5), buffer: Int = 1024,
-                onStateChange: (@Sendable (Bool) -> Void)? = nil) {
+    /// Starts subscribing (to nothing yet: `subscribe`); `events` holds up
+    /// to `buffer` events. `timeout` (a dial's limit, and the PING period)
+    /// must be positive: a zero or negative one traps here.
+    public init(url: RedisURL, timeout: Duration = .seconds(5), buffer: Int = 1024) {
         guard timeout > .zero else { fatalError("RedisSubscriber: the timeout must be positive, not \(timeout)") }
         self.url = url
         self.timeout = timeout
         timeoutNanoseconds = GMP.nanoseconds(timeout)
-        messages = Chan<RedisMessage>(capacity: buffer)
-        self.onStateChange = onStateChange
+        events = Chan<RedisEvent>(capacity: buffer)
         go { self.run() }
     }
 
     deinit { lock.free() }
 
     /// Whether it is connected now (and has asked for its subscriptions;
-    /// `isSubscribed` says when Redis has confirmed one).
+    /// `isSubscribed` says when Redis has confirmed one). To wait for a
+    /// change, wait on `events`.
     public var isConnected: Bool { connectedNow.load(ordering: .acquiring) }
 
     /// Whether Redis has confirmed the subscription to `channel` on the
     /// current connection: from then on every message published there
-    /// comes, until the connection is lost.
+    /// comes, until the connection is lost. (`.subscribed` on `events` says
+    /// when it happens.)
     public func isSubscribed(_ channel: String) -> Bool { lock.withLock { confirmed.contains(channel) } }
 
     /// Subscribes to `channels` (now if connected, and after every reconnection).
@@ -111,9 +129,12 @@ public final class RedisSubscriber: @unchecked Sendable {
         lock.withLock { connection }?.close()
     }
 
+    /// Records the connection's state and tells the owner (not once `close`
+    /// was called: a subscriber closed is not "disconnected").
     private func setState(_ up: Bool) {
         connectedNow.store(up, ordering: .releasing)
-        onStateChange?(up)
+        if closedOnce.load(ordering: .acquiring) { return }
+        _ = events.send(up ? .connected : .disconnected, unless: quit)
     }
 
     /// Waits `ns`; false if closed meanwhile.
@@ -127,7 +148,10 @@ public final class RedisSubscriber: @unchecked Sendable {
     }
 
     private func run() {
-        defer { finished.close() }
+        defer {
+            events.close() // (only this G sends on it)
+            finished.close()
+        }
         var backoff: Int64 = 0
         while !closedOnce.load(ordering: .acquiring) {
             let pushes = Chan<RESPValue>(capacity: 64)
@@ -144,7 +168,6 @@ public final class RedisSubscriber: @unchecked Sendable {
             if closedOnce.load(ordering: .acquiring) { c.close(); return } // closed while connecting
             if !chs.isEmpty { try? c.post(["SUBSCRIBE"] + chs) }
             if !pats.isEmpty { try? c.post(["PSUBSCRIBE"] + pats) }
-            connects.add(1, ordering: .relaxed)
             backoff = 0
             setState(true)
             serve(c, pushes)
@@ -157,7 +180,7 @@ public final class RedisSubscriber: @unchecked Sendable {
         }
     }
 
-    /// Turns pushes into messages until the connection is lost or closed.
+    /// Turns pushes into events until the connection is lost or closed.
     private func serve(_ c: RedisConnection, _ pushes: Chan<RESPValue>) {
         let pinger = Ticker(every: timeout)
         defer { pinger.stop() }
@@ -169,10 +192,24 @@ public final class RedisSubscriber: @unchecked Sendable {
                     lastHeard = GMP.now
                     if let e = v.elements, e.count == 3, let kind = e[0].string, let ch = e[1].string,
                        kind == "subscribe" || kind == "unsubscribe" {
-                        lock.withLock { if kind == "subscribe" { confirmed.insert(ch) } else { confirmed.remove(ch) } }
+                        // (A channel unsubscribed meanwhile is not confirmed: its
+                        // SUBSCRIBE's answer came before the UNSUBSCRIBE's. One asked
+                        // for twice is confirmed twice: a second owner may be waiting.)
+                        let wanted = lock.withLock {
+                            if kind == "subscribe" && channels.contains(ch) {
+                                confirmed.insert(ch)
+                                return true
+                            }
+                            confirmed.remove(ch)
+                            return false
+                        }
+                        if wanted {
+                            if !events.send(.subscribed(ch), unless: quit) { up = false }
+                            lastHeard = GMP.now
+                        }
                     }
                     if let m = Self.message(v) {
-                        if !messages.send(m, unless: quit) { up = false }
+                        if !events.send(.message(m), unless: quit) { up = false }
                         lastHeard = GMP.now // (a consumer that was slow is not a silent peer)
                     }
                 }

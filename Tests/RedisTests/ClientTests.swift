@@ -87,11 +87,11 @@ struct ClientTests {
             defer { sub.close() }
             sub.subscribe(["news"])
             var heard = "nothing"
-            _ = waitFor(seconds: 10, every: 20_000_000) {
+            if sub.next(within: 10, { $0 == .subscribed("news") }) != nil {
                 _ = try? d.call("PUBLISH", "news", "hello")
-                guard case .value(let m) = sub.messages.tryReceive() else { return false }
-                heard = String(decoding: m.payload, as: UTF8.self)
-                return true
+                if case .message(let m)? = sub.next(within: 10, { if case .message = $0 { true } else { false } }) {
+                    heard = String(decoding: m.payload, as: UTF8.self)
+                }
             }
             u.password = "wrong"
             var refused = "connected"
@@ -141,31 +141,38 @@ struct ClientTests {
                       "Redis protocol: an unknown type byte 63 at byte 0"])
     }
 
-    @Test("Redis killed and started again: RedisClient fails fast meanwhile (back-off), then reconnects by itself; the subscriber re-subscribes and gets messages again")
+    @Test("Redis killed and started again: RedisClient fails fast meanwhile (back-off), then reconnects by itself; the subscriber reports connected, subscribed, disconnected, then connected and subscribed again, and gets messages again")
     func reconnection() async throws {
         final class Servers: @unchecked Sendable { var list: [RedisServer] = [] } // (one G uses it at a time)
         let servers = Servers()
         let server = try RedisServer()
         servers.list.append(server)
         let port = server.port
-        let states = Chan<Bool>(capacity: 16)
         let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
             let client = RedisClient(url: server.url, timeout: .seconds(1))
-            let sub = RedisSubscriber(url: server.url, timeout: .seconds(1)) { up in _ = states.trySend(up) }
+            let sub = RedisSubscriber(url: server.url, timeout: .seconds(1))
             defer { sub.close(); client.close() }
             sub.subscribe(["room:a"])
-            var out: [String] = []
-            // Published until the subscriber has it (it subscribes a little later).
-            func published(_ text: String) -> Bool {
-                waitFor(seconds: 10, every: 20_000_000) {
-                    _ = try? client.call("PUBLISH", "room:a", text)
-                    guard case .value(let m) = sub.messages.tryReceive() else { return false }
-                    return String(decoding: m.payload, as: UTF8.self) == text
+            var events: [String] = []
+            // The events up to the first one `until` accepts (nil: none within 15 s).
+            func record(_ until: (RedisEvent) -> Bool) -> RedisEvent? {
+                sub.next(within: 15) { e in
+                    events.append(Self.name(e))
+                    return until(e)
                 }
             }
-            out.append(published("before") ? "got before" : "no before")
+            var out: [String] = []
+            // Published once the subscription is confirmed: it comes.
+            func published(_ text: String) -> String {
+                guard record({ $0 == .subscribed("room:a") }) != nil else { return "not confirmed" }
+                _ = try? client.call("PUBLISH", "room:a", text)
+                guard case .message(let m)? = record({ if case .message = $0 { true } else { false } }) else { return "no \(text)" }
+                return "got " + String(decoding: m.payload, as: UTF8.self)
+            }
+            out.append(published("before"))
             server.kill()
-            guard waitFor(seconds: 10, every: 10_000_000, { !sub.isConnected }) else { return nil }
+            guard record({ $0 == .disconnected }) != nil else { return out + ["no disconnected"] }
+            out.append(sub.isConnected ? "still connected" : "disconnected")
             do { try client.call("PING") } catch { out.append("down: \(error)") }
             // Within the back-off after a failed dial, a call fails at once, without dialling.
             var backingOff = false
@@ -175,20 +182,73 @@ struct ClientTests {
             out.append(backingOff ? "backing off" : "no back-off")
             guard let again = try? RedisServer(port: port) else { return nil }
             servers.list.append(again)
-            guard waitFor(seconds: 15, every: 20_000_000, { sub.isConnected && (try? client.call("PING")) != nil }) else {
-                return out + ["did not come back"]
-            }
-            out.append(published("after") ? "got after" : "no after")
-            // (At least one reconnection; a slow start of the new server can cost another.)
-            out.append(sub.connects.load(ordering: .relaxed) >= 2 ? "reconnected" : "connects \(sub.connects.load(ordering: .relaxed))")
+            out.append(published("after"))
+            out.append(events.joined(separator: " "))
             return out
         } ?? nil
-        #expect(r?[0] == "got before")
-        #expect(r?[1].hasPrefix("down: Redis: not sent (Redis connection lost: cannot connect") == true, "\(r ?? [])")
-        #expect(r?[2] == "backing off", "\(r ?? [])")
-        #expect(r?.suffix(2) == ["got after", "reconnected"], "\(r ?? [])")
-        var seen: [Bool] = []
-        while case .value(let s) = states.tryReceive() { seen.append(s) }
-        #expect(seen.prefix(3) == [true, false, true], "\(seen)") // (then false again at close)
+        #expect(r?.prefix(2) == ["got before", "disconnected"], "\(r ?? [])")
+        #expect(r?[2].hasPrefix("down: Redis: not sent (Redis connection lost: cannot connect") == true, "\(r ?? [])")
+        #expect(r?[3] == "backing off", "\(r ?? [])")
+        #expect(r?[4] == "got after", "\(r ?? [])")
+        // (A failed dial is no event; a slow start of the new server could cost a connection more.)
+        #expect(r?.last?.hasPrefix("connected subscribed(room:a) message disconnected connected") == true, "\(r ?? [])")
+        #expect(r?.last?.hasSuffix("disconnected connected subscribed(room:a) message") == true, "\(r ?? [])")
+    }
+
+    @Test("Subscriber events: a confirmation comes for each channel, once per SUBSCRIBE, after the messages before it; events is closed once the subscriber is closed, with no disconnected")
+    func confirmations() async throws {
+        let server = try RedisServer()
+        let r = await runG { () -> [String]? in
+            guard let c = try? RedisConnection.connect(server.url) else { return nil }
+            defer { c.close() }
+            let sub = RedisSubscriber(url: server.url, timeout: .seconds(1))
+            var events: [String] = []
+            func record(_ until: RedisEvent) -> Bool {
+                sub.next(within: 10) { e in
+                    events.append(Self.name(e))
+                    return e == until
+                } != nil
+            }
+            sub.subscribe(["a"])
+            guard record(.subscribed("a")) else { return events }
+            _ = try? c.call("PUBLISH", "a", "1")
+            sub.subscribe(["a"]) // again: confirmed again (another owner may wait for it)
+            sub.subscribe(["c"])
+            guard record(.subscribed("c")) else { return events }
+            sub.close()
+            var rest = 0
+            while case .value = sub.events.receive() { rest += 1 } // (ends: closed)
+            return events + ["closed after \(rest)"]
+        } ?? nil
+        #expect(r == ["connected", "subscribed(a)", "message", "subscribed(a)", "subscribed(c)", "closed after 0"], "\(r ?? [])")
+    }
+
+    /// An event's name, for a test's record.
+    static func name(_ e: RedisEvent) -> String {
+        switch e {
+        case .message: "message"
+        case .subscribed(let ch): "subscribed(\(ch))"
+        case .connected: "connected"
+        case .disconnected: "disconnected"
+        }
+    }
+}
+
+extension RedisSubscriber {
+    /// Takes events until one that `accept` takes (it is given each), and
+    /// returns it; nil if none came within `seconds`.
+    func next(within seconds: Double, _ accept: (RedisEvent) -> Bool) -> RedisEvent? {
+        let deadline = GMP.Instant.after(.seconds(seconds))
+        while true {
+            var got: RedisEvent?, over = false
+            select { s in
+                if let r = s.receive(events) {
+                    if case .value(let e) = r { got = e } else { over = true }
+                }
+                if s.deadline(at: deadline) { over = true }
+            }
+            if over { return nil }
+            if let got, accept(got) { return got }
+        }
     }
 }
