@@ -19,7 +19,8 @@ public func loadConfig(path: String, into config: inout ChatConfig) throws(Confi
 /// (messages at once), "maxConns" and "maxConnsPerIP" (0 for none); rooms
 /// and history: "dataDir" (a directory, or null for memory only), "fsync"
 /// ("always", "interval", "never"), "history", "retain", "maxRooms",
-/// "joinsPerMinute"; "redis" (a redis:// URL: several nodes). A key
+/// "joinsPerMinute"; "redis" (a redis:// URL: several nodes); "drainTimeout"
+/// (seconds, 0 to `ChatConfig.maxDrainSeconds`, a fraction allowed). A key
 /// seen sets its setting; the others keep theirs. Returns the GMPPROCS
 /// setting if present.
 /// - Throws: a message naming the file (`name`) and the offending key.
@@ -94,6 +95,11 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
         case "redis":
             guard let text = value as? String else { throw ConfigError("\(path): key 'redis' must be a redis:// URL") }
             do { config.redis = try RedisURL(text) } catch { throw ConfigError("\(path): key 'redis': \(error)") }
+        case "drainTimeout":
+            guard let n = jsonNumber(value).flatMap(ChatConfig.drainTimeout(seconds:)) else {
+                throw ConfigError("\(path): key 'drainTimeout' must be a number of seconds, 0 to \(ChatConfig.maxDrainSeconds)")
+            }
+            config.drainTimeout = n
         case "gmpprocs":
             guard let n = jsonInt(value), (1...1024).contains(n) else {
                 throw ConfigError("\(path): key 'gmpprocs' must be an integer in 1...1024")
@@ -101,7 +107,8 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
             procs = n
         default:
             throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats, metrics, "
-                              + "rate, burst, maxConns, maxConnsPerIP, dataDir, fsync, history, retain, maxRooms, joinsPerMinute, redis)")
+                              + "rate, burst, maxConns, maxConnsPerIP, dataDir, fsync, history, retain, maxRooms, joinsPerMinute, redis, "
+                              + "drainTimeout)")
         }
     }
     return procs
@@ -112,6 +119,19 @@ public struct ConfigError: Error, CustomStringConvertible {
     /// The message: the file's name, then what is wrong with it.
     public let description: String
     init(_ d: String) { description = d }
+}
+
+extension ChatConfig {
+    /// The longest `drainTimeout` there may be, in seconds: a day.
+    public static let maxDrainSeconds = 86_400
+
+    /// A drain time-out given in seconds (a fraction allowed, as
+    /// `--drain-timeout` and the config file give it) as `drainTimeout`
+    /// takes it, in nanoseconds; nil unless it is 0 to `maxDrainSeconds`.
+    public static func drainTimeout(seconds: Double) -> Int64? {
+        guard seconds >= 0, seconds <= Double(maxDrainSeconds) else { return nil } // (NaN fails both)
+        return Int64((seconds * 1e9).rounded())
+    }
 }
 
 /// "HOST:PORT" (or "[v6]:PORT", or ":PORT" for all interfaces).

@@ -9,9 +9,13 @@
 /// room: the server sends that before live messages (or a "gap" line if some
 /// are no longer kept), and the page also ignores a number it has shown
 /// already, so a blinking connection loses nothing silently and shows
-/// nothing twice. A "reset" (the server lost the room's history) makes it
-/// forget its numbers for the room. Every text from the server goes in as
-/// text, never as HTML.
+/// nothing twice. A close with 1012 (service restart: the server drains,
+/// ChatServer.drain) makes it reconnect at once, without the back-off, as
+/// another node (or this one, restarted) can take it now; at most once a
+/// second, and only after a connection that had opened, so a server that
+/// says 1012 on every connection cannot make it spin. A "reset" (the server
+/// lost the room's history) makes it forget its numbers for the room. Every
+/// text from the server goes in as text, never as HTML.
 let homePage = """
 <!DOCTYPE html>
 <html lang="en">
@@ -48,7 +52,7 @@ html, body { height: 100%; margin: 0; font-family: sans-serif; background: #eee;
 </div>
 <script>
 const log = document.getElementById("log"), msg = document.getElementById("msg");
-let conn = null, room = "lobby", backoff = 500, timer = null;
+let conn = null, room = "lobby", backoff = 500, timer = null, restarted = 0;
 const last = {};   // room -> the newest message number shown
 function el(tag, text, cls) { const d = document.createElement(tag); d.textContent = text; if (cls) d.className = cls; return d; }
 function append(text, cls, time) {
@@ -119,11 +123,17 @@ function connect() {
   conn = c;
   let opened = 0;
   c.onopen = () => { opened = Date.now(); append("Connected.", "status"); document.getElementById("state").textContent = ""; };
-  c.onclose = () => {
+  c.onclose = (e) => {
     if (conn !== c) return;
     if (opened && Date.now() - opened > 5000) backoff = 500;   // it held: start the back-off afresh
-    append("Connection lost; reconnecting in " + (backoff / 1000) + " s...", "status");
     document.getElementById("state").textContent = "(offline)";
+    if (e.code === 1012 && opened && Date.now() - restarted > 1000) {   // the server restarts: another takes us now
+      restarted = Date.now();
+      append("The server is restarting; reconnecting...", "status");
+      timer = setTimeout(connect, 0);
+      return;
+    }
+    append("Connection lost; reconnecting in " + (backoff / 1000) + " s...", "status");
     timer = setTimeout(connect, backoff);
     backoff = Math.min(backoff * 2, 10000);
   };

@@ -14,6 +14,26 @@
 // passing shortage (fds, memory) are retried by `Listener.accept` with a
 // back-off and logged; only an error of the listening socket itself ends
 // `serve`.
+//
+// Draining (`drain`, ChatApp's SIGTERM and SIGINT), so that a node can go
+// away without losing a message: the listener is closed, and the drain waits
+// for `serve` to return (its accept G holds the socket open until it wakes),
+// so new connections are refused from then on and a load balancer sends
+// them to another node; a WebSocket upgrade on a connection already open gets
+// 503; then `draining` is closed. Each write pump sees it, writes what was
+// queued for its client at that moment, then a close frame with 1012
+// (service restart), and waits for its kick: the read pump ends when the
+// client answers the close (or goes), and a stop kicks every member. What
+// the room delivers meanwhile is dropped; the client reconnects (the page at
+// once, on 1012) and catches up with `since`. The rooms serve on throughout:
+// a message a client sent before it read the close is stored, and comes back
+// to it through `since`. WebSocket connections are counted from the upgrade
+// request to their end (`sockets`, under one lock with the draining flag, so
+// no upgrade slips in after the drain has counted); `drained` is closed when
+// the count falls to 0 while draining. The drain ends then, after
+// `drainTimeout`, or at `stop()`, whichever is first, and stops the server:
+// the rooms end and sync, and the clients still there are cut off (their
+// write pumps get their kick).
 import Channels
 import Foundation
 import GMP
@@ -82,6 +102,10 @@ public struct ChatConfig: Sendable {
     /// stream, `retain` long) and broadcast through this Redis (Cluster.swift),
     /// and `dataDir` is not used. nil: this node alone.
     public var redis: RedisURL?
+    /// How long `ChatServer.drain()` waits for the WebSocket clients to
+    /// close after it has asked them to reconnect (1012), in nanoseconds, 0
+    /// or more (0: not at all); then the server stops and cuts off the rest.
+    public var drainTimeout: Int64 = 10_000_000_000
 
     /// The defaults.
     public init() {}
@@ -190,6 +214,23 @@ public final class ChatServer: @unchecked Sendable {
     /// WebSocket clients connected now.
     let clientsOpen = Atomic<Int>(0)
     private let stopped = Atomic<Bool>(false)
+    /// Closed by `drain()`: each write pump sends what is queued, then close 1012.
+    let draining = Chan<Void>()
+    /// Set as `serve` starts; `served` is closed as it returns: its accept G
+    /// has let go of the listening socket, so the socket is closed in the
+    /// kernel too (a G parked in `accept` holds it open until it wakes).
+    private let serving = Atomic<Bool>(false)
+    private let served = Chan<Void>()
+    /// Closed once the server drains and no WebSocket connection is left.
+    private let drained = Chan<Void>()
+    /// WebSocket connections from their upgrade request to their end, and
+    /// whether the server drains: under one lock, so that an upgrade is
+    /// either counted before the drain looks or refused (`enterSocket`).
+    private struct Sockets {
+        var open = 0
+        var draining = false
+    }
+    private let sockets = Synchronization.Mutex(Sockets())
 
     /// Opens the data directory (checking every room's log, cutting torn
     /// tails) and listens on `config.host`:`config.port` (call `serve` to accept).
@@ -198,6 +239,7 @@ public final class ChatServer: @unchecked Sendable {
                               ("writeWait", config.writeWait), ("handshakeTimeout", config.handshakeTimeout)] where value <= 0 {
             throw .config("\(name) must be positive, not \(value) ns")
         }
+        if config.drainTimeout < 0 { throw .config("drainTimeout must be 0 or more, not \(config.drainTimeout) ns") }
         self.config = config
         // (Behind a reverse proxy, --max-conns-per-ip 0, every client has its
         // address: loads are not counted per address there.)
@@ -223,6 +265,8 @@ public final class ChatServer: @unchecked Sendable {
     /// http.Server) and logged here; any error it throws is one of the
     /// listening socket itself: serving stops and the error is returned.
     public func serve() -> NetError? {
+        serving.store(true, ordering: .sequentiallyConsistent)
+        defer { served.close() }
         let directory = self.directory
         go { directory.run() }
         listener.onAcceptRetry = { error, backoff in
@@ -255,6 +299,67 @@ public final class ChatServer: @unchecked Sendable {
         if stopped.exchange(true, ordering: .acquiringAndReleasing) { return }
         listener.close()
         quit.close()
+    }
+
+    /// Drains the server, as before a restart (see the top of the file):
+    /// stops accepting (`serve` returns nil), refuses WebSocket upgrades on
+    /// connections already open (503), and has every WebSocket client sent
+    /// what is queued for it, then close 1012 (service restart); the rooms
+    /// serve on. Returns once every WebSocket client has gone, after
+    /// `config.drainTimeout`, or when `stop()` is called, whichever is first,
+    /// having called `stop()`: the rooms end, and the clients still
+    /// connected are cut off. Whether every client had gone. Run it in a G;
+    /// a second call waits as the first (each for its own time-out).
+    @discardableResult
+    public func drain() -> Bool {
+        let (first, none) = sockets.withLock { s -> (Bool, Bool) in
+            if s.draining { return (false, false) }
+            s.draining = true
+            return (true, s.open == 0)
+        }
+        if first {
+            listener.close()
+            // Refused from here on: once the accept G has woken and let go (it
+            // does at once), the kernel no longer queues connections for it.
+            if serving.load(ordering: .sequentiallyConsistent) { _ = served.receive() }
+            draining.close()
+            log("draining: every client is asked to reconnect (1012); waiting at most "
+                + "\(config.drainTimeout / 1_000_000) ms for them to go")
+        }
+        if none { drained.close() } // (closed once: later upgrades are refused, so `open` cannot rise again)
+        select { s in
+            if s.receive(drained) != nil {}
+            if s.receive(quit) != nil {}
+            if s.timeout(after: .nanoseconds(config.drainTimeout)) {}
+        }
+        var all = false
+        if case .closed = drained.tryReceive() { all = true }
+        if first {
+            let left = sockets.withLock { $0.open }
+            log(all ? "drained: every client has gone" : "drain ended with \(left) WebSocket connections open: closing them")
+        }
+        stop()
+        return all
+    }
+
+    /// Counts a WebSocket connection in, from its upgrade request: false
+    /// (not counted) once the server drains.
+    private func enterSocket() -> Bool {
+        sockets.withLock { s in
+            guard !s.draining else { return false }
+            s.open += 1
+            return true
+        }
+    }
+
+    /// Counts a WebSocket connection out, at its end: the last one while
+    /// draining ends the drain.
+    private func leaveSocket() {
+        let last = sockets.withLock { s in
+            s.open -= 1
+            return s.draining && s.open == 0
+        }
+        if last { drained.close() }
     }
 
     /// After `stop()`: waits until every room has ended and its history is
@@ -302,6 +407,12 @@ public final class ChatServer: @unchecked Sendable {
             switch req.path {
             case "/ws":
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
+                guard enterSocket() else { // draining: another node (or this one, restarted) takes it
+                    let e = HTTPError(status: .serviceUnavailable, detail: "the server is restarting; connect again")
+                    _ = answer(req, HTTPResponse(error: e), conn, &buf, keepOpen: false)
+                    return
+                }
+                defer { leaveSocket() }
                 let options: SocketOptions
                 switch SocketOptions.parse(req.query) {
                 case .success(let o): options = o
@@ -499,7 +610,7 @@ public final class ChatServer: @unchecked Sendable {
         let cfg = config
         log("connect \(peer)")
         let metrics = self.metrics
-        go { writePump(client, cfg, metrics) }
+        go { [draining] in writePump(client, cfg, metrics, draining: draining) }
         // Read pump (this G): messages to the room until the client goes.
         ws.conn.setReadDeadline(.after(.nanoseconds(cfg.pongWait)))
         let conn = ws.conn // not `ws`: the closure is stored in ws, and would keep it alive
@@ -664,7 +775,11 @@ func formatRate(_ r: Double) -> String {
 
 /// Write pump: queued lines (joined by newlines into frames of up to 64 KiB
 /// when several wait, all written at once), pings every `pingPeriod`; once the client is kicked (dropped as
-/// slow, gone, or the server stops), what is queued, then close 1001. Each
+/// slow, gone, or the server stops), what is queued, then close 1001. Once
+/// the server drains (`draining` closed), what is queued then, then close
+/// 1012, and it waits for its kick (the client answered, went, or the server
+/// stopped), dropping what comes meanwhile: the client catches up with
+/// `since` where it reconnects. Each
 /// write must finish within writeWait (`ws.writeTimeout`, set at the
 /// upgrade), or the pump closes the connection. A write refused because the
 /// read pump has sent a close frame (its answer, a protocol failure, 1008)
@@ -674,21 +789,23 @@ func formatRate(_ r: Double) -> String {
 ///
 /// The pings come from one ticker per client (gorilla's), so a select that
 /// waits does not make a timer.
-func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
+func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics, draining: Chan<Void>) {
     let ticker = Ticker(every: .nanoseconds(cfg.pingPeriod))
     defer {
         ticker.stop()
         c.ws.conn.close()
     }
-    /// Writes `first` and what else is queued (about 1 MiB at most), in one write: lines that
+    /// Writes `first` and what else is queued, at most `more` items (about
+    /// 1 MiB at most), in one write: lines that
     /// are alone in their piece are joined into frames of up to a piece's
     /// size (a prepared frame is sent as it is when nothing joins it), and
-    /// the pieces of a larger batch go as their own frames.
-    func flush(_ first: Prepared) -> Bool {
+    /// the pieces of a larger batch go as their own frames. How many items
+    /// it took besides `first`; nil if the write failed.
+    func flush(_ first: Prepared, more: Int = .max) -> Int? {
         // What is queued, up to about 1 MiB a write (the rest goes next).
         var queued = [first]
         var size = first.frame(c.format)!.count
-        while size < 1 << 20, case .value(let m) = c.send.tryReceive() {
+        while size < 1 << 20, queued.count <= more, case .value(let m) = c.send.tryReceive() {
             queued.append(m)
             size += m.frame(c.format)!.count
         }
@@ -726,21 +843,44 @@ func writePump(_ c: Client, _ cfg: ChatConfig, _ metrics: ChatMetrics) {
             metrics.bump(.bytesOut, by: wire.count)
         }
         for m in queued { m.release(metrics) }
-        return ok
+        return ok ? queued.count - 1 : nil
     }
     // The cases are built once: the pump waits on them for every message.
     let set = SelectSet()
     let queued = set.receive(c.send), pinged = set.receive(ticker.channel), kicked = set.receive(c.kicked)
+    let drain = set.receive(draining)
     var open = true
     while open {
         switch set.wait() {
         case queued:
-            if case .value(let first) = set.value(of: queued) { open = flush(first) }
+            if case .value(let first) = set.value(of: queued) { open = flush(first) != nil }
         case pinged:
             open = (try? c.ws.send(Frame(opcode: .ping, payload: []))) != nil
         case kicked:
             if case .value(let first) = c.send.tryReceive() { _ = flush(first) }
             try? c.ws.close(code: CloseCode.goingAway.rawValue)
+            return
+        case drain:
+            // What is queued now (not what keeps coming: a busy room would
+            // hold the close back), then 1012.
+            var left = c.send.count, flushed = true
+            while flushed, left > 0, case .value(let first) = c.send.tryReceive() {
+                if let more = flush(first, more: left - 1) { left -= 1 + more } else { flushed = false }
+            }
+            if !flushed { // (as any failed write, below)
+                open = false
+                break
+            }
+            guard (try? c.ws.close(code: CloseCode.serviceRestart.rawValue)) != nil else { return }
+            // Until the kick, what comes is dropped (not left to fill the
+            // buffer: that would drop the client as slow).
+            var waiting = true
+            while waiting {
+                select { s in
+                    if let r = s.receive(c.send), case .value(let m) = r { m.release(metrics) }
+                    if s.receive(c.kicked) != nil { waiting = false }
+                }
+            }
             return
         default:
             break

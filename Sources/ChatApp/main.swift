@@ -6,6 +6,7 @@
 //                                [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
 //                                [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N]
 //                                [--retain N] [--max-rooms N] [--joins-per-minute N] [--redis URL]
+//                                [--drain-timeout SECONDS]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON,
 // GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT), and
@@ -28,6 +29,12 @@
 // client gets on joining a room (50). --retain: messages kept per room on disk (10000). --max-rooms:
 // rooms loaded at once besides the lobby (1000). --joins-per-minute: /join and /leave per client (30).
 // --redis redis://[user:password@]host:port/db: several nodes, one chat (history in Redis, not --data-dir).
+//
+// SIGTERM or SIGINT drains the server (ChatServer.drain): it stops accepting, sends every WebSocket
+// client what is queued for it and close 1012 (service restart: reconnect, to another node or to this
+// one restarted, and catch up with `since`), and exits once the last client has gone, or after
+// --drain-timeout (10 s; 0: at once), cutting off the rest. A second signal during the drain cuts it
+// short. Either way the rooms' history is synced, and with --redis this node's presence removed.
 //
 // Exit status: 0 after SIGINT/SIGTERM, 1 if the data directory cannot be used, the server cannot
 // listen or the listening socket fails (the message says why), 2 for bad arguments or config.
@@ -148,13 +155,18 @@ while let a = args.popFirst() {
     case "--redis":
         guard let v = args.popFirst() else { fail("--redis needs a URL, redis://host:port") }
         do { config.redis = try RedisURL(v) } catch { fail(error.description) }
+    case "--drain-timeout":
+        guard let v = args.popFirst().flatMap({ Double($0) }).flatMap(ChatConfig.drainTimeout(seconds:)) else {
+            fail("--drain-timeout needs a number of seconds, 0 to \(ChatConfig.maxDrainSeconds) (a fraction is fine: 0.5)")
+        }
+        config.drainTimeout = v
     case "--help", "-h":
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
                            [--handshake-timeout-ms N] [--write-wait-ms N] [--ping-period-ms N] [--pong-wait-ms N] [--stats]
                            [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
                            [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N] [--retain N]
-                           [--max-rooms N] [--joins-per-minute N] [--redis URL]
+                           [--max-rooms N] [--joins-per-minute N] [--redis URL] [--drain-timeout SECONDS]
               --handshake-timeout-ms N  each request (head and body) must arrive within N ms of connecting or of the last response (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
@@ -181,6 +193,8 @@ while let a = args.popFirst() {
               --joins-per-minute N      /join and /leave per client in a minute (30)
               --redis URL               several nodes, one chat: rooms numbered, kept and broadcast through Redis
                                         (redis://[user:password@]host:port/db); --data-dir is then not used
+              --drain-timeout SECONDS   on SIGTERM or SIGINT, wait at most this long (10) for the clients to go
+                                        after asking them to reconnect (close 1012); a second signal stops at once
             """)
         exit(0)
     default:
@@ -200,7 +214,8 @@ if let procs { GMP.setProcs(procs) }
 signal(SIGXFSZ, SIG_IGN)
 
 let code: Int32 = GMP.run { [config] () -> Int32 in
-    // SIGINT/SIGTERM: stop accepting, close every client with 1001, exit 0.
+    // SIGINT/SIGTERM: drain (close 1012 to every client, wait for them to go,
+    // at most the drain time-out), then stop; a second one stops at once.
     // Caught before the socket listens: a client that can connect can also
     // stop the server gracefully.
     let signals = Chan<Int32>(capacity: 1)
@@ -213,17 +228,25 @@ let code: Int32 = GMP.run { [config] () -> Int32 in
         flushLog()
         return 1
     }
+    let drained = Chan<Void>()
     go {
-        if case .value(let sig) = signals.receive() {
-            log("signal \(sig): closing every client")
+        guard case .value(let sig) = signals.receive() else { return }
+        log("signal \(sig): draining")
+        go {
+            guard case .value(let again) = signals.receive() else { return }
+            log("signal \(again) while draining: stopping now")
             server.stop()
         }
+        server.drain()
+        drained.close()
     }
     log("chat server on http://\(config.host):\(server.port)/ (GMPPROCS=\(GMP.procs))")
-    let failure = server.serve()
+    let failure = server.serve() // nil once the drain (or a stop) has closed the listener
     if let failure {
         log("ChatApp: the listening socket failed: \(failure); closing every client")
         server.stop()
+    } else {
+        _ = drained.receive()
     }
     // Let the rooms sync their history, and the write pumps flush their close frames.
     if !server.waitUntilStopped(nanoseconds: 5_000_000_000) { log("ChatApp: the history did not sync within 5 s") }

@@ -253,7 +253,7 @@ struct ChatAppTests {
             var dump = ""
             _ = waitFor(seconds: 10, every: 10_000_000) {
                 dump = httpGet(port, "/debug/goroutines")
-                return dump.contains("    writePump(_:_:_:)\n")
+                return dump.contains("    writePump(_:_:_:draining:)\n")
             }
             return (dump, String(httpGet(plainPort, "/debug/goroutines").prefix(12)))
         }
@@ -263,7 +263,7 @@ struct ChatAppTests {
         #expect(dump.contains(" [IO wait"), "the read pump: \(dump)")
         #expect(dump.contains(" [select"), "the hub and the write pump: \(dump)")
         #expect(dump.contains("created by go at Chat/Server.swift:"), "\(dump)")
-        #expect(dump.contains("    Room.run()\n") && dump.contains("    writePump(_:_:_:)\n"), "stacks: \(dump)")
+        #expect(dump.contains("    Room.run()\n") && dump.contains("    writePump(_:_:_:draining:)\n"), "stacks: \(dump)")
         #expect(notServed == "HTTP/1.1 404")
     }
 
@@ -413,7 +413,7 @@ struct ChatAppTests {
         #expect((r?.1 ?? 0) >= 150_000_000 && (r?.1 ?? .max) < 5_000_000_000)
     }
 
-    @Test("SIGTERM: clients get close 1001 and the server exits 0")
+    @Test("SIGTERM: clients get close 1012 (service restart: the drain, DrainTests) and the server exits 0")
     func gracefulShutdown() async throws {
         let (app, port) = try startChatApp()
         let code = await runG(procs: 2) { () -> UInt16? in
@@ -428,7 +428,7 @@ struct ChatAppTests {
             }
         }
         app.waitUntilExit()
-        #expect(code == 1001)
+        #expect(code == 1012)
         #expect(app.terminationStatus == 0)
     }
 }

@@ -156,7 +156,7 @@ struct AbuseTests {
             let peer = WebSocketConn(conn: dialed, isServer: false)
             let client = Client(ws: server, peer: "test", format: .text)
             let pumpDone = Chan<Void>(capacity: 1)
-            go { writePump(client, ChatConfig(), ChatMetrics()); pumpDone.send(()) }
+            go { writePump(client, ChatConfig(), ChatMetrics(), draining: Chan<Void>()); pumpDone.send(()) }
             try? server.close(code: CloseCode.policyViolation.rawValue, reason: "test") // the read pump's 1008
             _ = client.offer(.info("refused: a close frame went first"), ChatMetrics())
             var code: UInt16?

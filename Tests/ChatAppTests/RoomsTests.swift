@@ -22,6 +22,9 @@ final class EnvelopeClient: @unchecked Sendable {
 
     let ws: WebSocketConn
     private var pending: [Line] = []
+    /// The code of the close frame that ended the connection (after `next`
+    /// has returned nil for it); nil before, or if it ended otherwise.
+    private(set) var closeCode: UInt16?
 
     init?(port: Int, query: String = "") {
         guard let ws = try? dialWebSocket(host: "127.0.0.1", port: port, path: "/ws" + (query.isEmpty ? "" : "?" + query)) else {
@@ -34,7 +37,12 @@ final class EnvelopeClient: @unchecked Sendable {
     /// The next line; nil when the connection ends (or after 20 s).
     func next() -> Line? {
         while pending.isEmpty {
-            guard case .text(let t)? = try? ws.receive() else { return nil }
+            let message: Message
+            do { message = try ws.receive() } catch {
+                if case .closed(let code, _) = error { closeCode = code }
+                return nil
+            }
+            guard case .text(let t) = message else { return nil }
             for part in t.split(separator: "\n") {
                 let object = (try? JSONSerialization.jsonObject(with: Data(part.utf8))) as? [String: Any]
                 pending.append(Line(object: object ?? ["type": "not JSON", "text": String(part)]))

@@ -2,13 +2,21 @@
 chromium-driver, driven by selenium) chat through ChatApp's page: messages,
 /nick, a room of their own, history for a third tab that joins it, and a
 connection the server drops (/debug/drop) that the page restores with
-`since`, showing every message exactly once.
+`since`, showing every message exactly once; then a drain: two nodes through
+one redis-server behind a small TCP proxy (a load balancer), the page on
+node 1, which is sent SIGTERM: the page reconnects at once on close 1012
+(no back-off), through the proxy to node 2, and shows every message once.
 Usage: browser_chat.py PATH_TO_CHATAPP. Prints 'N passed, M failed'.
 """
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import threading
 import urllib.request
 
-from common import Tally, start_chat_app
+from common import Tally, start_chat_app, wait_for_port
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -40,6 +48,129 @@ def say(d, text):
 
 def lines(d):
     return [e.text for e in d.find_elements(By.CSS_SELECTOR, "#log div")]
+
+
+class Proxy:
+    """A load balancer, as small as can be: a TCP proxy on a free port that
+    sends each new connection to the port in `target` (which the test
+    changes), bytes both ways, an end of stream passed on as a half close."""
+
+    def __init__(self, target):
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()  # the node is gone: the client sees the connection fail
+                continue
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def drain_case(binary):
+    """The page on node 1 (through the proxy), SIGTERM node 1: it reconnects at
+    once on 1012, through the proxy to node 2, and misses nothing."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        print("skipped the drain case: no redis-server (apt-get install redis-server)")
+        return
+    rport = free_port()
+    redis = subprocess.Popen([redis_server, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(rport)
+    url = f"redis://127.0.0.1:{rport}"
+    n1, p1 = start_chat_app(binary, extra=["--redis", url])
+    n2, p2 = start_chat_app(binary, extra=["--redis", url])
+    lb = Proxy(p1)
+    d = e = None
+    try:
+        d, e = browser(), browser()
+        d.get(f"http://127.0.0.1:{lb.port}/")  # through the load balancer: node 1
+        e.get(f"http://127.0.0.1:{p2}/")  # the sender, on node 2
+        for x in (d, e):
+            WebDriverWait(x, 10).until(lambda x: "Connected." in log_text(x))
+            say(x, "/join relay")
+            WebDriverWait(x, 10).until(lambda x: "You are in relay." in log_text(x))
+        for i in range(3):
+            say(e, f"before {i}")
+        WebDriverWait(d, 10).until(lambda x: "before 2" in log_text(x))
+        # When the page's connection closes (and with what code), and when it opens the next.
+        d.execute_script("""
+            window.drain = {};
+            conn.addEventListener("close", (ev) => { drain.code = ev.code; drain.closed = performance.now(); });
+            const Original = window.WebSocket;
+            window.WebSocket = class extends Original {
+                constructor(u, p) { super(u, p); if (drain.opened === undefined) { drain.opened = performance.now(); drain.url = u; } }
+            };
+        """)
+        lb.target = p2  # new connections go to node 2 from now on
+        n1.send_signal(signal.SIGTERM)
+        for i in range(3):
+            say(e, f"while draining {i}")
+        WebDriverWait(d, 20).until(lambda x: "while draining 2" in log_text(x))
+        say(e, "after")
+        WebDriverWait(d, 10).until(lambda x: "after" in lines(x)[-1])
+        seen = d.execute_script("return window.drain;")
+        check(f"node 1 closes the page's connection with 1012: {seen}", seen.get("code") == 1012)
+        delay = seen.get("opened", 1e9) - seen.get("closed", 0)
+        check(f"the page reconnects at once on 1012, without its back-off ({delay:.0f} ms)", 0 <= delay < 250)
+        check(f"it asks with since: {seen.get('url')}", "since=" in (seen.get("url") or ""))
+        check("the page says the server restarts", "The server is restarting; reconnecting..." in log_text(d))
+        got = lines(d)
+        want = [f"before {i}" for i in range(3)] + [f"while draining {i}" for i in range(3)] + ["after"]
+        counts = [sum(1 for g in got if g.endswith(w)) for w in want]
+        check(f"through node 2 it shows every message once: {list(zip(want, counts))}\n{got}", counts == [1] * len(want))
+        check("node 1 exits 0 once the page has gone", n1.wait(timeout=15) == 0)
+    except Exception as ex:  # any wait that timed out
+        check(f"drain ({type(ex).__name__}: {ex})", False)
+    finally:
+        for x in (d, e):
+            if x is not None:
+                x.quit()
+        lb.close()
+        for p in (n1, n2):
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=15)
+        redis.kill()
+        redis.wait()
 
 
 proc, port = start_chat_app(sys.argv[1], extra=["--stats"])
@@ -115,4 +246,5 @@ finally:
     proc.terminate()
     proc.wait(timeout=10)
 
+drain_case(sys.argv[1])
 tally.finish()

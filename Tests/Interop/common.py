@@ -37,11 +37,16 @@ def start_chat_app(binary, data_dir=None, port=None, extra=()):
     data_dir = data_dir or tempfile.mkdtemp(prefix="chat-interop-")
     proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}", "--data-dir", data_dir, *extra],
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
+    wait_for_port(port)
+    return proc, port
+
+
+def wait_for_port(port, seconds=10):
+    """Waits (at most `seconds`) until something accepts on 127.0.0.1:`port`."""
+    deadline = time.time() + seconds
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return
         except OSError:
             time.sleep(0.05)
-    return proc, port

@@ -3,7 +3,7 @@ talks to the ChatApp binary. Usage: python_websockets.py PATH_TO_CHATAPP
 
 Checks: the handshake, masked text frames from the client, broadcasts to
 every client, gorilla's newline cleaning, a ping answered with a pong, a
-large message refused with close 1009, and close 1001 on SIGTERM.
+large message refused with close 1009, and close 1012 on SIGTERM (the drain).
 Prints 'N passed, M failed' and exits non-zero on any failure.
 """
 import asyncio
@@ -40,9 +40,9 @@ async def main(binary):
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(a.recv(), 5)
-                check("SIGTERM closes clients with 1001", False)
+                check("SIGTERM closes clients with 1012", False)
             except websockets.ConnectionClosed as e:
-                check("SIGTERM closes clients with 1001", e.rcvd is not None and e.rcvd.code == 1001)
+                check("SIGTERM closes clients with 1012", e.rcvd is not None and e.rcvd.code == 1012)
         check("server exits 0 after SIGTERM", proc.wait(timeout=10) == 0)
     finally:
         if proc.poll() is None:
