@@ -20,7 +20,8 @@ public func loadConfig(path: String, into config: inout ChatConfig) throws(Confi
 /// and history: "dataDir" (a directory, or null for memory only), "fsync"
 /// ("always", "interval", "never"), "history", "retain", "maxRooms",
 /// "joinsPerMinute"; "redis" (a redis:// URL: several nodes); "drainTimeout"
-/// (seconds, 0 to `ChatConfig.maxDrainSeconds`, a fraction allowed). A key
+/// (seconds, 0 to `ChatConfig.maxDrainSeconds`, a fraction allowed);
+/// "authSecret" (a file holding the tokens' secret: `loadAuthSecret`). A key
 /// seen sets its setting; the others keep theirs. Returns the GMPPROCS
 /// setting if present.
 /// - Throws: a message naming the file (`name`) and the offending key.
@@ -100,6 +101,9 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
                 throw ConfigError("\(path): key 'drainTimeout' must be a number of seconds, 0 to \(ChatConfig.maxDrainSeconds)")
             }
             config.drainTimeout = n
+        case "authSecret":
+            guard let file = value as? String else { throw ConfigError("\(path): key 'authSecret' must be the path of a file") }
+            config.authSecret = try loadAuthSecret(path: file)
         case "gmpprocs":
             guard let n = jsonInt(value), (1...1024).contains(n) else {
                 throw ConfigError("\(path): key 'gmpprocs' must be an integer in 1...1024")
@@ -108,7 +112,7 @@ public func parseConfig(_ data: Data, name path: String, into config: inout Chat
         default:
             throw ConfigError("\(path): unknown key '\(key)' (known: addr, maxMessage, allowedOrigins, anyOrigin, gmpprocs, stats, metrics, "
                               + "rate, burst, maxConns, maxConnsPerIP, dataDir, fsync, history, retain, maxRooms, joinsPerMinute, redis, "
-                              + "drainTimeout)")
+                              + "drainTimeout, authSecret)")
         }
     }
     return procs
@@ -119,6 +123,25 @@ public struct ConfigError: Error, CustomStringConvertible {
     /// The message: the file's name, then what is wrong with it.
     public let description: String
     init(_ d: String) { description = d }
+}
+
+/// Reads the secret that signs clients' tokens from the file at `path`:
+/// its bytes, less one line end at the end (a file written by `echo`). At
+/// least 32 bytes (HS256's key is at least the hash's size, RFC 7518 3.2),
+/// so a guessable word cannot sign tokens.
+/// - Throws: a message naming the file: it cannot be read, or is too short.
+public func loadAuthSecret(path: String) throws(ConfigError) -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ConfigError("\(path): cannot read the auth secret")
+    }
+    var bytes = [UInt8](data)
+    if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
+    if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+    guard bytes.count >= 32 else {
+        throw ConfigError("\(path): the auth secret must hold at least 32 bytes (it has \(bytes.count)); "
+                          + "e.g. head -c 32 /dev/urandom | base64 > \(path)")
+    }
+    return bytes
 }
 
 extension ChatConfig {

@@ -14,8 +14,10 @@
 /// another node (or this one, restarted) can take it now; at most once a
 /// second, and only after a connection that had opened, so a server that
 /// says 1012 on every connection cannot make it spin. A "reset" (the server
-/// lost the room's history) makes it forget its numbers for the room. Every
-/// text from the server goes in as text, never as HTML.
+/// lost the room's history) makes it forget its numbers for the room. With
+/// auth on (ChatConfig.authSecret) the page's address carries the client's
+/// token in its fragment, `/#token=…`, and every WebSocket it opens passes
+/// it on (`token=`). Every text from the server goes in as text, never as HTML.
 let homePage = """
 <!DOCTYPE html>
 <html lang="en">
@@ -114,11 +116,16 @@ function handle(m) {
   case "info": append(m.text, "status"); break;
   }
 }
+// With auth on, the page's address carries the client's token in its
+// fragment (#token=…: never sent to a server, nor in a Referer); the
+// WebSocket passes it on.
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
 function connect() {
   timer = null;
   const proto = location.protocol === "https:" ? "wss://" : "ws://";
   let q = "?room=" + encodeURIComponent(room);
   if (last[room] !== undefined) q += "&since=" + last[room];
+  if (token) q += "&token=" + encodeURIComponent(token);
   const c = new WebSocket(proto + location.host + "/ws" + q);
   conn = c;
   let opened = 0;

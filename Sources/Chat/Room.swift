@@ -64,7 +64,8 @@ import WebSocket
 final class Client: @unchecked Sendable {
     // @unchecked: `ws` is read by one G, the read pump (its contract), and
     // written by the write pump and the read pump (frames are serialized);
-    // `send` and `kicked` are channels; `_name` is guarded by `lock`.
+    // `send` and `kicked` are channels; `_name` is guarded by `lock`; the
+    // rest are `let`s.
     let ws: WebSocketConn
     let send = Chan<Prepared>(capacity: 256)
     /// Closed once, by `kick`: the write pump closes the connection.
@@ -72,13 +73,18 @@ final class Client: @unchecked Sendable {
     private let kickedOnce = Atomic<Bool>(false)
     let peer: String
     let format: ChatFormat
+    /// With auth on, who its token says it is (its name, and the rooms it
+    /// may join); nil without auth.
+    let identity: TokenClaims?
     private let lock = FutexLock(compact: ())
     private var _name: String?
 
-    init(ws: WebSocketConn, peer: String, format: ChatFormat) {
+    init(ws: WebSocketConn, peer: String, format: ChatFormat, identity: TokenClaims? = nil) {
         self.ws = ws
         self.peer = peer
         self.format = format
+        self.identity = identity
+        _name = identity?.name
     }
 
     deinit { lock.free() }

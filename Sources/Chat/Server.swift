@@ -106,6 +106,13 @@ public struct ChatConfig: Sendable {
     /// close after it has asked them to reconnect (1012), in nanoseconds, 0
     /// or more (0: not at all); then the server stops and cuts off the rest.
     public var drainTimeout: Int64 = 10_000_000_000
+    /// The secret that signs clients' tokens (`--auth-secret FILE`,
+    /// `loadAuthSecret`). Set, a WebSocket must present a token (`token=`
+    /// in its URL: an HS256 JSON Web Token whose `sub` is the client's name,
+    /// Token.swift) or it gets 401; `/nick` is refused, and a token's
+    /// `rooms` are the only rooms besides the lobby it may join. Nil (the
+    /// default): anyone connects, and takes any free name.
+    public var authSecret: [UInt8]?
 
     /// The defaults.
     public init() {}
@@ -209,6 +216,8 @@ public final class ChatServer: @unchecked Sendable {
     /// Closed to shut down: rooms send close 1001 to their members.
     let quit = Chan<Void>()
     let directory: Directory
+    /// With auth on (`ChatConfig.authSecret`): checks the clients' tokens.
+    private let verifier: TokenVerifier?
     let listener: Listener
     let limits: ConnectionLimits
     /// WebSocket clients connected now.
@@ -240,7 +249,11 @@ public final class ChatServer: @unchecked Sendable {
             throw .config("\(name) must be positive, not \(value) ns")
         }
         if config.drainTimeout < 0 { throw .config("drainTimeout must be 0 or more, not \(config.drainTimeout) ns") }
+        if let secret = config.authSecret, secret.count < 32 {
+            throw .config("authSecret must hold at least 32 bytes, not \(secret.count)")
+        }
         self.config = config
+        verifier = config.authSecret.map { TokenVerifier(secret: $0) }
         // (Behind a reverse proxy, --max-conns-per-ip 0, every client has its
         // address: loads are not counted per address there.)
         let store = StoreSettings(dataDir: config.redis == nil ? config.dataDir : nil, retain: config.retain,
@@ -420,6 +433,15 @@ public final class ChatServer: @unchecked Sendable {
                     _ = answer(req, HTTPResponse(error: e), conn, &buf, keepOpen: false)
                     return
                 }
+                let identity: TokenClaims?
+                switch authenticate(options) {
+                case .success(let claims): identity = claims
+                case .failure(let e):
+                    var refusal = HTTPResponse(error: e)
+                    if e.status == .unauthorized { refusal.headers.append((name: "WWW-Authenticate", value: "Bearer")) }
+                    _ = answer(req, refusal, conn, &buf, keepOpen: false)
+                    return
+                }
                 let resp: HTTPResponse
                 do {
                     resp = try acceptWebSocket(req, origins: config.origins) // refuses a body too
@@ -427,7 +449,7 @@ public final class ChatServer: @unchecked Sendable {
                     _ = answer(req, rejectWebSocket(error), conn, &buf, keepOpen: false)
                     return
                 }
-                upgrade(conn, req, resp, options, &buf)
+                upgrade(conn, req, resp, options, identity, &buf)
                 return
             case "/":
                 guard req.method == "GET" else { refuse(req, .methodNotAllowed, conn, &buf); return }
@@ -500,6 +522,25 @@ public final class ChatServer: @unchecked Sendable {
         _ = answer(req, HTTPResponse(error: HTTPError(status: status, detail: "")), conn, &buf, keepOpen: false)
     }
 
+    /// With auth on: who the token in `options` says the client is, or the
+    /// answer that refuses it (401: no token, or one that does not verify;
+    /// 403: a room its token does not allow). Without auth: nil.
+    private func authenticate(_ options: SocketOptions) -> Result<TokenClaims?, HTTPError> {
+        guard let verifier else { return .success(nil) }
+        func refuse(_ status: HTTPStatus, _ detail: String) -> Result<TokenClaims?, HTTPError> {
+            .failure(HTTPError(status: status, detail: detail))
+        }
+        guard let token = options.token else { return refuse(.unauthorized, "a token is required (token= in the URL)") }
+        let claims: TokenClaims
+        do { claims = try verifier.verify(token, now: Date()) } catch {
+            return refuse(.unauthorized, "the token is refused: \(error)")
+        }
+        guard options.room == ChatCommand.lobby || claims.mayJoin(options.room) else {
+            return refuse(.forbidden, "the token does not let you join \(options.room)")
+        }
+        return .success(claims)
+    }
+
     /// Writes `bytes` to a peer that has not upgraded yet, within writeWait:
     /// one that does not read (pipelining requests, say) fails the write
     /// instead of holding this G and the connection for ever.
@@ -526,11 +567,11 @@ public final class ChatServer: @unchecked Sendable {
     /// room, writes the 101, catches up from the log if `since` asks for
     /// more than the room's tail (Room.swift: the seam), then runs the client.
     private func upgrade(_ conn: Conn, _ req: HTTPRequest, _ resp: HTTPResponse, _ options: SocketOptions,
-                         _ buf: inout [UInt8]) {
+                         _ identity: TokenClaims?, _ buf: inout [UInt8]) {
         conn.setReadDeadline(nil)
         let ws = WebSocketConn(conn: conn, isServer: true, readLimit: config.maxMessage, leftover: buf)
         ws.writeTimeout = .nanoseconds(config.writeWait)
-        let client = Client(ws: ws, peer: conn.remoteAddress, format: options.format)
+        let client = Client(ws: ws, peer: conn.remoteAddress, format: options.format, identity: identity)
         let room: Room
         switch directory.join(options.room, from: ConnectionLimits.address(of: conn.remoteAddress)) {
         case nil:
@@ -597,6 +638,13 @@ public final class ChatServer: @unchecked Sendable {
                 answer = room.join(client, since: since, mayReadLog: readAny)
                 if answer == nil { giveUp(); return }
             }
+        }
+        if let name = identity?.name, let line = directory.nick(client, name) {
+            // Another connection has the name (the same user twice, most
+            // likely): this one posts as the name all the same (its token
+            // proves it), but private messages go to the other.
+            client.name = name
+            client.offer(.error("error: private messages to \(name) will not reach this connection (\(line.dropFirst("error: ".count)))"), metrics)
         }
         metrics.bump(.connections)
         clientsOpen.add(1, ordering: .relaxed)
@@ -696,6 +744,8 @@ public final class ChatServer: @unchecked Sendable {
             } else {
                 reply(.rooms(directory.list()))
             }
+        case .nick where client.identity != nil:
+            reply(.error("error: your name is the one your token gives (\(client.identity!.name)); /nick is off"))
         case .nick(let name):
             reply(directory.nick(client, name).map { Prepared.error($0) } ?? .info("you are now \(name)"))
         case .msg(let to, let text):
@@ -713,6 +763,10 @@ public final class ChatServer: @unchecked Sendable {
     /// `/join` and `/leave`: into the room `name` (its history comes with
     /// the "joined" line), out of `room`, within the joins a minute.
     private func move(_ client: Client, from room: Room, to name: String, _ joins: inout MessageRateLimiter) -> Room? {
+        if let id = client.identity, name != ChatCommand.lobby, !id.mayJoin(name) {
+            client.offer(.error("error: your token does not let you join \(name)"), metrics)
+            return room
+        }
         guard case .pass = joins.take(now: GMP.now) else {
             client.offer(.error("error: too many joins: at most \(config.joinsPerMinute) a minute"), metrics)
             return room
@@ -741,6 +795,8 @@ struct SocketOptions: Equatable {
     /// The newest message the client has of `room` (nil: it gets the last `history`).
     var since: UInt64?
     var format = ChatFormat.json
+    /// The client's token (with auth on: ChatConfig.authSecret).
+    var token: String?
 
     /// The options of a query, or the 400 to answer; unknown fields are ignored.
     static func parse(_ query: [(name: String, value: String)]?) -> Result<SocketOptions, HTTPError> {
@@ -757,6 +813,8 @@ struct SocketOptions: Equatable {
             case "since":
                 guard let n = UInt64(value) else { return bad("since: a message number (0 or more) is wanted") }
                 o.since = n
+            case "token":
+                o.token = value
             case "format":
                 guard let f = ChatFormat(rawValue: value) else { return bad("format: json or text") }
                 o.format = f

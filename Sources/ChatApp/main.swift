@@ -6,7 +6,7 @@
 //                                [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
 //                                [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N]
 //                                [--retain N] [--max-rooms N] [--joins-per-minute N] [--redis URL]
-//                                [--drain-timeout SECONDS]
+//                                [--drain-timeout SECONDS] [--auth-secret FILE]
 //
 // --stats serves GET /stats: {"clients", "goroutines", "fds", "rss_bytes"} as JSON,
 // GET /debug/goroutines: the goroutine dump (GMP.dump(), as on SIGQUIT), and
@@ -29,6 +29,9 @@
 // client gets on joining a room (50). --retain: messages kept per room on disk (10000). --max-rooms:
 // rooms loaded at once besides the lobby (1000). --joins-per-minute: /join and /leave per client (30).
 // --redis redis://[user:password@]host:port/db: several nodes, one chat (history in Redis, not --data-dir).
+// --auth-secret FILE: clients must prove their names: each WebSocket presents a token signed with the
+// file's bytes (an HS256 JSON Web Token, `/ws?token=…`: `sub` its name, `exp`, optional `rooms`), or gets
+// 401; /nick is refused. The page takes the token from its URL's fragment (#token=…).
 //
 // SIGTERM or SIGINT drains the server (ChatServer.drain): it stops accepting, sends every WebSocket
 // client what is queued for it and close 1012 (service restart: reconnect, to another node or to this
@@ -160,6 +163,9 @@ while let a = args.popFirst() {
             fail("--drain-timeout needs a number of seconds, 0 to \(ChatConfig.maxDrainSeconds) (a fraction is fine: 0.5)")
         }
         config.drainTimeout = v
+    case "--auth-secret":
+        guard let v = args.popFirst() else { fail("--auth-secret needs the path of a file holding the tokens' secret") }
+        do { config.authSecret = try loadAuthSecret(path: v) } catch { fail(error.description) }
     case "--help", "-h":
         print("""
             usage: ChatApp [--config chat.json] [--addr HOST:PORT] [--max-message N] [--allow-origin URL]... [--any-origin]
@@ -167,6 +173,7 @@ while let a = args.popFirst() {
                            [--metrics] [--rate N[/s]] [--burst N] [--max-conns N] [--max-conns-per-ip N]
                            [--data-dir DIR | --memory] [--fsync always|interval|never] [--history N] [--retain N]
                            [--max-rooms N] [--joins-per-minute N] [--redis URL] [--drain-timeout SECONDS]
+                           [--auth-secret FILE]
               --handshake-timeout-ms N  each request (head and body) must arrive within N ms of connecting or of the last response (10000)
               --write-wait-ms N         every write to a peer must finish within N ms, or it is closed (10000)
               --ping-period-ms N        ping each client every N ms (54000; less than the pong wait)
@@ -195,6 +202,8 @@ while let a = args.popFirst() {
                                         (redis://[user:password@]host:port/db); --data-dir is then not used
               --drain-timeout SECONDS   on SIGTERM or SIGINT, wait at most this long (10) for the clients to go
                                         after asking them to reconnect (close 1012); a second signal stops at once
+              --auth-secret FILE        clients must present a token signed with FILE's bytes (HS256 JWT in
+                                        /ws?token=: sub = the name, exp, optional rooms), or get 401; no /nick
             """)
         exit(0)
     default:

@@ -25,6 +25,9 @@ public struct HTTPStatus: Equatable, Sendable {
     public static let switchingProtocols = HTTPStatus(code: 101, reason: "Switching Protocols")
     /// 400 Bad Request: the request is malformed.
     public static let badRequest = HTTPStatus(code: 400, reason: "Bad Request")
+    /// 401 Unauthorized: the request lacks valid credentials (here: a
+    /// missing, malformed, wrongly signed or expired token).
+    public static let unauthorized = HTTPStatus(code: 401, reason: "Unauthorized")
     /// 403 Forbidden: understood but refused (here: an origin the policy
     /// does not allow).
     public static let forbidden = HTTPStatus(code: 403, reason: "Forbidden")
