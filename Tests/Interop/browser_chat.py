@@ -6,10 +6,20 @@ connection the server drops (/debug/drop) that the page restores with
 one redis-server behind a small TCP proxy (a load balancer), the page on
 node 1, which is sent SIGTERM: the page reconnects at once on close 1012
 (no back-off), through the proxy to node 2, and shows every message once.
+Then signed identities: a server with --auth-secret, a page opened with
+its token in the address's fragment (#token=...) chats under the token's
+name, and one opened without a token never connects.
 Usage: browser_chat.py PATH_TO_CHATAPP. Prints 'N passed, M failed'.
 """
+import base64
+import hashlib
+import hmac
+import json
+import os
 import shutil
 import signal
+import tempfile
+import time
 import socket
 import subprocess
 import sys
@@ -173,6 +183,45 @@ def drain_case(binary):
         redis.wait()
 
 
+def mint(name, secret):
+    """An HS256 token for `name`, valid for an hour, as an application's
+    backend would mint it (Python's standard library only)."""
+    b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+    s = b(b'{"alg":"HS256","typ":"JWT"}') + "." + b(json.dumps({"sub": name, "exp": int(time.time()) + 3600}).encode())
+    return s + "." + b(hmac.new(secret, s.encode(), hashlib.sha256).digest())
+
+
+def auth_case(binary):
+    secret = os.urandom(32).hex().encode()
+    fd, path = tempfile.mkstemp(prefix="chat-secret-")
+    os.write(fd, secret + b"\n")
+    os.close(fd)
+    proc, port = start_chat_app(binary, extra=["--auth-secret", path])
+    d = e = None
+    try:
+        d, e = browser(), browser()
+        d.get(f"http://127.0.0.1:{port}/#token={mint('ann', secret)}")
+        WebDriverWait(d, 10).until(lambda d: "Connected." in log_text(d))
+        say(d, "signed hello")
+        WebDriverWait(d, 10).until(lambda d: "ann: signed hello" in log_text(d))
+        check("a page with a token in its fragment chats under the token's name", True)
+        say(d, "/nick mallory")
+        WebDriverWait(d, 10).until(lambda d: "/nick is off" in log_text(d))
+        check("/nick is refused with auth on", "you are now mallory" not in log_text(d))
+        e.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(e, 10).until(lambda d: "Connection lost" in log_text(d))
+        check("a page without a token does not connect", "Connected." not in log_text(e))
+    except Exception as ex:  # any wait that timed out
+        check(f"auth ({type(ex).__name__}: {ex})", False)
+    finally:
+        for x in (d, e):
+            if x is not None:
+                x.quit()
+        proc.terminate()
+        proc.wait(timeout=10)
+        os.unlink(path)
+
+
 proc, port = start_chat_app(sys.argv[1], extra=["--stats"])
 a = b = c = None
 try:
@@ -247,4 +296,5 @@ finally:
     proc.wait(timeout=10)
 
 drain_case(sys.argv[1])
+auth_case(sys.argv[1])
 tally.finish()
