@@ -141,15 +141,8 @@ private func handshake(_ port: Int, _ query: String) -> String {
                                  (["--auth-secret", short], "the auth secret must hold at least 32 bytes (it has 9)"),
                                  (["--config", config], "the auth secret must hold at least 32 bytes (it has 9)"),
                                  (["--auth-secret"], "--auth-secret needs the path of a file")] {
-            let p = Process()
-            p.executableURL = chatAppURL()
-            p.arguments = ["--memory", "--addr", "127.0.0.1:0"] + args
-            let err = Pipe()
-            p.standardError = err
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 2, "\(args)")
+            let (status, text) = try runChatApp(["--memory", "--addr", "127.0.0.1:0"] + args)
+            #expect(status == 2, "\(args)")
             #expect(text.contains(expected), "\(args): \(text)")
         }
         var bad = ChatConfig()

@@ -52,6 +52,21 @@ func startChatApp(extraArguments: [String] = [], environment: [String: String] =
     throw NetError.connectionRefused
 }
 
+/// Runs the built ChatApp binary with `arguments` to its end (for arguments
+/// it refuses: it exits at once); its exit status and what it wrote to
+/// standard error.
+func runChatApp(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+    let p = Process()
+    p.executableURL = chatAppURL()
+    p.arguments = arguments
+    let err = Pipe()
+    p.standardError = err
+    try p.run()
+    let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) // (before the wait: a full pipe would block it)
+    p.waitUntilExit()
+    return (p.terminationStatus, text)
+}
+
 /// Inside a G: an HTTP/1.1 GET of `path` (Connection: close); the whole
 /// reply, or "" if the server cannot be reached.
 @Sendable func httpGet(_ port: Int, _ path: String) -> String {
@@ -311,15 +326,8 @@ struct ChatAppTests {
                                     ("{\"maxConnsPerIP\": 1.5}", "key 'maxConnsPerIP' must be an integer, 0 (no limit) or more"),
                                     ("[1, 2]", "the top level must be an object")] {
             try content.write(toFile: bad, atomically: true, encoding: .utf8)
-            let p = Process()
-            p.executableURL = chatAppURL()
-            p.arguments = ["--config", bad]
-            let err = Pipe()
-            p.standardError = err
-            try p.run()
-            p.waitUntilExit()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            #expect(p.terminationStatus == 2)
+            let (status, text) = try runChatApp(["--config", bad])
+            #expect(status == 2)
             #expect(text.contains(expected), "stderr: \(text)")
         }
         // maxMessage 8 from the file: a 9-byte message is refused with 1009.

@@ -222,15 +222,8 @@ struct DrainTests {
             }
         }
         for value in [["-1"], ["soon"], ["nan"], ["1e9"], []] {
-            let p = Process()
-            p.executableURL = chatAppURL()
-            p.arguments = ["--memory", "--addr", "127.0.0.1:0", "--drain-timeout"] + value
-            let err = Pipe()
-            p.standardError = err
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 2, "--drain-timeout \(value)")
+            let (status, text) = try runChatApp(["--memory", "--addr", "127.0.0.1:0", "--drain-timeout"] + value)
+            #expect(status == 2, "--drain-timeout \(value)")
             #expect(text.contains("--drain-timeout needs a number of seconds, 0 to 86400"), "stderr: \(text)")
         }
         var bad = ChatConfig()

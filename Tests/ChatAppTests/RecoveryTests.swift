@@ -205,7 +205,7 @@ func fullHistory(port: Int, room: String = "lobby") -> [(UInt64, String)]? {
     func startErrors() async throws {
         let dir = temporaryDirectory("chat-start")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        FileManager.default.createFile(atPath: dir + "/file", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/file", contents: Data("x".utf8))
         let p = Process()
         p.executableURL = chatAppURL()
         p.arguments = ["--data-dir", dir + "/file/sub", "--addr", "127.0.0.1:0"]

@@ -368,15 +368,8 @@ extension ChatAppTests {
                                  (["--ping-period-ms", "70000"], "must be shorter than the pong wait"),
                                  (["--write-wait-ms", "0"], "--write-wait-ms needs a positive number"),
                                  (["--pong-wait-ms", "x"], "--pong-wait-ms needs a positive number")] {
-            let p = Process()
-            p.executableURL = chatAppURL()
-            p.arguments = args
-            let err = Pipe()
-            p.standardError = err
-            try p.run()
-            p.waitUntilExit()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            #expect(p.terminationStatus == 2, "\(args)")
+            let (status, text) = try runChatApp(args)
+            #expect(status == 2, "\(args)")
             #expect(text.contains(expected), "\(args): \(text)")
         }
     }
