@@ -45,7 +45,9 @@ import Synchronization
 // it: restarted without its data, or away longer than the expiry) and
 // answers 0 if someone else holds it now; that client loses the name and is
 // told so with an error line. Releases happen on `/nick` to another name, on
-// disconnect (`forget`), and for every held name when the server stops; a
+// disconnect (`forget`), and for every held name when the server drains
+// or stops (`releaseAll`: then no claim is taken any more, so the clients,
+// told to reconnect, find their names free on another node); a
 // node that dies holds its names until they expire: at most 6 s after its
 // last refresh. A release is written after every refresh that saw the
 // claim (the refresh takes its snapshot and writes it holding `wire`, a
@@ -90,6 +92,8 @@ final class ClusterNames: @unchecked Sendable {
 
     private let lock = FutexLock()
     private var held: [String: Holder] = [:]
+    /// Set by `releaseAll` (the server drains or stops): no claim is taken in.
+    private var closing = false
     /// Held while a refresh takes its snapshot and writes it, and while a
     /// release writes (see the top of the file).
     private let wire = GMPMutex()
@@ -141,7 +145,9 @@ final class ClusterNames: @unchecked Sendable {
     /// now; else the error line: the name is taken, or Redis could not be
     /// asked (the client keeps the name it had).
     func claim(_ name: String, for client: Client, metrics: ChatMetrics) -> String? {
-        if lock.withLock({ held[name]?.client === client }) { return nil } // (its own already)
+        let (own, isClosing) = lock.withLock { (held[name]?.client === client, closing) }
+        if own { return nil } // (its own already)
+        if isClosing { return "error: the server is restarting; ask for the name once you have reconnected" }
         let value = "\(nodeID) \(claims.add(1, ordering: .relaxed).newValue)"
         let answer: RESPValue
         do {
@@ -153,7 +159,8 @@ final class ClusterNames: @unchecked Sendable {
         }
         guard answer != .null else { return "error: the name \(name) is taken" }
         guard answer == .simple("OK") else { return "error: the name \(name) cannot be claimed now (Redis answered \(answer))" }
-        let (displaced, old): (Holder?, (String, String)?) = lock.withLock {
+        let (displaced, old, closed): (Holder?, (String, String)?, Bool) = lock.withLock {
+            if closing { return (nil, nil, true) } // (releaseAll ran meanwhile: this claim is undone below)
             // Someone here held it, but its claim had lapsed (Redis away
             // past the expiry) and Redis gave the name out again.
             var displaced: Holder?
@@ -168,7 +175,11 @@ final class ClusterNames: @unchecked Sendable {
             }
             held[name] = Holder(value: value, client: client, metrics: metrics)
             client.name = name
-            return (displaced, old)
+            return (displaced, old, false)
+        }
+        if closed {
+            release([(name, value)])
+            return "error: the server is restarting; ask for the name once you have reconnected"
         }
         if let displaced { Self.tellLost(name, displaced) }
         if let old { release([old], wait: true) }
@@ -244,14 +255,20 @@ final class ClusterNames: @unchecked Sendable {
 
     private static func tellLost(_ name: String, _ h: Holder) {
         log("names: \(name) is held on another node now (this node's claim lapsed)")
+        let advice = h.client.identity == nil ? "choose one with /nick" : "private messages to it reach the other holder; reconnect to claim it again"
         h.client.offer(.error("error: your name \(name) was taken on another node while this one could not reach Redis; "
-                              + "choose one with /nick"), h.metrics)
+                              + advice), h.metrics)
     }
 
-    /// Releases every name held here and waits for Redis's answers (the
-    /// server is stopping).
+    /// Releases every name held here and waits for Redis's answers (at
+    /// most the client's time-out); from then on no name is claimed here.
+    /// The server drains or stops: its clients are about to reconnect,
+    /// perhaps to another node, and must find their names free there; a
+    /// private message to one of them meanwhile is answered "nobody is
+    /// called NAME" instead of being lost with the connection.
     func releaseAll() {
         let all = lock.withLock {
+            closing = true
             let all = held
             held = [:]
             return all

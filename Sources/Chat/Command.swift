@@ -3,10 +3,20 @@
 // in Server.swift, the directory G in Directory.swift, the room's hub G in
 // Room.swift), so that what a stranger may type is checked in one place,
 // and fuzzed.
+//
+// Names are compared as bytes where they leave the process (Redis keys,
+// with several nodes) and as Swift strings (canonical equivalence) inside
+// it, so a name is put in one form as it is parsed: Unicode's NFC, for
+// `/nick` and `/msg` alike. Two spellings of "café" are one name, and one
+// key. A name is also visible: no control, format (zero-width, bidi
+// override), separator, private-use or unassigned scalar, and it does not
+// start with a combining mark.
+import Foundation
 
 /// A command line, parsed.
 public enum ChatCommand: Equatable, Sendable {
-    /// `/nick NAME`: NAME is one word of 1 to 32 characters without ":".
+    /// `/nick NAME`: NAME is one word of 1 to 32 visible characters without
+    /// ":" (`isName`), in NFC.
     case nick(String)
     /// `/who`: who is in the current room (anything after it is ignored).
     case who
@@ -27,6 +37,28 @@ public enum ChatCommand: Equatable, Sendable {
 
     /// The longest name `/nick` takes, in characters.
     public static let maxNameLength = 32
+
+    /// Whether `name` (in NFC) is one `/nick` takes: 1 to `maxNameLength`
+    /// characters, at most 4 bytes of UTF-8 each on average (so a character
+    /// piled with combining marks cannot make a long key), no ":" (the
+    /// text format's separator) and nothing invisible (see the top of the file).
+    static func isName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, name.count <= maxNameLength,
+              name.utf8.count <= 4 * maxNameLength else { return false }
+        switch first.properties.generalCategory {
+        case .nonspacingMark, .spacingMark, .enclosingMark: return false
+        default: break
+        }
+        for u in name.unicodeScalars {
+            if u == ":" || u == " " { return false }
+            switch u.properties.generalCategory {
+            case .control, .format, .surrogate, .privateUse, .unassigned, .lineSeparator, .paragraphSeparator, .spaceSeparator:
+                return false
+            default: continue
+            }
+        }
+        return true
+    }
 
     /// The room every client starts in.
     public static let lobby = "lobby"
@@ -70,11 +102,12 @@ public enum ChatCommand: Equatable, Sendable {
         }
         switch parts[0] {
         case "/nick":
-            guard parts.count == 2, parts[1].count <= Self.maxNameLength, !parts[1].unicodeScalars.contains(":") else {
-                self = .usage("error: usage: /nick NAME (one word, at most \(Self.maxNameLength) characters)")
+            let name = parts.count == 2 ? parts[1].precomposedStringWithCanonicalMapping : ""
+            guard parts.count == 2, Self.isName(name) else {
+                self = .usage("error: usage: /nick NAME (one word, at most \(Self.maxNameLength) visible characters, no \":\")")
                 return
             }
-            self = .nick(parts[1])
+            self = .nick(name)
         case "/who":
             self = .who
         case "/join":
@@ -92,7 +125,7 @@ public enum ChatCommand: Equatable, Sendable {
                 self = .usage("error: usage: /msg NAME TEXT")
                 return
             }
-            self = .msg(to: parts[1], text: parts[2])
+            self = .msg(to: parts[1].precomposedStringWithCanonicalMapping, text: parts[2])
         case "/help":
             self = .help
         default:

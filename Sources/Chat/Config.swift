@@ -126,17 +126,21 @@ public struct ConfigError: Error, CustomStringConvertible {
 }
 
 /// Reads the secret that signs clients' tokens from the file at `path`:
-/// its bytes, less one line end at the end (a file written by `echo`). At
+/// its bytes, less one "\n" at the end (a file written by `echo`; a "\r"
+/// before it stays: it is a byte of the secret), at most 64 KiB. At
 /// least 32 bytes (HS256's key is at least the hash's size, RFC 7518 3.2),
 /// so a guessable word cannot sign tokens.
 /// - Throws: a message naming the file: it cannot be read, or is too short.
 public func loadAuthSecret(path: String) throws(ConfigError) -> [UInt8] {
-    guard let data = FileManager.default.contents(atPath: path) else {
+    // (At most 64 KiB and one byte read: /dev/zero is refused, not read for ever.)
+    guard let file = FileHandle(forReadingAtPath: path),
+          let data = try? file.read(upToCount: 65_537) ?? Data() else {
         throw ConfigError("\(path): cannot read the auth secret")
     }
+    try? file.close()
     var bytes = [UInt8](data)
+    guard bytes.count <= 65_536 else { throw ConfigError("\(path): the auth secret must hold at most 64 KiB") }
     if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }
-    if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
     guard bytes.count >= 32 else {
         throw ConfigError("\(path): the auth secret must hold at least 32 bytes (it has \(bytes.count)); "
                           + "e.g. head -c 32 /dev/urandom | base64 > \(path)")

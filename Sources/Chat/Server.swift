@@ -20,7 +20,10 @@
 // for `serve` to return (its accept G holds the socket open until it wakes),
 // so new connections are refused from then on and a load balancer sends
 // them to another node; a WebSocket upgrade on a connection already open gets
-// 503; then `draining` is closed. Each write pump sees it, writes what was
+// 503; with Redis, the node's names are released (ClusterNames.releaseAll:
+// a client that reconnects elsewhere at once finds its name free, and a
+// private message to it meanwhile is answered "nobody is called NAME", not
+// lost); then `draining` is closed. Each write pump sees it, writes what was
 // queued for its client at that moment, then a close frame with 1012
 // (service restart), and waits for its kick: the read pump ends when the
 // client answers the close (or goes), and a stop kicks every member. What
@@ -335,6 +338,11 @@ public final class ChatServer: @unchecked Sendable {
             // Refused from here on: once the accept G has woken and let go (it
             // does at once), the kernel no longer queues connections for it.
             if serving.load(ordering: .sequentiallyConsistent) { _ = served.receive() }
+            // With Redis, names are let go before the clients are told: one
+            // that reconnects to another node at once finds its name free,
+            // and a private message to it meanwhile gets "nobody is called"
+            // instead of going down with the connection.
+            directory.cluster?.names.releaseAll()
             draining.close()
             log("draining: every client is asked to reconnect (1012); waiting at most "
                 + "\(config.drainTimeout / 1_000_000) ms for them to go")

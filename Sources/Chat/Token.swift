@@ -11,7 +11,7 @@ import Foundation
 //   header   {"alg": "HS256", "typ": "JWT"}        typ optional
 //   payload  {"sub": "ann", "exp": 4102444800, "rooms": ["ops", "dev"]}
 //
-// `sub` is the client's name, one `/nick` would take; `exp` the end of the
+// `sub` is the client's name, one `/nick` would take, in NFC; `exp` the end of the
 // token's life, a JSON number of seconds since 1970 (RFC 7519's NumericDate;
 // a fraction is allowed); `rooms`, if present, the only rooms the client may
 // join. `nbf` (not before), if present, is checked as `exp` is; `iat` and
@@ -202,11 +202,14 @@ package struct TokenVerifier: Sendable {
     }
 }
 
-/// Whether `name` is one that `/nick` takes: the chat's own rule
+/// Whether `name` is one that `/nick` takes, as it is: the chat's own rule
 /// (`ChatCommand`), applied to the line a client would type, cleaned as
-/// every line is (`cleanMessage`).
+/// every line is (`cleanMessage`), and in NFC already.
 func isChatName(_ name: String) -> Bool {
-    ChatCommand(parsing: cleanMessage("/nick " + name)) == .nick(name)
+    // Byte for byte: a name in another normal form than NFC (which /nick
+    // would have put it in) is refused, not taken for its NFC twin.
+    guard case .nick(let parsed) = ChatCommand(parsing: cleanMessage("/nick " + name)) else { return false }
+    return parsed.utf8.elementsEqual(name.utf8)
 }
 
 /// A token for `claims`, signed with `secret`, as an application's backend

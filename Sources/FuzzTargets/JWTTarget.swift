@@ -33,13 +33,19 @@ func fuzzJWT(_ bytes: [UInt8]) {
     mintAsClaims(bytes)
 }
 
-/// Whether `name` is one `/nick` takes, said again from its rule (one word
-/// of 1 to 32 characters without ":") and what cleaning the line
-/// "/nick NAME" leaves (no line break, no white space at its end: a name
-/// that is one combining mark joins the space before it, and goes with it).
+/// Whether `name` is one `/nick` takes, said again from its rule: in NFC
+/// already, 1 to 32 characters and at most 128 bytes, no ":", nothing
+/// invisible (control, format, separator, private-use, unassigned or
+/// surrogate scalars) and no combining mark first (Command.swift).
 private func takesName(_ name: String) -> Bool {
-    !name.isEmpty && name.count <= ChatCommand.maxNameLength && !(("/nick " + name).last?.isWhitespace ?? false)
-        && !name.unicodeScalars.contains { [0x20, 0x3A, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0x2028, 0x2029].contains($0.value) }
+    let marks: Set<Unicode.GeneralCategory> = [.nonspacingMark, .spacingMark, .enclosingMark]
+    let hidden: Set<Unicode.GeneralCategory> = [.control, .format, .surrogate, .privateUse, .unassigned,
+                                                .lineSeparator, .paragraphSeparator, .spaceSeparator]
+    guard let first = name.unicodeScalars.first, name.count <= ChatCommand.maxNameLength,
+          name.utf8.count <= 4 * ChatCommand.maxNameLength,
+          name.utf8.elementsEqual(name.precomposedStringWithCanonicalMapping.utf8) else { return false }
+    return !marks.contains(first.properties.generalCategory)
+        && !name.unicodeScalars.contains { $0 == ":" || hidden.contains($0.properties.generalCategory) }
 }
 
 /// Whether `claims` keep the rules at `now`.

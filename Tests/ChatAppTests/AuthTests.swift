@@ -131,7 +131,7 @@ private func handshake(_ port: Int, _ query: String) -> String {
         ])
     }
 
-    @Test("A secret file that cannot be read, or holds under 32 bytes, is a clear error (exit 2), by flag and by config key; ChatServer refuses a short secret")
+    @Test("A secret file that cannot be read, holds under 32 bytes or over 64 KiB, is a clear error (exit 2), by flag and by config key; one line end is dropped; ChatServer refuses a short secret")
     func badSecret() async throws {
         let short = try secretFile(Array("too short".utf8), "-short")
         let config = NSTemporaryDirectory() + "chat-auth-\(getpid()).json"
@@ -145,6 +145,15 @@ private func handshake(_ port: Int, _ query: String) -> String {
             #expect(status == 2, "\(args)")
             #expect(text.contains(expected), "\(args): \(text)")
         }
+        // One "\n" goes (a file written by echo); a "\r" before it is a byte of the secret.
+        let crlf = try secretFile(secret + [UInt8(ascii: "\r")], "-crlf")
+        defer { unlink(crlf) }
+        #expect(try loadAuthSecret(path: crlf) == secret + [UInt8(ascii: "\r")])
+        let plain = try secretFile(secret, "-plain")
+        defer { unlink(plain) }
+        #expect(try loadAuthSecret(path: plain) == secret)
+        // A file without end is refused, not read for ever.
+        #expect { _ = try loadAuthSecret(path: "/dev/zero") } throws: { "\($0)" == "/dev/zero: the auth secret must hold at most 64 KiB" }
         var bad = ChatConfig()
         bad.port = 0
         bad.authSecret = Array("short".utf8)

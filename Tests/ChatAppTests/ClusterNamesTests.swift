@@ -190,6 +190,33 @@ struct ClusterNamesTests {
                       "the name anna is taken", "anna free after the disconnect"])
     }
 
+    @Test("A draining node lets its names go before its clients hear 1012: a client that reconnects to the other node at once takes its name back, no retry; a /msg to it meanwhile is answered 'nobody is called', not lost")
+    func drainReleases() async throws {
+        let nodes = try Nodes()
+        defer { nodes.stop() }
+        let (portA, portB) = (nodes.ports[0], nodes.ports[1])
+        let pidA = nodes.apps[0].processIdentifier
+        let r = await runG(procs: 2, timeout: 60) { () -> [String]? in
+            guard let x = EnvelopeClient(port: portA), let y = EnvelopeClient(port: portB) else { return nil }
+            defer { x.close(); y.close() }
+            var out: [String] = []
+            out.append(nick(x, "ann") ?? "?")
+            out.append(nick(y, "bob") ?? "?")
+            kill(pidA, SIGTERM)
+            while x.next() != nil {} // to its close
+            out.append("x closed with \(x.closeCode.map(String.init) ?? "none")")
+            y.say("/msg ann are you there")
+            out.append(nextError(y) ?? "no answer")
+            guard let x2 = EnvelopeClient(port: portB) else { return out + ["no reconnect"] }
+            defer { x2.close() }
+            out.append(nick(x2, "ann") ?? "?") // at once: no retry
+            y.say("/msg ann welcome back")
+            out.append(nextPrivate(x2) ?? "nothing")
+            return out
+        } ?? nil
+        #expect(r == ["ok", "ok", "x closed with 1012", "nobody is called ann", "ok", "bob: welcome back"])
+    }
+
     @Test("A node killed (-9) holding a name: its claim lives while the node refreshes it, and the name is free within the expiry (6 s) after the kill")
     func expiry() async throws {
         let nodes = try Nodes()

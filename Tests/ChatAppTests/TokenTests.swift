@@ -162,7 +162,7 @@ private func signed(_ payload: String, header: String = #"{"alg":"HS256","typ":"
                 == Date(timeIntervalSince1970: 4.1e9))
     }
 
-    @Test("sub must be a name /nick takes: not missing, not a number, no space or colon, at most 32 characters, no line break, no outer white space")
+    @Test("sub must be a name /nick takes, in NFC: not missing, not a number, no space or colon, at most 32 characters, nothing invisible, no combining mark first")
     func subject() {
         let long = String(repeating: "x", count: ChatCommand.maxNameLength + 1)
         for bad in [#"{"exp":4102444800}"#, #"{"sub":1,"exp":4102444800}"#, #"{"sub":null,"exp":4102444800}"#,
@@ -174,10 +174,13 @@ private func signed(_ payload: String, header: String = #"{"alg":"HS256","typ":"
                     #"{"sub":"ann\u2028","exp":4102444800}"#] {
             #expect(refusal(signed(bad)) == .badClaim("sub"), "\(bad)")
         }
-        // What /nick takes as typed: a lone combining mark joins the space before it and is trimmed with it.
+        // A combining mark first, a name not in NFC (/nick would store its NFC twin), invisible characters.
         #expect(refusal(signed(#"{"sub":"\u0301","exp":4102444800}"#)) == .badClaim("sub"))
-        #expect(refusal(signed(#"{"sub":"\u0301x","exp":4102444800}"#)) == nil)
-        #expect(refusal(signed(#"{"sub":"e\u0301","exp":4102444800}"#)) == nil)
+        #expect(refusal(signed(#"{"sub":"\u0301x","exp":4102444800}"#)) == .badClaim("sub"))
+        #expect(refusal(signed(#"{"sub":"e\u0301","exp":4102444800}"#)) == .badClaim("sub"))
+        #expect(refusal(signed(#"{"sub":"\u00e9","exp":4102444800}"#)) == nil)
+        #expect(refusal(signed(#"{"sub":"ann\u200b","exp":4102444800}"#)) == .badClaim("sub"))
+        #expect(refusal(signed(#"{"sub":"\u202eann","exp":4102444800}"#)) == .badClaim("sub"))
         // The first claim checked is sub, then exp.
         #expect(refusal(signed(#"{"sub":"a b","exp":true}"#)) == .badClaim("sub"))
     }
