@@ -10,7 +10,8 @@
 // `/nick` and `/msg` alike. Two spellings of "café" are one name, and one
 // key. A name is also visible: no control, format (zero-width, bidi
 // override), separator, private-use or unassigned scalar, and it does not
-// start with a combining mark.
+// start with a combining mark or anything else that joins the character
+// before it (an emoji modifier).
 import Foundation
 
 /// A command line, parsed.
@@ -45,6 +46,8 @@ public enum ChatCommand: Equatable, Sendable {
     static func isName(_ name: String) -> Bool {
         guard let first = name.unicodeScalars.first, name.count <= maxNameLength,
               name.utf8.count <= 4 * maxNameLength else { return false }
+        // (What joins the character before it: after "/nick " it would be the space's.)
+        if first.properties.isGraphemeExtend || first.properties.isEmojiModifier { return false }
         switch first.properties.generalCategory {
         case .nonspacingMark, .spacingMark, .enclosingMark: return false
         default: break

@@ -36,7 +36,7 @@ func fuzzJWT(_ bytes: [UInt8]) {
 /// Whether `name` is one `/nick` takes, said again from its rule: in NFC
 /// already, 1 to 32 characters and at most 128 bytes, no ":", nothing
 /// invisible (control, format, separator, private-use, unassigned or
-/// surrogate scalars) and no combining mark first (Command.swift).
+/// surrogate scalars) and no combining mark or modifier first (Command.swift).
 private func takesName(_ name: String) -> Bool {
     let marks: Set<Unicode.GeneralCategory> = [.nonspacingMark, .spacingMark, .enclosingMark]
     let hidden: Set<Unicode.GeneralCategory> = [.control, .format, .surrogate, .privateUse, .unassigned,
@@ -44,7 +44,8 @@ private func takesName(_ name: String) -> Bool {
     guard let first = name.unicodeScalars.first, name.count <= ChatCommand.maxNameLength,
           name.utf8.count <= 4 * ChatCommand.maxNameLength,
           name.utf8.elementsEqual(name.precomposedStringWithCanonicalMapping.utf8) else { return false }
-    return !marks.contains(first.properties.generalCategory)
+    return !marks.contains(first.properties.generalCategory) && !first.properties.isGraphemeExtend
+        && !first.properties.isEmojiModifier
         && !name.unicodeScalars.contains { $0 == ":" || hidden.contains($0.properties.generalCategory) }
 }
 

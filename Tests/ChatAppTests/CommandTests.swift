@@ -32,7 +32,7 @@ import Testing
         }
         #expect(Array(to.utf8) == Array(composed.utf8))
         let refused = ChatCommand(parsing: "/nick")
-        for bad in ["ann\u{200B}", "\u{202E}ann", "a\u{3000}b", "a\u{7}b", "\u{E000}x", "\u{301}ann", "a\u{2028}b"] {
+        for bad in ["ann\u{200B}", "\u{202E}ann", "a\u{3000}b", "a\u{7}b", "\u{E000}x", "\u{301}ann", "a\u{2028}b", "\u{1F3FB}x"] {
             #expect(ChatCommand(parsing: "/nick " + bad) == refused, "\(bad.unicodeScalars.map { String($0.value, radix: 16) })")
         }
         #expect(ChatCommand(parsing: "/nick Zoë-42") == .nick("Zoë-42"))
