@@ -580,6 +580,20 @@ public final class ChatServer: @unchecked Sendable {
         let ws = WebSocketConn(conn: conn, isServer: true, readLimit: config.maxMessage, leftover: buf)
         ws.writeTimeout = .nanoseconds(config.writeWait)
         let client = Client(ws: ws, peer: conn.remoteAddress, format: options.format, identity: identity)
+        // A token's name is registered before the client joins a room (with
+        // Redis a claim can take a round trip or a time-out, and nothing may
+        // pile up in the client's buffer meanwhile), and let go again if it
+        // never gets to run (runClient lets it go at its end).
+        var running = false
+        var refusedName: String?
+        if let name = identity?.name, let line = directory.nick(client, name) {
+            // Another connection has the name (the same user twice, most
+            // likely): this one posts as the name all the same (its token
+            // proves it), but private messages go to the other.
+            client.name = name
+            refusedName = "error: private messages to \(name) will not reach this connection (\(line.dropFirst("error: ".count)))"
+        }
+        defer { if !running && identity != nil { directory.forget(client) } }
         let room: Room
         switch directory.join(options.room, from: ConnectionLimits.address(of: conn.remoteAddress)) {
         case nil:
@@ -647,13 +661,8 @@ public final class ChatServer: @unchecked Sendable {
                 if answer == nil { giveUp(); return }
             }
         }
-        if let name = identity?.name, let line = directory.nick(client, name) {
-            // Another connection has the name (the same user twice, most
-            // likely): this one posts as the name all the same (its token
-            // proves it), but private messages go to the other.
-            client.name = name
-            client.offer(.error("error: private messages to \(name) will not reach this connection (\(line.dropFirst("error: ".count)))"), metrics)
-        }
+        if let refusedName { client.offer(.error(refusedName), metrics) }
+        running = true
         metrics.bump(.connections)
         clientsOpen.add(1, ordering: .relaxed)
         runClient(client, room)
