@@ -132,8 +132,7 @@ struct RedisRoomStore: Sendable {
     /// id, sender and text (a retry is the same three), hashed (SHA-1, in
     /// lower-case hex).
     static func dedupKey(id: String, from: String, text: String) -> String {
-        SHA1.hash("\(id.utf8.count) \(id)\(from.utf8.count) \(from)\(text)".utf8)
-            .map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        hex(SHA1.hash("\(id.utf8.count) \(id)\(from.utf8.count) \(from)\(text)".utf8))
     }
 
     /// The room a channel is for, if it is one of ours.

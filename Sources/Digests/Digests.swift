@@ -8,6 +8,8 @@
 //   HMAC.swift     HMAC-SHA256 (RFC 2104), and comparing MACs in constant time
 //   Base64.swift   base64 (RFC 4648): padded, for HTTP headers; URL-safe and
 //                  unpadded, for JSON Web Tokens
+//   (this file)    `hex`: a digest in lower-case hex, as Redis names scripts
+//                  and the standards print their vectors
 //
 // Only the package's own modules import it (it is no product), so its API
 // is `package`. Everything here is a value type without locks: use one
@@ -81,4 +83,10 @@ func bigEndianBytes(_ words: [UInt32]) -> [UInt8] {
         out += [UInt8(w >> 24), UInt8(truncatingIfNeeded: w >> 16), UInt8(truncatingIfNeeded: w >> 8), UInt8(truncatingIfNeeded: w)]
     }
     return out
+}
+
+/// `bytes` in lower-case hex, two digits a byte (a digest as Redis names a
+/// script by it, and as the standards print their vectors).
+package func hex(_ bytes: [UInt8]) -> String {
+    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }

@@ -32,7 +32,7 @@ public struct RedisScript: Sendable, Hashable {
     /// A script from its Lua source (its SHA-1 is computed here, once).
     public init(_ source: String) {
         self.source = source
-        sha1 = SHA1.hash(source.utf8).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        sha1 = hex(SHA1.hash(source.utf8))
     }
 
     /// `SCRIPT LOAD <source>`: puts the script in the server's cache (it answers `sha1`).

@@ -1,9 +1,5 @@
-// Hex, the form the standards print their vectors in.
-
-/// `bytes` in lower-case hex.
-func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-}
+// Hex, the form the standards print their vectors in (Digests' `hex`
+// writes it).
 
 /// The bytes `text` spells in hex (two digits a byte).
 func bytes(hex text: String) -> [UInt8] {
